@@ -1,0 +1,1 @@
+//! The hound's self-confinement. Implemented with the sandbox issue.

@@ -1,0 +1,308 @@
+//! Message bodies carried in frames. Control messages flow between supervisor and hound over
+//! the per-hound socketpair; daemon messages (added with the daemon) between `houndd` and clients.
+//!
+//! STUB CONTRACT: types and signatures are fixed; the helper implements encode/decode.
+
+use crate::frame::FrameHeader;
+use crate::ProtocolError;
+use serde::{Deserialize, Serialize};
+
+/// Limit on any control message body, in bytes.
+pub const MAX_CONTROL_BODY: u32 = 64 * 1024;
+
+/// The kind field of a frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum MessageKind {
+    /// supervisor → hound: handshake with configuration.
+    Hello = 1,
+    /// hound → supervisor: sandbox applied, ready for jobs.
+    Ready = 2,
+    /// supervisor → hound: finish what is in the ring, then exit 0.
+    Shutdown = 3,
+    /// hound → supervisor: last words before exiting non-zero.
+    Fatal = 4,
+}
+
+impl MessageKind {
+    /// Maps a wire value to a kind; unknown values are `UnknownMessageKind`.
+    pub fn from_u16(value: u16) -> Result<Self, ProtocolError> {
+        let _ = value;
+        todo!()
+    }
+    /// Stable lowercase name for errors and logs.
+    pub fn name(self) -> &'static str {
+        todo!()
+    }
+}
+
+/// A decoded message of any kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Ready`].
+    Ready(Ready),
+    /// See [`Shutdown`].
+    Shutdown(Shutdown),
+    /// See [`Fatal`].
+    Fatal(Fatal),
+}
+
+impl Message {
+    /// The frame kind of this message.
+    pub fn kind(&self) -> MessageKind {
+        todo!()
+    }
+    /// Appends this message as one complete frame to `out`.
+    pub fn encode_frame(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let _ = out;
+        todo!()
+    }
+    /// Decodes the body of a frame whose header was already validated.
+    pub fn decode(header: &FrameHeader, body: &[u8]) -> Result<Self, ProtocolError> {
+        let _ = (header, body);
+        todo!()
+    }
+    /// Parses one whole datagram (header + body) into a message.
+    pub fn from_datagram(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let _ = bytes;
+        todo!()
+    }
+}
+
+/// Handshake sent by the supervisor right after spawning a hound (and placing it in its cgroup).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal [`crate::PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+    /// Identifies the pool (for logs and cgroup names).
+    pub pool_id: [u8; 16],
+    /// Slot number of this hound in the pool.
+    pub hound_id: u32,
+    /// Spawn generation (increments each time the slot is refilled).
+    pub generation: u64,
+    /// Resource and size limits.
+    pub limits: HoundLimits,
+    /// Where evacuated evidence goes.
+    pub cold: ColdTarget,
+    /// What the hound must do to itself.
+    pub sandbox: SandboxPolicy,
+    /// Spin/sleep tuning of the job loop.
+    pub tuning: HoundTuning,
+}
+
+/// Limits a hound enforces and applies to itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoundLimits {
+    /// Largest evidence payload accepted.
+    pub max_evidence_bytes: u32,
+    /// Largest decoded output (restore / decode) produced.
+    pub max_output_bytes: u32,
+    /// Address-space budget (RLIMIT_AS), bytes; 0 = leave as is.
+    pub memory_budget_bytes: u64,
+    /// RLIMIT_NOFILE after sandboxing.
+    pub max_open_files: u32,
+    /// RLIMIT_NPROC after sandboxing (0 = leave as is).
+    pub max_processes: u32,
+    /// gzip level 0..=9 used by Encode / Evacuate.
+    pub gzip_level: u8,
+}
+
+/// Job-loop tuning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoundTuning {
+    /// How long the hound spins on an empty request ring before sleeping, microseconds.
+    pub spin_us: u32,
+    /// Longest single sleep before re-checking the ring and the control channel, milliseconds.
+    pub idle_poll_ms: u32,
+}
+
+/// Cold storage target as the hound needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ColdTarget {
+    /// No cold storage: Evacuate / Restore / Erase fail with `ColdStorageUnavailable`.
+    None,
+    /// A directory on the local filesystem.
+    Filesystem {
+        /// Root directory (absolute).
+        root: String,
+        /// Key prefix (may contain '/').
+        prefix: String,
+    },
+    /// An S3-compatible object store.
+    S3(S3Target),
+}
+
+/// S3-compatible target. Credentials travel over the private socketpair because the hound's
+/// environment is empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Target {
+    /// Endpoint URL, e.g. `http://127.0.0.1:9000`.
+    pub endpoint: String,
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Signing region.
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`) instead of virtual-host style.
+    pub path_style: bool,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key.
+    pub secret_key: String,
+    /// Optional session token.
+    pub session_token: Option<String>,
+    /// Local spool directory for envelopes when the target is unreachable (absolute), if any.
+    pub spool_dir: Option<String>,
+    /// Largest total size of the spool, bytes.
+    pub spool_limit_bytes: u64,
+}
+
+/// The sandbox layers, in the order they are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Layer {
+    /// Close every fd but the channel, regions and doorbells.
+    FdHygiene,
+    /// Empty environment.
+    Environment,
+    /// PR_SET_NO_NEW_PRIVS.
+    NoNewPrivs,
+    /// PR_SET_PDEATHSIG + parent check.
+    DeathSignal,
+    /// core 0, nofile, address space, nproc.
+    Rlimits,
+    /// user / net / ipc / mount namespaces where permitted.
+    Namespaces,
+    /// Landlock filesystem (and TCP port) rules.
+    Landlock,
+    /// seccomp-bpf allow-list.
+    Seccomp,
+    /// Per-hound cgroup (applied by the supervisor, reported with the others).
+    Cgroup,
+}
+
+impl Layer {
+    /// All layers in application order.
+    pub const ALL: [Layer; 9] = [
+        Layer::FdHygiene,
+        Layer::Environment,
+        Layer::NoNewPrivs,
+        Layer::DeathSignal,
+        Layer::Rlimits,
+        Layer::Namespaces,
+        Layer::Landlock,
+        Layer::Seccomp,
+        Layer::Cgroup,
+    ];
+    /// Stable snake_case name used in reports, config keys and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layer::FdHygiene => "fd_hygiene",
+            Layer::Environment => "environment",
+            Layer::NoNewPrivs => "no_new_privs",
+            Layer::DeathSignal => "death_signal",
+            Layer::Rlimits => "rlimits",
+            Layer::Namespaces => "namespaces",
+            Layer::Landlock => "landlock",
+            Layer::Seccomp => "seccomp",
+            Layer::Cgroup => "cgroup",
+        }
+    }
+}
+
+/// How much a layer is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum LayerMode {
+    /// Start-up fails if the layer cannot be enforced.
+    Required,
+    /// Enforce if possible, report why not otherwise.
+    #[default]
+    BestEffort,
+    /// Do not apply.
+    Off,
+}
+
+/// Per-layer modes. Layers not listed are `BestEffort`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SandboxPolicy {
+    /// (layer, mode) pairs.
+    pub layers: Vec<(Layer, LayerMode)>,
+}
+
+impl SandboxPolicy {
+    /// The mode configured for `layer`.
+    pub fn mode(&self, layer: Layer) -> LayerMode {
+        self.layers
+            .iter()
+            .find(|(l, _)| *l == layer)
+            .map(|(_, m)| *m)
+            .unwrap_or_default()
+    }
+}
+
+/// Result of one layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerStatus {
+    /// In force.
+    Enforced,
+    /// Wanted but not possible here; the detail says why.
+    Unavailable,
+    /// Turned off by configuration.
+    Disabled,
+}
+
+impl LayerStatus {
+    /// "enforced" / "unavailable" / "disabled".
+    pub fn name(&self) -> &'static str {
+        match self {
+            LayerStatus::Enforced => "enforced",
+            LayerStatus::Unavailable => "unavailable",
+            LayerStatus::Disabled => "disabled",
+        }
+    }
+}
+
+/// One line of a sandbox report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerReport {
+    /// Which layer.
+    pub layer: Layer,
+    /// What happened.
+    pub status: LayerStatus,
+    /// Human-readable detail (what is enforced, or why not).
+    pub detail: String,
+}
+
+/// What the hound did to itself, sent in [`Ready`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SandboxReport {
+    /// One entry per layer, in application order.
+    pub layers: Vec<LayerReport>,
+}
+
+/// hound → supervisor after the sandbox is in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ready {
+    /// The hound's own pid as it sees it (informational; the supervisor trusts its own).
+    pub pid: u32,
+    /// The hound's protocol version.
+    pub protocol_version: u16,
+    /// Layer results.
+    pub sandbox: SandboxReport,
+}
+
+/// supervisor → hound: stop taking new records after the ring is empty, exit 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shutdown {
+    /// How long the hound may take, milliseconds (informational; the supervisor enforces it).
+    pub grace_ms: u32,
+}
+
+/// hound → supervisor: a fatal error (handshake refused, required layer missing, panic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fatal {
+    /// Why the hound is about to exit.
+    pub message: String,
+}

@@ -1,0 +1,109 @@
+//! Cold storage: where evacuated evidence envelopes live.
+//!
+//! Objects are THCS envelopes stored under `<prefix><evidence-id>.thcs`. Backends: [`fs`]
+//! (the embedded default) and [`s3`] (any S3-compatible service). The hound opens the backend
+//! named in its handshake; the supervisor never touches object contents.
+
+pub mod fs;
+pub mod s3;
+
+use crate::SharedError;
+use houndpool_protocol::messages::ColdTarget;
+
+/// Longest object key accepted.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// What `put` did with the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object is durably stored at the target.
+    Stored,
+    /// The target was unreachable; the envelope is durably in the local spool and will be
+    /// uploaded by the drainer.
+    Spooled,
+}
+
+/// A cold-storage backend. Implementations must make `put` atomic: after an error no partial
+/// object is visible under the key.
+pub trait ColdStore: Send {
+    /// Stores `envelope` under `key`, atomically, replacing nothing partial.
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError>;
+    /// Reads the object under `key`; refuses objects larger than `max_len` without reading them.
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError>;
+    /// Deletes the object; returns whether it existed.
+    fn delete(&mut self, key: &str) -> Result<bool, SharedError>;
+    /// Lists keys that start with `prefix`, in no particular order.
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError>;
+    /// One-line description for logs (no secrets).
+    fn describe(&self) -> String;
+}
+
+/// The object key of an evidence id: `<prefix><uuid>.thcs` (hyphenated lowercase UUID).
+pub fn object_key(prefix: &str, evidence_id: &[u8; 16]) -> String {
+    format!("{prefix}{}.thcs", uuid::Uuid::from_bytes(*evidence_id).hyphenated())
+}
+
+/// Checks that a key is usable by every backend: non-empty, at most [`MAX_KEY_LEN`] bytes, no
+/// NUL, not absolute, no `.` or `..` or empty path segment.
+pub fn validate_key(key: &str) -> Result<(), SharedError> {
+    let bad = |reason| {
+        Err(SharedError::InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return bad("longer than 1024 bytes");
+    }
+    if key.contains('\0') {
+        return bad("contains NUL");
+    }
+    if key.starts_with('/') {
+        return bad("absolute");
+    }
+    if key
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return bad("has an empty, '.' or '..' segment");
+    }
+    Ok(())
+}
+
+/// Opens the backend a hound was told to use.
+pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
+    match target {
+        ColdTarget::None => Err(SharedError::ColdNotConfigured),
+        ColdTarget::Filesystem { root, .. } => Ok(Box::new(fs::FsStore::open(root)?)),
+        ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open(t)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_prefix_uuid_thcs() {
+        let id = [0x11u8; 16];
+        assert_eq!(
+            object_key("ev/", &id),
+            "ev/11111111-1111-1111-1111-111111111111.thcs"
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_refused_with_reason() {
+        for k in ["", "/abs", "a/../b", "a//b", "./a", "a\0b"] {
+            assert!(
+                matches!(validate_key(k), Err(SharedError::InvalidKey { .. })),
+                "{k:?}"
+            );
+        }
+        assert!(validate_key(&"x".repeat(MAX_KEY_LEN + 1)).is_err());
+        assert!(validate_key("evidence/2026/abc.thcs").is_ok());
+    }
+}

@@ -1,0 +1,11 @@
+//! Types and services used by both the supervisor and the hound: the cold-storage backends,
+//! cgroup detection and per-hound cgroups, and the crate's error type.
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod cgroup;
+pub mod cold;
+mod error;
+
+pub use error::SharedError;
+pub use houndpool_protocol as protocol;

@@ -1,0 +1,2 @@
+//! hound-stress: houndpool's load, chaos and benchmark harness.
+fn main() {}

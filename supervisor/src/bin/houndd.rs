@@ -1,0 +1,2 @@
+//! houndd: the houndpool daemon and demo.
+fn main() {}

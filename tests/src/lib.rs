@@ -1,0 +1,1 @@
+//! Helpers for houndpool's end-to-end tests.
