@@ -1,3 +1,60 @@
-//! houndpool: run untrusted, heavy evidence work in a pool of sandboxed child processes.
-#![forbid(unsafe_op_in_unsafe_fn)]
+//! houndpool: run untrusted, heavy evidence work — encoding, cold evacuation, restoring — in a
+//! pool of sandboxed child processes ("hounds"), so that the host's hot path never blocks and
+//! never dies with them.
+//!
+//! ```no_run
+//! use houndpool::{Job, OutcomeKind, Pool, Severity};
+//! use std::time::Duration;
+//!
+//! let pool = Pool::builder()
+//!     .configure(|c| c.cold = houndpool::ColdConfig::Filesystem {
+//!         root: "./houndpool-data".into(),
+//!         prefix: "evidence/".into(),
+//!     })
+//!     .build()?;
+//! let outcomes = pool.outcomes().expect("outcome channel enabled by default");
+//! let ticket = pool.submit(&Job::evacuate(b"GET /admin HTTP/1.1\r\n\r\n").with_severity(Severity::High))?;
+//! let outcome = outcomes.recv_timeout(Duration::from_secs(5))?;
+//! assert_eq!(outcome.job_id, ticket.job_id);
+//! if let OutcomeKind::Completed(receipt) = outcome.result {
+//!     println!("stored at {:?}", receipt.key);
+//! }
+//! pool.shutdown(Duration::from_secs(5));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+mod collector;
+pub mod config;
+mod defer;
+mod error;
+mod job;
+mod pool;
+mod spawn;
+mod stats;
+pub mod synth;
+
+pub use config::{ColdConfig, HoundBinary, PoolConfig, PoolExhaustedAction, PoolSize};
+pub use error::{PoolError, SubmitError};
+pub use houndpool_protocol::messages::{
+    Layer, LayerMode, LayerReport, LayerStatus, S3Target, SandboxPolicy, SandboxReport,
+};
+pub use job::{
+    DropReason, FailCode, FailReason, HoundDeath, Job, JobId, JobKind, Outcome, OutcomeKind,
+    Receipt, Severity, Ticket,
+};
+pub use pool::{EscalationEvent, Pool, PoolBuilder};
+pub use stats::{HoundStats, PoolStats, RefusedStats};
+
+/// Makes this executable usable as its own hound (multi-call mode). Call it first thing in
+/// `main`: if the process was started as a hound it runs the hound and exits; otherwise it
+/// returns at once and `HoundBinary::Auto` may fall back to the current executable.
+pub fn run_hound_if_requested() {
+    let mut args = std::env::args_os();
+    let _exe = args.next();
+    if args.next().is_some_and(|a| a == houndpool_hound::HOUND_ARG) {
+        std::process::exit(houndpool_hound::main_from_env());
+    }
+    spawn::MULTICALL.store(true, std::sync::atomic::Ordering::Relaxed);
+}

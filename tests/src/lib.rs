@@ -1,1 +1,165 @@
-//! Helpers for houndpool's end-to-end tests.
+//! Helpers for houndpool's end-to-end tests: the real `hound` binary, a test configuration,
+//! outcome collection, and checks that no hound process outlives its pool.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use houndpool::{
+    ColdConfig, HoundBinary, JobId, Outcome, PoolConfig, PoolExhaustedAction, PoolSize,
+};
+
+/// The real `hound` executable of this workspace, built on demand with the same profile.
+pub fn hound_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("HOUNDPOOL_HOUND_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test> → target/<profile>/hound
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
+        let bin = profile_dir.join("hound");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "houndpool-hound",
+            "--bin",
+            "hound",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        // Always (re)build: cheap when up to date, and never tests a stale hound.
+        let status = cmd.status().expect("run cargo build for the hound binary");
+        assert!(status.success(), "building the hound binary failed");
+        assert!(bin.is_file(), "hound binary missing at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Serialises process-level tests within one test binary so that the /proc checks see only
+/// the current test's hounds.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A small, fast configuration: 2 hounds, 64 KiB evidence, filesystem store in `dir`.
+pub fn test_config(dir: &Path) -> PoolConfig {
+    PoolConfig {
+        size: PoolSize::Fixed(2),
+        exhausted: PoolExhaustedAction::Defer { limit: 100_000 },
+        hound_binary: HoundBinary::Path(hound_binary()),
+        cold: ColdConfig::Filesystem {
+            root: dir.to_path_buf(),
+            prefix: "evidence/".into(),
+        },
+        max_evidence_bytes: 64 * 1024,
+        max_output_bytes: 64 * 1024,
+        job_timeout: Duration::from_secs(5),
+        hound_stderr: true,
+        ..PoolConfig::default()
+    }
+}
+
+/// Receives outcomes until `n` have arrived or `timeout` passes.
+pub fn collect(rx: &Receiver<Outcome>, n: usize, timeout: Duration) -> Vec<Outcome> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(o) => out.push(o),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Asserts that every id in `accepted` has exactly one outcome in `outcomes`, and no outcome
+/// names another id. Returns the outcomes by id.
+pub fn assert_exactly_one_each(
+    accepted: &[JobId],
+    outcomes: &[Outcome],
+) -> HashMap<JobId, Outcome> {
+    let mut by_id: HashMap<JobId, Outcome> = HashMap::with_capacity(outcomes.len());
+    for o in outcomes {
+        assert!(
+            by_id.insert(o.job_id, o.clone()).is_none(),
+            "duplicate outcome for {}",
+            o.job_id
+        );
+    }
+    for id in accepted {
+        assert!(by_id.contains_key(id), "no outcome for accepted {id}");
+    }
+    assert_eq!(
+        by_id.len(),
+        accepted.len(),
+        "outcomes for jobs that were never accepted"
+    );
+    by_id
+}
+
+/// Pids of this process's children whose command name is `hound` (any state, zombies included).
+pub fn hound_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut pids = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let ppid = rest.get(1).and_then(|p| p.parse::<i32>().ok());
+        if ppid == Some(me) && comm == "hound" {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Asserts that no hound child of this process exists (running or zombie).
+pub fn assert_no_hounds_left() {
+    let left = hound_children();
+    assert!(left.is_empty(), "hound processes left behind: {left:?}");
+}
+
+/// The pid of the hound in `slot`, waiting up to 10 s for the slot to be filled.
+pub fn pid_of(pool: &houndpool::Pool, slot: u32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(pid) = pool.stats().hounds[slot as usize].pid {
+            return pid as i32;
+        }
+        assert!(Instant::now() < deadline, "slot {slot} never got a hound");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Sends `sig` to `pid`.
+pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("kill");
+}

@@ -40,7 +40,10 @@ pub trait ColdStore: Send {
 
 /// The object key of an evidence id: `<prefix><uuid>.thcs` (hyphenated lowercase UUID).
 pub fn object_key(prefix: &str, evidence_id: &[u8; 16]) -> String {
-    format!("{prefix}{}.thcs", uuid::Uuid::from_bytes(*evidence_id).hyphenated())
+    format!(
+        "{prefix}{}.thcs",
+        uuid::Uuid::from_bytes(*evidence_id).hyphenated()
+    )
 }
 
 /// Checks that a key is usable by every backend: non-empty, at most [`MAX_KEY_LEN`] bytes, no
@@ -106,4 +109,14 @@ mod tests {
         assert!(validate_key(&"x".repeat(MAX_KEY_LEN + 1)).is_err());
         assert!(validate_key("evidence/2026/abc.thcs").is_ok());
     }
+}
+
+/// The largest envelope that can legitimately decode to `max_output` bytes: deflate's
+/// worst-case expansion of stored blocks is 5 bytes per 65 535 (bounded here by 5 per 16 000),
+/// plus gzip's 18-byte frame and the 78-byte THCS header, plus slack. Used to size the
+/// completion ring and to refuse oversized objects on restore before reading them.
+pub fn max_envelope_len(max_output: usize) -> usize {
+    max_output
+        .saturating_add(max_output / 16_000 * 5)
+        .saturating_add(houndpool_protocol::envelope::HEADER_LEN + 18 + 64)
 }

@@ -1,0 +1,346 @@
+//! The hound's life: handshake, confinement, job loop.
+
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use houndpool_protocol::job::{RequestHeader, COMPLETION_HEADER_LEN};
+use houndpool_protocol::messages::{ColdTarget, Fatal, Hello, Message, Ready};
+use houndpool_protocol::region::{
+    CompletionWriter, HoundRegions, HoundState, RequestReader, StatusWriter,
+};
+use houndpool_protocol::wake::Doorbell;
+use houndpool_protocol::PROTOCOL_VERSION;
+use houndpool_shared::cold;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::channel::{Channel, Polled};
+use crate::jobs::{Body, JobRunner};
+use crate::sandbox::{self, SandboxContext};
+use crate::{HoundError, HoundFds};
+use crate::{EXIT_HANDSHAKE, EXIT_ORPHANED, EXIT_RUNTIME, EXIT_SANDBOX};
+
+/// How long a freshly started hound waits for its `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs a hound to completion; returns the process exit code.
+pub(crate) fn run(fds: HoundFds) -> i32 {
+    // Read before anything else: the supervisor that started us, for the death-signal check.
+    let parent = nix::unistd::getppid().as_raw();
+    let HoundFds {
+        control,
+        request_region,
+        completion_region,
+        request_bell,
+        completion_bell,
+    } = fds;
+    let mut channel = Channel::new(control);
+
+    let hello = match channel.recv_timeout(HELLO_TIMEOUT) {
+        Ok(Polled::Message(Message::Hello(h))) => h,
+        Ok(Polled::Message(other)) => {
+            return fatal(
+                &channel,
+                EXIT_HANDSHAKE,
+                format!("expected Hello, got {:?}", other.kind()),
+            )
+        }
+        Ok(Polled::Nothing) => {
+            return fatal(&channel, EXIT_HANDSHAKE, "no Hello within 10 s".into())
+        }
+        Ok(Polled::Closed) => return EXIT_ORPHANED,
+        Err(e) => return fatal(&channel, EXIT_HANDSHAKE, format!("handshake: {e}")),
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        return fatal(
+            &channel,
+            EXIT_HANDSHAKE,
+            format!(
+                "supervisor speaks protocol {}, this hound {}",
+                hello.protocol_version, PROTOCOL_VERSION
+            ),
+        );
+    }
+    let regions = match HoundRegions::map(request_region, completion_region) {
+        Ok(r) => r,
+        Err(e) => return fatal(&channel, EXIT_HANDSHAKE, format!("mapping regions: {e}")),
+    };
+    let (reader, writer, status) = regions.split();
+    let request_bell = Doorbell::from_fd(request_bell);
+    let completion_bell = Doorbell::from_fd(completion_bell);
+
+    // Open the store before confinement: it may create its root directory.
+    let (store, prefix) = open_store(&hello.cold);
+    let ctx = SandboxContext {
+        keep_fds: vec![
+            channel.raw_fd(),
+            request_bell.as_fd_raw(),
+            completion_bell.as_fd_raw(),
+        ],
+        rw_dirs: rw_dirs(&hello.cold),
+        tcp_connect_port: tcp_port(&hello.cold),
+        limits: hello.limits.clone(),
+        expected_parent: parent,
+    };
+    let report = match sandbox::apply(&hello.sandbox, &ctx) {
+        Ok(r) => r,
+        Err(e) => return fatal(&channel, EXIT_SANDBOX, e.to_string()),
+    };
+    if let Err(e) = channel.send(&Message::Ready(Ready {
+        pid: std::process::id(),
+        protocol_version: PROTOCOL_VERSION,
+        sandbox: report,
+    })) {
+        return fatal(&channel, EXIT_HANDSHAKE, e.to_string());
+    }
+
+    let runner = JobRunner::new(hello.limits.clone(), store, prefix);
+    let mut lp = JobLoop {
+        hello,
+        channel,
+        reader,
+        writer,
+        status,
+        request_bell,
+        completion_bell,
+        runner,
+    };
+    lp.serve()
+}
+
+fn open_store(
+    target: &ColdTarget,
+) -> (
+    Result<Box<dyn houndpool_shared::cold::ColdStore>, String>,
+    String,
+) {
+    let prefix = match target {
+        ColdTarget::None => String::new(),
+        ColdTarget::Filesystem { prefix, .. } => prefix.clone(),
+        ColdTarget::S3(t) => t.prefix.clone(),
+    };
+    (cold::open(target).map_err(|e| e.to_string()), prefix)
+}
+
+fn rw_dirs(target: &ColdTarget) -> Vec<PathBuf> {
+    match target {
+        ColdTarget::None => vec![],
+        ColdTarget::Filesystem { root, .. } => vec![PathBuf::from(root)],
+        ColdTarget::S3(t) => t.spool_dir.iter().map(PathBuf::from).collect(),
+    }
+}
+
+fn tcp_port(target: &ColdTarget) -> Option<u16> {
+    let ColdTarget::S3(t) = target else {
+        return None;
+    };
+    let url = url::Url::parse(&t.endpoint).ok()?;
+    url.port_or_known_default()
+}
+
+fn fatal(channel: &Channel, code: i32, message: String) -> i32 {
+    // Best effort: the supervisor may already be gone.
+    let _ = channel.send(&Message::Fatal(Fatal { message }));
+    code
+}
+
+trait RawDoorbell {
+    fn as_fd_raw(&self) -> std::os::fd::RawFd;
+}
+impl RawDoorbell for Doorbell {
+    fn as_fd_raw(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd;
+        self.as_fd().as_raw_fd()
+    }
+}
+
+struct JobLoop {
+    hello: Hello,
+    channel: Channel,
+    reader: RequestReader,
+    writer: CompletionWriter,
+    status: StatusWriter,
+    request_bell: Doorbell,
+    completion_bell: Doorbell,
+    runner: JobRunner,
+}
+
+/// What one look at the request ring produced.
+enum Step {
+    Worked,
+    Empty,
+    Panicked,
+}
+
+impl JobLoop {
+    fn serve(&mut self) -> i32 {
+        let spin = Duration::from_micros(u64::from(self.hello.tuning.spin_us));
+        let idle_poll = Duration::from_millis(u64::from(self.hello.tuning.idle_poll_ms.max(1)));
+        let mut draining = false;
+        let mut last_work = Instant::now();
+        self.status.set_state(HoundState::Idle);
+        loop {
+            match self.step() {
+                Ok(Step::Worked) => {
+                    last_work = Instant::now();
+                    continue;
+                }
+                Ok(Step::Panicked) => return EXIT_RUNTIME,
+                Ok(Step::Empty) => {}
+                Err(e) => return fatal(&self.channel, EXIT_RUNTIME, e.to_string()),
+            }
+            if draining {
+                return 0;
+            }
+            if last_work.elapsed() < spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            // Announce, re-check, then sleep (see protocol::region for the ordering argument).
+            self.status.set_state(HoundState::Sleeping);
+            self.status.announce_sleep();
+            if self.reader.has_pending() {
+                self.status.cancel_sleep();
+                self.status.set_state(HoundState::Idle);
+                continue;
+            }
+            self.runner.idle();
+            let control_ready = match self.sleep(idle_poll) {
+                Ok(r) => r,
+                Err(e) => return fatal(&self.channel, EXIT_RUNTIME, e.to_string()),
+            };
+            self.status.cancel_sleep();
+            self.request_bell.drain();
+            self.status.beat();
+            self.status.set_state(HoundState::Idle);
+            last_work = Instant::now();
+            if control_ready {
+                match self.channel.try_recv() {
+                    Ok(Polled::Nothing) => {}
+                    Ok(Polled::Message(Message::Shutdown(_))) => {
+                        self.status.set_state(HoundState::Draining);
+                        draining = true;
+                    }
+                    Ok(Polled::Message(other)) => {
+                        return fatal(
+                            &self.channel,
+                            EXIT_RUNTIME,
+                            format!("unexpected control message {:?}", other.kind()),
+                        )
+                    }
+                    Ok(Polled::Closed) => return EXIT_ORPHANED,
+                    Err(e) => return fatal(&self.channel, EXIT_RUNTIME, e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Sleeps on the request doorbell and the control socket. Returns whether the control
+    /// socket is readable (or hung up).
+    fn sleep(&self, timeout: Duration) -> Result<bool, HoundError> {
+        let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [
+            PollFd::new(
+                std::os::fd::AsFd::as_fd(&self.request_bell),
+                PollFlags::POLLIN,
+            ),
+            PollFd::new(self.channel.as_fd(), PollFlags::POLLIN),
+        ];
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(HoundError::Channel(format!("poll: {e}"))),
+        }
+        Ok(fds[1].revents().is_some_and(|r| !r.is_empty()))
+    }
+
+    /// Executes the record at the head of the request ring, if any.
+    fn step(&mut self) -> Result<Step, HoundError> {
+        let Some(payload) = self.reader.peek()? else {
+            return Ok(Step::Empty);
+        };
+        self.status.set_state(HoundState::Busy);
+        let (req, body) = RequestHeader::parse(payload)?;
+        self.status.set_current_job(req.job_id);
+        let runner = &mut self.runner;
+        let executed = catch_unwind(AssertUnwindSafe(|| runner.execute(&req, body)));
+        let (executed, panicked) = match executed {
+            Ok(e) => (e, false),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                (
+                    crate::jobs::Executed {
+                        header: houndpool_protocol::job::CompletionHeader {
+                            job_id: req.job_id,
+                            kind: req.kind,
+                            status: houndpool_protocol::job::CompletionStatus::Failed(
+                                houndpool_protocol::job::FailCode::Internal,
+                            ),
+                            flags: 0,
+                        },
+                        body: Body::Message(format!("hound panicked: {what}")),
+                    },
+                    true,
+                )
+            }
+        };
+        let head: [u8; COMPLETION_HEADER_LEN] = executed.header.to_bytes();
+        let body_bytes: &[u8] = match &executed.body {
+            Body::Echo => body,
+            Body::Output => self.runner.output(),
+            Body::Receipt(r) => r,
+            Body::Byte(b) => b,
+            Body::Message(m) => m.as_bytes(),
+        };
+        push_completion(
+            &mut self.writer,
+            &self.completion_bell,
+            &mut self.channel,
+            &[&head, body_bytes],
+        )?;
+        self.reader.advance();
+        self.status.set_current_job(0);
+        self.status.job_done();
+        self.status.beat();
+        Ok(if panicked {
+            Step::Panicked
+        } else {
+            Step::Worked
+        })
+    }
+}
+
+/// Pushes a completion, waiting (spin, then short sleeps) while the ring is full, and rings
+/// the supervisor's doorbell if it announced sleep.
+fn push_completion(
+    writer: &mut CompletionWriter,
+    bell: &Doorbell,
+    channel: &mut Channel,
+    parts: &[&[u8]],
+) -> Result<(), HoundError> {
+    let mut waited = 0u32;
+    while !writer.try_push(parts)? {
+        waited += 1;
+        if waited < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::sleep(Duration::from_micros(50));
+            // Every ~50 ms, make sure there is still someone to consume.
+            if waited % 1000 == 0 {
+                if let Polled::Closed = channel.try_recv()? {
+                    return Err(HoundError::Channel(
+                        "supervisor closed the channel while the completion ring was full".into(),
+                    ));
+                }
+            }
+        }
+    }
+    if writer.supervisor_sleeping() {
+        bell.ring()?;
+    }
+    Ok(())
+}

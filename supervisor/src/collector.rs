@@ -1,0 +1,899 @@
+//! The collector thread: the only consumer of completion rings and the owner of every hound
+//! process. Everything a hound writes is validated here; a hound that writes something
+//! impossible is killed (`ProtocolViolation`), never trusted and never the cause of a panic.
+//!
+//! Job state machine (each accepted job is in exactly one place; every arrow that leaves the
+//! diagram delivers exactly one outcome):
+//! ```text
+//! submit ──► ring of hound H ──completion──► Completed / Failed(Job)
+//!   │            │ H died (crash)      ──► retry queue ──► ring of hound H' (once)
+//!   │            │ H died again        ──► Failed(Poison)
+//!   │            │ watchdog killed H   ──► TimedOut (front job) / retry queue (others)
+//!   │            │ H killed by SIGSYS  ──► Failed(HoundKilled) (front job)
+//!   │            │ H violated protocol ──► Failed(ProtocolViolation) (front job)
+//!   └► defer queue ──► ring (when space frees)   └─ evicted ──► Dropped(Evicted)
+//! shutdown grace over: anything not finished ──► Dropped(Shutdown)
+//! ```
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use houndpool_protocol::envelope;
+use houndpool_protocol::job::{
+    CompletionHeader, CompletionStatus, EvacuateReceipt, JobKind, COMPLETION_FLAG_SPOOLED,
+    MAX_FAIL_MESSAGE,
+};
+use houndpool_protocol::messages::{Message, Shutdown};
+use houndpool_protocol::region::CompletionReader;
+use houndpool_protocol::wake::Doorbell;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, send, MsgFlags};
+use tracing::{debug, info, warn};
+
+use crate::job::{DropReason, FailReason, HoundDeath, OutcomeKind, Receipt};
+use crate::pool::{Pending, Shared, SlotConn, DRAINING, STOPPED};
+use crate::spawn::{spawn_hound, ChildGuard, Spawned};
+use crate::PoolError;
+
+/// Completions consumed from one hound before looking at the others.
+const COLLECT_BUDGET: usize = 256;
+/// Period of housekeeping (control sockets, watchdog, stats mirrors) while busy.
+const HOUSEKEEPING: Duration = Duration::from_millis(2);
+/// Longest sleep of an idle collector.
+const IDLE_SLEEP: Duration = Duration::from_millis(100);
+
+/// Why the supervisor killed a hound.
+#[derive(Debug, Clone)]
+enum KillCause {
+    Watchdog,
+    Violation(String),
+    Shutdown,
+}
+
+/// A request to (re)fill a slot.
+struct SpawnOrder {
+    slot: u32,
+    generation: u64,
+    not_before: Instant,
+}
+
+type SpawnResult = Result<Spawned, (u32, u64, String)>;
+
+/// The collector's view of a live hound.
+struct HoundProc {
+    child: ChildGuard,
+    pid: u32,
+    generation: u64,
+    control: OwnedFd,
+    reader: CompletionReader,
+    completion_bell: Doorbell,
+    kill_cause: Option<KillCause>,
+    fatal: Option<String>,
+    started: Instant,
+}
+
+struct Collector {
+    sh: Arc<Shared>,
+    hounds: Vec<Option<HoundProc>>,
+    retry: VecDeque<Pending>,
+    orders: Option<Sender<SpawnOrder>>,
+    results: Receiver<SpawnResult>,
+    recent_restarts: Vec<VecDeque<Instant>>,
+    next_generation: Vec<u64>,
+    buf: Vec<u8>,
+    ctrl_buf: Vec<u8>,
+    /// Set when the head of the retry/defer queue could not be placed; cleared when space may
+    /// have freed (a completion, a new hound). Keeps an idle collector from spinning on it.
+    blocked: bool,
+    next_deadline: Option<Instant>,
+    finishing: bool,
+}
+
+/// Starts the collector and spawner threads with the initial hounds.
+pub(crate) fn start(
+    sh: Arc<Shared>,
+    binary: PathBuf,
+    pool_id: [u8; 16],
+    spawned: Vec<Spawned>,
+) -> Result<(JoinHandle<()>, JoinHandle<()>), PoolError> {
+    let n = sh.slots.len();
+    let (order_tx, order_rx) = crossbeam_channel::unbounded();
+    let (result_tx, result_rx) = crossbeam_channel::unbounded();
+    let mut c = Collector {
+        sh: sh.clone(),
+        hounds: (0..n).map(|_| None).collect(),
+        retry: VecDeque::new(),
+        orders: Some(order_tx),
+        results: result_rx,
+        recent_restarts: vec![VecDeque::new(); n],
+        next_generation: vec![1; n],
+        buf: Vec::with_capacity(64 * 1024),
+        ctrl_buf: vec![0; 64 * 1024 + 64],
+        blocked: false,
+        next_deadline: None,
+        finishing: false,
+    };
+    for s in spawned {
+        c.install(s);
+    }
+    let os = |source| PoolError::Os {
+        op: "spawn thread",
+        source,
+    };
+    let sh2 = sh.clone();
+    let spawner = std::thread::Builder::new()
+        .name("houndpool-spawner".into())
+        .spawn(move || spawner_loop(sh2, binary, pool_id, order_rx, result_tx))
+        .map_err(os)?;
+    let collector = std::thread::Builder::new()
+        .name("houndpool-collector".into())
+        .spawn(move || c.run())
+        .map_err(os)?;
+    Ok((collector, spawner))
+}
+
+fn spawner_loop(
+    sh: Arc<Shared>,
+    binary: PathBuf,
+    pool_id: [u8; 16],
+    orders: Receiver<SpawnOrder>,
+    results: Sender<SpawnResult>,
+) {
+    let mut due: Vec<SpawnOrder> = Vec::new();
+    loop {
+        due.sort_by_key(|o| o.not_before);
+        let wait = due
+            .first()
+            .map(|o| o.not_before.saturating_duration_since(Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        if due.is_empty() || !wait.is_zero() {
+            match orders.recv_timeout(wait) {
+                Ok(o) => {
+                    due.push(o);
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        if due.first().is_none_or(|o| o.not_before > Instant::now()) {
+            continue;
+        }
+        let o = due.remove(0);
+        let span = tracing::info_span!("hound_spawn", slot = o.slot, generation = o.generation);
+        let _e = span.enter();
+        let r = spawn_hound(&sh.config, &binary, pool_id, o.slot, o.generation)
+            .map_err(|e| (o.slot, o.generation, e.to_string()));
+        // A result the collector no longer takes is dropped here, and the ChildGuard inside a
+        // Spawned kills and reaps its process.
+        if results.send(r).is_err() {
+            return;
+        }
+        let _ = sh.wake.ring();
+    }
+}
+
+impl Collector {
+    fn run(mut self) {
+        let mut last_work = Instant::now();
+        let mut last_housekeeping = Instant::now();
+        loop {
+            let mut work = self.collect_all();
+            work |= self.install_spawned();
+            work |= self.place_pending();
+            if last_housekeeping.elapsed() >= HOUSEKEEPING {
+                self.housekeeping();
+                last_housekeeping = Instant::now();
+            }
+            if self.sh.state.load(Ordering::Acquire) == DRAINING && self.drain_done() {
+                self.finish();
+                return;
+            }
+            if work {
+                last_work = Instant::now();
+                continue;
+            }
+            if last_work.elapsed() < self.sh.config.collector_spin {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.sleep();
+            self.housekeeping();
+            last_housekeeping = Instant::now();
+            last_work = Instant::now();
+        }
+    }
+
+    /// Announce sleep on every completion ring and the pool's doorbell, re-check, then poll.
+    fn sleep(&mut self) {
+        self.sh.collector_sleeping.store(true, Ordering::SeqCst);
+        for h in self.hounds.iter().flatten() {
+            h.reader.announce_sleep();
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let pending = self
+            .hounds
+            .iter()
+            .flatten()
+            .any(|h| !matches!(h.reader.has_pending(), Ok(false)))
+            || !self.results.is_empty()
+            || (!self.blocked && (!self.retry.is_empty() || self.defer_len() > 0));
+        if !pending {
+            let mut timeout = IDLE_SLEEP;
+            if let Some(d) = self.next_deadline {
+                timeout = timeout.min(d.saturating_duration_since(Instant::now()));
+            }
+            if self.sh.state.load(Ordering::Acquire) == DRAINING {
+                timeout = timeout.min(Duration::from_millis(5));
+            }
+            let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut fds = Vec::with_capacity(1 + 2 * self.hounds.len());
+            fds.push(PollFd::new(self.sh.wake.as_fd(), PollFlags::POLLIN));
+            for h in self.hounds.iter().flatten() {
+                fds.push(PollFd::new(h.completion_bell.as_fd(), PollFlags::POLLIN));
+                fds.push(PollFd::new(h.control.as_fd(), PollFlags::POLLIN));
+            }
+            let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
+        }
+        self.sh.collector_sleeping.store(false, Ordering::SeqCst);
+        self.sh.wake.drain();
+        for h in self.hounds.iter().flatten() {
+            h.reader.cancel_sleep();
+            h.completion_bell.drain();
+        }
+        self.blocked = false;
+    }
+
+    fn defer_len(&self) -> usize {
+        self.sh
+            .defer
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .unwrap_or(0)
+    }
+
+    /// Consumes completions from every live hound.
+    fn collect_all(&mut self) -> bool {
+        let mut work = false;
+        for i in 0..self.hounds.len() {
+            let Some(h) = self.hounds[i].as_mut() else {
+                continue;
+            };
+            let mut violation = None;
+            for _ in 0..COLLECT_BUDGET {
+                match h.reader.pop(&mut self.buf) {
+                    Ok(true) => {
+                        work = true;
+                        self.blocked = false;
+                        if let Err(v) = handle_completion(&self.sh, i, h, &self.buf) {
+                            violation = Some(v);
+                            break;
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        violation = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(v) = violation {
+                self.violation(i, v);
+                work = true;
+            }
+        }
+        work
+    }
+
+    fn violation(&mut self, i: usize, detail: String) {
+        self.sh.counters.protocol_violations.inc();
+        warn!(slot = i, %detail, "hound violated the protocol; killing it");
+        self.kill_and_reap(i, Some(KillCause::Violation(detail)));
+    }
+
+    fn install_spawned(&mut self) -> bool {
+        let mut work = false;
+        while let Ok(r) = self.results.try_recv() {
+            work = true;
+            match r {
+                Ok(s) => {
+                    if self.finishing {
+                        drop(s); // killed and reaped by its guard
+                    } else {
+                        self.install(s);
+                    }
+                }
+                Err((slot, generation, error)) => {
+                    self.sh.counters.spawn_failures.inc();
+                    warn!(slot, generation, %error, "hound failed to start; will retry");
+                    self.schedule_respawn(slot as usize);
+                }
+            }
+        }
+        work
+    }
+
+    fn install(&mut self, s: Spawned) {
+        let i = s.slot as usize;
+        let pid = s.child.id();
+        let slot = &self.sh.slots[i];
+        *slot.lock() = Some(SlotConn {
+            writer: s.writer,
+            bell: s.request_bell,
+            inflight: VecDeque::with_capacity(self.sh.config.max_in_flight_per_hound),
+            front_since: Instant::now(),
+        });
+        slot.in_flight.store(0, Ordering::Relaxed);
+        slot.pid.store(pid, Ordering::Relaxed);
+        slot.generation.store(s.generation, Ordering::Relaxed);
+        self.next_generation[i] = self.next_generation[i].max(s.generation);
+        info!(
+            slot = i,
+            pid,
+            generation = s.generation,
+            spawn_us = s.spawn_time.as_micros() as u64,
+            "hound ready"
+        );
+        *self
+            .sh
+            .sandbox_report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(s.ready.sandbox);
+        self.hounds[i] = Some(HoundProc {
+            child: ChildGuard(Some(s.child)),
+            pid,
+            generation: s.generation,
+            control: s.control,
+            reader: s.reader,
+            completion_bell: s.completion_bell,
+            kill_cause: None,
+            fatal: None,
+            started: Instant::now(),
+        });
+        self.sh.counters.hound_spawns.inc();
+        self.blocked = false;
+        slot.accepting.store(true, Ordering::Release);
+    }
+
+    fn schedule_respawn(&mut self, i: usize) {
+        if self.finishing {
+            return;
+        }
+        let Some(orders) = &self.orders else {
+            return;
+        };
+        let now = Instant::now();
+        let recent = &mut self.recent_restarts[i];
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+        {
+            recent.pop_front();
+        }
+        recent.push_back(now);
+        // Immediate for the first few restarts of a slot in a second, then exponential with
+        // jitter, capped at 5 s, so a crash loop never turns into a fork loop.
+        let delay = if recent.len() <= 3 {
+            Duration::ZERO
+        } else {
+            let exp = (recent.len() - 4).min(9) as u32;
+            let base = Duration::from_millis(10) * 2u32.pow(exp);
+            let base = base.min(Duration::from_secs(5));
+            base + base.mul_f64(fastrand::f64() * 0.25)
+        };
+        self.next_generation[i] += 1;
+        let _ = orders.send(SpawnOrder {
+            slot: i as u32,
+            generation: self.next_generation[i],
+            not_before: now + delay,
+        });
+    }
+
+    /// Places retries (oldest first), then deferred jobs, into rings with room.
+    fn place_pending(&mut self) -> bool {
+        if self.blocked {
+            return false;
+        }
+        let mut work = false;
+        while let Some(p) = self.retry.front() {
+            if self.sh.try_place(&[&p.bytes], p.meta) {
+                self.retry.pop_front();
+                work = true;
+            } else {
+                self.blocked = true;
+                break;
+            }
+        }
+        self.sh.retrying.store(self.retry.len(), Ordering::Relaxed);
+        if !self.retry.is_empty() {
+            return work;
+        }
+        if let Some(defer) = &self.sh.defer {
+            loop {
+                let item = defer.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let Some(p) = item else {
+                    break;
+                };
+                if self.sh.try_place(&[&p.bytes], p.meta) {
+                    work = true;
+                } else {
+                    defer
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .unpop(p.meta.severity, p);
+                    self.blocked = true;
+                    break;
+                }
+            }
+        }
+        work
+    }
+
+    /// Control sockets (Fatal messages, hang-ups), the watchdog, and stats mirrors.
+    fn housekeeping(&mut self) {
+        // Control sockets: a readable socket carries a message or an EOF.
+        let mut readable = Vec::new();
+        {
+            let mut fds = Vec::with_capacity(self.hounds.len());
+            let mut idx = Vec::with_capacity(self.hounds.len());
+            for (i, h) in self.hounds.iter().enumerate() {
+                if let Some(h) = h {
+                    fds.push(PollFd::new(h.control.as_fd(), PollFlags::POLLIN));
+                    idx.push(i);
+                }
+            }
+            if !fds.is_empty() && nix::poll::poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
+                for (fd, i) in fds.iter().zip(idx) {
+                    if fd.revents().is_some_and(|r| !r.is_empty()) {
+                        readable.push(i);
+                    }
+                }
+            }
+        }
+        for i in readable {
+            self.read_control(i);
+        }
+        // Watchdog.
+        let now = Instant::now();
+        let timeout = self.sh.config.job_timeout;
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for (i, h) in self.hounds.iter().enumerate() {
+            let Some(h) = h else {
+                continue;
+            };
+            let slot = &self.sh.slots[i];
+            let st = h.reader.status();
+            slot.reported_state.store(st.state, Ordering::Relaxed);
+            slot.heartbeat.store(st.heartbeat, Ordering::Relaxed);
+            let guard = slot.lock();
+            let Some(conn) = guard.as_ref() else {
+                continue;
+            };
+            if conn.inflight.is_empty() {
+                continue;
+            }
+            let deadline = conn.front_since + timeout;
+            if now >= deadline {
+                expired.push(i);
+            } else {
+                next = Some(next.map_or(deadline, |n: Instant| n.min(deadline)));
+            }
+        }
+        self.next_deadline = next;
+        for i in expired {
+            self.sh.counters.watchdog_kills.inc();
+            warn!(
+                slot = i,
+                ?timeout,
+                "hound made no progress before the deadline; killing it"
+            );
+            self.kill_and_reap(i, Some(KillCause::Watchdog));
+        }
+    }
+
+    fn read_control(&mut self, i: usize) {
+        loop {
+            let Some(h) = self.hounds[i].as_mut() else {
+                return;
+            };
+            let r = recv(
+                h.control.as_raw_fd(),
+                &mut self.ctrl_buf,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            );
+            match r {
+                Ok(0) | Err(nix::errno::Errno::ECONNRESET) => {
+                    // The hound closed its end: it exited, or means to stop talking. Either way
+                    // it is finished.
+                    self.kill_and_reap(i, None);
+                    return;
+                }
+                Ok(n) if n > self.ctrl_buf.len() => {
+                    self.violation(i, format!("control datagram of {n} bytes"));
+                    return;
+                }
+                Ok(n) => match Message::from_datagram(&self.ctrl_buf[..n]) {
+                    Ok(Message::Fatal(f)) => {
+                        warn!(slot = i, pid = h.pid, message = %f.message, "hound reports a fatal error");
+                        h.fatal = Some(f.message);
+                    }
+                    Ok(other) => {
+                        let kind = other.kind().name();
+                        self.violation(i, format!("unexpected control message {kind}"));
+                        return;
+                    }
+                    Err(e) => {
+                        self.violation(i, format!("malformed control frame: {e}"));
+                        return;
+                    }
+                },
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => return,
+                Err(e) => {
+                    self.violation(i, format!("control socket error: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIGKILLs the hound of slot `i` (harmless if it already exited), reaps it, and settles
+    /// every job it held.
+    fn kill_and_reap(&mut self, i: usize, cause: Option<KillCause>) {
+        let slot = &self.sh.slots[i];
+        slot.accepting.store(false, Ordering::Release);
+        let Some(mut h) = self.hounds[i].take() else {
+            return;
+        };
+        if h.kill_cause.is_none() {
+            h.kill_cause = cause;
+        }
+        let status = match h.child.0.as_mut() {
+            Some(child) => {
+                let _ = child.kill();
+                child.wait().ok()
+            }
+            None => None,
+        };
+        h.child.0 = None;
+        let death = match status {
+            Some(st) => match (st.code(), st.signal()) {
+                (Some(c), _) => HoundDeath::Exited(c),
+                (_, Some(s)) => HoundDeath::Signaled(s),
+                _ => HoundDeath::Exited(-1),
+            },
+            None => HoundDeath::Exited(-1),
+        };
+        self.on_exit(i, h, death);
+    }
+
+    fn on_exit(&mut self, i: usize, mut h: HoundProc, death: HoundDeath) {
+        let sh = self.sh.clone();
+        let slot = &sh.slots[i];
+        sh.counters.hound_exits.inc();
+        // Completions the hound wrote before dying are real results: take them first, unless
+        // the hound was killed for lying.
+        if !matches!(h.kill_cause, Some(KillCause::Violation(_))) {
+            while let Ok(true) = h.reader.pop(&mut self.buf) {
+                if handle_completion(&sh, i, &h, &self.buf).is_err() {
+                    break;
+                }
+            }
+        }
+        let conn = slot.lock().take();
+        slot.in_flight.store(0, Ordering::Relaxed);
+        slot.pid.store(0, Ordering::Relaxed);
+        let expected = matches!(h.kill_cause, Some(KillCause::Shutdown))
+            || (self.finishing && death == HoundDeath::Exited(0));
+        if expected {
+            debug!(slot = i, pid = h.pid, %death, "hound stopped");
+        } else {
+            warn!(
+                slot = i,
+                pid = h.pid,
+                generation = h.generation,
+                %death,
+                cause = ?h.kill_cause,
+                fatal = h.fatal.as_deref().unwrap_or(""),
+                uptime_ms = h.started.elapsed().as_millis() as u64,
+                "hound exited"
+            );
+        }
+        if let Some(conn) = conn {
+            let mut bytes = Vec::new();
+            for (k, mut meta) in conn.inflight.into_iter().enumerate() {
+                let front = k == 0;
+                let verdict = match (&h.kill_cause, front) {
+                    (Some(KillCause::Shutdown), _) => {
+                        Some(OutcomeKind::Dropped(DropReason::Shutdown))
+                    }
+                    (Some(KillCause::Watchdog), true) => Some(OutcomeKind::TimedOut),
+                    (Some(KillCause::Violation(d)), true) => {
+                        Some(OutcomeKind::Failed(FailReason::ProtocolViolation {
+                            detail: d.clone(),
+                        }))
+                    }
+                    (None, true) => match death {
+                        HoundDeath::Signaled(sig) if sig == libc::SIGSYS => {
+                            Some(OutcomeKind::Failed(FailReason::HoundKilled { signal: sig }))
+                        }
+                        _ => {
+                            meta.deaths = meta.deaths.saturating_add(1);
+                            (meta.deaths >= 2).then(|| {
+                                sh.counters.poison.inc();
+                                OutcomeKind::Failed(FailReason::Poison { last_death: death })
+                            })
+                        }
+                    },
+                    _ => None,
+                };
+                if let Some(result) = verdict {
+                    sh.deliver(Shared::outcome_for(&meta, meta.tries, result));
+                    continue;
+                }
+                if self.finishing {
+                    sh.deliver(Shared::outcome_for(
+                        &meta,
+                        meta.tries,
+                        OutcomeKind::Dropped(DropReason::Shutdown),
+                    ));
+                    continue;
+                }
+                // Re-read our own record (the hound could not modify it: read-only mapping).
+                match h.reader.read_request(meta.pos.start, &mut bytes) {
+                    Ok(_) => {
+                        let mut owned = std::mem::take(&mut bytes);
+                        // RequestHeader byte 11 is the attempt counter.
+                        if let Some(a) = owned.get_mut(11) {
+                            *a = a.saturating_add(1);
+                        }
+                        meta.tries = meta.tries.saturating_add(1);
+                        sh.counters.retries.inc();
+                        debug!(job = meta.job_id, slot = i, "job queued for retry");
+                        self.retry.push_back(Pending { bytes: owned, meta });
+                    }
+                    Err(e) => sh.deliver(Shared::outcome_for(
+                        &meta,
+                        meta.tries,
+                        OutcomeKind::Failed(FailReason::ProtocolViolation {
+                            detail: format!("request record unreadable after hound death: {e}"),
+                        }),
+                    )),
+                }
+            }
+        }
+        sh.retrying.store(self.retry.len(), Ordering::Relaxed);
+        self.blocked = false;
+        drop(h);
+        self.schedule_respawn(i);
+    }
+
+    fn drain_done(&self) -> bool {
+        let deadline = *self
+            .sh
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return true;
+        }
+        self.retry.is_empty() && self.defer_len() == 0 && self.sh.in_rings() == 0
+    }
+
+    /// Ends the pool: drops what is left, stops and reaps every hound.
+    fn finish(&mut self) {
+        self.finishing = true;
+        let sh = self.sh.clone();
+        for s in sh.slots.iter() {
+            s.accepting.store(false, Ordering::Release);
+        }
+        // Hounds still holding jobs: the grace period is over.
+        for i in 0..self.hounds.len() {
+            if self.hounds[i].is_some() && sh.slots[i].in_flight.load(Ordering::Relaxed) > 0 {
+                self.kill_and_reap(i, Some(KillCause::Shutdown));
+            }
+        }
+        for p in self.retry.drain(..) {
+            sh.deliver(Shared::outcome_for(
+                &p.meta,
+                p.meta.tries,
+                OutcomeKind::Dropped(DropReason::Shutdown),
+            ));
+        }
+        if let Some(defer) = &sh.defer {
+            let left = defer.lock().unwrap_or_else(|p| p.into_inner()).drain_all();
+            for p in left {
+                sh.deliver(Shared::outcome_for(
+                    &p.meta,
+                    0,
+                    OutcomeKind::Dropped(DropReason::Shutdown),
+                ));
+            }
+        }
+        sh.retrying.store(0, Ordering::Relaxed);
+        // Ask the idle hounds to exit, give them a moment, then make sure.
+        let mut frame = Vec::new();
+        let _ = Message::Shutdown(Shutdown { grace_ms: 1000 }).encode_frame(&mut frame);
+        for h in self.hounds.iter().flatten() {
+            let _ = send(h.control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL);
+            let _ = h.completion_bell.ring();
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        for i in 0..self.hounds.len() {
+            let Some(h) = self.hounds[i].as_mut() else {
+                continue;
+            };
+            let mut exited = false;
+            while Instant::now() < until {
+                match h.child.0.as_mut().map(|c| c.try_wait()) {
+                    Some(Ok(Some(_))) | None => {
+                        exited = true;
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            if !exited {
+                warn!(slot = i, "hound did not exit after Shutdown; killing it");
+            }
+            self.kill_and_reap(i, None);
+        }
+        self.orders = None;
+        while let Ok(r) = self.results.try_recv() {
+            drop(r);
+        }
+        sh.state.store(STOPPED, Ordering::Release);
+        info!(stats = ?sh.counters.completed.get(), "houndpool stopped");
+    }
+}
+
+/// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
+/// delivers its outcome and frees its ring space. `Err` means the hound must be killed.
+fn handle_completion(sh: &Shared, i: usize, h: &HoundProc, payload: &[u8]) -> Result<(), String> {
+    let (hdr, body) = CompletionHeader::parse(payload).map_err(|e| e.to_string())?;
+    let slot = &sh.slots[i];
+    let (meta, result) = {
+        let mut guard = slot.lock();
+        let conn = guard
+            .as_mut()
+            .ok_or_else(|| "completion from a hound whose slot is closed".to_string())?;
+        let front = conn
+            .inflight
+            .front()
+            .ok_or_else(|| format!("completion for job {} with no job in flight", hdr.job_id))?;
+        if front.job_id != hdr.job_id {
+            return Err(format!(
+                "completion for job {} but job {} is next",
+                hdr.job_id, front.job_id
+            ));
+        }
+        if front.kind != hdr.kind {
+            return Err(format!(
+                "completion kind {} for a {} job",
+                hdr.kind.name(),
+                front.kind.name()
+            ));
+        }
+        let result = interpret(sh, i as u32, front, &hdr, body)?;
+        let meta = conn
+            .inflight
+            .pop_front()
+            .ok_or_else(|| "in-flight queue emptied under the lock".to_string())?;
+        conn.front_since = Instant::now();
+        slot.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+        (meta, result)
+    };
+    h.reader.release_requests(meta.pos.end);
+    slot.completed.fetch_add(1, Ordering::Relaxed);
+    sh.deliver(Shared::outcome_for(&meta, meta.tries, result));
+    Ok(())
+}
+
+/// Turns a validated completion into an outcome; `Err` if the body is impossible for the job.
+fn interpret(
+    sh: &Shared,
+    hound: u32,
+    job: &crate::pool::InFlight,
+    hdr: &CompletionHeader,
+    body: &[u8],
+) -> Result<OutcomeKind, String> {
+    if hdr.flags & COMPLETION_FLAG_SPOOLED != 0 && job.kind != JobKind::Evacuate {
+        return Err("spooled flag on a job that stores nothing".into());
+    }
+    let code = match hdr.status {
+        CompletionStatus::Ok => None,
+        CompletionStatus::Failed(code) => Some(code),
+    };
+    if let Some(code) = code {
+        if body.len() > MAX_FAIL_MESSAGE {
+            return Err(format!("failure message of {} bytes", body.len()));
+        }
+        return Ok(OutcomeKind::Failed(FailReason::Job {
+            code,
+            message: String::from_utf8_lossy(body).into_owned(),
+        }));
+    }
+    let key = || {
+        sh.key_prefix
+            .as_deref()
+            .map(|p| houndpool_shared::cold::object_key(p, &job.evidence_id))
+    };
+    let mut r = Receipt {
+        hound,
+        ..Receipt::default()
+    };
+    match job.kind {
+        JobKind::Noop => {
+            if body.len() != job.body_len as usize {
+                return Err(format!(
+                    "echo of {} bytes for a {}-byte request",
+                    body.len(),
+                    job.body_len
+                ));
+            }
+            r.payload = Some(body.to_vec());
+        }
+        JobKind::Encode => {
+            let eh = envelope::parse_header(body).map_err(|e| format!("envelope: {e}"))?;
+            if eh.original_size != job.body_len {
+                return Err(format!(
+                    "envelope of {} original bytes for {} bytes of evidence",
+                    eh.original_size, job.body_len
+                ));
+            }
+            r.original_size = Some(u64::from(eh.original_size));
+            r.compressed_size = Some(u64::from(eh.compressed_size));
+            r.sha256 = Some(eh.sha256);
+            r.payload = Some(body.to_vec());
+        }
+        JobKind::Evacuate => {
+            let rc = EvacuateReceipt::parse(body).map_err(|e| e.to_string())?;
+            if rc.evidence_id != job.evidence_id {
+                return Err("receipt names another evidence id".into());
+            }
+            if rc.original_size != job.body_len {
+                return Err(format!(
+                    "receipt says {} original bytes for {} bytes of evidence",
+                    rc.original_size, job.body_len
+                ));
+            }
+            r.key = key();
+            r.original_size = Some(u64::from(rc.original_size));
+            r.compressed_size = Some(u64::from(rc.compressed_size));
+            r.sha256 = Some(rc.sha256);
+            r.encode_time = Some(Duration::from_nanos(rc.encode_ns));
+            r.store_time = Some(Duration::from_nanos(rc.store_ns));
+            r.spooled = hdr.flags & COMPLETION_FLAG_SPOOLED != 0;
+        }
+        JobKind::Restore | JobKind::Decode => {
+            if body.len() > sh.config.max_output_bytes {
+                return Err(format!(
+                    "decoded output of {} bytes exceeds the limit of {}",
+                    body.len(),
+                    sh.config.max_output_bytes
+                ));
+            }
+            if job.kind == JobKind::Restore {
+                r.key = key();
+            }
+            r.original_size = Some(body.len() as u64);
+            r.payload = Some(body.to_vec());
+        }
+        JobKind::Erase => {
+            match body {
+                [0] => r.existed = Some(false),
+                [1] => r.existed = Some(true),
+                _ => return Err("erase completion body is not one 0/1 byte".into()),
+            }
+            r.key = key();
+        }
+    }
+    Ok(OutcomeKind::Completed(r))
+}

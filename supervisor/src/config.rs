@@ -1,0 +1,294 @@
+//! Pool configuration and its validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use houndpool_protocol::messages::{S3Target, SandboxPolicy};
+use houndpool_protocol::region::RegionLayout;
+use houndpool_protocol::{job, ring};
+
+use crate::PoolError;
+
+/// How many hounds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PoolSize {
+    /// Exactly this many (1..=256).
+    Fixed(usize),
+}
+
+/// What `submit` does when no hound has ring space (ARCHITECTURE §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolExhaustedAction {
+    /// Refuse with `SubmitError::PoolExhausted` and count a drop.
+    Drop,
+    /// Queue up to `limit` jobs in memory (severity lanes); drained as rings free up.
+    Defer {
+        /// Queue bound.
+        limit: usize,
+    },
+    /// Refuse with `SubmitError::PoolExhausted` and emit an escalation event.
+    Escalate,
+}
+
+/// Which executable runs as the hound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoundBinary {
+    /// `$HOUNDPOOL_HOUND_BIN` if set; else a `hound` file beside the current executable (or
+    /// beside its `deps/` parent, for test binaries); else the current executable itself if it
+    /// called `run_hound_if_requested()`.
+    Auto,
+    /// This file.
+    Path(PathBuf),
+    /// The current executable, which must call `run_hound_if_requested()` first in `main`.
+    CurrentExe,
+}
+
+/// Where evacuated evidence goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColdConfig {
+    /// No cold storage: Evacuate, Restore and Erase fail with `cold_storage_unavailable`.
+    None,
+    /// A local directory (the embedded default: `./houndpool-data`).
+    Filesystem {
+        /// Directory (made absolute at build).
+        root: PathBuf,
+        /// Key prefix.
+        prefix: String,
+    },
+    /// An S3-compatible object store.
+    S3(S3Target),
+}
+
+/// Everything a pool is built from. Defaults are production values; see each field.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Number of hounds. Default `Fixed(available_parallelism)`.
+    pub size: PoolSize,
+    /// Exhaustion behaviour. Default `Defer { limit: 4096 }`.
+    pub exhausted: PoolExhaustedAction,
+    /// Hound executable. Default `Auto`.
+    pub hound_binary: HoundBinary,
+    /// Cold storage. Default filesystem at `./houndpool-data`, prefix `evidence/`.
+    pub cold: ColdConfig,
+    /// Largest evidence body accepted by submit. Default 1 MiB.
+    pub max_evidence_bytes: usize,
+    /// Largest decoded output (Restore, Decode). Default 1 MiB.
+    pub max_output_bytes: usize,
+    /// gzip level for Encode / Evacuate. Default 6.
+    pub gzip_level: u8,
+    /// A hound whose current job makes no progress for this long is killed. Default 10 s.
+    pub job_timeout: Duration,
+    /// Jobs queued in one hound's ring at most. Default 64.
+    pub max_in_flight_per_hound: usize,
+    /// Capacity of the outcome channel; `None` disables the channel (callback only). Default 65 536.
+    pub outcome_capacity: Option<usize>,
+    /// How long an idle hound spins before sleeping. Default 50 µs.
+    pub hound_spin: Duration,
+    /// Longest sleep of an idle hound between checks. Default 100 ms.
+    pub hound_idle_poll: Duration,
+    /// How long the supervisor's collector spins before sleeping. Default 50 µs.
+    pub collector_spin: Duration,
+    /// Time allowed for a hound to start and complete its handshake. Default 10 s.
+    pub start_timeout: Duration,
+    /// Address-space budget of each hound (RLIMIT_AS). Default 1 GiB.
+    pub hound_memory_budget: u64,
+    /// Sandbox layer modes. Default: all best-effort.
+    pub sandbox: SandboxPolicy,
+    /// Whether hounds' stderr goes to the supervisor's stderr (else /dev/null). Default true.
+    pub hound_stderr: bool,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            size: PoolSize::Fixed(
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1),
+            ),
+            exhausted: PoolExhaustedAction::Defer { limit: 4096 },
+            hound_binary: HoundBinary::Auto,
+            cold: ColdConfig::Filesystem {
+                root: PathBuf::from("houndpool-data"),
+                prefix: "evidence/".into(),
+            },
+            max_evidence_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            gzip_level: 6,
+            job_timeout: Duration::from_secs(10),
+            max_in_flight_per_hound: 64,
+            outcome_capacity: Some(65_536),
+            hound_spin: Duration::from_micros(50),
+            hound_idle_poll: Duration::from_millis(100),
+            collector_spin: Duration::from_micros(50),
+            start_timeout: Duration::from_secs(10),
+            hound_memory_budget: 1 << 30,
+            sandbox: SandboxPolicy::default(),
+            hound_stderr: true,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The number of hounds this configuration asks for.
+    pub fn hound_count(&self) -> usize {
+        match self.size {
+            PoolSize::Fixed(n) => n,
+        }
+    }
+
+    /// Ring sizes that fit the largest request (header + max evidence) and the largest
+    /// completion (header + the larger of an envelope of max evidence and max output).
+    pub fn region_layout(&self) -> RegionLayout {
+        let req = job::REQUEST_HEADER_LEN + self.max_evidence_bytes;
+        let out = houndpool_shared::cold::max_envelope_len(
+            self.max_evidence_bytes.max(self.max_output_bytes),
+        );
+        let cmp = job::COMPLETION_HEADER_LEN + out;
+        let cap = |payload: usize| -> usize {
+            // max_payload(cap) = cap/2 - 8 >= payload  <=>  cap >= 2 * (payload + 8)
+            (2 * (payload + ring::RECORD_HEADER_LEN))
+                .next_power_of_two()
+                .max(64 * 1024)
+        };
+        RegionLayout {
+            request_capacity: cap(req),
+            completion_capacity: cap(cmp),
+        }
+    }
+
+    /// Checks every value; the error names the setting, the value and what is allowed.
+    pub fn validate(&self) -> Result<(), PoolError> {
+        let bad = |key: &'static str, value: String, allowed: &str| {
+            Err(PoolError::InvalidConfig {
+                key,
+                value,
+                allowed: allowed.into(),
+            })
+        };
+        let n = self.hound_count();
+        if !(1..=256).contains(&n) {
+            return bad("size", n.to_string(), "1 to 256 hounds");
+        }
+        if let PoolExhaustedAction::Defer { limit } = self.exhausted {
+            if limit == 0 || limit > 10_000_000 {
+                return bad(
+                    "exhausted.defer.limit",
+                    limit.to_string(),
+                    "1 to 10 000 000 jobs",
+                );
+            }
+        }
+        const MAX_BYTES: usize = 256 << 20;
+        if !(1..=MAX_BYTES).contains(&self.max_evidence_bytes) {
+            return bad(
+                "max_evidence_bytes",
+                self.max_evidence_bytes.to_string(),
+                "1 byte to 256 MiB",
+            );
+        }
+        if !(1..=MAX_BYTES).contains(&self.max_output_bytes) {
+            return bad(
+                "max_output_bytes",
+                self.max_output_bytes.to_string(),
+                "1 byte to 256 MiB",
+            );
+        }
+        if self.gzip_level > 9 {
+            return bad("gzip_level", self.gzip_level.to_string(), "0 to 9");
+        }
+        if self.job_timeout < Duration::from_millis(10)
+            || self.job_timeout > Duration::from_secs(3600)
+        {
+            return bad(
+                "job_timeout",
+                format!("{:?}", self.job_timeout),
+                "10 ms to 1 hour",
+            );
+        }
+        if !(1..=65_536).contains(&self.max_in_flight_per_hound) {
+            return bad(
+                "max_in_flight_per_hound",
+                self.max_in_flight_per_hound.to_string(),
+                "1 to 65 536",
+            );
+        }
+        if self.outcome_capacity == Some(0) {
+            return bad("outcome_capacity", "0".into(), "at least 1, or None");
+        }
+        if self.hound_spin > Duration::from_millis(100) {
+            return bad(
+                "hound_spin",
+                format!("{:?}", self.hound_spin),
+                "at most 100 ms",
+            );
+        }
+        if self.collector_spin > Duration::from_millis(100) {
+            return bad(
+                "collector_spin",
+                format!("{:?}", self.collector_spin),
+                "at most 100 ms",
+            );
+        }
+        let poll = self.hound_idle_poll;
+        if poll < Duration::from_millis(1) || poll > Duration::from_secs(60) {
+            return bad("hound_idle_poll", format!("{poll:?}"), "1 ms to 60 s");
+        }
+        let layout = self.region_layout();
+        if self.hound_memory_budget != 0
+            && self.hound_memory_budget < (layout.memory_bytes() as u64).saturating_add(64 << 20)
+        {
+            return bad(
+                "hound_memory_budget",
+                self.hound_memory_budget.to_string(),
+                &format!(
+                    "0 (unlimited) or at least the ring memory ({} bytes) plus 64 MiB",
+                    layout.memory_bytes()
+                ),
+            );
+        }
+        if let ColdConfig::Filesystem { prefix, .. } = &self.cold {
+            if !prefix.is_empty() {
+                houndpool_shared::cold::validate_key(&format!("{prefix}x"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_layout_fits_one_mib_evidence() {
+        let c = PoolConfig::default();
+        let l = c.region_layout();
+        assert!(l.max_request_payload() >= job::REQUEST_HEADER_LEN + (1 << 20));
+        assert!(
+            l.max_completion_payload()
+                >= job::COMPLETION_HEADER_LEN + houndpool_shared::cold::max_envelope_len(1 << 20)
+        );
+        assert_eq!(l.request_capacity, 4 << 20);
+    }
+
+    #[test]
+    fn validation_names_the_setting() {
+        let c = PoolConfig {
+            size: PoolSize::Fixed(0),
+            ..PoolConfig::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("size") && e.contains("1 to 256"), "{e}");
+        let c = PoolConfig {
+            gzip_level: 12,
+            ..PoolConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("gzip_level"));
+        let c = PoolConfig {
+            exhausted: PoolExhaustedAction::Defer { limit: 0 },
+            ..PoolConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("defer"));
+    }
+}

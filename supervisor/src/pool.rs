@@ -1,0 +1,642 @@
+//! The pool: shared state, the submit path, building and shutting down.
+//!
+//! Threads: the caller's threads run `submit`; one **collector** thread (`houndpool-collector`)
+//! consumes completions, delivers outcomes, watches hounds, retries and drains the defer queue;
+//! one **spawner** thread (`houndpool-spawner`) starts replacement hounds so that a slow spawn
+//! never stalls completions. See docs/ARCHITECTURE.md for who owns what.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use houndpool_protocol::job::{JobKind, RequestHeader, Severity, REQUEST_HEADER_LEN};
+use houndpool_protocol::messages::SandboxReport;
+use houndpool_protocol::region::{RecordPos, RequestWriter};
+use houndpool_protocol::wake::Doorbell;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
+use crate::defer::{DeferQueue, Pushed};
+use crate::job::{DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
+use crate::stats::{Counters, HoundStats, PoolStats};
+use crate::{collector, spawn, PoolError, SubmitError};
+
+pub(crate) const RUNNING: u8 = 0;
+pub(crate) const DRAINING: u8 = 1;
+pub(crate) const STOPPED: u8 = 2;
+
+/// Bookkeeping of one accepted job while it is in a ring, the defer queue or the retry queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    pub(crate) job_id: u64,
+    pub(crate) evidence_id: [u8; 16],
+    pub(crate) kind: JobKind,
+    pub(crate) severity: Severity,
+    pub(crate) body_len: u32,
+    pub(crate) pos: RecordPos,
+    /// Hound deaths this job was at the front of the ring for.
+    pub(crate) deaths: u8,
+    /// Hounds this job has been given to (1 on first placement).
+    pub(crate) tries: u8,
+    pub(crate) submitted_at: Instant,
+}
+
+/// A job held in supervisor memory (defer queue or retry queue): header + body bytes.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) meta: InFlight,
+}
+
+/// The submit-side half of a live hound.
+pub(crate) struct SlotConn {
+    pub(crate) writer: RequestWriter,
+    pub(crate) bell: Doorbell,
+    pub(crate) inflight: VecDeque<InFlight>,
+    /// When the job at the front of `inflight` became the front (watchdog reference).
+    pub(crate) front_since: Instant,
+}
+
+/// One hound slot, shared by submitters and the collector.
+pub(crate) struct Slot {
+    pub(crate) id: u32,
+    /// False while the slot is empty, being refilled, or its hound is being killed.
+    pub(crate) accepting: AtomicBool,
+    /// Mirror of `conn.inflight.len()` for lock-free load balancing.
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) conn: Mutex<Option<SlotConn>>,
+    pub(crate) pid: AtomicU32,
+    pub(crate) generation: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    /// Mirrors of the hound's self-reported state and heartbeat (untrusted, for stats).
+    pub(crate) reported_state: AtomicU32,
+    pub(crate) heartbeat: AtomicU64,
+}
+
+impl Slot {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<SlotConn>> {
+        // A panic while holding this lock cannot leave the ring inconsistent (the writer
+        // publishes atomically), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// An escalation event (`PoolExhaustedAction::Escalate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationEvent {
+    /// Kind of the refused job.
+    pub kind: JobKind,
+    /// Severity of the refused job.
+    pub severity: Severity,
+    /// Its body length.
+    pub body_len: usize,
+    /// Jobs in rings at the time.
+    pub in_rings: usize,
+    /// Total escalations so far (including this one).
+    pub count: u64,
+}
+
+type Callback = Box<dyn Fn(&Outcome) + Send + Sync>;
+
+/// Delivers outcomes without ever blocking.
+pub(crate) struct OutcomeSink {
+    tx: Option<Sender<Outcome>>,
+    callback: Option<Callback>,
+}
+
+/// State shared by the pool handle, the collector and the spawner.
+pub(crate) struct Shared {
+    pub(crate) config: PoolConfig,
+    pub(crate) slots: Box<[Slot]>,
+    pub(crate) counters: Counters,
+    next_job: AtomicU64,
+    rr: AtomicUsize,
+    pub(crate) defer: Option<Mutex<DeferQueue<Pending>>>,
+    /// Rung to wake the collector (deferred work, spawns, shutdown).
+    pub(crate) wake: Doorbell,
+    pub(crate) collector_sleeping: AtomicBool,
+    pub(crate) state: AtomicU8,
+    pub(crate) drain_deadline: Mutex<Option<Instant>>,
+    pub(crate) outcomes: OutcomeSink,
+    escalation_tx: Sender<EscalationEvent>,
+    /// Largest body per kind class: evidence (Noop/Encode/Evacuate) and envelope (Decode).
+    max_evidence: usize,
+    max_envelope: usize,
+    pub(crate) key_prefix: Option<String>,
+    pub(crate) sandbox_report: Mutex<Option<SandboxReport>>,
+    /// Jobs in the collector's retry queue (mirror for stats).
+    pub(crate) retrying: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn deliver(&self, outcome: Outcome) {
+        let c = &self.counters;
+        match &outcome.result {
+            OutcomeKind::Completed(_) => c.completed.inc_sc(),
+            OutcomeKind::Failed(_) => c.failed.inc_sc(),
+            OutcomeKind::TimedOut => c.timed_out.inc_sc(),
+            OutcomeKind::Dropped(_) => c.dropped.inc_sc(),
+        }
+        tracing::debug!(
+            job = outcome.job_id.0,
+            result = outcome.result.name(),
+            "outcome"
+        );
+        if let Some(cb) = &self.outcomes.callback {
+            cb(&outcome);
+        }
+        match &self.outcomes.tx {
+            Some(tx) => {
+                if tx.try_send(outcome).is_err() {
+                    c.undelivered.inc();
+                }
+            }
+            None if self.outcomes.callback.is_none() => c.undelivered.inc(),
+            None => {}
+        }
+    }
+
+    pub(crate) fn outcome_for(meta: &InFlight, attempts: u8, result: OutcomeKind) -> Outcome {
+        Outcome {
+            job_id: JobId(meta.job_id),
+            evidence_id: Uuid::from_bytes(meta.evidence_id),
+            kind: meta.kind,
+            severity: meta.severity,
+            attempts,
+            latency: meta.submitted_at.elapsed(),
+            result,
+        }
+    }
+
+    /// Rings the collector's doorbell if it announced sleep.
+    pub(crate) fn nudge_collector(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.collector_sleeping.load(Ordering::SeqCst) {
+            let _ = self.wake.ring();
+        }
+    }
+
+    /// Copies `parts` into the least-loaded accepting hound's ring. Returns false if no hound
+    /// has room. Critical sections are a bounded memcpy plus O(1) bookkeeping.
+    pub(crate) fn try_place(&self, parts: &[&[u8]], meta: InFlight) -> bool {
+        let n = self.slots.len();
+        let max = self.config.max_in_flight_per_hound;
+        let start = self.rr.fetch_add(1, Ordering::Relaxed) % n;
+        // Pick the least loaded accepting slot, ties broken by the rotating start.
+        let mut best: Option<(usize, usize)> = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let s = &self.slots[idx];
+            if !s.accepting.load(Ordering::Acquire) {
+                continue;
+            }
+            let load = s.in_flight.load(Ordering::Relaxed);
+            if load < max && best.is_none_or(|(_, b)| load < b) {
+                best = Some((idx, load));
+                if load == 0 {
+                    break;
+                }
+            }
+        }
+        let Some((first, _)) = best else {
+            return false;
+        };
+        let order =
+            std::iter::once(first).chain((0..n).map(|i| (start + i) % n).filter(|&i| i != first));
+        for idx in order {
+            let slot = &self.slots[idx];
+            if !slot.accepting.load(Ordering::Acquire) {
+                continue;
+            }
+            let mut guard = slot.lock();
+            let Some(conn) = guard.as_mut() else {
+                continue;
+            };
+            if conn.inflight.len() >= max {
+                continue;
+            }
+            match conn.writer.try_push(parts) {
+                Ok(Some(pos)) => {
+                    if conn.inflight.is_empty() {
+                        conn.front_since = Instant::now();
+                    }
+                    conn.inflight.push_back(InFlight { pos, ..meta });
+                    slot.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+                    if conn.writer.hound_sleeping() {
+                        let _ = conn.bell.ring();
+                    }
+                    return true;
+                }
+                Ok(None) | Err(_) => continue,
+            }
+        }
+        false
+    }
+
+    fn refuse(&self, e: SubmitError) -> SubmitError {
+        let c = &self.counters;
+        match e {
+            SubmitError::PoolExhausted => c.refused_exhausted.inc(),
+            SubmitError::DeferQueueFull { .. } => c.refused_defer_full.inc(),
+            SubmitError::EvidenceTooLarge { .. } => c.refused_too_large.inc(),
+            SubmitError::EmptyEvidence { .. } | SubmitError::InvalidJob { .. } => {
+                c.refused_invalid.inc()
+            }
+            SubmitError::ShutDown => c.refused_shutdown.inc(),
+        }
+        e
+    }
+
+    pub(crate) fn in_rings(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|s| s.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// A pool of sandboxed hound processes. Cheap to share (`&Pool` is `Sync`); dropping it shuts
+/// the pool down with no grace period.
+pub struct Pool {
+    shared: Arc<Shared>,
+    outcome_rx: Option<Receiver<Outcome>>,
+    escalation_rx: Receiver<EscalationEvent>,
+    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+}
+
+/// Builds a [`Pool`].
+pub struct PoolBuilder {
+    config: PoolConfig,
+    callback: Option<Callback>,
+}
+
+impl PoolBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: PoolConfig) -> Self {
+        self.config = config;
+        self
+    }
+    /// Edits the configuration in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut PoolConfig)) -> Self {
+        f(&mut self.config);
+        self
+    }
+    /// Calls `f` with every outcome on the collector thread, in addition to the channel. It must
+    /// return quickly and must not block: it runs on the thread that consumes completions.
+    pub fn on_outcome(mut self, f: impl Fn(&Outcome) + Send + Sync + 'static) -> Self {
+        self.callback = Some(Box::new(f));
+        self
+    }
+
+    /// Validates the configuration, starts every hound, waits for their handshakes, and starts
+    /// the collector and spawner threads. Fails if any hound cannot start or a `required`
+    /// sandbox layer is missing; no process is left behind on failure.
+    pub fn build(self) -> Result<Pool, PoolError> {
+        let mut config = self.config;
+        config.validate()?;
+        if let ColdConfig::Filesystem { root, .. } = &mut config.cold {
+            std::fs::create_dir_all(&*root).map_err(|source| PoolError::Os {
+                op: "create cold storage directory",
+                source,
+            })?;
+            *root = std::fs::canonicalize(&*root).map_err(|source| PoolError::Os {
+                op: "canonicalize cold storage directory",
+                source,
+            })?;
+        }
+        let binary = spawn::resolve_binary(&config.hound_binary)?;
+        let pool_id = *Uuid::now_v7().as_bytes();
+        let n = config.hound_count();
+        let layout = config.region_layout();
+        let ring_body = layout
+            .max_request_payload()
+            .saturating_sub(REQUEST_HEADER_LEN);
+        let max_evidence = config.max_evidence_bytes.min(ring_body);
+        let max_envelope =
+            houndpool_shared::cold::max_envelope_len(config.max_output_bytes).min(ring_body);
+        let key_prefix = match &config.cold {
+            ColdConfig::None => None,
+            ColdConfig::Filesystem { prefix, .. } => Some(prefix.clone()),
+            ColdConfig::S3(t) => Some(t.prefix.clone()),
+        };
+
+        // Start every hound before any thread exists; on failure the guards reap them.
+        let mut spawned = Vec::with_capacity(n);
+        for slot in 0..n as u32 {
+            spawned.push(spawn::spawn_hound(&config, &binary, pool_id, slot, 1)?);
+        }
+        let (outcome_tx, outcome_rx) = match config.outcome_capacity {
+            Some(cap) => {
+                let (t, r) = crossbeam_channel::bounded(cap);
+                (Some(t), Some(r))
+            }
+            None => (None, None),
+        };
+        let (escalation_tx, escalation_rx) = crossbeam_channel::bounded(1024);
+        let defer = match config.exhausted {
+            PoolExhaustedAction::Defer { limit } => Some(Mutex::new(DeferQueue::new(limit))),
+            _ => None,
+        };
+        let slots = (0..n as u32)
+            .map(|id| Slot {
+                id,
+                accepting: AtomicBool::new(false),
+                in_flight: AtomicUsize::new(0),
+                conn: Mutex::new(None),
+                pid: AtomicU32::new(0),
+                generation: AtomicU64::new(0),
+                completed: AtomicU64::new(0),
+                reported_state: AtomicU32::new(0),
+                heartbeat: AtomicU64::new(0),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            config,
+            slots,
+            counters: Counters::default(),
+            next_job: AtomicU64::new(1),
+            rr: AtomicUsize::new(0),
+            defer,
+            wake: Doorbell::new()?,
+            collector_sleeping: AtomicBool::new(false),
+            state: AtomicU8::new(RUNNING),
+            drain_deadline: Mutex::new(None),
+            outcomes: OutcomeSink {
+                tx: outcome_tx,
+                callback: self.callback,
+            },
+            escalation_tx,
+            max_evidence,
+            max_envelope,
+            key_prefix,
+            sandbox_report: Mutex::new(None),
+            retrying: AtomicUsize::new(0),
+        });
+        let (collector, spawner) = collector::start(shared.clone(), binary, pool_id, spawned)?;
+        info!(hounds = n, "houndpool started");
+        Ok(Pool {
+            shared,
+            outcome_rx,
+            escalation_rx,
+            threads: Mutex::new(Some((collector, spawner))),
+        })
+    }
+}
+
+impl Pool {
+    /// A builder with the default configuration.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            config: PoolConfig::default(),
+            callback: None,
+        }
+    }
+
+    /// Submits a job. Never blocks on a hound or the collector: it validates, copies the body
+    /// into the least-loaded hound's ring (one memcpy, no allocation) and wakes that hound only
+    /// if it announced it is asleep (the only syscall). When no ring has room the configured
+    /// [`PoolExhaustedAction`] applies at once. An `Ok` ticket means exactly one outcome will
+    /// be delivered for it.
+    pub fn submit(&self, job: &Job<'_>) -> Result<Ticket, SubmitError> {
+        let sh = &*self.shared;
+        sh.counters.submitted.inc();
+        if sh.state.load(Ordering::Acquire) != RUNNING {
+            return Err(sh.refuse(SubmitError::ShutDown));
+        }
+        let max = match job.kind {
+            JobKind::Encode | JobKind::Evacuate => {
+                if job.body.is_empty() {
+                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
+                }
+                sh.max_evidence
+            }
+            JobKind::Decode => {
+                if job.body.is_empty() {
+                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
+                }
+                sh.max_envelope
+            }
+            JobKind::Noop => sh.max_evidence,
+            JobKind::Restore | JobKind::Erase => {
+                if job.evidence_id.is_none() || !job.body.is_empty() {
+                    return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
+                }
+                0
+            }
+        };
+        if job.body.len() > max {
+            return Err(sh.refuse(SubmitError::EvidenceTooLarge {
+                len: job.body.len(),
+                max,
+            }));
+        }
+        let job_id = sh.next_job.fetch_add(1, Ordering::Relaxed);
+        let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
+        let header = RequestHeader {
+            job_id,
+            kind: job.kind,
+            level: job.level.unwrap_or(sh.config.gzip_level).min(9),
+            severity: job.severity,
+            attempt: 0,
+            evidence_id: *evidence_id.as_bytes(),
+        }
+        .to_bytes();
+        let meta = InFlight {
+            job_id,
+            evidence_id: *evidence_id.as_bytes(),
+            kind: job.kind,
+            severity: job.severity,
+            body_len: job.body.len() as u32,
+            pos: RecordPos { start: 0, end: 0 },
+            deaths: 0,
+            tries: 1,
+            submitted_at: Instant::now(),
+        };
+        let ticket = Ticket {
+            job_id: JobId(job_id),
+            evidence_id,
+        };
+        // Count the acceptance before the job becomes visible to the collector, so no snapshot
+        // sees its outcome before its acceptance; undone if it is not accepted after all.
+        sh.counters.accepted.inc_sc();
+        if sh.try_place(&[&header, job.body], meta) {
+            return Ok(ticket);
+        }
+        match sh.config.exhausted {
+            PoolExhaustedAction::Drop => {
+                sh.counters.accepted.dec_sc();
+                Err(sh.refuse(SubmitError::PoolExhausted))
+            }
+            PoolExhaustedAction::Escalate => {
+                sh.counters.accepted.dec_sc();
+                sh.counters.escalations.inc();
+                let count = sh.counters.escalations.get();
+                let in_rings = sh.in_rings();
+                warn!(
+                    kind = job.kind.name(),
+                    severity = job.severity.name(),
+                    in_rings,
+                    count,
+                    "houndpool exhausted: job refused and escalated"
+                );
+                let _ = sh.escalation_tx.try_send(EscalationEvent {
+                    kind: job.kind,
+                    severity: job.severity,
+                    body_len: job.body.len(),
+                    in_rings,
+                    count,
+                });
+                Err(sh.refuse(SubmitError::PoolExhausted))
+            }
+            PoolExhaustedAction::Defer { limit } => {
+                let Some(defer) = &sh.defer else {
+                    sh.counters.accepted.dec_sc();
+                    return Err(sh.refuse(SubmitError::PoolExhausted));
+                };
+                let mut bytes = Vec::with_capacity(REQUEST_HEADER_LEN + job.body.len());
+                bytes.extend_from_slice(&header);
+                bytes.extend_from_slice(job.body);
+                let pushed = defer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(job.severity, Pending { bytes, meta });
+                match pushed {
+                    Pushed::Queued => {}
+                    Pushed::Evicted(victim) => {
+                        let o = Shared::outcome_for(
+                            &victim.meta,
+                            0,
+                            OutcomeKind::Dropped(DropReason::Evicted { by: job.severity }),
+                        );
+                        sh.deliver(o);
+                    }
+                    Pushed::Refused(_) => {
+                        sh.counters.accepted.dec_sc();
+                        return Err(sh.refuse(SubmitError::DeferQueueFull { limit }));
+                    }
+                }
+                sh.counters.deferred_total.inc();
+                sh.nudge_collector();
+                Ok(ticket)
+            }
+        }
+    }
+
+    /// The outcome stream (a clone of the pool's receiver), or `None` if the channel was
+    /// disabled (`outcome_capacity: None`). Outcomes that find the channel full are counted
+    /// as `undelivered`, never waited for.
+    pub fn outcomes(&self) -> Option<Receiver<Outcome>> {
+        self.outcome_rx.clone()
+    }
+
+    /// Escalation events (`PoolExhaustedAction::Escalate`); bounded, oldest kept.
+    pub fn escalations(&self) -> Receiver<EscalationEvent> {
+        self.escalation_rx.clone()
+    }
+
+    /// A snapshot of counters and hounds. Takes each slot's lock briefly.
+    pub fn stats(&self) -> PoolStats {
+        let sh = &*self.shared;
+        let mut s = PoolStats {
+            submitted: 0,
+            accepted: 0,
+            refused: Default::default(),
+            completed: 0,
+            failed: 0,
+            timed_out: 0,
+            dropped: 0,
+            in_flight: 0,
+            in_rings: 0,
+            deferred: 0,
+            retrying: 0,
+            undelivered: 0,
+            escalations: 0,
+            deferred_total: 0,
+            retries: 0,
+            poison: 0,
+            hound_spawns: 0,
+            hound_exits: 0,
+            spawn_failures: 0,
+            watchdog_kills: 0,
+            protocol_violations: 0,
+            hounds: Vec::with_capacity(sh.slots.len()),
+            sandbox: sh
+                .sandbox_report
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        };
+        sh.counters.snapshot_into(&mut s);
+        s.in_rings = sh.in_rings() as u64;
+        s.deferred = sh
+            .defer
+            .as_ref()
+            .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
+            .unwrap_or(0);
+        s.retrying = sh.retrying.load(Ordering::Relaxed) as u64;
+        for slot in sh.slots.iter() {
+            let pid = slot.pid.load(Ordering::Relaxed);
+            s.hounds.push(HoundStats {
+                slot: slot.id,
+                pid: (pid != 0).then_some(pid),
+                generation: slot.generation.load(Ordering::Relaxed),
+                in_flight: slot.in_flight.load(Ordering::Relaxed),
+                completed: slot.completed.load(Ordering::Relaxed),
+                reported_state: slot.reported_state.load(Ordering::Relaxed),
+                heartbeat: slot.heartbeat.load(Ordering::Relaxed),
+            });
+        }
+        s
+    }
+
+    /// The configuration the pool runs with (after validation and path canonicalisation).
+    pub fn config(&self) -> &PoolConfig {
+        &self.shared.config
+    }
+
+    /// Stops accepting, lets hounds finish what is in their rings, in the retry queue and in the
+    /// defer queue for up to `grace`, then drops what is left (`Dropped(Shutdown)`), stops every
+    /// hound and reaps it. Every accepted job has its outcome delivered before this returns.
+    /// Returns the final stats. Idempotent: later calls (and `Drop`) only return the stats;
+    /// `submit` refuses with `SubmitError::ShutDown` from the moment the first call begins.
+    pub fn shutdown(&self, grace: Duration) -> PoolStats {
+        self.stop(grace);
+        self.stats()
+    }
+
+    /// Whether `shutdown` has begun (or finished).
+    pub fn is_shut_down(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) != RUNNING
+    }
+
+    fn stop(&self, grace: Duration) {
+        let sh = &self.shared;
+        if sh
+            .state
+            .compare_exchange(RUNNING, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            *sh.drain_deadline.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(Instant::now() + grace);
+            info!(?grace, "houndpool draining");
+        }
+        let _ = sh.wake.ring();
+        // Whoever takes the handles joins; concurrent callers wait on the lock until the pool
+        // has stopped, so every caller returns after every outcome was delivered.
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((collector, spawner)) = threads.take() {
+            let _ = collector.join();
+            let _ = spawner.join();
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop(Duration::ZERO);
+    }
+}

@@ -1,0 +1,320 @@
+//! Starting one hound: regions, doorbells, socketpair, a plain spawn, the handshake.
+//!
+//! No `pre_exec` hook is installed, so std uses its posix_spawn fast path. The five descriptors
+//! the hound needs are duplicated without close-on-exec just before the spawn and closed just
+//! after it; everything else the supervisor owns is close-on-exec. The hound confines itself
+//! after exec (see `houndpool_hound::sandbox`).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use houndpool_hound::{HoundFds, HOUND_ARG};
+use houndpool_protocol::frame::FRAME_HEADER_LEN;
+use houndpool_protocol::messages::{
+    ColdTarget, Hello, HoundLimits, HoundTuning, LayerMode, LayerStatus, Message, Ready,
+    MAX_CONTROL_BODY,
+};
+use houndpool_protocol::region::{CompletionReader, RequestWriter, SupervisorRegions};
+use houndpool_protocol::wake::Doorbell;
+use houndpool_protocol::PROTOCOL_VERSION;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+
+use crate::config::{ColdConfig, HoundBinary, PoolConfig};
+use crate::PoolError;
+
+/// Set by `run_hound_if_requested` when the current executable can serve as a hound.
+pub(crate) static MULTICALL: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// A hound that completed its handshake.
+pub(crate) struct Spawned {
+    pub(crate) slot: u32,
+    pub(crate) generation: u64,
+    pub(crate) child: Child,
+    pub(crate) control: OwnedFd,
+    pub(crate) writer: RequestWriter,
+    pub(crate) reader: CompletionReader,
+    pub(crate) request_bell: Doorbell,
+    pub(crate) completion_bell: Doorbell,
+    pub(crate) ready: Ready,
+    pub(crate) spawn_time: Duration,
+}
+
+/// Resolves which executable to start as a hound.
+pub(crate) fn resolve_binary(which: &HoundBinary) -> Result<PathBuf, PoolError> {
+    let exe = || {
+        std::env::current_exe().map_err(|e| {
+            PoolError::HoundBinaryNotFound(format!("cannot determine the current executable: {e}"))
+        })
+    };
+    match which {
+        HoundBinary::Path(p) => {
+            if p.is_file() {
+                Ok(p.clone())
+            } else {
+                Err(PoolError::HoundBinaryNotFound(format!(
+                    "{} is not a file",
+                    p.display()
+                )))
+            }
+        }
+        HoundBinary::CurrentExe => exe(),
+        HoundBinary::Auto => {
+            if let Some(p) = std::env::var_os("HOUNDPOOL_HOUND_BIN") {
+                return resolve_binary(&HoundBinary::Path(PathBuf::from(p)));
+            }
+            let exe = exe()?;
+            let dir = exe.parent().unwrap_or(Path::new("."));
+            let mut candidates = vec![dir.join("hound")];
+            if dir.file_name().is_some_and(|n| n == "deps") {
+                if let Some(up) = dir.parent() {
+                    candidates.push(up.join("hound"));
+                }
+            }
+            if let Some(found) = candidates.iter().find(|c| c.is_file()) {
+                return Ok(found.clone());
+            }
+            if MULTICALL.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(exe);
+            }
+            Err(PoolError::HoundBinaryNotFound(format!(
+                "no hound executable: set HOUNDPOOL_HOUND_BIN, build the `hound` binary next to \
+                 {} (cargo build --bins), or call houndpool::run_hound_if_requested() first in \
+                 main to use this executable (looked at: {})",
+                exe.display(),
+                candidates
+                    .iter()
+                    .map(|c| c.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    }
+}
+
+/// The Hello a hound of `slot` receives.
+pub(crate) fn hello(config: &PoolConfig, pool_id: [u8; 16], slot: u32, generation: u64) -> Hello {
+    let cold = match &config.cold {
+        ColdConfig::None => ColdTarget::None,
+        ColdConfig::Filesystem { root, prefix } => ColdTarget::Filesystem {
+            root: root.display().to_string(),
+            prefix: prefix.clone(),
+        },
+        ColdConfig::S3(t) => ColdTarget::S3(t.clone()),
+    };
+    let clamp_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        pool_id,
+        hound_id: slot,
+        generation,
+        limits: HoundLimits {
+            max_evidence_bytes: clamp_u32(config.max_evidence_bytes),
+            max_output_bytes: clamp_u32(config.max_output_bytes),
+            memory_budget_bytes: config.hound_memory_budget,
+            max_open_files: 64,
+            max_processes: 0,
+            gzip_level: config.gzip_level,
+        },
+        cold,
+        sandbox: config.sandbox.clone(),
+        tuning: HoundTuning {
+            spin_us: clamp_u32(config.hound_spin.as_micros() as usize),
+            idle_poll_ms: clamp_u32(config.hound_idle_poll.as_millis() as usize).max(1),
+        },
+    }
+}
+
+fn os(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> PoolError {
+    move |e| PoolError::Os {
+        op,
+        source: std::io::Error::from(e),
+    }
+}
+
+/// A copy of `fd` that survives exec (close-on-exec cleared).
+fn inheritable(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, PoolError> {
+    let dup = fd
+        .try_clone_to_owned()
+        .map_err(|source| PoolError::Os { op: "dup", source })?;
+    fcntl(dup.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())).map_err(os("fcntl(F_SETFD)"))?;
+    Ok(dup)
+}
+
+/// Starts one hound and completes the handshake.
+pub(crate) fn spawn_hound(
+    config: &PoolConfig,
+    binary: &Path,
+    pool_id: [u8; 16],
+    slot: u32,
+    generation: u64,
+) -> Result<Spawned, PoolError> {
+    let started = Instant::now();
+    let failed = |reason: String| PoolError::SpawnFailed { slot, reason };
+    let regions = SupervisorRegions::create(config.region_layout(), &format!("houndpool-{slot}"))?;
+    let request_bell = Doorbell::new()?;
+    let completion_bell = Doorbell::new()?;
+    let (control, hound_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(os("socketpair"))?;
+
+    let child = {
+        let inherited = [
+            inheritable(hound_end.as_fd())?,
+            inheritable(regions.request_fd())?,
+            inheritable(regions.completion_fd())?,
+            inheritable(request_bell.as_fd())?,
+            inheritable(completion_bell.as_fd())?,
+        ];
+        let arg = HoundFds::format_arg(inherited.each_ref().map(|f| f.as_raw_fd()));
+        let mut cmd = Command::new(binary);
+        cmd.arg(HOUND_ARG)
+            .arg(arg)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if config.hound_stderr {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        let child = cmd
+            .spawn()
+            .map_err(|e| failed(format!("spawn {}: {e}", binary.display())))?;
+        // `inherited` drops here: the parent's inheritable copies are closed right away.
+        child
+    };
+    drop(hound_end);
+    let mut guard = ChildGuard(Some(child));
+
+    let hello = hello(config, pool_id, slot, generation);
+    let mut frame = Vec::with_capacity(512);
+    Message::Hello(hello).encode_frame(&mut frame)?;
+    send(control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL)
+        .map_err(|e| failed(format!("sending Hello: {e}")))?;
+
+    let ready = match recv_message(&control, config.start_timeout) {
+        Ok(Some(Message::Ready(r))) => r,
+        Ok(Some(Message::Fatal(f))) => {
+            return Err(failed(format!("hound refused to start: {}", f.message)))
+        }
+        Ok(Some(other)) => {
+            return Err(failed(format!(
+                "expected Ready, got {}",
+                other.kind().name()
+            )))
+        }
+        Ok(None) => {
+            return Err(failed(format!(
+                "no Ready within {:?} (or the hound exited: {})",
+                config.start_timeout,
+                guard.exit_status()
+            )))
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    if ready.protocol_version != PROTOCOL_VERSION {
+        return Err(failed(format!(
+            "hound speaks protocol {}, supervisor {}",
+            ready.protocol_version, PROTOCOL_VERSION
+        )));
+    }
+    for layer in &ready.sandbox.layers {
+        if config.sandbox.mode(layer.layer) == LayerMode::Required
+            && layer.status != LayerStatus::Enforced
+        {
+            return Err(PoolError::SandboxRequirement {
+                slot,
+                layer: layer.layer.name(),
+                detail: layer.detail.clone(),
+            });
+        }
+    }
+    let (writer, reader) = regions.split();
+    let child = guard
+        .0
+        .take()
+        .ok_or_else(|| failed("child vanished".into()))?;
+    Ok(Spawned {
+        slot,
+        generation,
+        child,
+        control,
+        writer,
+        reader,
+        request_bell,
+        completion_bell,
+        ready,
+        spawn_time: started.elapsed(),
+    })
+}
+
+/// Receives one control message, waiting at most `timeout`. `Ok(None)` on timeout or hang-up.
+pub(crate) fn recv_message(fd: &OwnedFd, timeout: Duration) -> Result<Option<Message>, String> {
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; FRAME_HEADER_LEN + MAX_CONTROL_BODY as usize + 1];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        match recv(
+            fd.as_raw_fd(),
+            &mut buf,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+        ) {
+            Ok(0) => return Ok(None),
+            Ok(n) if n > buf.len() => {
+                return Err(format!("control datagram of {n} bytes exceeds the limit"))
+            }
+            Ok(n) => {
+                return Message::from_datagram(&buf[..n])
+                    .map(Some)
+                    .map_err(|e| e.to_string())
+            }
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
+                if Instant::now() >= deadline {
+                    return Ok(None);
+                }
+            }
+            Err(e) => return Err(format!("recv: {e}")),
+        }
+    }
+}
+
+/// Kills and reaps a child unless it is taken out: no hound outlives a failed handshake and
+/// none is left a zombie.
+pub(crate) struct ChildGuard(pub(crate) Option<Child>);
+
+impl ChildGuard {
+    fn exit_status(&mut self) -> String {
+        match self.0.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(st))) => st.to_string(),
+            Some(Ok(None)) => "still running".into(),
+            Some(Err(e)) => format!("unknown: {e}"),
+            None => "gone".into(),
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

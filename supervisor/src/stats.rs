@@ -1,0 +1,198 @@
+//! Counters and the `stats()` snapshot.
+
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
+
+use houndpool_protocol::messages::SandboxReport;
+
+/// A relaxed event counter.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub(crate) fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+    /// Sequentially consistent increment, for the accounting counters (accepted and the
+    /// terminal ones) so that a snapshot never sees a terminal event before its acceptance.
+    #[inline]
+    pub(crate) fn inc_sc(&self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+    /// Undoes an `inc_sc` (a job counted as accepted that could not be placed after all).
+    #[inline]
+    pub(crate) fn dec_sc(&self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+    #[inline]
+    pub(crate) fn get_sc(&self) -> u64 {
+        self.0.load(SeqCst)
+    }
+}
+
+/// All pool counters. Terminal counters are incremented before the outcome is delivered, so
+/// a caller that has received N outcomes sees at least N terminal events counted.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) submitted: Counter,
+    pub(crate) accepted: Counter,
+    pub(crate) refused_exhausted: Counter,
+    pub(crate) refused_defer_full: Counter,
+    pub(crate) refused_too_large: Counter,
+    pub(crate) refused_invalid: Counter,
+    pub(crate) refused_shutdown: Counter,
+    pub(crate) completed: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) timed_out: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) undelivered: Counter,
+    pub(crate) escalations: Counter,
+    pub(crate) deferred_total: Counter,
+    pub(crate) retries: Counter,
+    pub(crate) poison: Counter,
+    pub(crate) hound_spawns: Counter,
+    pub(crate) hound_exits: Counter,
+    pub(crate) spawn_failures: Counter,
+    pub(crate) watchdog_kills: Counter,
+    pub(crate) protocol_violations: Counter,
+}
+
+/// Refusals at submit, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefusedStats {
+    /// `PoolExhausted` (Drop and Escalate).
+    pub exhausted: u64,
+    /// `DeferQueueFull`.
+    pub defer_full: u64,
+    /// `EvidenceTooLarge`.
+    pub too_large: u64,
+    /// `EmptyEvidence` and `InvalidJob`.
+    pub invalid: u64,
+    /// `ShutDown`.
+    pub shutdown: u64,
+}
+
+/// One hound as the supervisor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoundStats {
+    /// Slot number.
+    pub slot: u32,
+    /// Process id (None while the slot is being refilled).
+    pub pid: Option<u32>,
+    /// Times this slot has been (re)filled.
+    pub generation: u64,
+    /// Jobs in its ring.
+    pub in_flight: usize,
+    /// Completions the supervisor consumed from this hound.
+    pub completed: u64,
+    /// Raw state value the hound reports (untrusted; see `protocol::region::HoundState`).
+    pub reported_state: u32,
+    /// Heartbeat the hound reports (untrusted).
+    pub heartbeat: u64,
+}
+
+/// A consistent-enough snapshot of the pool. `in_flight` is derived so that
+/// `accepted == completed + failed + timed_out + dropped + in_flight` holds in every snapshot;
+/// `in_rings + deferred + retrying` is counted independently and equals `in_flight` when the
+/// pool is quiescent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Calls to `submit`.
+    pub submitted: u64,
+    /// Jobs accepted (each gets exactly one outcome).
+    pub accepted: u64,
+    /// Refusals by reason.
+    pub refused: RefusedStats,
+    /// Outcomes `Completed`.
+    pub completed: u64,
+    /// Outcomes `Failed`.
+    pub failed: u64,
+    /// Outcomes `TimedOut`.
+    pub timed_out: u64,
+    /// Outcomes `Dropped`.
+    pub dropped: u64,
+    /// Accepted jobs without an outcome yet.
+    pub in_flight: u64,
+    /// Jobs in hound rings now.
+    pub in_rings: u64,
+    /// Jobs in the defer queue now.
+    pub deferred: u64,
+    /// Jobs waiting to be retried on another hound now.
+    pub retrying: u64,
+    /// Outcomes that could not be delivered (channel full or closed).
+    pub undelivered: u64,
+    /// Escalation events emitted.
+    pub escalations: u64,
+    /// Jobs ever placed in the defer queue.
+    pub deferred_total: u64,
+    /// Jobs re-run after their hound died.
+    pub retries: u64,
+    /// Jobs failed as poison.
+    pub poison: u64,
+    /// Hounds started (including the initial ones).
+    pub hound_spawns: u64,
+    /// Hounds that exited or were killed.
+    pub hound_exits: u64,
+    /// Failed spawn attempts.
+    pub spawn_failures: u64,
+    /// Hounds killed by the watchdog.
+    pub watchdog_kills: u64,
+    /// Hounds killed for protocol violations.
+    pub protocol_violations: u64,
+    /// Per-hound view.
+    pub hounds: Vec<HoundStats>,
+    /// The sandbox report of the most recently started hound.
+    pub sandbox: Option<SandboxReport>,
+}
+
+impl PoolStats {
+    /// Whether the accounting identity holds (it does by construction of `in_flight`; tests
+    /// also compare `in_flight` with the independently counted gauges when quiescent).
+    pub fn identity_holds(&self) -> bool {
+        self.accepted
+            == self.completed + self.failed + self.timed_out + self.dropped + self.in_flight
+    }
+}
+
+impl Counters {
+    /// Reads terminal counters before `accepted`, so `in_flight` never goes negative.
+    pub(crate) fn snapshot_into(&self, s: &mut PoolStats) {
+        s.completed = self.completed.get_sc();
+        s.failed = self.failed.get_sc();
+        s.timed_out = self.timed_out.get_sc();
+        s.dropped = self.dropped.get_sc();
+        s.accepted = self.accepted.get_sc();
+        s.submitted = self.submitted.get();
+        let terminal = s.completed + s.failed + s.timed_out + s.dropped;
+        s.in_flight = s.accepted.saturating_sub(terminal);
+        // A terminal event counted before its acceptance became visible can make accepted
+        // appear smaller for an instant; never report it that way.
+        if s.accepted < terminal {
+            s.accepted = terminal;
+        }
+        s.refused = RefusedStats {
+            exhausted: self.refused_exhausted.get(),
+            defer_full: self.refused_defer_full.get(),
+            too_large: self.refused_too_large.get(),
+            invalid: self.refused_invalid.get(),
+            shutdown: self.refused_shutdown.get(),
+        };
+        s.undelivered = self.undelivered.get();
+        s.escalations = self.escalations.get();
+        s.deferred_total = self.deferred_total.get();
+        s.retries = self.retries.get();
+        s.poison = self.poison.get();
+        s.hound_spawns = self.hound_spawns.get();
+        s.hound_exits = self.hound_exits.get();
+        s.spawn_failures = self.spawn_failures.get();
+        s.watchdog_kills = self.watchdog_kills.get();
+        s.protocol_violations = self.protocol_violations.get();
+    }
+}

@@ -1,0 +1,173 @@
+//! Hounds that die or hang: nothing accepted is lost, every job gets exactly one outcome, and
+//! the hound is replaced.
+
+use std::time::{Duration, Instant};
+
+use houndpool::{DropReason, Job, OutcomeKind, Pool, PoolConfig, PoolSize};
+use houndpool_tests::*;
+use nix::sys::signal::Signal;
+
+fn wait_for_new_pid(pool: &Pool, slot: u32, old: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = pool.stats();
+        if let Some(pid) = s.hounds[slot as usize].pid {
+            if pid as i32 != old {
+                return pid as i32;
+            }
+        }
+        assert!(Instant::now() < deadline, "slot {slot} was not refilled");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigkill_mid_stream_loses_nothing_and_the_hound_is_replaced() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Pool::builder()
+        .config(test_config(dir.path()))
+        .build()
+        .unwrap();
+    let rx = pool.outcomes().unwrap();
+    let victim = pid_of(&pool, 0);
+    let evidence = houndpool::synth::EvidenceGenerator::new(3).request(8 * 1024);
+    let mut ids = Vec::new();
+    for i in 0..4000 {
+        ids.push(pool.submit(&Job::encode(&evidence)).unwrap().job_id);
+        if i == 1000 {
+            signal(victim, Signal::SIGKILL);
+        }
+    }
+    let outs = collect(&rx, ids.len(), Duration::from_secs(60));
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    // A killed hound's jobs are retried once elsewhere; none should fail as poison here.
+    let completed = by_id
+        .values()
+        .filter(|o| matches!(o.result, OutcomeKind::Completed(_)))
+        .count();
+    assert_eq!(completed, ids.len(), "every job completes after one retry");
+    let fresh = wait_for_new_pid(&pool, 0, victim);
+    assert_ne!(fresh, victim);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{victim}")).exists(),
+        "victim not reaped"
+    );
+    let stats = pool.shutdown(Duration::from_secs(5));
+    assert!(stats.identity_holds() && stats.in_flight == 0);
+    assert!(stats.hound_exits >= 1 && stats.hound_spawns >= 3);
+    assert_no_hounds_left();
+}
+
+#[test]
+fn sigstop_makes_the_front_job_time_out_and_the_hound_is_replaced() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = PoolConfig {
+        job_timeout: Duration::from_millis(300),
+        ..test_config(dir.path())
+    };
+    let pool = Pool::builder().config(config).build().unwrap();
+    let rx = pool.outcomes().unwrap();
+    let stopped = pid_of(&pool, 0);
+    signal(stopped, Signal::SIGSTOP);
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            pool.submit(&Job::encode(b"evidence under a stopped hound"))
+                .unwrap()
+                .job_id,
+        );
+    }
+    let outs = collect(&rx, ids.len(), Duration::from_secs(30));
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    let timed_out = by_id
+        .values()
+        .filter(|o| o.result == OutcomeKind::TimedOut)
+        .count();
+    let completed = by_id
+        .values()
+        .filter(|o| matches!(o.result, OutcomeKind::Completed(_)))
+        .count();
+    assert_eq!(
+        timed_out, 1,
+        "exactly the job the stopped hound held at its front"
+    );
+    assert_eq!(
+        completed,
+        ids.len() - 1,
+        "the others were retried and completed"
+    );
+    let retried = by_id.values().filter(|o| o.attempts == 2).count();
+    assert!(retried >= 1);
+    wait_for_new_pid(&pool, 0, stopped);
+    let stats = pool.shutdown(Duration::from_secs(5));
+    assert_eq!(stats.watchdog_kills, 1);
+    assert_eq!(stats.timed_out, 1);
+    assert_no_hounds_left();
+}
+
+#[test]
+fn shutdown_with_jobs_in_flight_delivers_an_outcome_for_every_one() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = PoolConfig {
+        size: PoolSize::Fixed(2),
+        ..test_config(dir.path())
+    };
+    let pool = Pool::builder().config(config).build().unwrap();
+    let rx = pool.outcomes().unwrap();
+    let evidence = houndpool::synth::EvidenceGenerator::new(9).request(60 * 1024);
+    let mut ids = Vec::new();
+    for _ in 0..2000 {
+        ids.push(pool.submit(&Job::evacuate(&evidence)).unwrap().job_id);
+    }
+    // No grace: what has not finished is dropped, but still gets its outcome.
+    let stats = pool.shutdown(Duration::ZERO);
+    let outs = collect(&rx, ids.len(), Duration::from_secs(5));
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    let dropped = by_id
+        .values()
+        .filter(|o| o.result == OutcomeKind::Dropped(DropReason::Shutdown))
+        .count();
+    let completed = by_id
+        .values()
+        .filter(|o| matches!(o.result, OutcomeKind::Completed(_)))
+        .count();
+    assert_eq!(dropped + completed, ids.len());
+    assert!(
+        dropped > 0,
+        "2000 × 60 KiB cannot all finish with zero grace"
+    );
+    assert!(stats.identity_holds() && stats.in_flight == 0);
+    assert_eq!(stats.dropped as usize, dropped);
+    assert_no_hounds_left();
+}
+
+#[test]
+fn shutdown_with_grace_finishes_everything() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Pool::builder()
+        .config(test_config(dir.path()))
+        .build()
+        .unwrap();
+    let rx = pool.outcomes().unwrap();
+    let mut ids = Vec::new();
+    for i in 0..500u32 {
+        ids.push(
+            pool.submit(&Job::encode(&i.to_le_bytes().repeat(100)))
+                .unwrap()
+                .job_id,
+        );
+    }
+    let stats = pool.shutdown(Duration::from_secs(30));
+    let outs = collect(&rx, ids.len(), Duration::from_secs(5));
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    assert!(by_id
+        .values()
+        .all(|o| matches!(o.result, OutcomeKind::Completed(_))));
+    assert_eq!(stats.completed, 500);
+    assert_eq!(stats.dropped, 0);
+    assert_no_hounds_left();
+}
