@@ -6,3 +6,7 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo test --workspace"
 cargo test --workspace
+
+echo "== node --test clients/node/ (Node client against a real houndd)"
+cargo build -p houndpool-supervisor --bin houndd
+node --test clients/node/

@@ -13,6 +13,21 @@ pub enum SharedError {
         /// What is allowed.
         allowed: String,
     },
+    /// The configuration file is not valid TOML.
+    #[error("invalid TOML in configuration: {detail}")]
+    ConfigParse {
+        /// The parser's message (with line and column).
+        detail: String,
+    },
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// An object key is unusable (empty, absolute, `..`, NUL, too long).
     #[error("invalid object key {key:?}: {reason}")]
     InvalidKey {

@@ -27,6 +27,7 @@
 
 mod collector;
 pub mod config;
+pub mod daemon;
 mod defer;
 mod error;
 mod job;

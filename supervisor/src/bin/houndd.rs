@@ -5,6 +5,10 @@
 //! * `houndd verify DIR` — checks every envelope under DIR (structure and SHA-256).
 //! * `houndd restore FILE` — verifies and decodes one envelope inside a sandboxed hound.
 //! * `houndd sandbox-check` — starts one hound and prints its sandbox report.
+//! * `houndd run --config FILE` — the daemon: a pool served on a Unix socket, an HTTP
+//!   operations endpoint, drain on SIGTERM / SIGINT, reload on SIGHUP.
+//! * `houndd submit --socket PATH FILE…` — submits files to a running daemon, prints outcomes.
+//! * `houndd config check FILE` — prints the effective configuration or the error.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,8 +20,8 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use houndpool::synth::EvidenceGenerator;
 use houndpool::{
-    ColdConfig, Job, Layer, LayerMode, OutcomeKind, Pool, PoolConfig, PoolSize, SandboxReport,
-    SubmitError,
+    ColdConfig, Job, JobKind, Layer, LayerMode, OutcomeKind, Pool, PoolConfig, PoolSize,
+    SandboxReport, Severity, SubmitError,
 };
 
 #[derive(Parser)]
@@ -71,12 +75,58 @@ enum Command {
         #[arg(long)]
         require: Vec<String>,
     },
+    /// Run the daemon: a pool served to clients on a Unix socket, with an HTTP operations
+    /// endpoint (/metrics, /healthz, /readyz). SIGTERM / SIGINT drain and exit 0; SIGHUP
+    /// reloads the configuration.
+    Run {
+        /// TOML configuration file (default: none, all defaults); `HOUNDPOOL_<SECTION>_<KEY>`
+        /// variables override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Submit files to a running daemon and print one line per file with its outcome. Exits
+    /// 1 if any file was refused or did not complete.
+    Submit {
+        /// The daemon's socket.
+        #[arg(long, default_value = "/run/houndpool/houndd.sock")]
+        socket: PathBuf,
+        /// Job kind: evacuate (to cold storage), encode, decode (FILE is an envelope) or noop.
+        #[arg(long, default_value = "evacuate")]
+        kind: String,
+        /// Severity: low, medium, high or critical.
+        #[arg(long, default_value = "medium")]
+        severity: String,
+        /// Print one JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Files to submit, one job each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the effective configuration (the file with `HOUNDPOOL_*` variables applied), or
+    /// an error naming the key, the bad value and what is allowed (exit 1).
+    Check {
+        /// The TOML file (default: none, all defaults).
+        file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
     houndpool::run_hound_if_requested();
-    init_tracing();
     let cli = Cli::parse();
+    if let Command::Run { config } = cli.command {
+        return run_daemon(config);
+    }
+    init_tracing();
     let r = match cli.command {
         Command::Demo {
             seconds,
@@ -91,6 +141,17 @@ fn main() -> ExitCode {
             max_output,
         } => restore(&file, out.as_deref(), max_output),
         Command::SandboxCheck { json, require } => sandbox_check(json, &require),
+        Command::Submit {
+            socket,
+            kind,
+            severity,
+            json,
+            files,
+        } => submit(&socket, &kind, &severity, json, &files),
+        Command::Config {
+            action: ConfigAction::Check { file },
+        } => config_check(file.as_deref()),
+        Command::Run { .. } => Ok(ExitCode::from(2)),
     };
     match r {
         Ok(code) => code,
@@ -432,4 +493,172 @@ fn sandbox_check(json: bool, require: &[String]) -> Res {
         print_sandbox(&report);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_daemon(config: Option<PathBuf>) -> ExitCode {
+    let prepared = match houndpool::daemon::load_config(config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("houndd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log = match houndpool::daemon::init_logging(&prepared.config.log.level) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("houndd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match houndpool::daemon::run(prepared, config, log) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("houndd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn config_check(file: Option<&Path>) -> Res {
+    match houndpool::daemon::load_config(file) {
+        Ok(p) => {
+            println!(
+                "# effective configuration: {} with HOUNDPOOL_* variables applied",
+                file.map(|f| f.display().to_string())
+                    .unwrap_or_else(|| "defaults".into())
+            );
+            println!(
+                "# hounds: {}, largest client frame: {} bytes",
+                p.pool.hound_count(),
+                p.max_frame
+            );
+            print!("{}", p.config.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("houndd: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBuf]) -> Res {
+    use houndpool::daemon::client::Client;
+    use houndpool_protocol::messages::{JobOutcome, OutcomeResult};
+    use std::collections::HashMap;
+
+    let kind = [JobKind::Evacuate, JobKind::Encode, JobKind::Decode, JobKind::Noop]
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .ok_or_else(|| format!("--kind {kind}: one of evacuate, encode, decode, noop"))?;
+    let severity = Severity::ALL
+        .into_iter()
+        .find(|s| s.name() == severity)
+        .ok_or_else(|| format!("--severity {severity}: one of low, medium, high, critical"))?;
+    let mut client = Client::connect(socket)?;
+    // Jobs in flight at most: bounded below the daemon's default per-connection buffer.
+    const WINDOW: usize = 256;
+    let mut pending: HashMap<u64, &Path> = HashMap::new();
+    let mut ok = true;
+    let print = |file: &Path, o: &JobOutcome| -> bool {
+        let id = uuid::Uuid::from_bytes(o.evidence_id);
+        let (result, done) = match &o.result {
+            OutcomeResult::Completed(_) => ("completed", true),
+            OutcomeResult::Failed { .. } => ("failed", false),
+            OutcomeResult::TimedOut => ("timed_out", false),
+            OutcomeResult::Dropped { .. } => ("dropped", false),
+        };
+        if json {
+            let mut v = serde_json::json!({
+                "file": file.display().to_string(),
+                "job_id": o.job_id,
+                "evidence_id": id.to_string(),
+                "result": result,
+                "latency_us": o.latency_us,
+            });
+            match &o.result {
+                OutcomeResult::Completed(r) => {
+                    v["key"] = serde_json::json!(r.key);
+                    v["original_size"] = serde_json::json!(r.original_size);
+                    v["compressed_size"] = serde_json::json!(r.compressed_size);
+                    v["sha256"] = serde_json::json!(r.sha256.map(|h| hex(&h)));
+                    v["spooled"] = serde_json::json!(r.spooled);
+                }
+                OutcomeResult::Failed { kind, message, .. } => {
+                    v["reason"] = serde_json::json!(kind.name());
+                    v["message"] = serde_json::json!(message);
+                }
+                OutcomeResult::Dropped { reason, .. } => {
+                    v["reason"] = serde_json::json!(format!("{reason:?}").to_lowercase());
+                }
+                OutcomeResult::TimedOut => {}
+            }
+            println!("{v}");
+        } else {
+            let detail = match &o.result {
+                OutcomeResult::Completed(r) => {
+                    let mut d = Vec::new();
+                    if let Some(k) = &r.key {
+                        d.push(format!("key={k}"));
+                    }
+                    if let (Some(a), Some(b)) = (r.original_size, r.compressed_size) {
+                        d.push(format!("{a} -> {b} bytes"));
+                    } else if let Some(a) = r.original_size {
+                        d.push(format!("{a} bytes"));
+                    }
+                    if r.spooled {
+                        d.push("spooled".into());
+                    }
+                    d.join(" ")
+                }
+                OutcomeResult::Failed { kind, message, .. } => format!("{}: {message}", kind.name()),
+                OutcomeResult::TimedOut => "the hound made no progress before the deadline".into(),
+                OutcomeResult::Dropped { reason, .. } => format!("{reason:?}").to_lowercase(),
+            };
+            println!("{}: {result} evidence={id} {detail}", file.display());
+        }
+        done
+    };
+    for file in files {
+        while pending.len() >= WINDOW {
+            let o = client.next_outcome()?;
+            if let Some(f) = pending.remove(&o.job_id) {
+                ok &= print(f, &o);
+            }
+        }
+        let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        match client.submit(kind, severity, body)? {
+            Ok(job_id) => {
+                pending.insert(job_id, file);
+            }
+            Err((reason, message)) => {
+                ok = false;
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"file": file.display().to_string(), "result": "refused", "reason": reason.name(), "message": message})
+                    );
+                } else {
+                    println!("{}: refused ({}): {message}", file.display(), reason.name());
+                }
+            }
+        }
+    }
+    client.finish_submitting()?;
+    while !pending.is_empty() {
+        let o = client.next_outcome()?;
+        if let Some(f) = pending.remove(&o.job_id) {
+            ok &= print(f, &o);
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

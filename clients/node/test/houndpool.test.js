@@ -1,0 +1,219 @@
+'use strict';
+// Runs the Node client against a real `houndd run` (node --test clients/node/).
+// houndd is taken from $HOUNDD_BIN, else target/{debug,release}/houndd of this repository,
+// built with cargo if neither exists.
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const net = require('node:net');
+const http = require('node:http');
+const { spawn, execFileSync } = require('node:child_process');
+
+const { HoundClient, HoundError, _internal } = require('../houndpool.js');
+
+const repo = path.resolve(__dirname, '..', '..', '..');
+
+function houndd() {
+  if (process.env.HOUNDD_BIN) return process.env.HOUNDD_BIN;
+  for (const profile of ['debug', 'release']) {
+    const p = path.join(repo, 'target', profile, 'houndd');
+    if (fs.existsSync(p)) return p;
+  }
+  execFileSync('cargo', ['build', '--quiet', '-p', 'houndpool-supervisor', '--bin', 'houndd'], {
+    cwd: repo,
+    stdio: 'inherit',
+  });
+  return path.join(repo, 'target', 'debug', 'houndd');
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on('error', reject);
+  });
+}
+
+function get(port, urlPath) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, timeout: 5000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+let daemon;
+let dir;
+let socketPath;
+let opsPort;
+let log = '';
+
+test.before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'houndpool-node-'));
+  socketPath = path.join(dir, 'houndd.sock');
+  opsPort = await freePort();
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('HOUNDPOOL_') && k !== 'HOUNDPOOL_HOUND_BIN') delete env[k];
+  Object.assign(env, {
+    HOUNDPOOL_POOL_SIZE: '2',
+    HOUNDPOOL_POOL_MAX_EVIDENCE_BYTES: '65536',
+    HOUNDPOOL_POOL_MAX_OUTPUT_BYTES: '65536',
+    HOUNDPOOL_COLD_PATH: path.join(dir, 'cold'),
+    HOUNDPOOL_DAEMON_SOCKET: socketPath,
+    HOUNDPOOL_DAEMON_DRAIN_GRACE_MS: '5000',
+    HOUNDPOOL_OPS_ADDR: `127.0.0.1:${opsPort}`,
+  });
+  daemon = spawn(houndd(), ['run'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  daemon.stderr.on('data', (d) => { log += d; });
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    if (daemon.exitCode !== null) throw new Error(`houndd exited ${daemon.exitCode}:\n${log}`);
+    try {
+      const r = await get(opsPort, '/readyz');
+      if (r.status === 200) break;
+    } catch (_) { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`houndd not ready:\n${log}`);
+    await sleep(50);
+  }
+});
+
+test.after(async () => {
+  if (daemon && daemon.exitCode === null) {
+    daemon.kill('SIGKILL');
+    await new Promise((r) => daemon.once('exit', r));
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('evacuate stores a verifiable envelope and the outcome names its key', async () => {
+  const c = await HoundClient.connect(socketPath);
+  const evidence = Buffer.from('POST /login HTTP/1.1\r\n\r\nuser=admin\'--'.repeat(30));
+  const r = await c.submit({ kind: 'evacuate', severity: 'high', body: evidence });
+  assert.equal(r.accepted, true);
+  assert.match(r.evidenceId, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+  const o = await r.outcome;
+  assert.equal(o.result, 'completed');
+  assert.equal(o.jobId, r.jobId);
+  assert.equal(o.kind, 'evacuate');
+  assert.equal(o.severity, 'high');
+  assert.equal(o.receipt.key, `evidence/${r.evidenceId}.thcs`);
+  assert.equal(o.receipt.originalSize, evidence.length);
+  const stored = fs.readFileSync(path.join(dir, 'cold', o.receipt.key));
+  assert.equal(stored.subarray(0, 4).toString(), 'THCS');
+  assert.equal(stored.readUInt32BE(6), evidence.length);
+  assert.equal(stored.subarray(14, 78).toString(), o.receipt.sha256);
+
+  // Restore it by id, then erase it.
+  const back = await (await c.submit({ kind: 'restore', evidenceId: r.evidenceId })).outcome;
+  assert.equal(back.result, 'completed');
+  assert.deepEqual(back.receipt.payload, evidence);
+  const gone = await (await c.submit({ kind: 'erase', evidenceId: r.evidenceId })).outcome;
+  assert.equal(gone.receipt.existed, true);
+  assert.equal(fs.existsSync(path.join(dir, 'cold', o.receipt.key)), false);
+  await c.close();
+});
+
+test('encode then decode round-trips inside hounds; noop echoes', async () => {
+  const c = await HoundClient.connect(socketPath);
+  const evidence = Buffer.from('GET /../../etc/passwd HTTP/1.1\r\n\r\n'.repeat(20));
+  const enc = await (await c.submit({ kind: 'encode', body: evidence, level: 9 })).outcome;
+  assert.equal(enc.result, 'completed');
+  const envelope = enc.receipt.payload;
+  assert.equal(envelope.subarray(0, 4).toString(), 'THCS');
+  const dec = await (await c.submit({ kind: 'decode', body: envelope })).outcome;
+  assert.deepEqual(dec.receipt.payload, evidence);
+  const echo = await (await c.submit({ kind: 'noop', body: 'ping' })).outcome;
+  assert.equal(echo.receipt.payload.toString(), 'ping');
+  await c.close();
+});
+
+test('refusals are typed', async () => {
+  const c = await HoundClient.connect(socketPath);
+  let r = await c.submit({ kind: 'encode', body: Buffer.alloc(0) });
+  assert.deepEqual([r.accepted, r.reason], [false, 'empty_evidence']);
+  r = await c.submit({ kind: 'evacuate', body: Buffer.alloc(65537, 1) });
+  assert.deepEqual([r.accepted, r.reason], [false, 'evidence_too_large']);
+  r = await c.submit({ kind: 'restore' });
+  assert.deepEqual([r.accepted, r.reason], [false, 'invalid_job']);
+  await assert.rejects(() => c.submit({ kind: 'teleport', body: 'x' }), TypeError);
+  await c.close();
+});
+
+test('many pipelined submits: one reply and one outcome each; stats add up', async () => {
+  const c = await HoundClient.connect(socketPath);
+  const seen = new Set();
+  c.on('outcome', (o) => { assert.equal(seen.has(o.jobId), false); seen.add(o.jobId); });
+  const replies = await Promise.all(
+    Array.from({ length: 200 }, (_, i) => c.submit({ kind: 'encode', body: `evidence ${i} `.repeat(40) })),
+  );
+  assert.ok(replies.every((r) => r.accepted));
+  const outcomes = await Promise.all(replies.map((r) => r.outcome));
+  assert.ok(outcomes.every((o) => o.result === 'completed'));
+  assert.equal(seen.size, 200);
+  const s = await c.stats();
+  assert.equal(s.accepted, s.completed + s.failed + s.timed_out + s.dropped + s.in_flight);
+  assert.equal(s.hounds_target, 2);
+  assert.equal(s.hounds_ready, 2);
+  assert.equal(s.connection_in_flight, 0);
+  await c.close();
+});
+
+test('a malformed frame gets an error frame and only that connection closes', async () => {
+  const bad = await HoundClient.connect(socketPath);
+  const pending = bad.stats();
+  bad.socket.write(Buffer.alloc(16, 0xab));
+  await assert.rejects(pending, (e) => e instanceof HoundError && e.code === 'malformed_frame');
+  const good = await HoundClient.connect(socketPath);
+  const r = await good.submit({ kind: 'noop', body: 'ok' });
+  assert.equal((await r.outcome).result, 'completed');
+  await good.close();
+});
+
+test('the ops endpoint serves metrics and readiness', async () => {
+  const m = await get(opsPort, '/metrics');
+  assert.equal(m.status, 200);
+  assert.match(m.body, /^houndpool_daemon_submits_total \d+$/m);
+  assert.match(m.body, /^houndpool_pool_outcomes_total\{kind="completed"\} \d+$/m);
+  assert.match(m.body, /^houndpool_pool_size_ready 2$/m);
+  assert.equal((await get(opsPort, '/healthz')).status, 200);
+  assert.equal((await get(opsPort, '/readyz')).status, 200);
+});
+
+test('frames are what docs/PROTOCOL.md says', () => {
+  const f = _internal.frame(_internal.KIND.STATS_REQUEST, Buffer.from([7, 0, 0, 0, 0, 0, 0, 0]));
+  assert.equal(f.subarray(0, 4).toString(), 'HPFR');
+  assert.equal(f.readUInt16LE(4), 1);
+  assert.equal(f.readUInt16LE(6), 19);
+  assert.equal(f.readUInt32LE(8), 8);
+  assert.equal(f.readUInt32LE(12), 0);
+  const s = _internal.encodeSubmit(5, { kind: 'encode', severity: 'critical', body: 'ab', level: 3 });
+  // request_id u64, kind u32 = 1, severity u32 = 3, evidence_id None, level Some(3), body len 2.
+  assert.deepEqual([...s.subarray(16)], [5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0, 0, 0, 0, 97, 98]);
+});
+
+test('SIGTERM drains and houndd exits 0', async () => {
+  const c = await HoundClient.connect(socketPath);
+  const replies = await Promise.all(
+    Array.from({ length: 50 }, () => c.submit({ kind: 'evacuate', body: 'GET / HTTP/1.1\r\n\r\n' })),
+  );
+  daemon.kill('SIGTERM');
+  const outcomes = await Promise.all(replies.filter((r) => r.accepted).map((r) => r.outcome));
+  assert.ok(outcomes.every((o) => o.result === 'completed' || o.result === 'dropped'));
+  const code = await new Promise((r) => (daemon.exitCode !== null ? r(daemon.exitCode) : daemon.once('exit', r)));
+  assert.equal(code, 0, log);
+  assert.equal(fs.existsSync(socketPath), false);
+  await c.closed;
+});

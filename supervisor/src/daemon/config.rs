@@ -1,0 +1,312 @@
+//! From the daemon's configuration file ([`houndpool_shared::config::Config`]) to what runs:
+//! the [`PoolConfig`] of the pool, the server's limits, and which changes a reload (SIGHUP)
+//! can apply to a running daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use houndpool_protocol::messages::S3Target;
+use houndpool_shared::config::{
+    ColdBackend, Config, ExhaustedSetting, PoolSizeSetting, KEYS,
+};
+use houndpool_shared::SharedError;
+
+use crate::{ColdConfig, HoundBinary, PoolConfig, PoolError, PoolExhaustedAction, PoolSize};
+
+/// Frame overhead allowed above the largest body a submit can carry (metadata, ids, framing).
+pub const FRAME_SLACK: u32 = 64 * 1024;
+
+/// A configuration checked in full: the file's values, the pool configuration built from
+/// them (validated by [`PoolConfig::validate`]), the log filter (parsed), and the derived
+/// server limits. Building one touches no running state.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The configuration as read.
+    pub config: Config,
+    /// What the pool is built from.
+    pub pool: PoolConfig,
+    /// Largest client frame body the server accepts.
+    pub max_frame: u32,
+}
+
+/// The pool key each [`PoolConfig::validate`] setting name comes from, so that its errors
+/// name the file's key.
+fn file_key(pool_key: &str) -> String {
+    match pool_key {
+        "size" => "pool.size".into(),
+        "exhausted.defer.limit" => "pool.defer_limit".into(),
+        "job_timeout" => "pool.job_timeout_ms".into(),
+        "hound_spin" => "pool.hound_spin_us".into(),
+        "collector_spin" => "pool.collector_spin_us".into(),
+        "hound_idle_poll" => "pool.hound_idle_poll_ms".into(),
+        "hound_memory_budget" => "pool.hound_memory_budget_bytes".into(),
+        other => format!("pool.{other}"),
+    }
+}
+
+/// Builds the pool configuration; every error names the file's key.
+pub fn pool_config(c: &Config) -> Result<PoolConfig, SharedError> {
+    let p = &c.pool;
+    let size = match p.size {
+        PoolSizeSetting::Fixed(n) => n,
+        // std reads the cgroup CPU quota (v1 and v2) and the affinity mask.
+        PoolSizeSetting::Auto => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(256),
+    };
+    let cold = match &c.cold.backend {
+        ColdBackend::None => ColdConfig::None,
+        ColdBackend::Filesystem { path } => ColdConfig::Filesystem {
+            root: path.clone(),
+            prefix: c.cold.prefix.clone(),
+        },
+        ColdBackend::S3(s) => ColdConfig::S3(S3Target {
+            endpoint: s.endpoint.clone(),
+            bucket: s.bucket.clone(),
+            prefix: c.cold.prefix.clone(),
+            region: s.region.clone(),
+            path_style: s.path_style,
+            access_key: s.credentials.access_key.clone(),
+            secret_key: s.credentials.secret_key.clone(),
+            session_token: s.credentials.session_token.clone(),
+            spool_dir: s
+                .spool_dir
+                .as_ref()
+                .map(|d| d.to_string_lossy().into_owned()),
+            spool_limit_bytes: s.spool_limit_bytes,
+        }),
+    };
+    let pool = PoolConfig {
+        size: PoolSize::Fixed(size),
+        exhausted: match p.exhausted {
+            ExhaustedSetting::Defer => PoolExhaustedAction::Defer {
+                limit: p.defer_limit,
+            },
+            ExhaustedSetting::Drop => PoolExhaustedAction::Drop,
+            ExhaustedSetting::Escalate => PoolExhaustedAction::Escalate,
+        },
+        hound_binary: match &p.hound_binary {
+            Some(path) => HoundBinary::Path(PathBuf::from(path)),
+            None => HoundBinary::Auto,
+        },
+        cold,
+        max_evidence_bytes: p.max_evidence_bytes,
+        max_output_bytes: p.max_output_bytes,
+        gzip_level: p.gzip_level,
+        job_timeout: p.job_timeout,
+        max_in_flight_per_hound: p.max_in_flight_per_hound,
+        outcome_capacity: Some(p.outcome_capacity),
+        hound_spin: p.hound_spin,
+        hound_idle_poll: p.hound_idle_poll,
+        collector_spin: p.collector_spin,
+        start_timeout: p.start_timeout,
+        hound_memory_budget: p.hound_memory_budget_bytes,
+        sandbox: c.sandbox.clone(),
+        hound_stderr: p.hound_stderr,
+    };
+    match pool.validate() {
+        Ok(()) => Ok(pool),
+        Err(PoolError::InvalidConfig {
+            key,
+            value,
+            allowed,
+        }) => Err(SharedError::InvalidConfig {
+            key: file_key(key),
+            value,
+            allowed,
+        }),
+        Err(PoolError::Shared(e)) => Err(e),
+        Err(other) => Err(SharedError::InvalidConfig {
+            key: "pool".into(),
+            value: String::new(),
+            allowed: other.to_string(),
+        }),
+    }
+}
+
+/// Checks the log filter the way the daemon will install it.
+pub fn log_filter(c: &Config) -> Result<tracing_subscriber::EnvFilter, SharedError> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&c.log.level)
+        .map_err(|e| SharedError::InvalidConfig {
+            key: "log.level".into(),
+            value: c.log.level.clone(),
+            allowed: format!(
+                "a level (error, warn, info, debug, trace) or tracing directives ({e})"
+            ),
+        })
+}
+
+/// The largest client frame body: the configured one, or the largest submit body the pool
+/// can accept (evidence, or an envelope for decode) plus [`FRAME_SLACK`].
+pub fn max_frame(c: &Config) -> u32 {
+    if let Some(n) = c.daemon.max_frame_bytes {
+        return n;
+    }
+    let body = c.pool.max_evidence_bytes.max(houndpool_shared::cold::max_envelope_len(
+        c.pool.max_output_bytes,
+    ));
+    u32::try_from(body)
+        .unwrap_or(u32::MAX)
+        .saturating_add(FRAME_SLACK)
+}
+
+/// Checks everything that can be checked without starting anything.
+pub fn prepare(config: Config) -> Result<Prepared, SharedError> {
+    let pool = pool_config(&config)?;
+    log_filter(&config)?;
+    let max_frame = max_frame(&config);
+    Ok(Prepared {
+        config,
+        pool,
+        max_frame,
+    })
+}
+
+/// Keys a reload applies to the running daemon. Every other key needs a restart.
+///
+/// * `log.level` — the log filter is swapped.
+/// * `daemon.socket_mode` — the socket file is chmod-ed.
+/// * `daemon.allowed_uids`, `daemon.max_connections` — checked for each new connection.
+/// * `daemon.outcome_buffer`, `daemon.write_stall_timeout_ms`, `daemon.max_frame_bytes` — apply
+///   to connections opened after the reload.
+/// * `daemon.drain_grace_ms` — used by the next drain.
+///
+/// The pool keys (size, exhaustion action, deadlines, …) are fixed when the pool is built: the
+/// pool's API has no live reconfiguration yet, so a reload reports them as needing a restart.
+pub const LIVE_KEYS: &[&str] = &[
+    "log.level",
+    "daemon.socket_mode",
+    "daemon.allowed_uids",
+    "daemon.max_connections",
+    "daemon.outcome_buffer",
+    "daemon.write_stall_timeout_ms",
+    "daemon.max_frame_bytes",
+    "daemon.drain_grace_ms",
+];
+
+/// One changed key found by a reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// `section.key`.
+    pub key: String,
+    /// Old value (TOML).
+    pub old: String,
+    /// New value (TOML).
+    pub new: String,
+    /// Whether the running daemon applies it (see [`LIVE_KEYS`]).
+    pub live: bool,
+}
+
+/// The changes from `old` to `new`, each marked live or needing a restart.
+pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
+    old.diff(new)
+        .into_iter()
+        .map(|(key, old, new)| Change {
+            live: LIVE_KEYS.contains(&key.as_str()),
+            key,
+            old,
+            new,
+        })
+        .collect()
+}
+
+/// Whether every live key names a real key (checked by a test).
+fn live_keys_exist() -> bool {
+    LIVE_KEYS
+        .iter()
+        .all(|k| KEYS.iter().any(|info| info.dotted() == *k))
+}
+
+/// A duration as whole milliseconds, for logs.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Config {
+        Config::load(text, Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn defaults_match_the_library_defaults() {
+        let p = pool_config(&Config::default()).unwrap();
+        let d = PoolConfig::default();
+        assert_eq!(p.size, d.size);
+        assert_eq!(p.exhausted, d.exhausted);
+        assert_eq!(p.hound_binary, d.hound_binary);
+        assert_eq!(p.cold, d.cold);
+        assert_eq!(p.max_evidence_bytes, d.max_evidence_bytes);
+        assert_eq!(p.max_output_bytes, d.max_output_bytes);
+        assert_eq!(p.gzip_level, d.gzip_level);
+        assert_eq!(p.job_timeout, d.job_timeout);
+        assert_eq!(p.max_in_flight_per_hound, d.max_in_flight_per_hound);
+        assert_eq!(p.outcome_capacity, d.outcome_capacity);
+        assert_eq!(p.hound_spin, d.hound_spin);
+        assert_eq!(p.hound_idle_poll, d.hound_idle_poll);
+        assert_eq!(p.collector_spin, d.collector_spin);
+        assert_eq!(p.start_timeout, d.start_timeout);
+        assert_eq!(p.hound_memory_budget, d.hound_memory_budget);
+        assert_eq!(p.hound_stderr, d.hound_stderr);
+        assert!(p.sandbox.layers.iter().all(|(_, m)| *m == Default::default()));
+    }
+
+    #[test]
+    fn pool_validation_errors_name_the_file_key() {
+        let c = load("[pool]\nhound_memory_budget_bytes = 1000\n");
+        let e = pool_config(&c).unwrap_err().to_string();
+        assert!(e.contains("pool.hound_memory_budget_bytes"), "{e}");
+        let c = load("[log]\nlevel = \"info,[\"\n");
+        let e = prepare(c).unwrap_err().to_string();
+        assert!(e.contains("log.level"), "{e}");
+    }
+
+    #[test]
+    fn s3_settings_become_the_s3_target() {
+        let c = Config::load(
+            "[cold]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"ev\"\nprefix = \"p/\"\nspool_dir = \"/var/spool/x\"\n",
+            vec![
+                ("AWS_ACCESS_KEY_ID".into(), "AK".into()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "SK".into()),
+            ],
+        )
+        .unwrap();
+        let ColdConfig::S3(t) = pool_config(&c).unwrap().cold else {
+            panic!("not s3")
+        };
+        assert_eq!(
+            (t.endpoint.as_str(), t.bucket.as_str(), t.prefix.as_str()),
+            ("http://127.0.0.1:9000", "ev", "p/")
+        );
+        assert_eq!((t.access_key.as_str(), t.secret_key.as_str()), ("AK", "SK"));
+        assert_eq!(t.region, "us-east-1");
+        assert!(t.path_style);
+        assert_eq!(t.spool_dir.as_deref(), Some("/var/spool/x"));
+    }
+
+    #[test]
+    fn frame_limit_covers_the_largest_submit() {
+        let c = Config::default();
+        let m = max_frame(&c) as usize;
+        assert!(m > c.pool.max_evidence_bytes + 1024);
+        let c = load("[daemon]\nmax_frame_bytes = 8192\n");
+        assert_eq!(max_frame(&c), 8192);
+    }
+
+    #[test]
+    fn reload_changes_are_classified() {
+        assert!(live_keys_exist());
+        let a = Config::default();
+        let b = load("[log]\nlevel = \"debug\"\n[pool]\nsize = 2\n");
+        let ch = changes(&a, &b);
+        assert_eq!(ch.len(), 2);
+        let live: Vec<_> = ch.iter().filter(|c| c.live).map(|c| c.key.as_str()).collect();
+        let restart: Vec<_> = ch.iter().filter(|c| !c.live).map(|c| c.key.as_str()).collect();
+        assert_eq!(live, ["log.level"]);
+        assert_eq!(restart, ["pool.size"]);
+    }
+}

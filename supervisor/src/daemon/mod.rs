@@ -1,0 +1,489 @@
+//! `houndd run`: a pool served to clients in any language over a Unix socket, with an HTTP
+//! operations endpoint, configuration from a TOML file and `HOUNDPOOL_*` variables, drain on
+//! SIGTERM / SIGINT and live reload on SIGHUP (ARCHITECTURE §3.8).
+//!
+//! ```text
+//!  clients ──Unix socket (frames)──► server: one reader + one writer task per connection
+//!                                        │ submit (non-blocking) ▲ outcome frames
+//!                                        ▼                       │ per-connection bounded queue
+//!                                       Pool ──outcome channel──► bridge thread (routes by job id)
+//!  kubelet / Prometheus ──HTTP──► ops: /metrics /healthz /readyz
+//! ```
+//!
+//! The asynchronous parts run on one current-thread tokio runtime: the work per frame is a
+//! bounded copy into a hound's ring (`Pool::submit` never blocks), so one thread serves many
+//! clients, and the pool's own threads do the heavy lifting. The pool's outcome channel is a
+//! crossbeam channel; one blocking thread (`houndd-bridge`) routes each outcome to the
+//! connection that submitted the job, with `try_send` into that connection's bounded queue, so
+//! no client can stall the pool or another client.
+//!
+//! Guarantees (also in docs/PROTOCOL.md, "Daemon"):
+//! * every submit gets exactly one [`SubmitReply`](houndpool_protocol::messages::SubmitReply),
+//!   written before anything else about that job;
+//! * every accepted job's outcome is written to the submitting connection exactly once, or
+//!   counted in `houndpool_daemon_outcomes_undelivered_total` if that connection is gone, too
+//!   slow, or was closed for a malformed frame;
+//! * a connection holds at most `daemon.outcome_buffer` accepted jobs without a written
+//!   outcome (submits beyond that are refused with `connection_busy`), and is disconnected if
+//!   it takes no bytes for `daemon.write_stall_timeout_ms`.
+
+pub mod client;
+pub mod config;
+mod metrics;
+mod ops;
+mod server;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use houndpool_shared::config::Config;
+use houndpool_shared::SharedError;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::{Pool, PoolError};
+
+pub use config::Prepared;
+
+/// After the pool has drained, how long connections get to write their last outcomes before
+/// they are closed regardless (their unwritten outcomes are counted as undelivered).
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors of the daemon and of its client.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is invalid (the message names the key, the value and what is allowed).
+    #[error(transparent)]
+    Config(#[from] SharedError),
+    /// The pool could not be built.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// An operating-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        op: &'static str,
+        /// The file or address concerned.
+        path: String,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process accepts connections on the socket path.
+    #[error("socket {0} is in use by a running daemon")]
+    SocketInUse(String),
+    /// A frame from the peer could not be decoded or encoded.
+    #[error(transparent)]
+    Protocol(#[from] houndpool_protocol::ProtocolError),
+    /// The daemon closed the connection with an error frame.
+    #[error("daemon closed the connection: {code}: {message}")]
+    Remote {
+        /// The error code's name.
+        code: &'static str,
+        /// Its message.
+        message: String,
+    },
+    /// The daemon sent a message a client does not expect.
+    #[error("unexpected {0} message from the daemon")]
+    Unexpected(&'static str),
+    /// The connection ended.
+    #[error("connection closed by the daemon")]
+    Closed,
+}
+
+fn io_err(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(io::Error) -> DaemonError {
+    let path = path.as_ref().display().to_string();
+    move |source| DaemonError::Io { op, path, source }
+}
+
+/// Settings a reload changes on the running daemon (see [`config::LIVE_KEYS`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Live {
+    pub allowed_uids: Vec<u32>,
+    pub max_connections: usize,
+    pub outcome_buffer: usize,
+    pub write_stall: Duration,
+    pub max_frame: u32,
+    pub drain_grace: Duration,
+    pub socket_mode: u32,
+}
+
+impl Live {
+    fn from(p: &Prepared) -> Self {
+        let d = &p.config.daemon;
+        Live {
+            allowed_uids: d.allowed_uids.clone(),
+            max_connections: d.max_connections,
+            outcome_buffer: d.outcome_buffer,
+            write_stall: d.write_stall_timeout,
+            max_frame: p.max_frame,
+            drain_grace: d.drain_grace,
+            socket_mode: d.socket_mode,
+        }
+    }
+}
+
+/// Everything the daemon's tasks share.
+pub(crate) struct State {
+    pub pool: Arc<Pool>,
+    pub metrics: Arc<metrics::DaemonMetrics>,
+    pub registry: Registry,
+    pub draining: Arc<AtomicBool>,
+    pub live: Mutex<Live>,
+    pub router: server::Router,
+    pub conns_open: AtomicUsize,
+}
+
+impl State {
+    pub(crate) fn live(&self) -> Live {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Changes the log filter of the running process (installed by [`init_logging`]).
+pub struct LogControl {
+    set: Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogControl")
+    }
+}
+
+impl LogControl {
+    /// A control that changes nothing (for embedding without a global subscriber).
+    pub fn none() -> Self {
+        LogControl {
+            set: Box::new(|_| Ok(())),
+        }
+    }
+}
+
+/// Installs the global tracing subscriber (to stderr) with a filter that reloads can change.
+/// Fails if a global subscriber is already installed.
+pub fn init_logging(level: &str) -> Result<LogControl, DaemonError> {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| SharedError::InvalidConfig {
+            key: "log.level".into(),
+            value: level.into(),
+            allowed: format!("tracing directives ({e})"),
+        })?;
+    let (layer, handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(layer)
+        .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
+        .try_init()
+        .map_err(|e| DaemonError::Io {
+            op: "install the log subscriber",
+            path: String::new(),
+            source: io::Error::other(e.to_string()),
+        })?;
+    Ok(LogControl {
+        set: Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())),
+    })
+}
+
+/// Loads and checks the configuration as `houndd run` and `houndd config check` do: the file
+/// (or none), then the process environment.
+pub fn load_config(path: Option<&Path>) -> Result<Prepared, DaemonError> {
+    Ok(config::prepare(Config::load_file(path)?)?)
+}
+
+/// Removes the socket file when the daemon stops, however it stops.
+struct SocketFile(PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds the Unix socket with `mode`: a stale socket file (nobody accepting) is replaced, a
+/// live one is [`DaemonError::SocketInUse`], any other file is left alone and is an error.
+/// The socket is created under umask 0o177 so that it is never more open than 0600 before
+/// its mode is set; call this before any other thread exists (the umask is process-wide).
+fn bind_socket(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(DaemonError::Io {
+                op: "bind",
+                path: path.display().to_string(),
+                source: io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket exists there"),
+            });
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::SocketInUse(path.display().to_string()));
+        }
+        std::fs::remove_file(path).map_err(io_err("remove stale socket", path))?;
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io_err("create socket directory", dir))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(io_err("bind", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(io_err("chmod", path))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("set non-blocking", path))?;
+    Ok(listener)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains: stops accepting connections and
+/// submits, lets the pool finish (or drop, after `daemon.drain_grace_ms`) every accepted job,
+/// writes the remaining outcomes (for at most [`FLUSH_TIMEOUT`]), removes the socket and
+/// returns `Ok`. SIGHUP re-reads `config_path` (and the environment) and applies what can
+/// change live; an invalid file is refused with an error log and changes nothing.
+///
+/// Must be called before the process starts any other thread (the socket is bound under a
+/// temporary umask).
+pub fn run(
+    prepared: Prepared,
+    config_path: Option<PathBuf>,
+    log: LogControl,
+) -> Result<(), DaemonError> {
+    let socket_path = prepared.config.daemon.socket.clone();
+    let std_listener = bind_socket(&socket_path, prepared.config.daemon.socket_mode)?;
+    let socket_guard = SocketFile(socket_path.clone());
+    let ops_listener = match prepared.config.ops.addr {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                info!(%addr, "ops endpoint listens on a non-loopback address");
+            }
+            let l = std::net::TcpListener::bind(addr).map_err(io_err("bind ops endpoint", addr.to_string()))?;
+            l.set_nonblocking(true)
+                .map_err(io_err("set non-blocking", addr.to_string()))?;
+            Some(l)
+        }
+        None => None,
+    };
+
+    let pool = Arc::new(Pool::builder().config(prepared.pool.clone()).build()?);
+    let outcomes = pool
+        .outcomes()
+        .ok_or_else(|| SharedError::InvalidConfig {
+            key: "pool.outcome_capacity".into(),
+            value: "none".into(),
+            allowed: "the daemon needs the outcome channel".into(),
+        })?;
+    let draining = Arc::new(AtomicBool::new(false));
+    let daemon_metrics = Arc::new(metrics::DaemonMetrics::default());
+    let registry = metrics::registry(
+        &daemon_metrics,
+        metrics::PoolCollector {
+            pool: pool.clone(),
+            draining: draining.clone(),
+        },
+    );
+    let state = Arc::new(State {
+        pool: pool.clone(),
+        metrics: daemon_metrics,
+        registry,
+        draining,
+        live: Mutex::new(Live::from(&prepared)),
+        router: server::Router::default(),
+        conns_open: AtomicUsize::new(0),
+    });
+    let bridge_stop = Arc::new(AtomicBool::new(false));
+    let bridge = {
+        let (state, stop) = (state.clone(), bridge_stop.clone());
+        std::thread::Builder::new()
+            .name("houndd-bridge".into())
+            .spawn(move || server::bridge(outcomes, &state, &stop))
+            .map_err(io_err("spawn thread", "houndd-bridge"))?
+    };
+    let s = pool.stats();
+    info!(
+        socket = %socket_path.display(),
+        ops = ?prepared.config.ops.addr,
+        hounds = s.hounds.len(),
+        sandbox = ?s.sandbox.as_ref().map(|r| r.layers.iter().map(|l| format!("{}={}", l.layer.name(), l.status.name())).collect::<Vec<_>>()),
+        "houndd ready"
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("start runtime", "tokio"))?;
+    let result = runtime.block_on(main_loop(
+        state.clone(),
+        std_listener,
+        ops_listener,
+        prepared,
+        config_path,
+        log,
+        &socket_path,
+        bridge_stop,
+    ));
+    // The pool has shut down inside main_loop (or is shut down here on an early error);
+    // wait for the bridge to route the last outcomes.
+    pool.shutdown(Duration::ZERO);
+    let _ = bridge.join();
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    drop(socket_guard);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn main_loop(
+    state: Arc<State>,
+    std_listener: std::os::unix::net::UnixListener,
+    ops_listener: Option<std::net::TcpListener>,
+    prepared: Prepared,
+    config_path: Option<PathBuf>,
+    log: LogControl,
+    socket_path: &Path,
+    bridge_stop: Arc<AtomicBool>,
+) -> Result<(), DaemonError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::UnixListener::from_std(std_listener)
+        .map_err(io_err("register socket", socket_path))?;
+    let sig = |k| signal(k).map_err(io_err("install signal handler", "SIGTERM/SIGINT/SIGHUP"));
+    let (mut term, mut int, mut hup) = (
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+        sig(SignalKind::hangup())?,
+    );
+    let (stop_accept_tx, stop_accept) = watch::channel(false);
+    let (close_conns_tx, close_conns) = watch::channel(false);
+    let (stop_ops_tx, stop_ops) = watch::channel(false);
+    let ops_task = match ops_listener {
+        Some(l) => {
+            let l = tokio::net::TcpListener::from_std(l)
+                .map_err(io_err("register ops endpoint", "tcp"))?;
+            Some(tokio::spawn(ops::serve(l, state.clone(), stop_ops)))
+        }
+        None => None,
+    };
+    let accept_task = tokio::spawn(server::accept_loop(
+        listener,
+        state.clone(),
+        stop_accept,
+        close_conns,
+    ));
+
+    let mut running = prepared.config;
+    let signal_name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => reload(&state, config_path.as_deref(), &mut running, &log, socket_path),
+        }
+    };
+
+    // Drain.
+    let grace = state.live().drain_grace;
+    info!(signal = signal_name, grace_ms = config::millis(grace), "draining");
+    state.draining.store(true, Ordering::SeqCst);
+    let _ = stop_accept_tx.send(true);
+    let pool = state.pool.clone();
+    let mut drain = tokio::task::spawn_blocking(move || pool.shutdown(grace));
+    let drained = loop {
+        tokio::select! {
+            r = &mut drain => break r,
+            _ = term.recv() => info!("already draining"),
+            _ = int.recv() => info!("already draining"),
+            _ = hup.recv() => info!("draining: reload ignored"),
+        }
+    };
+    match drained {
+        Ok(s) => info!(
+            accepted = s.accepted,
+            completed = s.completed,
+            failed = s.failed,
+            timed_out = s.timed_out,
+            dropped = s.dropped,
+            "pool drained"
+        ),
+        Err(e) => error!("pool shutdown task failed: {e}"),
+    }
+    // Every outcome is in the pool's channel now: let the bridge route the rest and stop, and
+    // let connections write what they hold (bounded by FLUSH_TIMEOUT in the accept loop).
+    bridge_stop.store(true, Ordering::SeqCst);
+    let _ = close_conns_tx.send(true);
+    let _ = accept_task.await;
+    let _ = stop_ops_tx.send(true);
+    if let Some(t) = ops_task {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+/// SIGHUP: re-read, check in full, apply what can change live, log every change.
+fn reload(
+    state: &State,
+    path: Option<&Path>,
+    running: &mut Config,
+    log: &LogControl,
+    socket_path: &Path,
+) {
+    let refused = |what: String| {
+        error!("configuration reload refused, running configuration unchanged: {what}");
+        state
+            .metrics
+            .reloads
+            .get_or_create(&[("result", "refused")])
+            .inc();
+    };
+    let prepared = match load_config(path) {
+        Ok(p) => p,
+        Err(e) => return refused(e.to_string()),
+    };
+    let changes = config::changes(running, &prepared.config);
+    if changes.is_empty() {
+        info!("configuration reloaded: no change");
+    }
+    // Apply the live keys; only if every step succeeds is anything logged as applied.
+    let new = &prepared.config;
+    if new.log.level != running.log.level {
+        match config::log_filter(new).map_err(|e| e.to_string()).and_then(|f| (log.set)(f)) {
+            Ok(()) => {}
+            Err(e) => return refused(format!("log.level: {e}")),
+        }
+    }
+    if new.daemon.socket_mode != running.daemon.socket_mode {
+        if let Err(e) = std::fs::set_permissions(
+            socket_path,
+            std::fs::Permissions::from_mode(new.daemon.socket_mode),
+        ) {
+            return refused(format!("daemon.socket_mode: chmod {}: {e}", socket_path.display()));
+        }
+    }
+    {
+        let mut live = state.live.lock().unwrap_or_else(|p| p.into_inner());
+        let socket_mode = new.daemon.socket_mode;
+        *live = Live {
+            socket_mode,
+            ..Live::from(&prepared)
+        };
+    }
+    for c in &changes {
+        if c.live {
+            info!(key = %c.key, old = %c.old, new = %c.new, "configuration change applied");
+        } else {
+            warn!(key = %c.key, old = %c.old, new = %c.new, "configuration change needs a restart of houndd; not applied");
+        }
+    }
+    // What runs now: the live keys from the new file, everything else as before.
+    running.log = new.log.clone();
+    running.daemon = houndpool_shared::config::DaemonSettings {
+        socket: running.daemon.socket.clone(),
+        ..new.daemon.clone()
+    };
+    state
+        .metrics
+        .reloads
+        .get_or_create(&[("result", "applied")])
+        .inc();
+}

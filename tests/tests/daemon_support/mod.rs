@@ -1,0 +1,250 @@
+//! A real `houndd run` process for the daemon tests: built on demand like the hound binary,
+//! configured in a temporary directory, stopped (SIGKILL) if a test leaves it running.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use houndpool::daemon::client::Client;
+
+/// The `houndd` executable of this workspace (`target/<profile>/houndd`), (re)built with cargo.
+pub fn houndd_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("HOUNDD_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        // target/<profile>/deps/<test> → target/<profile>/houndd
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary lives in target/<profile>/deps")
+            .to_path_buf();
+        let bin = profile_dir.join("houndd");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "houndpool-supervisor",
+            "--bin",
+            "houndd",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        // Always (re)build: cheap when up to date, and never tests a stale daemon.
+        let status = cmd.status().expect("run cargo build for houndd");
+        assert!(status.success(), "building houndd failed");
+        assert!(bin.is_file(), "houndd missing at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A running `houndd run`.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub ops: SocketAddr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+/// The base configuration of every test daemon: 2 hounds, 64 KiB evidence, files in `dir`.
+pub fn base_config(dir: &Path, socket: &Path, ops: SocketAddr) -> String {
+    format!(
+        "[pool]\nsize = 2\nmax_evidence_bytes = 65536\nmax_output_bytes = 65536\njob_timeout_ms = 5000\n\
+         [cold]\npath = \"{}\"\n\
+         [daemon]\nsocket = \"{}\"\ndrain_grace_ms = 5000\n\
+         [ops]\naddr = \"{ops}\"\n\
+         [log]\nlevel = \"info\"\n",
+        dir.join("cold").display(),
+        socket.display(),
+    )
+}
+
+impl Daemon {
+    /// Starts a daemon with the base configuration and `extra_env` (e.g.
+    /// `HOUNDPOOL_DAEMON_OUTCOME_BUFFER`), and waits until it is ready.
+    pub fn start(extra_env: &[(&str, &str)]) -> Daemon {
+        Self::start_with(|_| String::new(), extra_env)
+    }
+
+    /// As [`Daemon::start`], with `edit` turning the base configuration into the file written.
+    pub fn start_with(
+        edit: impl FnOnce(String) -> String,
+        extra_env: &[(&str, &str)],
+    ) -> Daemon {
+        let mut d = Self::spawn(edit, extra_env);
+        d.wait_ready();
+        d
+    }
+
+    /// Spawns without waiting.
+    pub fn spawn(edit: impl FnOnce(String) -> String, extra_env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("houndd.sock");
+        let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let base = base_config(dir.path(), &socket, ops);
+        let text = edit(base.clone());
+        let text = if text.is_empty() { base } else { text };
+        let config = dir.path().join("houndd.toml");
+        std::fs::write(&config, text).expect("write config");
+        let log = dir.path().join("houndd.log");
+        let child = Self::command(&config, &log, extra_env)
+            .spawn()
+            .expect("spawn houndd");
+        Daemon {
+            child: Some(child),
+            dir,
+            socket,
+            ops,
+            config,
+            log,
+        }
+    }
+
+    /// `houndd run --config FILE` with stderr to `log`, the environment cleared of
+    /// `HOUNDPOOL_*` variables of the caller, plus `env`.
+    pub fn command(config: &Path, log: &Path, env: &[(&str, &str)]) -> Command {
+        let mut cmd = Command::new(houndd_binary());
+        cmd.args(["run", "--config"]).arg(config);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("HOUNDPOOL_") && k != "HOUNDPOOL_HOUND_BIN" {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let err = std::fs::File::create(log).expect("create log");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err));
+        cmd
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until /readyz answers 200 (and the socket accepts), at most 30 s.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("houndd exited early with {status}; log:\n{}", self.log_text());
+            }
+            if let Ok((200, _)) = http_get(self.ops, "/readyz") {
+                if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "houndd not ready after 30 s; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A client connected to the daemon.
+    pub fn client(&self) -> Client {
+        let mut c = Client::connect(&self.socket).expect("connect to houndd");
+        c.set_timeout(Some(Duration::from_secs(30))).unwrap();
+        c
+    }
+
+    /// Sends `sig` to the daemon.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("kill");
+    }
+
+    /// Waits for the daemon to exit, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "houndd did not exit within {timeout:?}; log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// GET `path` on the ops endpoint.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.ops, path).expect("ops endpoint reachable")
+    }
+
+    /// The value of one sample in /metrics (`name{labels}` exactly as printed), if present.
+    pub fn metric(&self, sample: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics");
+        body.lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok()).flatten()
+        })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One HTTP/1.1 request; returns status and body.
+pub fn http_request(addr: SocketAddr, request: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(request.as_bytes())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {resp:?}")))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// GET `path`.
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
+    )
+}
