@@ -12,7 +12,7 @@
 //! | Evacuate  | [`EvacuateReceipt`] (72 bytes)  | same                    |
 //! | Restore   | original evidence bytes         | same                    |
 //! | Decode    | original evidence bytes         | same                    |
-//! | Erase     | empty                           | same                    |
+//! | Erase     | one byte: 1 if the object existed, else 0 | same          |
 //!
 //! Completion records are written by the hound and are untrusted: `CompletionHeader::parse`
 //! and `EvacuateReceipt::parse` validate every field.
@@ -331,7 +331,7 @@ pub fn truncate_fail_message(message: &str) -> &str {
 /// (1..=8) when failed; no flag bits but bit 0, and bit 0 only on an ok Evacuate; and the
 /// body shape of the module table: an ok Evacuate body is exactly
 /// [`EVACUATE_RECEIPT_LEN`] bytes (its fields are checked by [`EvacuateReceipt::parse`]), an
-/// ok Erase body is empty, a failed body is UTF-8 of at most [`MAX_FAIL_MESSAGE`] bytes (see
+/// ok Erase body is one byte, 0 or 1 (whether the object existed), a failed body is UTF-8 of at most [`MAX_FAIL_MESSAGE`] bytes (see
 /// [`truncate_fail_message`]). That the job id and kind match an outstanding request is
 /// the caller's check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,8 +411,8 @@ impl CompletionHeader {
             (CompletionStatus::Ok, JobKind::Evacuate) if body.len() != EVACUATE_RECEIPT_LEN => {
                 return Err(malformed("evacuate receipt is not exactly 72 bytes"));
             }
-            (CompletionStatus::Ok, JobKind::Erase) if !body.is_empty() => {
-                return Err(malformed("ok erase completion carries a body"));
+            (CompletionStatus::Ok, JobKind::Erase) if !matches!(body, [0] | [1]) => {
+                return Err(malformed("ok erase completion body is not one 0/1 byte"));
             }
             (CompletionStatus::Ok, _) => {}
         }

@@ -89,7 +89,7 @@ fn completion() -> impl Strategy<Value = (CompletionHeader, Vec<u8>)> {
                     if spooled { COMPLETION_FLAG_SPOOLED } else { 0 },
                     receipt.to_bytes().to_vec(),
                 ),
-                (CompletionStatus::Ok, JobKind::Erase) => (0, Vec::new()),
+                (CompletionStatus::Ok, JobKind::Erase) => (0, vec![u8::from(spooled)]),
                 (CompletionStatus::Ok, _) => (0, data),
             };
             let h = CompletionHeader {
@@ -372,7 +372,15 @@ fn every_invalid_completion_field_is_rejected() {
         ),
         (
             completion_bytes(JobKind::Erase, 0, 0, 0, b"x"),
-            "ok erase completion carries a body",
+            "ok erase completion body is not one 0/1 byte",
+        ),
+        (
+            completion_bytes(JobKind::Erase, 0, 0, 0, b""),
+            "ok erase completion body is not one 0/1 byte",
+        ),
+        (
+            completion_bytes(JobKind::Erase, 0, 0, 0, &[0, 1]),
+            "ok erase completion body is not one 0/1 byte",
         ),
     ];
     for (bytes, why) in cases {
