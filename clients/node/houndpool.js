@@ -234,16 +234,24 @@ class HoundClient extends EventEmitter {
     this.replies = new Map(); // requestId -> {resolve, reject}
     this.outcomes = new Map(); // jobId -> {resolve, reject}
     this.stats_ = new Map(); // requestId -> {resolve, reject}
-    this.failure = null;
+    this.remoteError = null; // the daemon's error frame, if it sent one
+    this.localError = null; // a socket or decoding error
+    this.ended = false;
     this.closed = new Promise((resolve) => {
       socket.on('close', () => {
-        this.fail(this.failure || new HoundError('closed', 'connection closed by the daemon'));
+        this.ended = true;
+        this.fail(this.failure());
         this.emit('close');
         resolve();
       });
     });
     socket.on('data', (chunk) => this.onData(chunk));
-    socket.on('error', (e) => { this.failure = this.failure || e; });
+    socket.on('error', (e) => { this.localError = this.localError || e; });
+  }
+
+  /** Why the connection ended: the daemon's error frame first (it explains a broken pipe). */
+  failure() {
+    return this.remoteError || this.localError || new HoundError('closed', 'connection closed by the daemon');
   }
 
   /** Connects to the daemon's Unix socket. */
@@ -281,7 +289,7 @@ class HoundClient extends EventEmitter {
         this.onFrame(kind, new Reader(body));
       }
     } catch (e) {
-      this.failure = e;
+      this.localError = e;
       this.socket.destroy();
     }
   }
@@ -313,17 +321,18 @@ class HoundClient extends EventEmitter {
     } else if (kind === KIND.ERROR) {
       const code = r.name(ERROR_CODES, 'error code');
       const message = r.string();
-      this.failure = new HoundError(code, message);
+      this.remoteError = new HoundError(code, message);
     } else {
       throw new HoundError('unexpected_message', `frame kind ${kind}`);
     }
   }
 
+  /** Writes a frame. A failed write is not reported here: the socket then closes, and every
+   *  pending promise is rejected with the reason (the daemon's error frame, if it sent one). */
   write(buf) {
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      this.socket.write(buf, (err) => (err ? reject(err) : resolve()));
-    });
+    if (this.ended) return Promise.reject(this.failure());
+    this.socket.write(buf, (err) => { if (err) this.localError = this.localError || err; });
+    return Promise.resolve();
   }
 
   /**
@@ -336,11 +345,9 @@ class HoundClient extends EventEmitter {
     const requestId = this.nextRequest++;
     let bytes;
     try { bytes = encodeSubmit(requestId, job); } catch (e) { return Promise.reject(e); }
+    if (this.ended) return Promise.reject(this.failure());
     const reply = new Promise((resolve, reject) => this.replies.set(requestId, { resolve, reject }));
-    this.write(bytes).catch((e) => {
-      const p = this.replies.get(requestId);
-      if (p) { this.replies.delete(requestId); p.reject(e); }
-    });
+    this.write(bytes);
     return reply;
   }
 
@@ -349,11 +356,9 @@ class HoundClient extends EventEmitter {
     const requestId = this.nextRequest++;
     const w = new Writer();
     w.u64(requestId);
+    if (this.ended) return Promise.reject(this.failure());
     const reply = new Promise((resolve, reject) => this.stats_.set(requestId, { resolve, reject }));
-    this.write(frame(KIND.STATS_REQUEST, w.finish())).catch((e) => {
-      const p = this.stats_.get(requestId);
-      if (p) { this.stats_.delete(requestId); p.reject(e); }
-    });
+    this.write(frame(KIND.STATS_REQUEST, w.finish()));
     return reply;
   }
 

@@ -1,12 +1,15 @@
-//! Message bodies carried in frames. Control messages flow between supervisor and hound over
-//! the per-hound socketpair; daemon messages (added with the daemon) between `houndd` and clients.
-//!
+//! Message bodies carried in frames. Control messages ([`Message`], kinds 1–4) flow between
+//! supervisor and hound over the per-hound socketpair; daemon messages ([`DaemonMessage`],
+//! kinds 16–21) between `houndd` and its clients over the daemon's Unix socket.
 //!
 //! Each message's frame body is the bincode encoding (see [`crate::codec`] and
-//! docs/PROTOCOL.md) of the struct its variant carries, at most [`MAX_CONTROL_BODY`] bytes.
+//! docs/PROTOCOL-wire.md) of the struct its variant carries: at most [`MAX_CONTROL_BODY`] bytes
+//! for control messages; for daemon messages see [`DaemonMessage::encode_frame`] and
+//! docs/PROTOCOL-daemon.md. Each channel refuses the other channel's kinds.
 
 use crate::codec;
 use crate::frame::{parse_frame, write_frame, FrameHeader};
+use crate::job::{JobKind, Severity};
 use crate::ProtocolError;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +60,18 @@ pub enum MessageKind {
     Shutdown = 3,
     /// hound → supervisor: last words before exiting non-zero.
     Fatal = 4,
+    /// client → houndd: run a job ([`Submit`]).
+    Submit = 16,
+    /// houndd → client: accepted or refused ([`SubmitReply`]).
+    SubmitReply = 17,
+    /// houndd → client: the outcome of an accepted job ([`JobOutcome`]).
+    Outcome = 18,
+    /// client → houndd: ask for counters ([`StatsRequest`]).
+    StatsRequest = 19,
+    /// houndd → client: counters ([`StatsReply`]).
+    Stats = 20,
+    /// houndd → client: last frame before the daemon closes the connection ([`ErrorNotice`]).
+    Error = 21,
 }
 
 impl MessageKind {
@@ -67,6 +82,12 @@ impl MessageKind {
             2 => Ok(MessageKind::Ready),
             3 => Ok(MessageKind::Shutdown),
             4 => Ok(MessageKind::Fatal),
+            16 => Ok(MessageKind::Submit),
+            17 => Ok(MessageKind::SubmitReply),
+            18 => Ok(MessageKind::Outcome),
+            19 => Ok(MessageKind::StatsRequest),
+            20 => Ok(MessageKind::Stats),
+            21 => Ok(MessageKind::Error),
             kind => Err(ProtocolError::UnknownMessageKind { kind }),
         }
     }
@@ -77,7 +98,41 @@ impl MessageKind {
             MessageKind::Ready => "ready",
             MessageKind::Shutdown => "shutdown",
             MessageKind::Fatal => "fatal",
+            MessageKind::Submit => "submit",
+            MessageKind::SubmitReply => "submit_reply",
+            MessageKind::Outcome => "outcome",
+            MessageKind::StatsRequest => "stats_request",
+            MessageKind::Stats => "stats",
+            MessageKind::Error => "error",
         }
+    }
+    /// Whether this kind belongs to the daemon socket (16–21) rather than the control channel.
+    pub fn is_daemon(self) -> bool {
+        (self as u16) >= 16
+    }
+}
+
+/// The frame body must be exactly what the header announces.
+fn check_body_len(header: &FrameHeader, body: &[u8]) -> Result<(), ProtocolError> {
+    let announced = header.body_len as usize;
+    match body.len().cmp(&announced) {
+        std::cmp::Ordering::Less => Err(ProtocolError::Truncated {
+            needed: announced,
+            available: body.len(),
+        }),
+        std::cmp::Ordering::Greater => Err(ProtocolError::TrailingBytes {
+            expected: announced,
+            found: body.len(),
+        }),
+        std::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+/// The error for a frame of the other channel's kind.
+fn wrong_channel(kind: MessageKind, channel: &str) -> ProtocolError {
+    ProtocolError::MalformedBody {
+        kind: kind.name(),
+        reason: format!("not a message of the {channel}"),
     }
 }
 
@@ -128,30 +183,21 @@ impl Message {
     /// shorter, [`ProtocolError::TrailingBytes`] if longer) and must decode as the struct of
     /// `header.kind` within [`MAX_CONTROL_BODY`] ([`ProtocolError::MalformedBody`] otherwise).
     /// Field values are not checked against policy (e.g. `Hello::protocol_version`): that is
-    /// the handshake's job.
+    /// the handshake's job. A daemon kind (16–21) is [`ProtocolError::MalformedBody`].
     pub fn decode(header: &FrameHeader, body: &[u8]) -> Result<Self, ProtocolError> {
-        let announced = header.body_len as usize;
-        match body.len().cmp(&announced) {
-            std::cmp::Ordering::Less => {
-                return Err(ProtocolError::Truncated {
-                    needed: announced,
-                    available: body.len(),
-                })
-            }
-            std::cmp::Ordering::Greater => {
-                return Err(ProtocolError::TrailingBytes {
-                    expected: announced,
-                    found: body.len(),
-                })
-            }
-            std::cmp::Ordering::Equal => {}
-        }
+        check_body_len(header, body)?;
         let (name, limit) = (header.kind.name(), u64::from(MAX_CONTROL_BODY));
         Ok(match header.kind {
             MessageKind::Hello => Message::Hello(codec::decode(name, body, limit)?),
             MessageKind::Ready => Message::Ready(codec::decode(name, body, limit)?),
             MessageKind::Shutdown => Message::Shutdown(codec::decode(name, body, limit)?),
             MessageKind::Fatal => Message::Fatal(codec::decode(name, body, limit)?),
+            MessageKind::Submit
+            | MessageKind::SubmitReply
+            | MessageKind::Outcome
+            | MessageKind::StatsRequest
+            | MessageKind::Stats
+            | MessageKind::Error => return Err(wrong_channel(header.kind, "control channel")),
         })
     }
     /// Parses one whole datagram (header + body) into a message.
@@ -402,6 +448,460 @@ pub struct Fatal {
     pub message: String,
 }
 
+// ---- daemon messages (houndd <-> clients, over the daemon's SOCK_STREAM Unix socket) ---------
+
+/// Limit on the body of a daemon message that carries no evidence ([`SubmitReply`],
+/// [`StatsRequest`], [`StatsReply`], [`ErrorNotice`]). [`Submit`] and [`JobOutcome`] carry
+/// evidence and are bounded by the receiver's configured frame limit instead.
+pub const MAX_DAEMON_CONTROL_BODY: u32 = 64 * 1024;
+
+/// serde helpers that (de)serialize `Vec<u8>` as one length-prefixed byte string: the same
+/// bytes on the wire as a `Vec<u8>` sequence (u64 LE length, then the bytes), but decoded in
+/// one copy instead of element by element, with nothing reserved before the bytes are present.
+mod bytes {
+    use serde::{Deserializer, Serializer};
+
+    struct BytesVisitor;
+
+    impl<'de> serde::de::Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+    }
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+
+    /// The same for `Option<Vec<u8>>` (a u8 tag 0/1, then the byte string).
+    pub(super) mod option {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        struct Borrowed<'a>(&'a [u8]);
+
+        impl Serialize for Borrowed<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+
+        struct Owned(Vec<u8>);
+
+        impl<'de> Deserialize<'de> for Owned {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                super::deserialize(d).map(Owned)
+            }
+        }
+
+        pub(in super::super) fn serialize<S: Serializer>(
+            v: &Option<Vec<u8>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(b) => s.serialize_some(&Borrowed(b)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(in super::super) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<Vec<u8>>, D::Error> {
+            Ok(Option::<Owned>::deserialize(d)?.map(|o| o.0))
+        }
+    }
+}
+
+/// client → daemon: run one job. Answered at once by a [`SubmitReply`] with the same
+/// `request_id`; an accepted job's [`JobOutcome`] follows later on the same connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submit {
+    /// Chosen by the client, echoed in the reply and the outcome (need not be unique).
+    pub request_id: u64,
+    /// What to do.
+    pub kind: JobKind,
+    /// Defer-queue lane.
+    pub severity: Severity,
+    /// Evidence id: required for Restore and Erase; assigned (UUIDv7) when absent otherwise.
+    pub evidence_id: Option<[u8; 16]>,
+    /// gzip level 0..=9 for Encode / Evacuate; the daemon's default when absent.
+    pub level: Option<u8>,
+    /// Evidence (Noop, Encode, Evacuate), an envelope (Decode), or empty (Restore, Erase).
+    #[serde(with = "bytes")]
+    pub body: Vec<u8>,
+}
+
+/// Why the daemon did not accept a submit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// (0) No hound has ring space (exhaustion action `drop` or `escalate`).
+    PoolExhausted,
+    /// (1) The defer queue is full and holds nothing of lower severity.
+    DeferQueueFull,
+    /// (2) The body is larger than the daemon accepts.
+    EvidenceTooLarge,
+    /// (3) Encode, Evacuate and Decode need a non-empty body.
+    EmptyEvidence,
+    /// (4) Restore / Erase without an evidence id or with a body, or a gzip level above 9.
+    InvalidJob,
+    /// (5) The daemon is draining.
+    ShuttingDown,
+    /// (6) This connection already has as many jobs awaiting their outcome as the daemon's
+    /// per-connection buffer holds (`daemon.outcome_buffer`): read outcomes, then submit again.
+    ConnectionBusy,
+}
+
+impl RefuseReason {
+    /// All reasons, in wire order.
+    pub const ALL: [RefuseReason; 7] = [
+        RefuseReason::PoolExhausted,
+        RefuseReason::DeferQueueFull,
+        RefuseReason::EvidenceTooLarge,
+        RefuseReason::EmptyEvidence,
+        RefuseReason::InvalidJob,
+        RefuseReason::ShuttingDown,
+        RefuseReason::ConnectionBusy,
+    ];
+    /// Stable snake_case name (metrics labels, logs, clients).
+    pub fn name(self) -> &'static str {
+        match self {
+            RefuseReason::PoolExhausted => "pool_exhausted",
+            RefuseReason::DeferQueueFull => "defer_queue_full",
+            RefuseReason::EvidenceTooLarge => "evidence_too_large",
+            RefuseReason::EmptyEvidence => "empty_evidence",
+            RefuseReason::InvalidJob => "invalid_job",
+            RefuseReason::ShuttingDown => "shutting_down",
+            RefuseReason::ConnectionBusy => "connection_busy",
+        }
+    }
+}
+
+/// What became of a submit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubmitResult {
+    /// (0) Accepted: exactly one [`JobOutcome`] with this `job_id` will follow on this
+    /// connection, unless the connection is closed first.
+    Accepted {
+        /// Daemon-unique job id.
+        job_id: u64,
+        /// The evidence id (given or assigned).
+        evidence_id: [u8; 16],
+    },
+    /// (1) Not accepted; no outcome follows.
+    Refused {
+        /// Why.
+        reason: RefuseReason,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// daemon → client: the answer to one [`Submit`], sent before anything else about that job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubmitReply {
+    /// The submit's `request_id`.
+    pub request_id: u64,
+    /// Accepted or refused.
+    pub result: SubmitResult,
+}
+
+/// What a completed job produced (fields not meaningful for the kind are absent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct OutcomeReceipt {
+    /// Slot of the hound that did the job.
+    pub hound: u32,
+    /// Object key (Evacuate, Restore, Erase).
+    pub key: Option<String>,
+    /// Original evidence size (Encode, Evacuate, Restore, Decode).
+    pub original_size: Option<u64>,
+    /// gzip stream size (Encode, Evacuate).
+    pub compressed_size: Option<u64>,
+    /// SHA-256 of the gzip stream (Encode, Evacuate).
+    pub sha256: Option<[u8; 32]>,
+    /// Hound-measured encode time, microseconds (Evacuate).
+    pub encode_us: Option<u64>,
+    /// Hound-measured storage time, microseconds (Evacuate).
+    pub store_us: Option<u64>,
+    /// Evacuate: the envelope waits in the local spool for upload.
+    pub spooled: bool,
+    /// Erase: whether the object existed.
+    pub existed: Option<bool>,
+    /// The envelope (Encode), the original bytes (Restore, Decode) or the echo (Noop).
+    #[serde(with = "bytes::option")]
+    pub payload: Option<Vec<u8>>,
+}
+
+/// Class of a job failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// (0) The hound ran the job and reported a failure; `code` says which.
+    Job,
+    /// (1) The job made its hound die by a signal (e.g. SIGSYS from the sandbox).
+    HoundKilled,
+    /// (2) The hound exceeded its memory budget.
+    OutOfMemory,
+    /// (3) The hound broke the protocol and was killed.
+    ProtocolViolation,
+    /// (4) The job killed two hounds and is not tried again.
+    Poison,
+}
+
+impl FailureKind {
+    /// Stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Job => "job",
+            FailureKind::HoundKilled => "hound_killed",
+            FailureKind::OutOfMemory => "out_of_memory",
+            FailureKind::ProtocolViolation => "protocol_violation",
+            FailureKind::Poison => "poison",
+        }
+    }
+}
+
+/// Why an accepted job was never run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DropKind {
+    /// (0) Evicted from the defer queue by a job of higher severity.
+    Evicted,
+    /// (1) The daemon shut down before the job could run.
+    Shutdown,
+}
+
+/// The single final result of an accepted job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutcomeResult {
+    /// (0) Done.
+    Completed(OutcomeReceipt),
+    /// (1) Failed.
+    Failed {
+        /// Class of failure.
+        kind: FailureKind,
+        /// For `kind = Job`: the hound's [`crate::job::FailCode`] wire value; else 0.
+        code: u16,
+        /// Human-readable detail (hound text is untrusted, at most 512 bytes of it).
+        message: String,
+    },
+    /// (2) The hound made no progress before the deadline and was killed.
+    TimedOut,
+    /// (3) Accepted but never run.
+    Dropped {
+        /// Why.
+        reason: DropKind,
+        /// For `Evicted`: the severity of the job that took its place.
+        by: Option<Severity>,
+    },
+}
+
+/// daemon → client: the outcome of a job this connection submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobOutcome {
+    /// The submit's `request_id`.
+    pub request_id: u64,
+    /// The job id from the accepting [`SubmitReply`].
+    pub job_id: u64,
+    /// The evidence id.
+    pub evidence_id: [u8; 16],
+    /// The job's kind.
+    pub kind: JobKind,
+    /// The job's severity.
+    pub severity: Severity,
+    /// Hounds that started it (1 normally, 2 after a retry, 0 if never run).
+    pub attempts: u8,
+    /// Time from acceptance to outcome, microseconds.
+    pub latency_us: u64,
+    /// What happened.
+    pub result: OutcomeResult,
+}
+
+/// client → daemon: ask for a [`StatsReply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsRequest {
+    /// Echoed in the reply.
+    pub request_id: u64,
+}
+
+/// daemon → client: counters of the pool and the daemon. Pool counters satisfy
+/// `accepted = completed + failed + timed_out + dropped + in_flight`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct StatsReply {
+    /// The request's `request_id`.
+    pub request_id: u64,
+    /// Calls to the pool's submit.
+    pub submitted: u64,
+    /// Jobs accepted by the pool.
+    pub accepted: u64,
+    /// Pool refusals: no ring space (drop / escalate).
+    pub refused_exhausted: u64,
+    /// Pool refusals: defer queue full.
+    pub refused_defer_full: u64,
+    /// Pool refusals: body too large.
+    pub refused_too_large: u64,
+    /// Pool refusals: empty or invalid job.
+    pub refused_invalid: u64,
+    /// Pool refusals: shutting down.
+    pub refused_shutdown: u64,
+    /// Outcomes `Completed`.
+    pub completed: u64,
+    /// Outcomes `Failed`.
+    pub failed: u64,
+    /// Outcomes `TimedOut`.
+    pub timed_out: u64,
+    /// Outcomes `Dropped`.
+    pub dropped: u64,
+    /// Accepted jobs without an outcome yet.
+    pub in_flight: u64,
+    /// Jobs in hound rings.
+    pub in_rings: u64,
+    /// Jobs in the defer queue.
+    pub deferred: u64,
+    /// Jobs waiting to be retried.
+    pub retrying: u64,
+    /// Hounds configured.
+    pub hounds_target: u32,
+    /// Hounds running and past their handshake.
+    pub hounds_ready: u32,
+    /// Whether the daemon is draining.
+    pub draining: bool,
+    /// Client connections open.
+    pub connections_open: u64,
+    /// Outcomes the daemon could not write to their client, all connections.
+    pub undelivered: u64,
+    /// This connection: accepted jobs whose outcome has not been written yet.
+    pub connection_in_flight: u64,
+}
+
+/// Why the daemon is closing a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// (0) A frame could not be decoded (bad header, oversized, malformed body).
+    MalformedFrame,
+    /// (1) A well-formed message a client may not send (only Submit and StatsRequest).
+    UnexpectedMessage,
+    /// (2) The peer's uid is not in the daemon's allow-list.
+    PermissionDenied,
+    /// (3) The daemon serves its maximum number of connections.
+    TooManyConnections,
+    /// (4) The daemon is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    /// Stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedFrame => "malformed_frame",
+            ErrorCode::UnexpectedMessage => "unexpected_message",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// daemon → client: the last frame before the daemon closes the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorNotice {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// A daemon message of any kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonMessage {
+    /// See [`Submit`].
+    Submit(Submit),
+    /// See [`SubmitReply`].
+    SubmitReply(SubmitReply),
+    /// See [`JobOutcome`].
+    Outcome(JobOutcome),
+    /// See [`StatsRequest`].
+    StatsRequest(StatsRequest),
+    /// See [`StatsReply`].
+    Stats(StatsReply),
+    /// See [`ErrorNotice`].
+    Error(ErrorNotice),
+}
+
+impl DaemonMessage {
+    /// The frame kind of this message.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            DaemonMessage::Submit(_) => MessageKind::Submit,
+            DaemonMessage::SubmitReply(_) => MessageKind::SubmitReply,
+            DaemonMessage::Outcome(_) => MessageKind::Outcome,
+            DaemonMessage::StatsRequest(_) => MessageKind::StatsRequest,
+            DaemonMessage::Stats(_) => MessageKind::Stats,
+            DaemonMessage::Error(_) => MessageKind::Error,
+        }
+    }
+
+    /// The body limit of `kind`: `max_body` for Submit and Outcome (which carry evidence),
+    /// [`MAX_DAEMON_CONTROL_BODY`] for the others.
+    fn limit(kind: MessageKind, max_body: u32) -> u64 {
+        match kind {
+            MessageKind::Submit | MessageKind::Outcome => u64::from(max_body),
+            _ => u64::from(MAX_DAEMON_CONTROL_BODY.min(max_body)),
+        }
+    }
+
+    /// Appends this message as one complete frame to `out`. Fails with
+    /// [`ProtocolError::EncodeFailed`] (and leaves `out` untouched) if the body would exceed
+    /// its limit (`max_body`, or [`MAX_DAEMON_CONTROL_BODY`] for messages without evidence).
+    pub fn encode_frame(&self, out: &mut Vec<u8>, max_body: u32) -> Result<(), ProtocolError> {
+        let kind = self.kind();
+        let (name, limit) = (kind.name(), Self::limit(kind, max_body));
+        let body = match self {
+            DaemonMessage::Submit(m) => codec::encode(name, m, limit)?,
+            DaemonMessage::SubmitReply(m) => codec::encode(name, m, limit)?,
+            DaemonMessage::Outcome(m) => codec::encode(name, m, limit)?,
+            DaemonMessage::StatsRequest(m) => codec::encode(name, m, limit)?,
+            DaemonMessage::Stats(m) => codec::encode(name, m, limit)?,
+            DaemonMessage::Error(m) => codec::encode(name, m, limit)?,
+        };
+        write_frame(kind, &body, out)
+    }
+
+    /// Decodes the body of a frame whose header was already validated against `max_body`.
+    /// A control-channel kind (Hello, Ready, Shutdown, Fatal) is
+    /// [`ProtocolError::MalformedBody`]; a body that is not exactly `header.body_len` bytes or
+    /// does not decode as its kind's struct is an error as for [`Message::decode`]. Never
+    /// panics; memory is bounded by the body.
+    pub fn decode(header: &FrameHeader, body: &[u8], max_body: u32) -> Result<Self, ProtocolError> {
+        check_body_len(header, body)?;
+        let kind = header.kind;
+        let (name, limit) = (kind.name(), Self::limit(kind, max_body));
+        Ok(match kind {
+            MessageKind::Submit => DaemonMessage::Submit(codec::decode(name, body, limit)?),
+            MessageKind::SubmitReply => {
+                DaemonMessage::SubmitReply(codec::decode(name, body, limit)?)
+            }
+            MessageKind::Outcome => DaemonMessage::Outcome(codec::decode(name, body, limit)?),
+            MessageKind::StatsRequest => {
+                DaemonMessage::StatsRequest(codec::decode(name, body, limit)?)
+            }
+            MessageKind::Stats => DaemonMessage::Stats(codec::decode(name, body, limit)?),
+            MessageKind::Error => DaemonMessage::Error(codec::decode(name, body, limit)?),
+            MessageKind::Hello
+            | MessageKind::Ready
+            | MessageKind::Shutdown
+            | MessageKind::Fatal => return Err(wrong_channel(kind, "daemon socket")),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,5 +976,201 @@ mod tests {
         });
         msg.encode_frame(&mut out).unwrap();
         assert_eq!(Message::from_datagram(&out[3..]).unwrap(), msg);
+    }
+
+    // ---- daemon messages ------------------------------------------------------------------
+
+    fn daemon_round_trip(m: DaemonMessage) -> Vec<u8> {
+        let mut out = Vec::new();
+        m.encode_frame(&mut out, 1 << 20).unwrap();
+        let (h, body) = parse_frame(&out, 1 << 20).unwrap();
+        assert_eq!(h.kind, m.kind());
+        assert!(h.kind.is_daemon());
+        assert_eq!(DaemonMessage::decode(&h, body, 1 << 20).unwrap(), m);
+        out
+    }
+
+    #[test]
+    fn daemon_kinds_keep_their_wire_values() {
+        let kinds = [
+            (MessageKind::Submit, 16, "submit"),
+            (MessageKind::SubmitReply, 17, "submit_reply"),
+            (MessageKind::Outcome, 18, "outcome"),
+            (MessageKind::StatsRequest, 19, "stats_request"),
+            (MessageKind::Stats, 20, "stats"),
+            (MessageKind::Error, 21, "error"),
+        ];
+        for (k, v, name) in kinds {
+            assert_eq!(k as u16, v);
+            assert_eq!(MessageKind::from_u16(v).unwrap(), k);
+            assert_eq!(k.name(), name);
+        }
+        for k in KINDS {
+            assert!(!k.is_daemon());
+        }
+        for bad in [5u16, 15, 22] {
+            assert!(MessageKind::from_u16(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn submit_layout_is_the_documented_bincode() {
+        let out = daemon_round_trip(DaemonMessage::Submit(Submit {
+            request_id: 5,
+            kind: JobKind::Encode,
+            severity: Severity::Critical,
+            evidence_id: None,
+            level: Some(3),
+            body: b"ab".to_vec(),
+        }));
+        // docs/PROTOCOL-daemon.md: request_id u64, kind u32, severity u32, evidence_id option,
+        // level option, body as u64 length + bytes. The Node client's test checks the same bytes.
+        assert_eq!(
+            &out[crate::frame::FRAME_HEADER_LEN..],
+            &[
+                5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0, 0, 0, 0,
+                b'a', b'b'
+            ]
+        );
+        // A byte string is encoded exactly like the `Vec<u8>` sequence it replaces.
+        let as_seq = codec::encode("x", &vec![b'a', b'b'], 64).unwrap();
+        assert_eq!(as_seq, [2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
+    }
+
+    #[test]
+    fn every_daemon_message_round_trips() {
+        daemon_round_trip(DaemonMessage::SubmitReply(SubmitReply {
+            request_id: 1,
+            result: SubmitResult::Accepted {
+                job_id: 9,
+                evidence_id: [7; 16],
+            },
+        }));
+        for reason in RefuseReason::ALL {
+            daemon_round_trip(DaemonMessage::SubmitReply(SubmitReply {
+                request_id: 2,
+                result: SubmitResult::Refused {
+                    reason,
+                    message: reason.name().into(),
+                },
+            }));
+        }
+        let outcome = |result| JobOutcome {
+            request_id: 3,
+            job_id: 4,
+            evidence_id: [1; 16],
+            kind: JobKind::Evacuate,
+            severity: Severity::High,
+            attempts: 1,
+            latency_us: 1234,
+            result,
+        };
+        daemon_round_trip(DaemonMessage::Outcome(outcome(OutcomeResult::Completed(
+            OutcomeReceipt {
+                hound: 1,
+                key: Some("evidence/x.thcs".into()),
+                original_size: Some(10),
+                compressed_size: Some(8),
+                sha256: Some([0xab; 32]),
+                encode_us: Some(5),
+                store_us: Some(6),
+                spooled: true,
+                existed: None,
+                payload: Some(vec![1, 2, 3]),
+            },
+        ))));
+        daemon_round_trip(DaemonMessage::Outcome(outcome(OutcomeResult::Failed {
+            kind: FailureKind::Job,
+            code: 3,
+            message: "integrity".into(),
+        })));
+        daemon_round_trip(DaemonMessage::Outcome(outcome(OutcomeResult::TimedOut)));
+        daemon_round_trip(DaemonMessage::Outcome(outcome(OutcomeResult::Dropped {
+            reason: DropKind::Evicted,
+            by: Some(Severity::Critical),
+        })));
+        daemon_round_trip(DaemonMessage::StatsRequest(StatsRequest { request_id: 8 }));
+        daemon_round_trip(DaemonMessage::Stats(StatsReply {
+            request_id: 8,
+            accepted: 3,
+            draining: true,
+            ..StatsReply::default()
+        }));
+        daemon_round_trip(DaemonMessage::Error(ErrorNotice {
+            code: ErrorCode::MalformedFrame,
+            message: "bad".into(),
+        }));
+    }
+
+    #[test]
+    fn channels_refuse_each_others_kinds() {
+        let mut out = Vec::new();
+        DaemonMessage::StatsRequest(StatsRequest { request_id: 1 })
+            .encode_frame(&mut out, 1 << 20)
+            .unwrap();
+        assert!(matches!(
+            Message::from_datagram(&out),
+            Err(ProtocolError::MalformedBody {
+                kind: "stats_request",
+                ..
+            })
+        ));
+        let mut out = Vec::new();
+        Message::Shutdown(Shutdown { grace_ms: 1 })
+            .encode_frame(&mut out)
+            .unwrap();
+        let (h, body) = parse_frame(&out, 1 << 20).unwrap();
+        assert!(matches!(
+            DaemonMessage::decode(&h, body, 1 << 20),
+            Err(ProtocolError::MalformedBody {
+                kind: "shutdown",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn daemon_limits_bound_encoding_and_decoding() {
+        let big = DaemonMessage::Submit(Submit {
+            request_id: 1,
+            kind: JobKind::Noop,
+            severity: Severity::Low,
+            evidence_id: None,
+            level: None,
+            body: vec![0; 5000],
+        });
+        let mut out = Vec::new();
+        assert!(matches!(
+            big.encode_frame(&mut out, 4096),
+            Err(ProtocolError::EncodeFailed { .. })
+        ));
+        assert!(out.is_empty());
+        big.encode_frame(&mut out, 8192).unwrap();
+        let (h, body) = parse_frame(&out, 8192).unwrap();
+        assert!(DaemonMessage::decode(&h, body, 4096).is_err());
+        // A byte string announcing more than the body holds is an error, not an allocation.
+        let mut lying = out[crate::frame::FRAME_HEADER_LEN..].to_vec();
+        let at = lying.len() - 5000 - 8;
+        lying[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let h = FrameHeader {
+            kind: MessageKind::Submit,
+            body_len: lying.len() as u32,
+        };
+        assert!(DaemonMessage::decode(&h, &lying, 8192).is_err());
+        // Messages without evidence are bounded by MAX_DAEMON_CONTROL_BODY.
+        let long = DaemonMessage::Error(ErrorNotice {
+            code: ErrorCode::MalformedFrame,
+            message: "x".repeat(MAX_DAEMON_CONTROL_BODY as usize),
+        });
+        assert!(long.encode_frame(&mut Vec::new(), u32::MAX).is_err());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn daemon_decoding_never_panics(kind in 16u16..=21, body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let h = FrameHeader { kind: MessageKind::from_u16(kind).unwrap(), body_len: body.len() as u32 };
+            let _ = DaemonMessage::decode(&h, &body, 1 << 20);
+        }
     }
 }

@@ -429,11 +429,11 @@ impl Values {
     }
 
     fn insert_file(&mut self, text: &str) -> Result<(), SharedError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            SharedError::ConfigParse {
-                detail: e.to_string().trim_end().to_string(),
-            }
-        })?;
+        let table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| SharedError::ConfigParse {
+                    detail: e.to_string().trim_end().to_string(),
+                })?;
         for (section, body) in table {
             let Some(sec) = SECTIONS.iter().find(|s| **s == section) else {
                 return Err(invalid(
@@ -533,12 +533,7 @@ impl Values {
         }
     }
 
-    fn bad(
-        section: &str,
-        key: &str,
-        entry: &Entry,
-        allowed: impl Into<String>,
-    ) -> SharedError {
+    fn bad(section: &str, key: &str, entry: &Entry, allowed: impl Into<String>) -> SharedError {
         let name = match &entry.origin {
             Origin::Env(var) => format!("{section}.{key} (from {var})"),
             Origin::File | Origin::Default => format!("{section}.{key}"),
@@ -1264,7 +1259,10 @@ mod tests {
         for k in KEYS {
             assert!(SECTIONS.contains(&k.section), "{}", k.dotted());
             assert!(seen.insert((k.section, k.key)), "duplicate {}", k.dotted());
-            assert!(k.key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
+            assert!(k
+                .key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit()));
             assert!(!k.doc.is_empty());
         }
         for l in Layer::ALL {
@@ -1328,21 +1326,39 @@ mod tests {
     #[test]
     fn errors_name_key_value_and_what_is_allowed() {
         let e = err("[pool]\nsize = 0\n", &[]);
-        assert!(e.contains("pool.size") && e.contains("\"0\"") && e.contains("1 to 256"), "{e}");
+        assert!(
+            e.contains("pool.size") && e.contains("\"0\"") && e.contains("1 to 256"),
+            "{e}"
+        );
         let e = err("", &[("HOUNDPOOL_POOL_SIZE", "many")]);
-        assert!(e.contains("pool.size (from HOUNDPOOL_POOL_SIZE)") && e.contains("many"), "{e}");
+        assert!(
+            e.contains("pool.size (from HOUNDPOOL_POOL_SIZE)") && e.contains("many"),
+            "{e}"
+        );
         let e = err("[pool]\nexhausted = \"panic\"\n", &[]);
-        assert!(e.contains("pool.exhausted") && e.contains("\"defer\", \"drop\", \"escalate\""), "{e}");
+        assert!(
+            e.contains("pool.exhausted") && e.contains("\"defer\", \"drop\", \"escalate\""),
+            "{e}"
+        );
         let e = err("[pool]\nsiz = 1\n", &[]);
-        assert!(e.contains("pool.siz") && e.contains("not a key") && e.contains("size"), "{e}");
+        assert!(
+            e.contains("pool.siz") && e.contains("not a key") && e.contains("size"),
+            "{e}"
+        );
         let e = err("[pools]\n", &[]);
         assert!(e.contains("pools") && e.contains("[pool]"), "{e}");
         let e = err("", &[("HOUNDPOOL_DAEMON_SOKET", "/x")]);
-        assert!(e.contains("HOUNDPOOL_DAEMON_SOKET") && e.contains("socket"), "{e}");
+        assert!(
+            e.contains("HOUNDPOOL_DAEMON_SOKET") && e.contains("socket"),
+            "{e}"
+        );
         let e = err("", &[("HOUNDPOOL_OPS_ADDR", "localhost")]);
         assert!(e.contains("ops.addr") && e.contains("localhost"), "{e}");
         let e = err("[daemon]\nsocket_mode = \"0999\"\n", &[]);
-        assert!(e.contains("daemon.socket_mode") && e.contains("0999"), "{e}");
+        assert!(
+            e.contains("daemon.socket_mode") && e.contains("0999"),
+            "{e}"
+        );
         let e = err("", &[("HOUNDPOOL_POOL_HOUND_STDERR", "yes")]);
         assert!(e.contains("true or false"), "{e}");
         let e = err("[pool]\ngzip_level = \"6\"\n", &[]);
@@ -1359,7 +1375,8 @@ mod tests {
 
     #[test]
     fn s3_needs_endpoint_bucket_and_credentials_from_env() {
-        let text = "[cold]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"ev\"\n";
+        let text =
+            "[cold]\nbackend = \"s3\"\nendpoint = \"http://127.0.0.1:9000\"\nbucket = \"ev\"\n";
         let e = err(text, &[]);
         assert!(e.contains("AWS_ACCESS_KEY_ID"), "{e}");
         let e = err("[cold]\nbackend = \"s3\"\n", &[]);
@@ -1381,9 +1398,22 @@ mod tests {
         assert_eq!(s3.credentials.secret_key, "SECRET-VALUE");
         assert_eq!(s3.spool_dir.as_deref(), Some(Path::new("/var/spool/h")));
         let shown = format!("{}{:?}", c.render(), c);
-        assert!(!shown.contains("SECRET-VALUE") && !shown.contains("\"AK\""), "{shown}");
-        let e = err(text, &[("HOUNDPOOL_COLD_SPOOL_DIR", "rel/dir"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")]);
-        assert!(e.contains("cold.spool_dir (from HOUNDPOOL_COLD_SPOOL_DIR)"), "{e}");
+        assert!(
+            !shown.contains("SECRET-VALUE") && !shown.contains("\"AK\""),
+            "{shown}"
+        );
+        let e = err(
+            text,
+            &[
+                ("HOUNDPOOL_COLD_SPOOL_DIR", "rel/dir"),
+                ("AWS_ACCESS_KEY_ID", "a"),
+                ("AWS_SECRET_ACCESS_KEY", "b"),
+            ],
+        );
+        assert!(
+            e.contains("cold.spool_dir (from HOUNDPOOL_COLD_SPOOL_DIR)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -1396,7 +1426,12 @@ mod tests {
         let keys: Vec<&str> = d.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(
             keys,
-            ["pool.size", "daemon.socket_mode", "daemon.allowed_uids", "ops.addr"]
+            [
+                "pool.size",
+                "daemon.socket_mode",
+                "daemon.allowed_uids",
+                "ops.addr"
+            ]
         );
         assert_eq!(d[0], ("pool.size".into(), "\"auto\"".into(), "2".into()));
     }

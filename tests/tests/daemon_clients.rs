@@ -26,7 +26,13 @@ fn rust_client_runs_every_job_kind_and_stats_add_up() {
 
     // Evacuate: the envelope lands at <cold>/<prefix><evidence-id>.thcs and verifies.
     let id = c
-        .send_submit(JobKind::Evacuate, Severity::High, None, None, evidence.clone())
+        .send_submit(
+            JobKind::Evacuate,
+            Severity::High,
+            None,
+            None,
+            evidence.clone(),
+        )
         .unwrap();
     let job = c.wait_reply(id).unwrap().expect("evacuate accepted");
     let o = c.next_outcome().unwrap();
@@ -49,7 +55,9 @@ fn rust_client_runs_every_job_kind_and_stats_add_up() {
     assert_eq!(o.job_id, job);
     let env = completed(&o.result).payload.clone().expect("envelope");
     assert_eq!(&env[..4], b"THCS");
-    c.submit(JobKind::Decode, Severity::Low, env).unwrap().unwrap();
+    c.submit(JobKind::Decode, Severity::Low, env)
+        .unwrap()
+        .unwrap();
     let o = c.next_outcome().unwrap();
     assert_eq!(completed(&o.result).payload.as_deref(), Some(&evidence[..]));
 
@@ -149,7 +157,10 @@ fn refusals_are_typed_and_counted() {
     let mut c = d.client();
     let refused = |r: houndpool::daemon::client::Accepted| r.expect_err("refused").0;
     assert_eq!(
-        refused(c.submit(JobKind::Encode, Severity::Low, Vec::new()).unwrap()),
+        refused(
+            c.submit(JobKind::Encode, Severity::Low, Vec::new())
+                .unwrap()
+        ),
         RefuseReason::EmptyEvidence
     );
     assert_eq!(
@@ -160,11 +171,20 @@ fn refusals_are_typed_and_counted() {
         RefuseReason::EvidenceTooLarge
     );
     assert_eq!(
-        refused(c.submit(JobKind::Restore, Severity::Low, Vec::new()).unwrap()),
+        refused(
+            c.submit(JobKind::Restore, Severity::Low, Vec::new())
+                .unwrap()
+        ),
         RefuseReason::InvalidJob
     );
     let id = c
-        .send_submit(JobKind::Encode, Severity::Low, None, Some(12), b"x".to_vec())
+        .send_submit(
+            JobKind::Encode,
+            Severity::Low,
+            None,
+            Some(12),
+            b"x".to_vec(),
+        )
         .unwrap();
     assert_eq!(refused(c.wait_reply(id).unwrap()), RefuseReason::InvalidJob);
     let s = c.stats().unwrap();
@@ -301,6 +321,9 @@ fn config_check_prints_the_effective_configuration_or_names_the_bad_key() {
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("cold.backend") && err.contains("tape") && err.contains("\"s3\""), "{err}");
+    assert!(
+        err.contains("cold.backend") && err.contains("tape") && err.contains("\"s3\""),
+        "{err}"
+    );
     let _ = Duration::ZERO;
 }

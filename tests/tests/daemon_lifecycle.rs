@@ -119,7 +119,10 @@ fn a_client_that_stops_reading_is_disconnected_and_counted_others_are_served() {
     assert!(start.elapsed() < Duration::from_secs(10));
     // The slow client is cut off after the stall timeout; its writes then fail.
     let sent = writer.join().unwrap();
-    assert!(sent < 2000, "the daemon never stopped reading the slow client");
+    assert!(
+        sent < 2000,
+        "the daemon never stopped reading the slow client"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while d.metric("houndpool_daemon_disconnects_total{reason=\"too_slow\"}") != Some(1.0) {
         assert!(Instant::now() < deadline, "{}", d.get("/metrics").1);
@@ -148,8 +151,14 @@ fn sigterm_drains_every_accepted_job_then_exits_zero() {
     let n = 400u64;
     let body = b"GET /?q=<script> HTTP/1.1\r\n\r\n".repeat(100);
     for _ in 0..n {
-        c.send_submit(JobKind::Evacuate, Severity::Medium, None, None, body.clone())
-            .unwrap();
+        c.send_submit(
+            JobKind::Evacuate,
+            Severity::Medium,
+            None,
+            None,
+            body.clone(),
+        )
+        .unwrap();
     }
     d.signal(Signal::SIGTERM);
     let (mut accepted, mut refused) = (HashSet::new(), 0u64);
@@ -244,7 +253,10 @@ fn sighup_applies_live_keys_logs_restart_keys_and_refuses_invalid_files() {
     // Back to a file that lets us in.
     std::fs::write(
         &d.config,
-        changed.replace(&format!("allowed_uids = [{}]", uid + 1), &format!("allowed_uids = [{uid}]")),
+        changed.replace(
+            &format!("allowed_uids = [{}]", uid + 1),
+            &format!("allowed_uids = [{uid}]"),
+        ),
     )
     .unwrap();
     d.signal(Signal::SIGHUP);

@@ -81,7 +81,11 @@ fn pod(deployment: &Value) -> Pod<'_> {
         .collect();
     let houndd = *all
         .iter()
-        .find(|c| c["command"].as_sequence().is_some_and(|cmd| cmd.first().and_then(Value::as_str) == Some("houndd")))
+        .find(|c| {
+            c["command"]
+                .as_sequence()
+                .is_some_and(|cmd| cmd.first().and_then(Value::as_str) == Some("houndd"))
+        })
         .expect("a container runs houndd");
     let others = all
         .into_iter()
@@ -176,7 +180,10 @@ fn manifests_parse_and_agree_with_the_configuration_schema() {
 
         // Ops: bound to the pod address, on the container port the probes use.
         let addr = config.ops.addr.expect("ops endpoint enabled");
-        assert!(!addr.ip().is_loopback(), "kubelet probes cannot reach loopback");
+        assert!(
+            !addr.ip().is_loopback(),
+            "kubelet probes cannot reach loopback"
+        );
         let ports = pod.houndd["ports"].as_sequence().expect("ports");
         let ops = ports
             .iter()
@@ -192,7 +199,8 @@ fn manifests_parse_and_agree_with_the_configuration_schema() {
             assert_eq!(get["path"].as_str(), Some(path), "{probe} path");
             let p = &get["port"];
             assert!(
-                p.as_u64() == Some(u64::from(addr.port())) || (p.as_str().is_some() && p.as_str() == port_name),
+                p.as_u64() == Some(u64::from(addr.port()))
+                    || (p.as_str().is_some() && p.as_str() == port_name),
                 "{probe} port {p:?} is not the ops port {}",
                 addr.port()
             );
@@ -210,7 +218,12 @@ fn manifests_parse_and_agree_with_the_configuration_schema() {
         let vol = mount(pod.houndd).expect("houndd mounts the socket directory");
         assert!(!pod.others.is_empty(), "no application container");
         for c in &pod.others {
-            assert_eq!(mount(c).as_deref(), Some(vol.as_str()), "{} does not share the socket volume", s(&c["name"]));
+            assert_eq!(
+                mount(c).as_deref(),
+                Some(vol.as_str()),
+                "{} does not share the socket volume",
+                s(&c["name"])
+            );
         }
         let volume = pod.spec["volumes"]
             .as_sequence()
@@ -218,13 +231,23 @@ fn manifests_parse_and_agree_with_the_configuration_schema() {
             .iter()
             .find(|v| v["name"].as_str() == Some(vol.as_str()))
             .expect("socket volume defined");
-        assert!(volume["emptyDir"].is_mapping(), "the socket volume is an emptyDir");
+        assert!(
+            volume["emptyDir"].is_mapping(),
+            "the socket volume is an emptyDir"
+        );
 
         // Hardening.
         let sc = &pod.houndd["securityContext"];
         assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
         assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"));
-        assert!(pod.houndd["restartPolicy"].as_str() == Some("Always") || pod.spec["containers"].as_sequence().unwrap().iter().any(|c| c["name"] == pod.houndd["name"]));
+        assert!(
+            pod.houndd["restartPolicy"].as_str() == Some("Always")
+                || pod.spec["containers"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["name"] == pod.houndd["name"])
+        );
 
         // Sizing (docs/KUBERNETES.md): reserve + n × (budget + rings) under the memory limit.
         let limit = bytes(s(&pod.houndd["resources"]["limits"]["memory"]));
@@ -241,7 +264,9 @@ fn manifests_parse_and_agree_with_the_configuration_schema() {
             reserve + n * (budget + rings) <= limit,
             "{n} hounds × ({budget} + {rings}) + reserve {reserve} exceed the limit {limit}"
         );
-        let cpus = s(&pod.houndd["resources"]["limits"]["cpu"]).parse::<f64>().unwrap();
+        let cpus = s(&pod.houndd["resources"]["limits"]["cpu"])
+            .parse::<f64>()
+            .unwrap();
         assert!(n as f64 <= cpus.ceil(), "more hounds than CPUs");
     }
 }
@@ -254,6 +279,9 @@ fn every_configuration_key_is_documented() {
     .unwrap();
     for k in houndpool_shared::config::KEYS {
         let row = format!("| `{}` | `{}` | `{}` |", k.key, k.env_name(), k.default);
-        assert!(doc.contains(&row), "docs/CONFIGURATION.md lacks the row {row}");
+        assert!(
+            doc.contains(&row),
+            "docs/CONFIGURATION.md lacks the row {row}"
+        );
     }
 }

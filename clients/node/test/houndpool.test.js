@@ -173,8 +173,8 @@ test('many pipelined submits: one reply and one outcome each; stats add up', asy
 
 test('a malformed frame gets an error frame and only that connection closes', async () => {
   const bad = await HoundClient.connect(socketPath);
-  const pending = bad.stats();
   bad.socket.write(Buffer.alloc(16, 0xab));
+  const pending = bad.stats(); // sent after the garbage: never answered
   await assert.rejects(pending, (e) => e instanceof HoundError && e.code === 'malformed_frame');
   const good = await HoundClient.connect(socketPath);
   const r = await good.submit({ kind: 'noop', body: 'ok' });
@@ -192,7 +192,7 @@ test('the ops endpoint serves metrics and readiness', async () => {
   assert.equal((await get(opsPort, '/readyz')).status, 200);
 });
 
-test('frames are what docs/PROTOCOL.md says', () => {
+test('frames are what docs/PROTOCOL-wire.md and PROTOCOL-daemon.md say', () => {
   const f = _internal.frame(_internal.KIND.STATS_REQUEST, Buffer.from([7, 0, 0, 0, 0, 0, 0, 0]));
   assert.equal(f.subarray(0, 4).toString(), 'HPFR');
   assert.equal(f.readUInt16LE(4), 1);

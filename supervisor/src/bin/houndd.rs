@@ -552,10 +552,15 @@ fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBu
     use houndpool_protocol::messages::{JobOutcome, OutcomeResult};
     use std::collections::HashMap;
 
-    let kind = [JobKind::Evacuate, JobKind::Encode, JobKind::Decode, JobKind::Noop]
-        .into_iter()
-        .find(|k| k.name() == kind)
-        .ok_or_else(|| format!("--kind {kind}: one of evacuate, encode, decode, noop"))?;
+    let kind = [
+        JobKind::Evacuate,
+        JobKind::Encode,
+        JobKind::Decode,
+        JobKind::Noop,
+    ]
+    .into_iter()
+    .find(|k| k.name() == kind)
+    .ok_or_else(|| format!("--kind {kind}: one of evacuate, encode, decode, noop"))?;
     let severity = Severity::ALL
         .into_iter()
         .find(|s| s.name() == severity)
@@ -616,7 +621,9 @@ fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBu
                     }
                     d.join(" ")
                 }
-                OutcomeResult::Failed { kind, message, .. } => format!("{}: {message}", kind.name()),
+                OutcomeResult::Failed { kind, message, .. } => {
+                    format!("{}: {message}", kind.name())
+                }
                 OutcomeResult::TimedOut => "the hound made no progress before the deadline".into(),
                 OutcomeResult::Dropped { reason, .. } => format!("{reason:?}").to_lowercase(),
             };

@@ -161,7 +161,11 @@ impl Client {
 
     /// The next outcome (held ones first), waiting for it.
     pub fn next_outcome(&mut self) -> Result<JobOutcome, DaemonError> {
-        if let Some(i) = self.held.iter().position(|e| matches!(e, Event::Outcome(_))) {
+        if let Some(i) = self
+            .held
+            .iter()
+            .position(|e| matches!(e, Event::Outcome(_)))
+        {
             if let Some(Event::Outcome(o)) = self.held.remove(i) {
                 return Ok(o);
             }

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use houndpool_protocol::messages::S3Target;
-use houndpool_shared::config::{
-    ColdBackend, Config, ExhaustedSetting, PoolSizeSetting, KEYS,
-};
+use houndpool_shared::config::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
 use houndpool_shared::SharedError;
 
 use crate::{ColdConfig, HoundBinary, PoolConfig, PoolError, PoolExhaustedAction, PoolSize};
@@ -144,9 +142,12 @@ pub fn max_frame(c: &Config) -> u32 {
     if let Some(n) = c.daemon.max_frame_bytes {
         return n;
     }
-    let body = c.pool.max_evidence_bytes.max(houndpool_shared::cold::max_envelope_len(
-        c.pool.max_output_bytes,
-    ));
+    let body = c
+        .pool
+        .max_evidence_bytes
+        .max(houndpool_shared::cold::max_envelope_len(
+            c.pool.max_output_bytes,
+        ));
     u32::try_from(body)
         .unwrap_or(u32::MAX)
         .saturating_add(FRAME_SLACK)
@@ -212,13 +213,6 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
         .collect()
 }
 
-/// Whether every live key names a real key (checked by a test).
-fn live_keys_exist() -> bool {
-    LIVE_KEYS
-        .iter()
-        .all(|k| KEYS.iter().any(|info| info.dotted() == *k))
-}
-
 /// A duration as whole milliseconds, for logs.
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
@@ -227,6 +221,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use houndpool_shared::config::KEYS;
 
     fn load(text: &str) -> Config {
         Config::load(text, Vec::new()).unwrap()
@@ -252,7 +247,11 @@ mod tests {
         assert_eq!(p.start_timeout, d.start_timeout);
         assert_eq!(p.hound_memory_budget, d.hound_memory_budget);
         assert_eq!(p.hound_stderr, d.hound_stderr);
-        assert!(p.sandbox.layers.iter().all(|(_, m)| *m == Default::default()));
+        assert!(p
+            .sandbox
+            .layers
+            .iter()
+            .all(|(_, m)| *m == Default::default()));
     }
 
     #[test]
@@ -299,13 +298,23 @@ mod tests {
 
     #[test]
     fn reload_changes_are_classified() {
-        assert!(live_keys_exist());
+        assert!(LIVE_KEYS
+            .iter()
+            .all(|k| KEYS.iter().any(|info| info.dotted() == *k)));
         let a = Config::default();
         let b = load("[log]\nlevel = \"debug\"\n[pool]\nsize = 2\n");
         let ch = changes(&a, &b);
         assert_eq!(ch.len(), 2);
-        let live: Vec<_> = ch.iter().filter(|c| c.live).map(|c| c.key.as_str()).collect();
-        let restart: Vec<_> = ch.iter().filter(|c| !c.live).map(|c| c.key.as_str()).collect();
+        let live: Vec<_> = ch
+            .iter()
+            .filter(|c| c.live)
+            .map(|c| c.key.as_str())
+            .collect();
+        let restart: Vec<_> = ch
+            .iter()
+            .filter(|c| !c.live)
+            .map(|c| c.key.as_str())
+            .collect();
         assert_eq!(live, ["log.level"]);
         assert_eq!(restart, ["pool.size"]);
     }

@@ -127,12 +127,19 @@ fn stat_value(stat: &str, key: &str) -> Option<u64> {
 /// readable. This is deliberately simple (the leaf only); the sizing code in the shared crate
 /// reads limits along the whole path.
 pub(crate) fn container_memory() -> Option<Memory> {
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
     let num = |s: Option<String>| s.and_then(|s| s.parse::<u64>().ok());
     let cgroup = read("/proc/self/cgroup").unwrap_or_default();
     if let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
         let path = path.trim_end_matches('/');
-        for base in [format!("/sys/fs/cgroup{path}"), "/sys/fs/cgroup".to_string()] {
+        for base in [
+            format!("/sys/fs/cgroup{path}"),
+            "/sys/fs/cgroup".to_string(),
+        ] {
             if let Some(usage) = num(read(&format!("{base}/memory.current"))) {
                 let limit = num(read(&format!("{base}/memory.max")));
                 let inactive = read(&format!("{base}/memory.stat"))
@@ -160,10 +167,15 @@ pub(crate) fn container_memory() -> Option<Memory> {
 }
 
 /// Reads the pool's snapshot at scrape time.
-#[derive(Debug)]
 pub(crate) struct PoolCollector {
     pub pool: Arc<Pool>,
     pub draining: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for PoolCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PoolCollector")
+    }
 }
 
 fn counter(
@@ -176,7 +188,12 @@ fn counter(
     ConstCounter::new(value).encode(m)
 }
 
-fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, value: i64) -> Result<(), std::fmt::Error> {
+fn gauge(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
     let m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
     ConstGauge::new(value).encode(m)
 }
@@ -188,12 +205,22 @@ fn gauge_i(v: u64) -> i64 {
 impl Collector for PoolCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.pool.stats();
-        counter(&mut e, "houndpool_pool_submitted", "Calls to Pool::submit", s.submitted)?;
-        counter(&mut e, "houndpool_pool_accepted", "Jobs the pool accepted (each gets exactly one outcome)", s.accepted)?;
+        counter(
+            &mut e,
+            "houndpool_pool_submitted",
+            "Calls to Pool::submit.",
+            s.submitted,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_pool_accepted",
+            "Jobs the pool accepted (each gets exactly one outcome).",
+            s.accepted,
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "houndpool_pool_refused",
-                "Jobs the pool refused at submit, by reason",
+                "Jobs the pool refused at submit, by reason.",
                 None,
                 MetricType::Counter,
             )?;
@@ -210,7 +237,7 @@ impl Collector for PoolCollector {
         {
             let mut m = e.encode_descriptor(
                 "houndpool_pool_outcomes",
-                "Outcomes of accepted jobs, by kind",
+                "Outcomes of accepted jobs, by kind.",
                 None,
                 MetricType::Counter,
             )?;
@@ -223,11 +250,16 @@ impl Collector for PoolCollector {
                 ConstCounter::new(v).encode(m.encode_family(&[("kind", kind)])?)?;
             }
         }
-        gauge(&mut e, "houndpool_pool_in_flight", "Accepted jobs without an outcome yet", gauge_i(s.in_flight))?;
+        gauge(
+            &mut e,
+            "houndpool_pool_in_flight",
+            "Accepted jobs without an outcome yet.",
+            gauge_i(s.in_flight),
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "houndpool_pool_queue_depth",
-                "Jobs waiting, by queue: hound rings, the defer queue, the retry queue",
+                "Jobs waiting, by queue: hound rings, the defer queue, the retry queue.",
                 None,
                 MetricType::Gauge,
             )?;
@@ -239,23 +271,78 @@ impl Collector for PoolCollector {
                 ConstGauge::new(gauge_i(v)).encode(m.encode_family(&[("queue", queue)])?)?;
             }
         }
-        counter(&mut e, "houndpool_pool_undelivered", "Outcomes the pool could not put in its outcome channel", s.undelivered)?;
-        counter(&mut e, "houndpool_pool_escalations", "Escalation events (exhausted = escalate)", s.escalations)?;
-        counter(&mut e, "houndpool_pool_retries", "Jobs re-run after their hound died", s.retries)?;
-        counter(&mut e, "houndpool_pool_poison", "Jobs failed as poison (killed two hounds)", s.poison)?;
-        counter(&mut e, "houndpool_hound_spawns", "Hounds started, initial ones included", s.hound_spawns)?;
-        counter(&mut e, "houndpool_hound_exits", "Hounds that exited or were killed", s.hound_exits)?;
-        counter(&mut e, "houndpool_hound_spawn_failures", "Failed hound spawn attempts", s.spawn_failures)?;
-        counter(&mut e, "houndpool_hound_watchdog_kills", "Hounds killed by the watchdog", s.watchdog_kills)?;
-        counter(&mut e, "houndpool_hound_protocol_violations", "Hounds killed for protocol violations", s.protocol_violations)?;
+        counter(
+            &mut e,
+            "houndpool_pool_undelivered",
+            "Outcomes the pool could not put in its outcome channel.",
+            s.undelivered,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_pool_escalations",
+            "Escalation events (exhausted = escalate).",
+            s.escalations,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_pool_retries",
+            "Jobs re-run after their hound died.",
+            s.retries,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_pool_poison",
+            "Jobs failed as poison (killed two hounds).",
+            s.poison,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_hound_spawns",
+            "Hounds started, initial ones included.",
+            s.hound_spawns,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_hound_exits",
+            "Hounds that exited or were killed.",
+            s.hound_exits,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_hound_spawn_failures",
+            "Failed hound spawn attempts.",
+            s.spawn_failures,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_hound_watchdog_kills",
+            "Hounds killed by the watchdog.",
+            s.watchdog_kills,
+        )?;
+        counter(
+            &mut e,
+            "houndpool_hound_protocol_violations",
+            "Hounds killed for protocol violations.",
+            s.protocol_violations,
+        )?;
         let target = self.pool.config().hound_count() as u64;
         let ready = s.hounds.iter().filter(|h| h.pid.is_some()).count() as u64;
-        gauge(&mut e, "houndpool_pool_size_target", "Hounds the pool is configured to run", gauge_i(target))?;
-        gauge(&mut e, "houndpool_pool_size_ready", "Hounds running and past their handshake now", gauge_i(ready))?;
+        gauge(
+            &mut e,
+            "houndpool_pool_size_target",
+            "Hounds the pool is configured to run.",
+            gauge_i(target),
+        )?;
+        gauge(
+            &mut e,
+            "houndpool_pool_size_ready",
+            "Hounds running and past their handshake now.",
+            gauge_i(ready),
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "houndpool_hound_restarts",
-                "Times each slot's hound was replaced",
+                "Times each slot's hound was replaced.",
                 None,
                 MetricType::Counter,
             )?;
@@ -268,7 +355,7 @@ impl Collector for PoolCollector {
         {
             let mut m = e.encode_descriptor(
                 "houndpool_hound_in_flight",
-                "Jobs in each slot's ring",
+                "Jobs in each slot's ring.",
                 None,
                 MetricType::Gauge,
             )?;
@@ -281,7 +368,7 @@ impl Collector for PoolCollector {
         if let Some(report) = &s.sandbox {
             let mut m = e.encode_descriptor(
                 "houndpool_sandbox_layer",
-                "Sandbox layers of the most recently started hound: 1 for the layer's status",
+                "Sandbox layers of the most recently started hound: 1 for the layer's status.",
                 None,
                 MetricType::Gauge,
             )?;
@@ -294,27 +381,27 @@ impl Collector for PoolCollector {
         gauge(
             &mut e,
             "houndpool_daemon_draining",
-            "1 while the daemon drains (SIGTERM or SIGINT received)",
+            "1 while the daemon drains (SIGTERM or SIGINT received).",
             i64::from(self.draining.load(Ordering::Relaxed)),
         )?;
         if let Some(mem) = container_memory() {
             gauge(
                 &mut e,
                 "houndpool_container_memory_usage_bytes",
-                "Memory charged to the daemon's cgroup (hounds and rings included)",
+                "Memory charged to the daemon's cgroup (hounds and rings included).",
                 gauge_i(mem.usage),
             )?;
             gauge(
                 &mut e,
                 "houndpool_container_memory_working_set_bytes",
-                "Memory charged to the daemon's cgroup minus inactive page cache (what the kubelet and the OOM decision weigh)",
+                "Memory charged to the daemon's cgroup minus inactive page cache (what the kubelet and the OOM decision weigh).",
                 gauge_i(mem.working_set),
             )?;
             if let Some(limit) = mem.limit {
                 gauge(
                     &mut e,
                     "houndpool_container_memory_limit_bytes",
-                    "Memory limit of the daemon's cgroup",
+                    "Memory limit of the daemon's cgroup.",
                     gauge_i(limit),
                 )?;
             }
@@ -352,7 +439,9 @@ mod tests {
         let mut r = Registry::default();
         d.register(&mut r);
         d.submits.inc();
-        d.refused.get_or_create(&[("reason", "connection_busy")]).inc();
+        d.refused
+            .get_or_create(&[("reason", "connection_busy")])
+            .inc();
         let text = render(&r);
         assert!(text.contains("houndpool_daemon_submits_total 1"), "{text}");
         assert!(

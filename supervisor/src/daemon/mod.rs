@@ -110,7 +110,6 @@ pub(crate) struct Live {
     pub write_stall: Duration,
     pub max_frame: u32,
     pub drain_grace: Duration,
-    pub socket_mode: u32,
 }
 
 impl Live {
@@ -123,7 +122,6 @@ impl Live {
             write_stall: d.write_stall_timeout,
             max_frame: p.max_frame,
             drain_grace: d.drain_grace,
-            socket_mode: d.socket_mode,
         }
     }
 }
@@ -179,7 +177,11 @@ pub fn init_logging(level: &str) -> Result<LogControl, DaemonError> {
     let (layer, handle) = tracing_subscriber::reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(layer)
-        .with(tracing_subscriber::fmt::layer().with_writer(io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_ansi(io::IsTerminal::is_terminal(&io::stderr())),
+        )
         .try_init()
         .map_err(|e| DaemonError::Io {
             op: "install the log subscriber",
@@ -217,7 +219,10 @@ fn bind_socket(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListene
             return Err(DaemonError::Io {
                 op: "bind",
                 path: path.display().to_string(),
-                source: io::Error::new(io::ErrorKind::AlreadyExists, "a file that is not a socket exists there"),
+                source: io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a file that is not a socket exists there",
+                ),
             });
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -261,7 +266,8 @@ pub fn run(
             if !addr.ip().is_loopback() {
                 info!(%addr, "ops endpoint listens on a non-loopback address");
             }
-            let l = std::net::TcpListener::bind(addr).map_err(io_err("bind ops endpoint", addr.to_string()))?;
+            let l = std::net::TcpListener::bind(addr)
+                .map_err(io_err("bind ops endpoint", addr.to_string()))?;
             l.set_nonblocking(true)
                 .map_err(io_err("set non-blocking", addr.to_string()))?;
             Some(l)
@@ -270,13 +276,11 @@ pub fn run(
     };
 
     let pool = Arc::new(Pool::builder().config(prepared.pool.clone()).build()?);
-    let outcomes = pool
-        .outcomes()
-        .ok_or_else(|| SharedError::InvalidConfig {
-            key: "pool.outcome_capacity".into(),
-            value: "none".into(),
-            allowed: "the daemon needs the outcome channel".into(),
-        })?;
+    let outcomes = pool.outcomes().ok_or_else(|| SharedError::InvalidConfig {
+        key: "pool.outcome_capacity".into(),
+        value: "none".into(),
+        allowed: "the daemon needs the outcome channel".into(),
+    })?;
     let draining = Arc::new(AtomicBool::new(false));
     let daemon_metrics = Arc::new(metrics::DaemonMetrics::default());
     let registry = metrics::registry(
@@ -304,9 +308,10 @@ pub fn run(
             .map_err(io_err("spawn thread", "houndd-bridge"))?
     };
     let s = pool.stats();
+    let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
     info!(
         socket = %socket_path.display(),
-        ops = ?prepared.config.ops.addr,
+        ops = ?ops_addr,
         hounds = s.hounds.len(),
         sandbox = ?s.sandbox.as_ref().map(|r| r.layers.iter().map(|l| format!("{}={}", l.layer.name(), l.status.name())).collect::<Vec<_>>()),
         "houndd ready"
@@ -384,7 +389,11 @@ async fn main_loop(
 
     // Drain.
     let grace = state.live().drain_grace;
-    info!(signal = signal_name, grace_ms = config::millis(grace), "draining");
+    info!(
+        signal = signal_name,
+        grace_ms = config::millis(grace),
+        "draining"
+    );
     state.draining.store(true, Ordering::SeqCst);
     let _ = stop_accept_tx.send(true);
     let pool = state.pool.clone();
@@ -447,7 +456,10 @@ fn reload(
     // Apply the live keys; only if every step succeeds is anything logged as applied.
     let new = &prepared.config;
     if new.log.level != running.log.level {
-        match config::log_filter(new).map_err(|e| e.to_string()).and_then(|f| (log.set)(f)) {
+        match config::log_filter(new)
+            .map_err(|e| e.to_string())
+            .and_then(|f| (log.set)(f))
+        {
             Ok(()) => {}
             Err(e) => return refused(format!("log.level: {e}")),
         }
@@ -457,17 +469,13 @@ fn reload(
             socket_path,
             std::fs::Permissions::from_mode(new.daemon.socket_mode),
         ) {
-            return refused(format!("daemon.socket_mode: chmod {}: {e}", socket_path.display()));
+            return refused(format!(
+                "daemon.socket_mode: chmod {}: {e}",
+                socket_path.display()
+            ));
         }
     }
-    {
-        let mut live = state.live.lock().unwrap_or_else(|p| p.into_inner());
-        let socket_mode = new.daemon.socket_mode;
-        *live = Live {
-            socket_mode,
-            ..Live::from(&prepared)
-        };
-    }
+    *state.live.lock().unwrap_or_else(|p| p.into_inner()) = Live::from(&prepared);
     for c in &changes {
         if c.live {
             info!(key = %c.key, old = %c.old, new = %c.new, "configuration change applied");

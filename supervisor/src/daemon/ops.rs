@@ -125,15 +125,15 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, u16> {
 }
 
 async fn handle(mut stream: TcpStream, state: Arc<State>) {
-    let (resp, head_only) = match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await
-    {
-        Err(_) => (text(408, "request timeout\n"), false),
-        Ok(Err(status)) => (text(status, "bad request\n"), false),
-        Ok(Ok(head)) => match parse_request_line(&head) {
-            None => (text(400, "bad request line\n"), false),
-            Some((method, target)) => (route(&state, method, target), method == "HEAD"),
-        },
-    };
+    let (resp, head_only) =
+        match tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream)).await {
+            Err(_) => (text(408, "request timeout\n"), false),
+            Ok(Err(status)) => (text(status, "bad request\n"), false),
+            Ok(Ok(head)) => match parse_request_line(&head) {
+                None => (text(400, "bad request line\n"), false),
+                Some((method, target)) => (route(&state, method, target), method == "HEAD"),
+            },
+        };
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         resp.status,
@@ -153,7 +153,11 @@ async fn handle(mut stream: TcpStream, state: Arc<State>) {
 }
 
 /// Serves the endpoint until `stop` turns true.
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+) {
     let limit = Arc::new(Semaphore::new(MAX_OPS_CONNECTIONS));
     loop {
         tokio::select! {

@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use super::metrics::DaemonMetrics;
 use super::{Live, State, FLUSH_TIMEOUT};
-use crate::{DropReason, FailReason, Job, JobKind, Outcome, OutcomeKind, SubmitError};
+use crate::{DropReason, FailReason, Job, Outcome, OutcomeKind, SubmitError};
 
 /// Queue slots beyond twice the outcome buffer, for replies and stats.
 pub const REPLY_SLACK: usize = 64;
@@ -52,6 +52,10 @@ const WRITE_BATCH: usize = 256 * 1024;
 const EARLY_LIMIT: usize = 4096;
 /// Time allowed to write an error frame to a connection that is refused at once.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a connection closed for an error keeps reading (and discarding) client bytes.
+const LINGER: Duration = Duration::from_secs(1);
+/// How many client bytes it discards at most meanwhile.
+const LINGER_BYTES: usize = 1 << 20;
 /// Outcome frames are encoded with this body limit: the daemon never refuses to send what
 /// the pool produced; clients size their frame limit from the pool's limits (PROTOCOL.md).
 const OUTCOME_ENCODE_LIMIT: u32 = u32::MAX;
@@ -146,7 +150,10 @@ impl Router {
             None => {
                 drop(g);
                 metrics.undelivered.inc();
-                warn!(job = o.job_id.0, "outcome for a job no connection registered; dropped");
+                warn!(
+                    job = o.job_id.0,
+                    "outcome for a job no connection registered; dropped"
+                );
             }
         }
     }
@@ -378,7 +385,10 @@ async fn handle_frame(
             warn!(conn = conn.id, error = %e, "malformed frame; closing the connection");
             let _ = conn
                 .tx
-                .send(Item::Fatal(error_frame(ErrorCode::MalformedFrame, e.to_string())))
+                .send(Item::Fatal(error_frame(
+                    ErrorCode::MalformedFrame,
+                    e.to_string(),
+                )))
                 .await;
             return Err(ReaderEnd::Malformed);
         }
@@ -413,7 +423,10 @@ async fn handle_frame(
         }
         other => {
             let kind = other.kind().name();
-            warn!(conn = conn.id, kind, "client sent a message only the daemon sends; closing the connection");
+            warn!(
+                conn = conn.id,
+                kind, "client sent a message only the daemon sends; closing the connection"
+            );
             permit.send(Item::Fatal(error_frame(
                 ErrorCode::UnexpectedMessage,
                 format!("{kind} is not a client message; clients send submit and stats_request"),
@@ -468,6 +481,48 @@ impl WriterEnd {
     }
 }
 
+/// What [`add_item`] found.
+enum Added {
+    Frame,
+    Fatal,
+    ReaderDone,
+}
+
+/// Appends one queue item to the write batch. Outcomes are encoded here (not on the bridge
+/// thread) and leave the connection's in-flight count as they are taken.
+fn add_item(
+    item: Item,
+    buf: &mut Vec<u8>,
+    kinds: &mut Vec<&'static str>,
+    conn: &Conn,
+    metrics: &DaemonMetrics,
+) -> Added {
+    match item {
+        Item::Frame(f) => {
+            buf.extend_from_slice(&f);
+            Added::Frame
+        }
+        Item::Fatal(f) => {
+            buf.extend_from_slice(&f);
+            Added::Fatal
+        }
+        Item::Outcome(request_id, o) => {
+            conn.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let wire = to_wire(request_id, o);
+            let kind = outcome_kind_name(&wire.result);
+            match DaemonMessage::Outcome(wire).encode_frame(buf, OUTCOME_ENCODE_LIMIT) {
+                Ok(()) => kinds.push(kind),
+                Err(e) => {
+                    metrics.undelivered.inc();
+                    warn!(conn = conn.id, error = %e, "cannot encode an outcome; counted as undelivered");
+                }
+            }
+            Added::Frame
+        }
+        Item::ReaderDone => Added::ReaderDone,
+    }
+}
+
 /// Writes `buf`, failing if a single write makes no progress for `stall`.
 async fn write_with_stall(
     wr: &mut OwnedWriteHalf,
@@ -508,45 +563,30 @@ async fn write_loop(
         buf.clear();
         kinds.clear();
         let mut fatal = false;
-        let mut add = |item: Item, buf: &mut Vec<u8>, kinds: &mut Vec<&'static str>| match item {
-            Item::Frame(f) => buf.extend_from_slice(&f),
-            Item::Fatal(f) => {
-                buf.extend_from_slice(&f);
-                fatal = true;
-            }
-            Item::Outcome(request_id, o) => {
-                conn.in_flight.fetch_sub(1, Ordering::SeqCst);
-                let wire = to_wire(request_id, o);
-                let kind = outcome_kind_name(&wire.result);
-                match DaemonMessage::Outcome(wire).encode_frame(buf, OUTCOME_ENCODE_LIMIT) {
-                    Ok(()) => kinds.push(kind),
-                    Err(e) => {
-                        metrics.undelivered.inc();
-                        warn!(conn = conn.id, error = %e, "cannot encode an outcome; counted as undelivered");
-                    }
-                }
-            }
-            Item::ReaderDone => reader_done = true,
-        };
-        tokio::select! {
+        let first = tokio::select! {
             biased;
             r = kill.changed() => {
                 let why = if r.is_ok() { (*kill.borrow()).unwrap_or("killed") } else { "killed" };
                 break WriterEnd::Killed(why);
             }
             item = q.rx.recv() => match item {
-                Some(item) => add(item, &mut buf, &mut kinds),
+                Some(item) => item,
                 None => break WriterEnd::Done,
             }
-        }
-        while buf.len() < WRITE_BATCH {
-            match q.rx.try_recv() {
-                Ok(item) => add(item, &mut buf, &mut kinds),
-                Err(_) => break,
+        };
+        // Gather what is queued without waiting, in queue order; an error frame ends the
+        // batch (nothing is written after it).
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match add_item(item, &mut buf, &mut kinds, &conn, metrics) {
+                Added::Fatal => fatal = true,
+                Added::ReaderDone => reader_done = true,
+                Added::Frame => {}
             }
-            if fatal {
+            if fatal || buf.len() >= WRITE_BATCH {
                 break;
             }
+            next = q.rx.try_recv().ok();
         }
         if !buf.is_empty() {
             if let Err(end) = write_with_stall(&mut wr, &buf, stall).await {
@@ -594,6 +634,25 @@ async fn refuse_connection(mut stream: UnixStream, code: ErrorCode, message: Str
         let _ = stream.shutdown().await;
     })
     .await;
+    linger(&mut stream).await;
+}
+
+/// After an error frame and a write shutdown, reads and discards what the client still sends
+/// (at most [`LINGER_BYTES`] for at most [`LINGER`]) before the socket is closed. Closing at
+/// once would make the client's next write fail (EPIPE / reset), and many clients then never
+/// read the error frame that explains why.
+async fn linger(rd: &mut (impl tokio::io::AsyncRead + Unpin)) {
+    let mut buf = [0u8; 4096];
+    let mut total = 0usize;
+    let _ = tokio::time::timeout(LINGER, async {
+        while total < LINGER_BYTES {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 fn disconnect(state: &State, reason: &'static str) {
@@ -615,7 +674,11 @@ async fn serve_conn(
     if !live.allowed_uids.is_empty() {
         let uid = stream.peer_cred().ok().map(|c| c.uid());
         if !uid.is_some_and(|u| live.allowed_uids.contains(&u)) {
-            warn!(conn = id, ?uid, "peer uid is not in daemon.allowed_uids; connection refused");
+            warn!(
+                conn = id,
+                ?uid,
+                "peer uid is not in daemon.allowed_uids; connection refused"
+            );
             disconnect(&state, "permission_denied");
             refuse_connection(
                 stream,
@@ -686,7 +749,6 @@ async fn serve_conn(
             }
         }
     };
-    drop(rd);
     if matches!(reader_end, ReaderEnd::Eof | ReaderEnd::Shutdown) {
         let _ = conn.tx.send(Item::ReaderDone).await;
     }
@@ -694,6 +756,10 @@ async fn serve_conn(
         Some(e) => e,
         None => (&mut writer.0).await.unwrap_or(WriterEnd::Io),
     };
+    if matches!(reader_end, ReaderEnd::Malformed) {
+        linger(&mut rd).await;
+    }
+    drop(rd);
     let reason = match (reader_end, writer_end) {
         (ReaderEnd::Malformed, _) => "malformed_frame",
         (ReaderEnd::Eof, WriterEnd::Done) => "client_closed",
@@ -702,7 +768,10 @@ async fn serve_conn(
         (_, end) => end.name(),
     };
     if matches!(writer_end, WriterEnd::TooSlow | WriterEnd::Killed(_)) {
-        warn!(conn = id, reason, "client disconnected: it does not take its outcomes");
+        warn!(
+            conn = id,
+            reason, "client disconnected: it does not take its outcomes"
+        );
     } else {
         debug!(conn = id, reason, "client disconnected");
     }
@@ -765,7 +834,10 @@ pub(crate) async fn accept_loop(
     }
     let open = conns.len();
     if open > 0 {
-        info!(connections = open, "writing the last outcomes to connected clients");
+        info!(
+            connections = open,
+            "writing the last outcomes to connected clients"
+        );
     }
     let deadline = tokio::time::sleep(FLUSH_TIMEOUT);
     tokio::pin!(deadline);
@@ -780,9 +852,4 @@ pub(crate) async fn accept_loop(
             }
         }
     }
-}
-
-/// Names of the job kinds clients may submit, for help texts.
-pub(crate) fn kind_names() -> Vec<&'static str> {
-    JobKind::ALL.iter().map(|k| k.name()).collect()
 }

@@ -29,6 +29,26 @@ pub fn houndd_binary() -> PathBuf {
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
+        // cargo passes a test the variables it sets for the test crate (CARGO_PKG_NAME,
+        // CARGO_MANIFEST_DIR, ...). Build scripts that declare them with rerun-if-env-changed
+        // (ring does) would then be rebuilt by this inner cargo, and again by the next outer
+        // one: remove them so both see the same environment.
+        for (k, _) in std::env::vars_os() {
+            let Some(k) = k.to_str() else { continue };
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_BIN_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || matches!(
+                    k,
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                cmd.env_remove(k);
+            }
+        }
         cmd.args([
             "build",
             "--quiet",
@@ -88,10 +108,7 @@ impl Daemon {
     }
 
     /// As [`Daemon::start`], with `edit` turning the base configuration into the file written.
-    pub fn start_with(
-        edit: impl FnOnce(String) -> String,
-        extra_env: &[(&str, &str)],
-    ) -> Daemon {
+    pub fn start_with(edit: impl FnOnce(String) -> String, extra_env: &[(&str, &str)]) -> Daemon {
         let mut d = Self::spawn(edit, extra_env);
         d.wait_ready();
         d
@@ -151,7 +168,10 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("houndd exited early with {status}; log:\n{}", self.log_text());
+                panic!(
+                    "houndd exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
             }
             if let Ok((200, _)) = http_get(self.ops, "/readyz") {
                 if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
