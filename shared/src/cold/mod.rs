@@ -36,6 +36,11 @@ pub trait ColdStore: Send {
     fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError>;
     /// One-line description for logs (no secrets).
     fn describe(&self) -> String;
+    /// Housekeeping the owner runs while idle (the S3 backend uploads its spool). Must return
+    /// quickly: implementations bound the work they do per call. Default: nothing.
+    fn background_work(&mut self) -> Result<(), SharedError> {
+        Ok(())
+    }
 }
 
 /// The object key of an evidence id: `<prefix><uuid>.thcs` (hyphenated lowercase UUID).
