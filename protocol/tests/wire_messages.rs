@@ -201,7 +201,7 @@ proptest! {
     }
 }
 
-/// Worked example of docs/PROTOCOL-wire.md: `Shutdown { grace_ms: 5000 }`.
+/// Worked example of docs/PROTOCOL.md (part 1): `Shutdown { grace_ms: 5000 }`.
 #[test]
 fn documented_shutdown_example_bytes() {
     let bytes = encode(&Message::Shutdown(Shutdown { grace_ms: 5000 }));
@@ -216,7 +216,7 @@ fn documented_shutdown_example_bytes() {
     );
 }
 
-/// Second example of docs/PROTOCOL-wire.md: a string field, `Fatal { message: "oops" }`.
+/// Second example of docs/PROTOCOL.md (part 1): a string field, `Fatal { message: "oops" }`.
 #[test]
 fn documented_fatal_example_bytes() {
     let bytes = encode(&Message::Fatal(Fatal {
@@ -234,7 +234,7 @@ fn documented_fatal_example_bytes() {
     );
 }
 
-/// Third example of docs/PROTOCOL-wire.md: a Hello exercising enums, options and tuples.
+/// Third example of docs/PROTOCOL.md (part 1): a Hello exercising enums, options and tuples.
 #[test]
 fn documented_hello_example_bytes() {
     let hello = Hello {
@@ -465,4 +465,41 @@ fn announced_huge_string_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The hex of the worked example that follows `title` in docs/PROTOCOL.md: the leading
+/// two-digit hex tokens of each line of the next ```text block.
+fn documented_hex(title: &str) -> String {
+    let doc = include_str!("../../docs/PROTOCOL.md");
+    let at = doc.find(title).expect("example title in docs/PROTOCOL.md");
+    let rest = &doc[at..];
+    let start = rest.find("```text\n").expect("example block") + "```text\n".len();
+    let block = &rest[start..start + rest[start..].find("```").expect("block end")];
+    let mut hex = String::new();
+    for line in block.lines() {
+        for tok in line.split_whitespace() {
+            if tok.len() == 2 && tok.chars().all(|c| c.is_ascii_hexdigit()) {
+                hex.push_str(tok);
+            } else {
+                break;
+            }
+        }
+    }
+    hex
+}
+
+#[test]
+fn protocol_doc_examples_match_the_encoder() {
+    let shutdown = encode(&Message::Shutdown(Shutdown { grace_ms: 5000 }));
+    assert_eq!(
+        documented_hex("`Shutdown { grace_ms: 5000 }` — 20 bytes"),
+        hex::encode(&shutdown)
+    );
+    let fatal = encode(&Message::Fatal(Fatal {
+        message: "oops".into(),
+    }));
+    assert_eq!(
+        documented_hex("`Fatal { message: \"oops\" }` — 28 bytes"),
+        hex::encode(&fatal)
+    );
 }

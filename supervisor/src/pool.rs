@@ -149,14 +149,12 @@ impl Shared {
         if let Some(cb) = &self.outcomes.callback {
             cb(&outcome);
         }
-        match &self.outcomes.tx {
-            Some(tx) => {
-                if tx.try_send(outcome).is_err() {
-                    c.undelivered.inc();
-                }
-            }
-            None if self.outcomes.callback.is_none() => c.undelivered.inc(),
-            None => {}
+        let delivered = match &self.outcomes.tx {
+            Some(tx) => tx.try_send(outcome).is_ok(),
+            None => self.outcomes.callback.is_some(),
+        };
+        if !delivered {
+            c.undelivered.inc();
         }
     }
 

@@ -11,7 +11,12 @@ use houndpool::{
     ColdConfig, HoundBinary, JobId, Outcome, PoolConfig, PoolExhaustedAction, PoolSize,
 };
 
-/// The real `hound` executable of this workspace, built on demand with the same profile.
+/// The real `hound` executable of this workspace.
+///
+/// `cargo test --workspace` builds it (the hound package has integration tests, so cargo builds
+/// its binary with the workspace's unified features). It is rebuilt here only when missing or
+/// older than the sources it is made of: building it with `-p` alone resolves features
+/// differently and would relink it on every run.
 pub fn hound_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -26,27 +31,48 @@ pub fn hound_binary() -> PathBuf {
             .expect("test binary lives in target/<profile>/deps")
             .to_path_buf();
         let bin = profile_dir.join("hound");
+        if is_fresh(&bin) {
+            return bin;
+        }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "houndpool-hound",
-            "--bin",
-            "hound",
-        ]);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cmd.arg("--release");
         }
-        // Always (re)build: cheap when up to date, and never tests a stale hound.
         let status = cmd.status().expect("run cargo build for the hound binary");
         assert!(status.success(), "building the hound binary failed");
         assert!(bin.is_file(), "hound binary missing at {}", bin.display());
         bin
     })
     .clone()
+}
+
+/// Whether `bin` exists and is newer than every source file of the crates it is built from.
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut stack: Vec<PathBuf> = ["hound", "protocol", "shared"]
+        .iter()
+        .flat_map(|c| [root.join(c).join("src"), root.join(c).join("Cargo.toml")])
+        .collect();
+    stack.push(root.join("Cargo.lock"));
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if meta.modified().is_ok_and(|m| m > built) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Serialises process-level tests within one test binary so that the /proc checks see only

@@ -36,6 +36,11 @@ pub trait ColdStore: Send {
     fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError>;
     /// One-line description for logs (no secrets).
     fn describe(&self) -> String;
+    /// Housekeeping the owner runs while idle (the S3 backend uploads its spool). Must return
+    /// quickly: implementations bound the work they do per call. Default: nothing.
+    fn background_work(&mut self) -> Result<(), SharedError> {
+        Ok(())
+    }
 }
 
 /// The object key of an evidence id: `<prefix><uuid>.thcs` (hyphenated lowercase UUID).
@@ -85,6 +90,16 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
     }
 }
 
+/// The largest envelope that can legitimately decode to `max_output` bytes: deflate's
+/// worst-case expansion of stored blocks is 5 bytes per 65 535 (bounded here by 5 per 16 000),
+/// plus gzip's 18-byte frame and the 78-byte THCS header, plus slack. Used to size the
+/// completion ring and to refuse oversized objects on restore before reading them.
+pub fn max_envelope_len(max_output: usize) -> usize {
+    max_output
+        .saturating_add(max_output / 16_000 * 5)
+        .saturating_add(houndpool_protocol::envelope::HEADER_LEN + 18 + 64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,14 +124,4 @@ mod tests {
         assert!(validate_key(&"x".repeat(MAX_KEY_LEN + 1)).is_err());
         assert!(validate_key("evidence/2026/abc.thcs").is_ok());
     }
-}
-
-/// The largest envelope that can legitimately decode to `max_output` bytes: deflate's
-/// worst-case expansion of stored blocks is 5 bytes per 65 535 (bounded here by 5 per 16 000),
-/// plus gzip's 18-byte frame and the 78-byte THCS header, plus slack. Used to size the
-/// completion ring and to refuse oversized objects on restore before reading them.
-pub fn max_envelope_len(max_output: usize) -> usize {
-    max_output
-        .saturating_add(max_output / 16_000 * 5)
-        .saturating_add(houndpool_protocol::envelope::HEADER_LEN + 18 + 64)
 }

@@ -126,6 +126,8 @@ pub struct S3Store {
     spool: Option<Spool>,
     verify: SpoolVerifier,
     description: String,
+    /// When `background_work` last drained the spool (rate limit).
+    last_drain: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for S3Store {
@@ -267,6 +269,7 @@ impl S3Store {
             spool,
             verify: default_spool_verifier,
             description,
+            last_drain: None,
         })
     }
 
@@ -692,7 +695,36 @@ impl ColdStore for S3Store {
     fn describe(&self) -> String {
         self.description.clone()
     }
+
+    /// Drains up to [`BACKGROUND_DRAIN_ITEMS`] spooled envelopes, at most once per
+    /// [`BACKGROUND_DRAIN_PERIOD`], so an idle hound uploads what an outage left behind without
+    /// ever spending long away from its ring.
+    fn background_work(&mut self) -> Result<(), SharedError> {
+        if self.spool.is_none()
+            || self
+                .last_drain
+                .is_some_and(|t| t.elapsed() < BACKGROUND_DRAIN_PERIOD)
+        {
+            return Ok(());
+        }
+        self.last_drain = Some(std::time::Instant::now());
+        let report = self.drain_spool(BACKGROUND_DRAIN_ITEMS)?;
+        if report.uploaded > 0 || report.quarantined > 0 {
+            tracing::info!(
+                uploaded = report.uploaded,
+                quarantined = report.quarantined,
+                remaining = report.remaining,
+                "spool drained"
+            );
+        }
+        Ok(())
+    }
 }
+
+/// Most spooled envelopes one idle-time drain uploads.
+pub const BACKGROUND_DRAIN_ITEMS: usize = 16;
+/// Least time between two idle-time drains.
+pub const BACKGROUND_DRAIN_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

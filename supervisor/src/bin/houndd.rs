@@ -223,11 +223,18 @@ fn demo(seconds: f64, hounds: Option<usize>, data_dir: PathBuf, seed: u64) -> Re
         1, 60_000_000, 3,
     )?));
     let bytes_out = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let consumer = {
-        let (done, hist, bytes_out) = (done.clone(), hist.clone(), bytes_out.clone());
+        let (done, hist, bytes_out, received) = (
+            done.clone(),
+            hist.clone(),
+            bytes_out.clone(),
+            received.clone(),
+        );
         std::thread::spawn(move || loop {
             match outcomes.recv_timeout(Duration::from_millis(50)) {
                 Ok(o) => {
+                    received.fetch_add(1, Ordering::Release);
                     if let OutcomeKind::Completed(r) = &o.result {
                         bytes_out.fetch_add(r.compressed_size.unwrap_or(0), Ordering::Relaxed);
                     }
@@ -256,7 +263,14 @@ fn demo(seconds: f64, hounds: Option<usize>, data_dir: PathBuf, seed: u64) -> Re
     // Pre-generate a corpus so the generator does not compete with the hounds for CPU.
     let corpus: Vec<_> = (0..512).map(|_| gen.next_mixed()).collect();
     let mut i = 0usize;
+    // Closed loop: keep a bounded window of jobs outstanding, as a well-behaved producer does;
+    // the pool's exhaustion policy is for bursts beyond that.
+    let window = (pool.config().hound_count() * 16) as u64;
     while start.elapsed() < run_for {
+        if accepted.saturating_sub(received.load(Ordering::Acquire)) >= window {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
         let ev = &corpus[i % corpus.len()];
         i += 1;
         match pool.submit(&Job::evacuate(&ev.bytes).with_severity(ev.severity)) {
@@ -300,10 +314,11 @@ fn demo(seconds: f64, hounds: Option<usize>, data_dir: PathBuf, seed: u64) -> Re
         stats.timed_out,
         stats.dropped
     );
-    println!(
-        "            refused for backpressure {} (defer queue full; the generator backs off)",
-        backpressure
-    );
+    if backpressure > 0 {
+        println!(
+            "            refused for backpressure {backpressure} (defer queue full; the generator backed off)"
+        );
+    }
     println!(
         "throughput  {:.0} jobs/s, {:.1} MB/s of evidence in, {:.1} MB/s of envelopes stored ({:.1} s submitting, {:.1} s with drain)",
         stats.completed as f64 / total_secs,

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use houndpool::daemon::client::Client;
 
-/// The `houndd` executable of this workspace (`target/<profile>/houndd`), (re)built with cargo.
+/// The `houndd` executable of this workspace (`target/<profile>/houndd`).
+///
+/// Like the hound binary (`houndpool_tests::hound_binary`), it is rebuilt only when missing or
+/// older than its sources, with the same command (`cargo build --workspace --bins`), so that
+/// a test run never relinks it with other features, and never tests a stale daemon.
 pub fn houndd_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -26,6 +30,9 @@ pub fn houndd_binary() -> PathBuf {
             .expect("test binary lives in target/<profile>/deps")
             .to_path_buf();
         let bin = profile_dir.join("houndd");
+        if is_fresh(&bin) {
+            return bin;
+        }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
@@ -40,33 +47,48 @@ pub fn houndd_binary() -> PathBuf {
                 || k.starts_with("CARGO_MANIFEST_")
                 || matches!(
                     k,
-                    "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
+                    "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
                 )
             {
                 cmd.env_remove(k);
             }
         }
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "houndpool-supervisor",
-            "--bin",
-            "houndd",
-        ]);
+        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cmd.arg("--release");
         }
-        // Always (re)build: cheap when up to date, and never tests a stale daemon.
         let status = cmd.status().expect("run cargo build for houndd");
         assert!(status.success(), "building houndd failed");
         assert!(bin.is_file(), "houndd missing at {}", bin.display());
         bin
     })
     .clone()
+}
+
+/// Whether `bin` exists and is newer than every source file of the crates houndd is built from.
+fn is_fresh(bin: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut stack: Vec<PathBuf> = ["supervisor", "hound", "protocol", "shared"]
+        .iter()
+        .flat_map(|c| [root.join(c).join("src"), root.join(c).join("Cargo.toml")])
+        .collect();
+    stack.push(root.join("Cargo.lock"));
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if meta.modified().is_ok_and(|m| m > built) {
+            return false;
+        }
+    }
+    true
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
