@@ -1,7 +1,7 @@
 'use strict';
 // Dependency-free Node.js client of houndd (the houndpool daemon).
 //
-// The wire format is specified in docs/PROTOCOL.md ("Frames" and "Daemon"): 16-byte frame
+// The wire format is specified in docs/PROTOCOL.md (Part 1 for frames and the body encoding, Part 4 for the daemon): 16-byte frame
 // headers (magic "HPFR", version, kind, body length, reserved), bodies in the protocol's
 // bincode encoding (fixed-width little-endian integers; strings and byte strings as a u64
 // length then the bytes; Option as a u8 tag 0/1 then the value; enums as a u32 variant index

@@ -3,9 +3,9 @@
 //! kinds 16–21) between `houndd` and its clients over the daemon's Unix socket.
 //!
 //! Each message's frame body is the bincode encoding (see [`crate::codec`] and
-//! docs/PROTOCOL-wire.md) of the struct its variant carries: at most [`MAX_CONTROL_BODY`] bytes
+//! docs/PROTOCOL.md, Part 1) of the struct its variant carries: at most [`MAX_CONTROL_BODY`] bytes
 //! for control messages; for daemon messages see [`DaemonMessage::encode_frame`] and
-//! docs/PROTOCOL-daemon.md. Each channel refuses the other channel's kinds.
+//! docs/PROTOCOL.md, Part 4. Each channel refuses the other channel's kinds.
 
 use crate::codec;
 use crate::frame::{parse_frame, write_frame, FrameHeader};
@@ -1023,7 +1023,7 @@ mod tests {
             level: Some(3),
             body: b"ab".to_vec(),
         }));
-        // docs/PROTOCOL-daemon.md: request_id u64, kind u32, severity u32, evidence_id option,
+        // docs/PROTOCOL.md Part 4: request_id u64, kind u32, severity u32, evidence_id option,
         // level option, body as u64 length + bytes. The Node client's test checks the same bytes.
         assert_eq!(
             &out[crate::frame::FRAME_HEADER_LEN..],
@@ -1035,6 +1035,54 @@ mod tests {
         // A byte string is encoded exactly like the `Vec<u8>` sequence it replaces.
         let as_seq = codec::encode("x", &vec![b'a', b'b'], 64).unwrap();
         assert_eq!(as_seq, [2, 0, 0, 0, 0, 0, 0, 0, b'a', b'b']);
+    }
+
+    /// The hex of the worked example that follows `title` in docs/PROTOCOL.md (the leading
+    /// two-digit hex tokens of each line of the next text block).
+    fn documented_hex(title: &str) -> String {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let at = doc.find(title).expect("example title in docs/PROTOCOL.md");
+        let rest = &doc[at..];
+        let start = rest.find("```text\n").expect("example block") + "```text\n".len();
+        let block = &rest[start..start + rest[start..].find("```").expect("block end")];
+        let mut hex = String::new();
+        for line in block.lines() {
+            for tok in line.split_whitespace() {
+                if tok.len() == 2 && tok.chars().all(|c| c.is_ascii_hexdigit()) {
+                    hex.push_str(tok);
+                } else {
+                    break;
+                }
+            }
+        }
+        hex
+    }
+
+    #[test]
+    fn documented_daemon_examples_match_the_encoder() {
+        let submit = daemon_round_trip(DaemonMessage::Submit(Submit {
+            request_id: 5,
+            kind: JobKind::Encode,
+            severity: Severity::Critical,
+            evidence_id: None,
+            level: Some(3),
+            body: b"ab".to_vec(),
+        }));
+        assert_eq!(
+            documented_hex("`Submit { request_id: 5, kind: encode, severity: critical, evidence_id: None, level: Some(3), body: \"ab\" }` — 45 bytes"),
+            hex::encode(&submit)
+        );
+        let reply = daemon_round_trip(DaemonMessage::SubmitReply(SubmitReply {
+            request_id: 5,
+            result: SubmitResult::Accepted {
+                job_id: 7,
+                evidence_id: [1; 16],
+            },
+        }));
+        assert_eq!(
+            documented_hex("Its reply, accepted as job 7 with evidence id `01…01` — 52 bytes"),
+            hex::encode(&reply)
+        );
     }
 
     #[test]

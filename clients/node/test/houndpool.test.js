@@ -192,7 +192,7 @@ test('the ops endpoint serves metrics and readiness', async () => {
   assert.equal((await get(opsPort, '/readyz')).status, 200);
 });
 
-test('frames are what docs/PROTOCOL-wire.md and PROTOCOL-daemon.md say', () => {
+test('frames are what docs/PROTOCOL.md (Parts 1 and 4) says', () => {
   const f = _internal.frame(_internal.KIND.STATS_REQUEST, Buffer.from([7, 0, 0, 0, 0, 0, 0, 0]));
   assert.equal(f.subarray(0, 4).toString(), 'HPFR');
   assert.equal(f.readUInt16LE(4), 1);

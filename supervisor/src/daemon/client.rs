@@ -12,7 +12,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The protocol (docs/PROTOCOL.md, "Daemon") lets a client pipeline: [`Client::send_submit`]
+//! The protocol (docs/PROTOCOL.md, Part 4) lets a client pipeline: [`Client::send_submit`]
 //! writes a submit without waiting, and [`Client::next_event`] returns replies, outcomes and
 //! stats in the order the daemon wrote them (a job's reply always precedes its outcome).
 //! [`Client::submit`] and [`Client::stats`] wait for their own reply and keep the outcomes

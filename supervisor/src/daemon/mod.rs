@@ -17,7 +17,7 @@
 //! connection that submitted the job, with `try_send` into that connection's bounded queue, so
 //! no client can stall the pool or another client.
 //!
-//! Guarantees (also in docs/PROTOCOL.md, "Daemon"):
+//! Guarantees (also in docs/PROTOCOL.md, Part 4):
 //! * every submit gets exactly one [`SubmitReply`](houndpool_protocol::messages::SubmitReply),
 //!   written before anything else about that job;
 //! * every accepted job's outcome is written to the submitting connection exactly once, or
@@ -113,14 +113,16 @@ pub(crate) struct Live {
 }
 
 impl Live {
-    fn from(p: &Prepared) -> Self {
-        let d = &p.config.daemon;
+    /// The live settings of a running configuration (its frame limit derived from its own
+    /// pool section, which is the running pool's).
+    fn from(c: &Config) -> Self {
+        let d = &c.daemon;
         Live {
             allowed_uids: d.allowed_uids.clone(),
             max_connections: d.max_connections,
             outcome_buffer: d.outcome_buffer,
             write_stall: d.write_stall_timeout,
-            max_frame: p.max_frame,
+            max_frame: config::max_frame(c),
             drain_grace: d.drain_grace,
         }
     }
@@ -295,10 +297,14 @@ pub fn run(
         metrics: daemon_metrics,
         registry,
         draining,
-        live: Mutex::new(Live::from(&prepared)),
+        live: Mutex::new(Live::from(&prepared.config)),
         router: server::Router::default(),
         conns_open: AtomicUsize::new(0),
     });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io_err("start runtime", "tokio"))?;
     let bridge_stop = Arc::new(AtomicBool::new(false));
     let bridge = {
         let (state, stop) = (state.clone(), bridge_stop.clone());
@@ -317,10 +323,6 @@ pub fn run(
         "houndd ready"
     );
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(io_err("start runtime", "tokio"))?;
     let result = runtime.block_on(main_loop(
         state.clone(),
         std_listener,
@@ -329,11 +331,12 @@ pub fn run(
         config_path,
         log,
         &socket_path,
-        bridge_stop,
+        bridge_stop.clone(),
     ));
     // The pool has shut down inside main_loop (or is shut down here on an early error);
     // wait for the bridge to route the last outcomes.
     pool.shutdown(Duration::ZERO);
+    bridge_stop.store(true, Ordering::SeqCst);
     let _ = bridge.join();
     runtime.shutdown_timeout(Duration::from_millis(100));
     drop(socket_guard);
@@ -449,25 +452,24 @@ fn reload(
         Ok(p) => p,
         Err(e) => return refused(e.to_string()),
     };
-    let changes = config::changes(running, &prepared.config);
+    let new = &prepared.config;
+    let changes = config::changes(running, new);
     if changes.is_empty() {
         info!("configuration reloaded: no change");
     }
-    // Apply the live keys; only if every step succeeds is anything logged as applied.
-    let new = &prepared.config;
-    if new.log.level != running.log.level {
-        match config::log_filter(new)
-            .map_err(|e| e.to_string())
-            .and_then(|f| (log.set)(f))
-        {
-            Ok(()) => {}
-            Err(e) => return refused(format!("log.level: {e}")),
-        }
-    }
-    if new.daemon.socket_mode != running.daemon.socket_mode {
+    // What will run: the live keys from the new file, everything else as it runs now.
+    let mut next = running.clone();
+    next.log = new.log.clone();
+    next.daemon = houndpool_shared::config::DaemonSettings {
+        socket: running.daemon.socket.clone(),
+        ..new.daemon.clone()
+    };
+    // Apply; the step that can fail for reasons outside the file (chmod) goes first, so a
+    // refusal changes nothing.
+    if next.daemon.socket_mode != running.daemon.socket_mode {
         if let Err(e) = std::fs::set_permissions(
             socket_path,
-            std::fs::Permissions::from_mode(new.daemon.socket_mode),
+            std::fs::Permissions::from_mode(next.daemon.socket_mode),
         ) {
             return refused(format!(
                 "daemon.socket_mode: chmod {}: {e}",
@@ -475,7 +477,16 @@ fn reload(
             ));
         }
     }
-    *state.live.lock().unwrap_or_else(|p| p.into_inner()) = Live::from(&prepared);
+    if next.log.level != running.log.level {
+        if let Err(e) = config::log_filter(&next)
+            .map_err(|e| e.to_string())
+            .and_then(|f| (log.set)(f))
+        {
+            return refused(format!("log.level: {e}"));
+        }
+    }
+    *state.live.lock().unwrap_or_else(|p| p.into_inner()) = Live::from(&next);
+    *running = next;
     for c in &changes {
         if c.live {
             info!(key = %c.key, old = %c.old, new = %c.new, "configuration change applied");
@@ -483,12 +494,6 @@ fn reload(
             warn!(key = %c.key, old = %c.old, new = %c.new, "configuration change needs a restart of houndd; not applied");
         }
     }
-    // What runs now: the live keys from the new file, everything else as before.
-    running.log = new.log.clone();
-    running.daemon = houndpool_shared::config::DaemonSettings {
-        socket: running.daemon.socket.clone(),
-        ..new.daemon.clone()
-    };
     state
         .metrics
         .reloads

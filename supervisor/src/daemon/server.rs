@@ -7,7 +7,7 @@
 //! reply is queued before the route exists and the queue is FIFO, a client always reads a
 //! job's reply before its outcome, on any runtime.
 //!
-//! Bounds (docs/PROTOCOL.md, "Daemon"):
+//! Bounds (docs/PROTOCOL.md, Part 4):
 //! * accepted jobs without a written outcome, per connection: `daemon.outcome_buffer`
 //!   (further submits are refused with `connection_busy`);
 //! * queue capacity: `2 × outcome_buffer + REPLY_SLACK` frames; the reader waits for queue
@@ -363,6 +363,7 @@ fn submit(state: &State, conn: &Conn, live: &Live, s: &Submit) -> (SubmitReply, 
 }
 
 /// Why a connection's reader stopped.
+#[derive(Clone, Copy)]
 enum ReaderEnd {
     Eof,
     Shutdown,
@@ -749,17 +750,22 @@ async fn serve_conn(
             }
         }
     };
-    if matches!(reader_end, ReaderEnd::Eof | ReaderEnd::Shutdown) {
-        let _ = conn.tx.send(Item::ReaderDone).await;
+    match reader_end {
+        // The client is done (or the daemon is): write what is owed, then close.
+        ReaderEnd::Eof | ReaderEnd::Shutdown => {
+            let _ = conn.tx.send(Item::ReaderDone).await;
+        }
+        // The socket failed: the writer would wait for nothing.
+        ReaderEnd::Io => {
+            let _ = conn.kill.send(Some("io_error"));
+        }
+        // The writer ends by itself after the error frame, or has ended.
+        ReaderEnd::Malformed | ReaderEnd::WriterGone => {}
     }
     let writer_end = match writer_end {
         Some(e) => e,
         None => (&mut writer.0).await.unwrap_or(WriterEnd::Io),
     };
-    if matches!(reader_end, ReaderEnd::Malformed) {
-        linger(&mut rd).await;
-    }
-    drop(rd);
     let reason = match (reader_end, writer_end) {
         (ReaderEnd::Malformed, _) => "malformed_frame",
         (ReaderEnd::Eof, WriterEnd::Done) => "client_closed",
@@ -776,6 +782,9 @@ async fn serve_conn(
         debug!(conn = id, reason, "client disconnected");
     }
     disconnect(&state, reason);
+    if matches!(reader_end, ReaderEnd::Malformed) {
+        linger(&mut rd).await;
+    }
 }
 
 /// Accepts connections until `stop_accept`; then waits for `close_conns` (the pool has

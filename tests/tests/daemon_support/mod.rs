@@ -47,7 +47,10 @@ pub fn houndd_binary() -> PathBuf {
                 || k.starts_with("CARGO_MANIFEST_")
                 || matches!(
                     k,
-                    "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+                    "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
                 )
             {
                 cmd.env_remove(k);
