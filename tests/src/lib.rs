@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use houndpool::{
-    ColdConfig, HoundBinary, JobId, Outcome, PoolConfig, PoolExhaustedAction, PoolSize,
+    ColdConfig, HoundBinary, JobId, Outcome, Pool, PoolConfig, PoolExhaustedAction, PoolSize,
 };
 
 /// The real `hound` executable of this workspace.
@@ -98,6 +98,13 @@ pub fn test_config(dir: &Path) -> PoolConfig {
         hound_stderr: true,
         ..PoolConfig::default()
     }
+}
+
+/// Builds a pool from `config` and returns it with its outcome receiver.
+pub fn start(config: PoolConfig) -> (Pool, Receiver<Outcome>) {
+    let pool = Pool::builder().config(config).build().expect("pool builds");
+    let rx = pool.outcomes().expect("outcome channel enabled");
+    (pool, rx)
 }
 
 /// Receives outcomes until `n` have arrived or `timeout` passes.

@@ -25,11 +25,7 @@ fn wait_for_new_pid(pool: &Pool, slot: u32, old: i32) -> i32 {
 fn sigkill_mid_stream_loses_nothing_and_the_hound_is_replaced() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::builder()
-        .config(test_config(dir.path()))
-        .build()
-        .unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(test_config(dir.path()));
     let victim = pid_of(&pool, 0);
     let evidence = houndpool::synth::EvidenceGenerator::new(3).request(8 * 1024);
     let mut ids = Vec::new();
@@ -67,8 +63,7 @@ fn sigstop_makes_the_front_job_time_out_and_the_hound_is_replaced() {
         job_timeout: Duration::from_millis(300),
         ..test_config(dir.path())
     };
-    let pool = Pool::builder().config(config).build().unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(config);
     let stopped = pid_of(&pool, 0);
     signal(stopped, Signal::SIGSTOP);
     let mut ids = Vec::new();
@@ -115,8 +110,7 @@ fn shutdown_with_jobs_in_flight_delivers_an_outcome_for_every_one() {
         size: PoolSize::Fixed(2),
         ..test_config(dir.path())
     };
-    let pool = Pool::builder().config(config).build().unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(config);
     let evidence = houndpool::synth::EvidenceGenerator::new(9).request(60 * 1024);
     let mut ids = Vec::new();
     for _ in 0..2000 {
@@ -148,11 +142,7 @@ fn shutdown_with_jobs_in_flight_delivers_an_outcome_for_every_one() {
 fn shutdown_with_grace_finishes_everything() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::builder()
-        .config(test_config(dir.path()))
-        .build()
-        .unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(test_config(dir.path()));
     let mut ids = Vec::new();
     for i in 0..500u32 {
         ids.push(

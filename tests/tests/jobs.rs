@@ -20,11 +20,7 @@ fn completed(o: &houndpool::Outcome) -> &houndpool::Receipt {
 fn every_job_kind_round_trips() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::builder()
-        .config(test_config(dir.path()))
-        .build()
-        .unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(test_config(dir.path()));
     let evidence = b"POST /login HTTP/1.1\r\nHost: x\r\n\r\nuser=admin'--&pass=x".repeat(20);
 
     // Noop echoes.
@@ -102,11 +98,7 @@ fn every_job_kind_round_trips() {
 fn tampered_and_bomb_envelopes_fail_inside_the_hound() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::builder()
-        .config(test_config(dir.path()))
-        .build()
-        .unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(test_config(dir.path()));
     let mut env = envelope::encode(b"some evidence bytes", 6).unwrap();
     let last = env.len() - 1;
     env[last] ^= 0xff;
@@ -186,11 +178,7 @@ fn bad_input_is_refused_with_typed_errors() {
 fn ten_thousand_evacuations_leave_ten_thousand_valid_envelopes() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::builder()
-        .config(test_config(dir.path()))
-        .build()
-        .unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(test_config(dir.path()));
     let mut gen = houndpool::synth::EvidenceGenerator::new(42);
     let corpus: Vec<Vec<u8>> = (0..64).map(|i| gen.request(300 + i * 37)).collect();
     let mut ids = Vec::with_capacity(10_000);

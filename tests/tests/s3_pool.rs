@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use houndpool::{ColdConfig, Job, OutcomeKind, Pool, PoolConfig, S3Target};
+use houndpool::{ColdConfig, Job, OutcomeKind, PoolConfig, S3Target};
 use houndpool_tests::*;
 
 const AK: &str = "houndpool-ak";
@@ -94,8 +94,7 @@ fn evacuate_restore_erase_and_survive_an_outage_through_sandboxed_hounds() {
         }),
         ..test_config(data.path())
     };
-    let pool = Pool::builder().config(config).build().unwrap();
-    let rx = pool.outcomes().unwrap();
+    let (pool, rx) = start(config);
     // The sandbox holds with the S3 backend too (network restricted to the endpoint's port).
     let report = pool.stats().sandbox.unwrap();
     let landlock = report
