@@ -95,7 +95,8 @@ macro_rules! key {
 /// environment alike.
 pub static KEYS: &[KeyInfo] = &[
     // ---- [pool]
-    key!("pool", "size", IntegerOrWord, "\"auto\"", "number of hounds, 1 to 256, or \"auto\" (one per CPU available to the process, cgroup CPU quota included)"),
+    key!("pool", "size", IntegerOrWord, "\"auto\"", "number of hounds, 1 to 256, or \"auto\": min(CPUs, (memory limit − host_reserve_bytes) / (hound_memory_budget_bytes + ring memory)) from the process's cgroup limits"),
+    key!("pool", "host_reserve_bytes", Integer, "268435456", "memory kept for houndd itself (defer queue and outcome buffers included) when size = \"auto\" divides the memory limit among hounds"),
     key!("pool", "exhausted", String, "\"defer\"", "what submit does when no hound has ring space: \"defer\" (bounded queue with severity lanes), \"drop\" (refuse) or \"escalate\" (refuse and emit an escalation event)"),
     key!("pool", "defer_limit", Integer, "4096", "capacity of the defer queue, jobs (exhausted = \"defer\")"),
     key!("pool", "max_evidence_bytes", Integer, "1048576", "largest evidence body accepted by submit, bytes"),
@@ -159,7 +160,7 @@ pub fn env_names() -> Vec<String> {
 /// How many hounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolSizeSetting {
-    /// One per CPU available to the process.
+    /// From the process's cgroup limits (CPU and memory), ARCHITECTURE §3.5.
     Auto,
     /// Exactly this many (1..=256).
     Fixed(usize),
@@ -192,6 +193,8 @@ impl ExhaustedSetting {
 pub struct PoolSettings {
     /// Number of hounds.
     pub size: PoolSizeSetting,
+    /// Memory kept for the host when `size` is `Auto`, bytes.
+    pub host_reserve_bytes: u64,
     /// Exhaustion behaviour.
     pub exhausted: ExhaustedSetting,
     /// Defer queue capacity (1..=10 000 000).
@@ -643,6 +646,13 @@ fn pool_settings(v: &Values) -> Result<PoolSettings, SharedError> {
     let hound_binary = v.string("pool", "hound_binary")?;
     Ok(PoolSettings {
         size,
+        host_reserve_bytes: v.int(
+            "pool",
+            "host_reserve_bytes",
+            0,
+            1 << 50,
+            "a number of bytes up to 2^50",
+        )?,
         exhausted,
         defer_limit: v.int(
             "pool",
@@ -1079,6 +1089,7 @@ impl Config {
                     PoolSizeSetting::Auto => s("auto"),
                     PoolSizeSetting::Fixed(n) => int(n as u64),
                 },
+                ("pool", "host_reserve_bytes") => int(p.host_reserve_bytes),
                 ("pool", "exhausted") => s(p.exhausted.name()),
                 ("pool", "defer_limit") => int(p.defer_limit as u64),
                 ("pool", "max_evidence_bytes") => int(p.max_evidence_bytes as u64),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use houndpool_shared::cgroup::{CgroupVersion, ContainerLimits};
 use houndpool_shared::config::{env_names, Config};
 use serde_norway::Value;
 
@@ -165,7 +166,7 @@ fn manifests_parse_and_agree_with_the_configuration_schema() {
 
         // The effective configuration is valid (the daemon would start with it).
         let config = Config::load("", env.clone()).unwrap_or_else(|e| panic!("{e}"));
-        let prepared = houndpool::daemon::config::prepare(config.clone()).unwrap();
+        houndpool::daemon::config::prepare(config.clone()).unwrap();
 
         // Drain: termination grace ≥ drain grace + 1 s hound stop + 5 s flush + 4 s for the app.
         let grace = pod.spec["terminationGracePeriodSeconds"]
@@ -249,24 +250,37 @@ fn manifests_parse_and_agree_with_the_configuration_schema() {
                     .any(|c| c["name"] == pod.houndd["name"])
         );
 
-        // Sizing (docs/KUBERNETES.md): reserve + n × (budget + rings) under the memory limit.
+        // Sizing (docs/KUBERNETES.md): the pool this container's limits give, and
+        // reserve + n × (budget + rings) under the memory limit.
         let limit = bytes(s(&pod.houndd["resources"]["limits"]["memory"]));
-        let n = prepared.pool.hound_count() as u64;
-        let rings = prepared.pool.region_layout().memory_bytes() as u64;
-        let budget = prepared.pool.hound_memory_budget;
+        let cpus = s(&pod.houndd["resources"]["limits"]["cpu"])
+            .parse::<f64>()
+            .unwrap();
+        let mut limits = ContainerLimits::unlimited(CgroupVersion::V2);
+        limits.memory_limit = Some(limit);
+        limits.cpu_quota_cores = Some(cpus);
+        let (pool, _) = houndpool::daemon::config::pool_config_for(&config, &limits, 64).unwrap();
+        let n = pool.hound_count() as u64;
+        assert_eq!(
+            n, 2,
+            "docs/KUBERNETES.md works out 2 hounds for this Deployment"
+        );
+        let rings = pool.region_layout().memory_bytes() as u64;
+        let budget = pool.hound_memory_budget;
         assert!(budget > 0, "hounds need a memory budget in a container");
-        let defer = match prepared.pool.exhausted {
+        let defer = match pool.exhausted {
             houndpool::PoolExhaustedAction::Defer { limit } => limit as u64,
             _ => 0,
         };
-        let reserve = 256 * (1 << 20) + defer * prepared.pool.max_evidence_bytes as u64;
+        let reserve = config.pool.host_reserve_bytes;
+        assert!(
+            reserve >= 64 * (1 << 20) + defer * pool.max_evidence_bytes as u64,
+            "host reserve {reserve} does not cover houndd and a full defer queue"
+        );
         assert!(
             reserve + n * (budget + rings) <= limit,
             "{n} hounds × ({budget} + {rings}) + reserve {reserve} exceed the limit {limit}"
         );
-        let cpus = s(&pod.houndd["resources"]["limits"]["cpu"])
-            .parse::<f64>()
-            .unwrap();
         assert!(n as f64 <= cpus.ceil(), "more hounds than CPUs");
     }
 }

@@ -548,6 +548,9 @@ fn config_check(file: Option<&Path>) -> Res {
                 p.pool.hound_count(),
                 p.max_frame
             );
+            if let Some(d) = &p.sizing {
+                println!("# {}", d.explanation);
+            }
             print!("{}", p.config.render());
             Ok(ExitCode::SUCCESS)
         }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use houndpool_protocol::messages::S3Target;
+use houndpool_shared::cgroup::{self, CgroupVersion, ContainerLimits, PoolSizing, SizingDecision};
 use houndpool_shared::config::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
 use houndpool_shared::SharedError;
 
@@ -25,6 +26,8 @@ pub struct Prepared {
     pub pool: PoolConfig,
     /// Largest client frame body the server accepts.
     pub max_frame: u32,
+    /// How `pool.size = "auto"` was decided (`None` for a fixed size).
+    pub sizing: Option<SizingDecision>,
 }
 
 /// The pool key each [`PoolConfig::validate`] setting name comes from, so that its errors
@@ -42,17 +45,89 @@ fn file_key(pool_key: &str) -> String {
     }
 }
 
-/// Builds the pool configuration; every error names the file's key.
-pub fn pool_config(c: &Config) -> Result<PoolConfig, SharedError> {
-    let p = &c.pool;
-    let size = match p.size {
-        PoolSizeSetting::Fixed(n) => n,
-        // std reads the cgroup CPU quota (v1 and v2) and the affinity mask.
-        PoolSizeSetting::Auto => std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(256),
+/// Builds the pool configuration, sizing an `auto` pool from the process's own cgroup limits
+/// (read once here); every error names the file's key.
+pub fn pool_config(c: &Config) -> Result<(PoolConfig, Option<SizingDecision>), SharedError> {
+    let limits = match c.pool.size {
+        PoolSizeSetting::Fixed(_) => ContainerLimits::unlimited(CgroupVersion::V2),
+        PoolSizeSetting::Auto => cgroup::detect().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the cgroup limits; sizing by CPU count only");
+            ContainerLimits::unlimited(CgroupVersion::V2)
+        }),
     };
+    let parallelism = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    pool_config_for(c, &limits, parallelism)
+}
+
+/// [`pool_config`] for given limits and CPU count (pure: tests and `config check` use it).
+///
+/// `auto` follows ARCHITECTURE §3.5: `min(cpu, (memory limit − pool.host_reserve_bytes) /
+/// per-hound budget)` clamped to 1..=256, where the per-hound budget is
+/// `pool.hound_memory_budget_bytes` plus the hound's ring memory (memfd pages count against the
+/// container), and `cpu` is the CPU quota rounded up, the cpuset, or `parallelism`.
+pub fn pool_config_for(
+    c: &Config,
+    limits: &ContainerLimits,
+    parallelism: usize,
+) -> Result<(PoolConfig, Option<SizingDecision>), SharedError> {
+    let p = &c.pool;
+    // An auto pool's size depends on its ring memory, which does not depend on the size.
+    let initial = match p.size {
+        PoolSizeSetting::Fixed(n) => n,
+        PoolSizeSetting::Auto => 1,
+    };
+    let mut pool = build_pool_config(c, initial);
+    let sizing = match p.size {
+        PoolSizeSetting::Fixed(_) => None,
+        PoolSizeSetting::Auto => {
+            let rings = pool.region_layout().memory_bytes() as u64;
+            let budget = match p.hound_memory_budget_bytes {
+                0 => 0,
+                b => b.saturating_add(rings),
+            };
+            let d = cgroup::decide_pool_size(
+                limits,
+                parallelism,
+                &PoolSizing {
+                    per_hound_budget: budget,
+                    host_reserve: p.host_reserve_bytes,
+                    min: 1,
+                    max: 256,
+                },
+            );
+            pool.size = PoolSize::Fixed(d.size);
+            Some(d)
+        }
+    };
+    validate(pool).map(|pool| (pool, sizing))
+}
+
+fn validate(pool: PoolConfig) -> Result<PoolConfig, SharedError> {
+    match pool.validate() {
+        Ok(()) => Ok(pool),
+        Err(PoolError::InvalidConfig {
+            key,
+            value,
+            allowed,
+        }) => Err(SharedError::InvalidConfig {
+            key: file_key(key),
+            value,
+            allowed,
+        }),
+        Err(PoolError::Shared(e)) => Err(e),
+        Err(other) => Err(SharedError::InvalidConfig {
+            key: "pool".into(),
+            value: String::new(),
+            allowed: other.to_string(),
+        }),
+    }
+}
+
+/// The pool configuration with `size` hounds (no validation).
+fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
+    let p = &c.pool;
     let cold = match &c.cold.backend {
         ColdBackend::None => ColdConfig::None,
         ColdBackend::Filesystem { path } => ColdConfig::Filesystem {
@@ -75,7 +150,7 @@ pub fn pool_config(c: &Config) -> Result<PoolConfig, SharedError> {
             spool_limit_bytes: s.spool_limit_bytes,
         }),
     };
-    let pool = PoolConfig {
+    PoolConfig {
         size: PoolSize::Fixed(size),
         exhausted: match p.exhausted {
             ExhaustedSetting::Defer => PoolExhaustedAction::Defer {
@@ -102,24 +177,6 @@ pub fn pool_config(c: &Config) -> Result<PoolConfig, SharedError> {
         hound_memory_budget: p.hound_memory_budget_bytes,
         sandbox: c.sandbox.clone(),
         hound_stderr: p.hound_stderr,
-    };
-    match pool.validate() {
-        Ok(()) => Ok(pool),
-        Err(PoolError::InvalidConfig {
-            key,
-            value,
-            allowed,
-        }) => Err(SharedError::InvalidConfig {
-            key: file_key(key),
-            value,
-            allowed,
-        }),
-        Err(PoolError::Shared(e)) => Err(e),
-        Err(other) => Err(SharedError::InvalidConfig {
-            key: "pool".into(),
-            value: String::new(),
-            allowed: other.to_string(),
-        }),
     }
 }
 
@@ -155,13 +212,14 @@ pub fn max_frame(c: &Config) -> u32 {
 
 /// Checks everything that can be checked without starting anything.
 pub fn prepare(config: Config) -> Result<Prepared, SharedError> {
-    let pool = pool_config(&config)?;
+    let (pool, sizing) = pool_config(&config)?;
     log_filter(&config)?;
     let max_frame = max_frame(&config);
     Ok(Prepared {
         config,
         pool,
         max_frame,
+        sizing,
     })
 }
 
@@ -227,9 +285,16 @@ mod tests {
         Config::load(text, Vec::new()).unwrap()
     }
 
+    fn fixed(c: &Config) -> PoolConfig {
+        pool_config(c).unwrap().0
+    }
+
     #[test]
     fn defaults_match_the_library_defaults() {
-        let p = pool_config(&Config::default()).unwrap();
+        let limits = ContainerLimits::unlimited(CgroupVersion::V2);
+        let parallelism = std::thread::available_parallelism().unwrap().get();
+        let (p, sizing) = pool_config_for(&Config::default(), &limits, parallelism).unwrap();
+        assert!(sizing.is_some());
         let d = PoolConfig::default();
         assert_eq!(p.size, d.size);
         assert_eq!(p.exhausted, d.exhausted);
@@ -259,6 +324,7 @@ mod tests {
         let c = load("[pool]\nhound_memory_budget_bytes = 1000\n");
         let e = pool_config(&c).unwrap_err().to_string();
         assert!(e.contains("pool.hound_memory_budget_bytes"), "{e}");
+        let _ = fixed;
         let c = load("[log]\nlevel = \"info,[\"\n");
         let e = prepare(c).unwrap_err().to_string();
         assert!(e.contains("log.level"), "{e}");
@@ -274,7 +340,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let ColdConfig::S3(t) = pool_config(&c).unwrap().cold else {
+        let ColdConfig::S3(t) = fixed(&c).cold else {
             panic!("not s3")
         };
         assert_eq!(
@@ -285,6 +351,32 @@ mod tests {
         assert_eq!(t.region, "us-east-1");
         assert!(t.path_style);
         assert_eq!(t.spool_dir.as_deref(), Some("/var/spool/x"));
+    }
+
+    #[test]
+    fn auto_size_divides_the_memory_limit_as_the_kubernetes_example_says() {
+        // docs/KUBERNETES.md: 2 GiB limit, 2 CPUs, 512 MiB reserve, 384 MiB budget + 8 MiB rings.
+        let c =
+            load("[pool]\nhost_reserve_bytes = 536870912\nhound_memory_budget_bytes = 402653184\n");
+        let mut limits = ContainerLimits::unlimited(CgroupVersion::V2);
+        limits.memory_limit = Some(2 << 30);
+        limits.cpu_quota_cores = Some(2.0);
+        let (p, d) = pool_config_for(&c, &limits, 64).unwrap();
+        let d = d.unwrap();
+        let rings = p.region_layout().memory_bytes();
+        assert!(
+            (8 << 20..(8 << 20) + (64 << 10)).contains(&rings),
+            "{rings}"
+        );
+        assert_eq!((d.cpu_bound, d.memory_bound), (2, Some(3)));
+        assert_eq!(p.hound_count(), 2);
+        limits.cpu_quota_cores = Some(3.5);
+        let (p, _) = pool_config_for(&c, &limits, 64).unwrap();
+        assert_eq!(p.hound_count(), 3);
+        // A fixed size ignores the limits.
+        let c = load("[pool]\nsize = 7\n");
+        let (p, d) = pool_config_for(&c, &limits, 64).unwrap();
+        assert_eq!((p.hound_count(), d), (7, None));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use houndpool_shared::cgroup::{self, ContainerLimits};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -103,73 +104,12 @@ impl DaemonMetrics {
     }
 }
 
-/// Container memory as the kernel accounts it for this process's cgroup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Memory {
-    /// Bytes in use (memory.current, or memory.usage_in_bytes on v1).
-    pub usage: u64,
-    /// Usage minus inactive page cache (the kubelet's "working set").
-    pub working_set: u64,
-    /// The limit, if any (memory.max, or memory.limit_in_bytes on v1).
-    pub limit: Option<u64>,
-}
-
-/// The value of `key` in a memory.stat file.
-fn stat_value(stat: &str, key: &str) -> Option<u64> {
-    stat.lines().find_map(|l| {
-        let (k, v) = l.split_once(' ')?;
-        (k == key).then(|| v.trim().parse().ok()).flatten()
-    })
-}
-
-/// Reads the memory usage and limit of this process's cgroup: v2 through /proc/self/cgroup
-/// (`0::/path`) and /sys/fs/cgroup, then v1's memory controller. `None` where neither is
-/// readable. This is deliberately simple (the leaf only); the sizing code in the shared crate
-/// reads limits along the whole path.
-pub(crate) fn container_memory() -> Option<Memory> {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .ok()
-            .map(|s| s.trim().to_string())
-    };
-    let num = |s: Option<String>| s.and_then(|s| s.parse::<u64>().ok());
-    let cgroup = read("/proc/self/cgroup").unwrap_or_default();
-    if let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) {
-        let path = path.trim_end_matches('/');
-        for base in [
-            format!("/sys/fs/cgroup{path}"),
-            "/sys/fs/cgroup".to_string(),
-        ] {
-            if let Some(usage) = num(read(&format!("{base}/memory.current"))) {
-                let limit = num(read(&format!("{base}/memory.max")));
-                let inactive = read(&format!("{base}/memory.stat"))
-                    .and_then(|s| stat_value(&s, "inactive_file"))
-                    .unwrap_or(0);
-                return Some(Memory {
-                    usage,
-                    working_set: usage.saturating_sub(inactive),
-                    limit,
-                });
-            }
-        }
-    }
-    let usage = num(read("/sys/fs/cgroup/memory/memory.usage_in_bytes"))?;
-    // v1 reports "no limit" as a huge page-rounded number near i64::MAX.
-    let limit = num(read("/sys/fs/cgroup/memory/memory.limit_in_bytes")).filter(|l| *l < 1 << 60);
-    let inactive = read("/sys/fs/cgroup/memory/memory.stat")
-        .and_then(|s| stat_value(&s, "total_inactive_file"))
-        .unwrap_or(0);
-    Some(Memory {
-        usage,
-        working_set: usage.saturating_sub(inactive),
-        limit,
-    })
-}
-
 /// Reads the pool's snapshot at scrape time.
 pub(crate) struct PoolCollector {
     pub pool: Arc<Pool>,
     pub draining: Arc<AtomicBool>,
+    /// The process's cgroup (read once at start); usage is read from it at each scrape.
+    pub limits: Option<ContainerLimits>,
 }
 
 impl std::fmt::Debug for PoolCollector {
@@ -384,25 +324,37 @@ impl Collector for PoolCollector {
             "1 while the daemon drains (SIGTERM or SIGINT received).",
             i64::from(self.draining.load(Ordering::Relaxed)),
         )?;
-        if let Some(mem) = container_memory() {
-            gauge(
-                &mut e,
-                "houndpool_container_memory_usage_bytes",
-                "Memory charged to the daemon's cgroup (hounds and rings included).",
-                gauge_i(mem.usage),
-            )?;
-            gauge(
-                &mut e,
-                "houndpool_container_memory_working_set_bytes",
-                "Memory charged to the daemon's cgroup minus inactive page cache (what the kubelet and the OOM decision weigh).",
-                gauge_i(mem.working_set),
-            )?;
-            if let Some(limit) = mem.limit {
+        if let Some(limits) = &self.limits {
+            if let Some(usage) = cgroup::memory_usage(limits) {
+                gauge(
+                    &mut e,
+                    "houndpool_container_memory_usage_bytes",
+                    "Memory charged to the daemon's cgroup, hounds and rings included (page cache too).",
+                    gauge_i(usage),
+                )?;
+            }
+            if let Some(ws) = cgroup::memory_working_set(limits) {
+                gauge(
+                    &mut e,
+                    "houndpool_container_memory_working_set_bytes",
+                    "Memory charged to the daemon's cgroup minus inactive page cache: what the kubelet and the OOM decision weigh.",
+                    gauge_i(ws),
+                )?;
+            }
+            if let Some(limit) = limits.memory_limit {
                 gauge(
                     &mut e,
                     "houndpool_container_memory_limit_bytes",
-                    "Memory limit of the daemon's cgroup.",
+                    "Memory limit of the daemon's cgroup (the tightest along its path).",
                     gauge_i(limit),
+                )?;
+            }
+            if let Some(high) = limits.memory_high {
+                gauge(
+                    &mut e,
+                    "houndpool_container_memory_high_bytes",
+                    "memory.high of the daemon's cgroup (throttling threshold, cgroup v2).",
+                    gauge_i(high),
                 )?;
             }
         }
@@ -448,23 +400,5 @@ mod tests {
             text.contains("houndpool_daemon_refused_total{reason=\"connection_busy\"} 1"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn memory_stat_values_are_found_by_exact_key() {
-        let stat = "active_file 10\ninactive_file 4096\ntotal_inactive_file 7\n";
-        assert_eq!(stat_value(stat, "inactive_file"), Some(4096));
-        assert_eq!(stat_value(stat, "total_inactive_file"), Some(7));
-        assert_eq!(stat_value(stat, "file"), None);
-    }
-
-    #[test]
-    fn container_memory_is_plausible_when_readable() {
-        if let Some(m) = container_memory() {
-            assert!(m.usage > 0 && m.working_set <= m.usage);
-            if let Some(l) = m.limit {
-                assert!(l > 0);
-            }
-        }
     }
 }

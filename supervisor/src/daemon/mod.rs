@@ -277,6 +277,9 @@ pub fn run(
         None => None,
     };
 
+    if let Some(d) = &prepared.sizing {
+        info!(size = d.size, "{}", d.explanation);
+    }
     let pool = Arc::new(Pool::builder().config(prepared.pool.clone()).build()?);
     let outcomes = pool.outcomes().ok_or_else(|| SharedError::InvalidConfig {
         key: "pool.outcome_capacity".into(),
@@ -290,6 +293,9 @@ pub fn run(
         metrics::PoolCollector {
             pool: pool.clone(),
             draining: draining.clone(),
+            limits: houndpool_shared::cgroup::detect()
+                .map_err(|e| warn!(error = %e, "cannot read the cgroup limits; no container memory metrics"))
+                .ok(),
         },
     );
     let state = Arc::new(State {
