@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 
 echo "== cargo test --workspace"
 cargo test --workspace
+
+echo "== hound-stress chaos --quick"
+cargo run --release -p houndpool-stress --bin hound-stress -- chaos --quick
