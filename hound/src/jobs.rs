@@ -5,7 +5,7 @@ use std::time::Instant;
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
     CompletionHeader, CompletionStatus, EvacuateReceipt, FailCode, JobKind, RequestHeader,
-    COMPLETION_FLAG_SPOOLED, MAX_FAIL_MESSAGE,
+    COMPLETION_FLAG_SPOOLED,
 };
 use houndpool_protocol::messages::HoundLimits;
 use houndpool_protocol::ProtocolError;
@@ -98,7 +98,9 @@ impl JobRunner {
                 status: CompletionStatus::Failed(code),
                 flags: 0,
             },
-            body: Body::Message(truncate_message(message)),
+            body: Body::Message(
+                houndpool_protocol::job::truncate_fail_message(&message).to_string(),
+            ),
         })
     }
 
@@ -197,17 +199,6 @@ fn elapsed_ns(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn truncate_message(mut m: String) -> String {
-    if m.len() > MAX_FAIL_MESSAGE {
-        let mut cut = MAX_FAIL_MESSAGE;
-        while !m.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        m.truncate(cut);
-    }
-    m
-}
-
 /// Maps an envelope error to the fail code the supervisor reports.
 pub(crate) fn classify_protocol(e: &ProtocolError) -> (FailCode, String) {
     let code = match e {
@@ -247,14 +238,6 @@ pub(crate) fn classify_shared(e: &SharedError) -> (FailCode, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn messages_are_truncated_on_char_boundaries() {
-        let m = "é".repeat(MAX_FAIL_MESSAGE);
-        let t = truncate_message(m);
-        assert!(t.len() <= MAX_FAIL_MESSAGE);
-        assert!(t.chars().all(|c| c == 'é'));
-    }
 
     #[test]
     fn envelope_bound_covers_incompressible_data() {

@@ -36,7 +36,7 @@ pub const EXIT_SANDBOX: i32 = 4;
 /// Exit code: the job loop failed (ring corruption, channel error) or a job panicked.
 pub const EXIT_RUNTIME: i32 = 5;
 /// Exit code: the supervisor died before the death signal was armed.
-pub const EXIT_ORPHANED: i32 = 6;
+pub const EXIT_ORPHANED: i32 = sandbox::EXIT_ORPHANED;
 
 /// Entry point of a hound process: parses `std::env::args`, runs the hound, returns the exit
 /// code (0 after an orderly shutdown).

@@ -52,6 +52,15 @@ pub enum ProtocolError {
         /// Bytes present.
         available: usize,
     },
+    /// Input holds more bytes than the one frame (or body) it must contain exactly: a datagram
+    /// with bytes after its frame, or a body longer than its header announces.
+    #[error("{found} bytes where exactly {expected} were expected (trailing bytes)")]
+    TrailingBytes {
+        /// Bytes the frame (or body) occupies according to its header.
+        expected: usize,
+        /// Bytes present.
+        found: usize,
+    },
     /// A frame body could not be decoded as the message its kind announced.
     #[error("malformed {kind} body: {reason}")]
     MalformedBody {

@@ -12,11 +12,13 @@
 //! | Evacuate  | [`EvacuateReceipt`] (72 bytes)  | same                    |
 //! | Restore   | original evidence bytes         | same                    |
 //! | Decode    | original evidence bytes         | same                    |
-//! | Erase     | empty                           | same                    |
+//! | Erase     | one byte: 1 if the object existed, else 0 | same          |
 //!
 //! Completion records are written by the hound and are untrusted: `CompletionHeader::parse`
 //! and `EvacuateReceipt::parse` validate every field.
-//! STUB CONTRACT: types and signatures fixed; the helper implements bodies and tests.
+//!
+//! Every parse failure is [`ProtocolError::MalformedRecord`] with a fixed reason naming the
+//! field and the rule it broke.
 
 use crate::ProtocolError;
 
@@ -50,13 +52,47 @@ impl JobKind {
     ];
     /// Wire value → kind.
     pub fn from_u8(v: u8) -> Result<Self, ProtocolError> {
-        let _ = v;
-        todo!()
+        match v {
+            0 => Ok(JobKind::Noop),
+            1 => Ok(JobKind::Encode),
+            2 => Ok(JobKind::Evacuate),
+            3 => Ok(JobKind::Restore),
+            4 => Ok(JobKind::Erase),
+            5 => Ok(JobKind::Decode),
+            _ => Err(malformed("job kind is not 0..=5")),
+        }
     }
     /// Stable lowercase name.
     pub fn name(self) -> &'static str {
-        todo!()
+        match self {
+            JobKind::Noop => "noop",
+            JobKind::Encode => "encode",
+            JobKind::Evacuate => "evacuate",
+            JobKind::Restore => "restore",
+            JobKind::Erase => "erase",
+            JobKind::Decode => "decode",
+        }
     }
+}
+
+fn malformed(reason: &'static str) -> ProtocolError {
+    ProtocolError::MalformedRecord { reason }
+}
+
+// The readers below index `b[at..at + N]`; every caller has checked the record length first,
+// so the indices are in bounds.
+fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
 }
 
 /// Severity lanes (used by the defer queue). Ordered: `Low < Medium < High < Critical`.
@@ -85,12 +121,22 @@ impl Severity {
     ];
     /// Wire value → severity.
     pub fn from_u8(v: u8) -> Result<Self, ProtocolError> {
-        let _ = v;
-        todo!()
+        match v {
+            0 => Ok(Severity::Low),
+            1 => Ok(Severity::Medium),
+            2 => Ok(Severity::High),
+            3 => Ok(Severity::Critical),
+            _ => Err(malformed("severity is not 0..=3")),
+        }
     }
     /// Stable lowercase name.
     pub fn name(self) -> &'static str {
-        todo!()
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
     }
 }
 
@@ -107,6 +153,8 @@ pub const REQUEST_HEADER_LEN: usize = 32;
 /// 12 4  reserved, 0
 /// 16 16 evidence_id (UUID bytes)
 /// ```
+/// `parse` enforces: known kind and severity, level `0..=9`, attempt `0..=1`, reserved 0, and
+/// an empty body for Restore and Erase (which name their object by `evidence_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestHeader {
     /// Pool-unique job id.
@@ -125,13 +173,55 @@ pub struct RequestHeader {
 
 impl RequestHeader {
     /// Serialises into exactly `REQUEST_HEADER_LEN` bytes.
+    ///
+    /// Writes the fields as they are; a header that breaks a rule of `parse` (e.g. level 10)
+    /// is written faithfully and refused by the reader.
     pub fn to_bytes(&self) -> [u8; REQUEST_HEADER_LEN] {
-        todo!()
+        let mut b = [0u8; REQUEST_HEADER_LEN];
+        b[0..8].copy_from_slice(&self.job_id.to_le_bytes());
+        b[8] = self.kind as u8;
+        b[9] = self.level;
+        b[10] = self.severity as u8;
+        b[11] = self.attempt;
+        // b[12..16]: reserved, 0.
+        b[16..32].copy_from_slice(&self.evidence_id);
+        b
     }
     /// Parses the header at the start of `payload`; returns it and the body after it.
     pub fn parse(payload: &[u8]) -> Result<(Self, &[u8]), ProtocolError> {
-        let _ = payload;
-        todo!()
+        if payload.len() < REQUEST_HEADER_LEN {
+            return Err(malformed("request shorter than its 32-byte header"));
+        }
+        let (b, body) = payload.split_at(REQUEST_HEADER_LEN);
+        let kind =
+            JobKind::from_u8(b[8]).map_err(|_| malformed("request job kind is not 0..=5"))?;
+        let level = b[9];
+        if level > 9 {
+            return Err(malformed("request gzip level is above 9"));
+        }
+        let severity =
+            Severity::from_u8(b[10]).map_err(|_| malformed("request severity is not 0..=3"))?;
+        let attempt = b[11];
+        if attempt > 1 {
+            return Err(malformed("request attempt is neither 0 nor 1"));
+        }
+        if le_u32(b, 12) != 0 {
+            return Err(malformed("request reserved bytes 12..16 are not 0"));
+        }
+        if matches!(kind, JobKind::Restore | JobKind::Erase) && !body.is_empty() {
+            return Err(malformed("restore or erase request carries a body"));
+        }
+        let mut evidence_id = [0u8; 16];
+        evidence_id.copy_from_slice(&b[16..32]);
+        let header = RequestHeader {
+            job_id: le_u64(b, 0),
+            kind,
+            level,
+            severity,
+            attempt,
+            evidence_id,
+        };
+        Ok((header, body))
     }
 }
 
@@ -172,17 +262,62 @@ pub enum FailCode {
 impl FailCode {
     /// Wire value → code.
     pub fn from_u16(v: u16) -> Result<Self, ProtocolError> {
-        let _ = v;
-        todo!()
+        match v {
+            1 => Ok(FailCode::InvalidRequest),
+            2 => Ok(FailCode::EvidenceTooLarge),
+            3 => Ok(FailCode::IntegrityViolation),
+            4 => Ok(FailCode::DecompressionLimit),
+            5 => Ok(FailCode::ColdStorageUnavailable),
+            6 => Ok(FailCode::NotFound),
+            7 => Ok(FailCode::ColdStorageRejected),
+            8 => Ok(FailCode::Internal),
+            _ => Err(malformed("fail code is not 1..=8")),
+        }
     }
     /// Stable snake_case name.
     pub fn name(self) -> &'static str {
-        todo!()
+        match self {
+            FailCode::InvalidRequest => "invalid_request",
+            FailCode::EvidenceTooLarge => "evidence_too_large",
+            FailCode::IntegrityViolation => "integrity_violation",
+            FailCode::DecompressionLimit => "decompression_limit",
+            FailCode::ColdStorageUnavailable => "cold_storage_unavailable",
+            FailCode::NotFound => "not_found",
+            FailCode::ColdStorageRejected => "cold_storage_rejected",
+            FailCode::Internal => "internal",
+        }
     }
+}
+
+impl FailCode {
+    /// All codes, in wire order.
+    pub const ALL: [FailCode; 8] = [
+        FailCode::InvalidRequest,
+        FailCode::EvidenceTooLarge,
+        FailCode::IntegrityViolation,
+        FailCode::DecompressionLimit,
+        FailCode::ColdStorageUnavailable,
+        FailCode::NotFound,
+        FailCode::ColdStorageRejected,
+        FailCode::Internal,
+    ];
 }
 
 /// Largest failure message a completion may carry.
 pub const MAX_FAIL_MESSAGE: usize = 512;
+
+/// The longest prefix of `message` that is a valid failure body: at most
+/// [`MAX_FAIL_MESSAGE`] bytes, cut on a character boundary (so still UTF-8).
+pub fn truncate_fail_message(message: &str) -> &str {
+    if message.len() <= MAX_FAIL_MESSAGE {
+        return message;
+    }
+    let mut end = MAX_FAIL_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
+}
 
 /// Header of a completion record.
 /// ```text
@@ -192,6 +327,13 @@ pub const MAX_FAIL_MESSAGE: usize = 512;
 /// 10 2  fail code u16 (0 when ok)
 /// 12 4  flags u32: bit 0 = spooled (Evacuate written to the local spool); others 0
 /// ```
+/// `parse` enforces: known kind; status 0 or 1; fail code 0 when ok and a known code
+/// (1..=8) when failed; no flag bits but bit 0, and bit 0 only on an ok Evacuate; and the
+/// body shape of the module table: an ok Evacuate body is exactly
+/// [`EVACUATE_RECEIPT_LEN`] bytes (its fields are checked by [`EvacuateReceipt::parse`]), an
+/// ok Erase body is one byte, 0 or 1 (whether the object existed), a failed body is UTF-8 of at most [`MAX_FAIL_MESSAGE`] bytes (see
+/// [`truncate_fail_message`]). That the job id and kind match an outstanding request is
+/// the caller's check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompletionHeader {
     /// The job this completes.
@@ -209,13 +351,78 @@ pub const COMPLETION_FLAG_SPOOLED: u32 = 1;
 
 impl CompletionHeader {
     /// Serialises into exactly `COMPLETION_HEADER_LEN` bytes.
+    ///
+    /// Writes the fields as they are; `parse` decides whether they are acceptable.
     pub fn to_bytes(&self) -> [u8; COMPLETION_HEADER_LEN] {
-        todo!()
+        let (status, code) = match self.status {
+            CompletionStatus::Ok => (0u8, 0u16),
+            CompletionStatus::Failed(code) => (1, code as u16),
+        };
+        let mut b = [0u8; COMPLETION_HEADER_LEN];
+        b[0..8].copy_from_slice(&self.job_id.to_le_bytes());
+        b[8] = self.kind as u8;
+        b[9] = status;
+        b[10..12].copy_from_slice(&code.to_le_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        b
     }
     /// Parses and validates an untrusted completion payload; returns the header and body.
     pub fn parse(payload: &[u8]) -> Result<(Self, &[u8]), ProtocolError> {
-        let _ = payload;
-        todo!()
+        if payload.len() < COMPLETION_HEADER_LEN {
+            return Err(malformed("completion shorter than its 16-byte header"));
+        }
+        let (b, body) = payload.split_at(COMPLETION_HEADER_LEN);
+        let kind =
+            JobKind::from_u8(b[8]).map_err(|_| malformed("completion job kind is not 0..=5"))?;
+        let code = le_u16(b, 10);
+        let status = match b[9] {
+            0 if code != 0 => return Err(malformed("ok completion carries a nonzero fail code")),
+            0 => CompletionStatus::Ok,
+            1 if code == 0 => return Err(malformed("failed completion carries fail code 0")),
+            1 => CompletionStatus::Failed(
+                FailCode::from_u16(code)
+                    .map_err(|_| malformed("failed completion fail code is not 1..=8"))?,
+            ),
+            _ => {
+                return Err(malformed(
+                    "completion status is neither 0 (ok) nor 1 (failed)",
+                ))
+            }
+        };
+        let flags = le_u32(b, 12);
+        if flags & !COMPLETION_FLAG_SPOOLED != 0 {
+            return Err(malformed("completion flags has reserved bits set"));
+        }
+        let ok = status == CompletionStatus::Ok;
+        if flags & COMPLETION_FLAG_SPOOLED != 0 && !(ok && kind == JobKind::Evacuate) {
+            return Err(malformed(
+                "spooled flag on a completion that is not an ok evacuate",
+            ));
+        }
+        match (status, kind) {
+            (CompletionStatus::Failed(_), _) => {
+                if body.len() > MAX_FAIL_MESSAGE {
+                    return Err(malformed("failure message longer than 512 bytes"));
+                }
+                if std::str::from_utf8(body).is_err() {
+                    return Err(malformed("failure message is not UTF-8"));
+                }
+            }
+            (CompletionStatus::Ok, JobKind::Evacuate) if body.len() != EVACUATE_RECEIPT_LEN => {
+                return Err(malformed("evacuate receipt is not exactly 72 bytes"));
+            }
+            (CompletionStatus::Ok, JobKind::Erase) if !matches!(body, [0] | [1]) => {
+                return Err(malformed("ok erase completion body is not one 0/1 byte"));
+            }
+            (CompletionStatus::Ok, _) => {}
+        }
+        let header = CompletionHeader {
+            job_id: le_u64(b, 0),
+            kind,
+            status,
+            flags,
+        };
+        Ok((header, body))
     }
 }
 
@@ -251,11 +458,92 @@ pub struct EvacuateReceipt {
 impl EvacuateReceipt {
     /// Serialises into exactly `EVACUATE_RECEIPT_LEN` bytes.
     pub fn to_bytes(&self) -> [u8; EVACUATE_RECEIPT_LEN] {
-        todo!()
+        let mut b = [0u8; EVACUATE_RECEIPT_LEN];
+        b[0..16].copy_from_slice(&self.evidence_id);
+        b[16..20].copy_from_slice(&self.original_size.to_le_bytes());
+        b[20..24].copy_from_slice(&self.compressed_size.to_le_bytes());
+        b[24..56].copy_from_slice(&self.sha256);
+        b[56..64].copy_from_slice(&self.encode_ns.to_le_bytes());
+        b[64..72].copy_from_slice(&self.store_ns.to_le_bytes());
+        b
     }
     /// Parses an untrusted receipt body (must be exactly `EVACUATE_RECEIPT_LEN` bytes).
+    ///
+    /// Every bit pattern of the fields is representable, so the length is the only rule
+    /// checked here; whether the evidence id, sizes and hash are the expected ones is the
+    /// caller's check.
     pub fn parse(body: &[u8]) -> Result<Self, ProtocolError> {
-        let _ = body;
-        todo!()
+        if body.len() != EVACUATE_RECEIPT_LEN {
+            return Err(malformed("evacuate receipt is not exactly 72 bytes"));
+        }
+        let mut evidence_id = [0u8; 16];
+        evidence_id.copy_from_slice(&body[0..16]);
+        let mut sha256 = [0u8; 32];
+        sha256.copy_from_slice(&body[24..56]);
+        Ok(EvacuateReceipt {
+            evidence_id,
+            original_size: le_u32(body, 16),
+            compressed_size: le_u32(body, 20),
+            sha256,
+            encode_ns: le_u64(body, 56),
+            store_ns: le_u64(body, 64),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_wire_values_and_names() {
+        for (i, k) in JobKind::ALL.iter().enumerate() {
+            assert_eq!(*k as u8 as usize, i);
+            assert_eq!(JobKind::from_u8(i as u8).unwrap(), *k);
+        }
+        let names: Vec<_> = JobKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names,
+            ["noop", "encode", "evacuate", "restore", "erase", "decode"]
+        );
+        for (i, s) in Severity::ALL.iter().enumerate() {
+            assert_eq!(Severity::from_u8(i as u8).unwrap(), *s);
+        }
+        let names: Vec<_> = Severity::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["low", "medium", "high", "critical"]);
+        for (i, c) in FailCode::ALL.iter().enumerate() {
+            assert_eq!(*c as u16 as usize, i + 1);
+            assert_eq!(FailCode::from_u16(i as u16 + 1).unwrap(), *c);
+        }
+        let names: Vec<_> = FailCode::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "invalid_request",
+                "evidence_too_large",
+                "integrity_violation",
+                "decompression_limit",
+                "cold_storage_unavailable",
+                "not_found",
+                "cold_storage_rejected",
+                "internal"
+            ]
+        );
+        assert!(JobKind::from_u8(6).is_err());
+        assert!(Severity::from_u8(4).is_err());
+        assert!(FailCode::from_u16(0).is_err());
+        assert!(FailCode::from_u16(9).is_err());
+    }
+
+    #[test]
+    fn truncate_fail_message_keeps_utf8() {
+        assert_eq!(truncate_fail_message("short"), "short");
+        let exact = "a".repeat(MAX_FAIL_MESSAGE);
+        assert_eq!(truncate_fail_message(&exact), exact);
+        // 511 ASCII bytes then a 3-byte character straddling the limit.
+        let straddle = format!("{}€tail", "a".repeat(MAX_FAIL_MESSAGE - 1));
+        let t = truncate_fail_message(&straddle);
+        assert_eq!(t.len(), MAX_FAIL_MESSAGE - 1);
+        assert!(straddle.starts_with(t));
     }
 }

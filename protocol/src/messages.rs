@@ -1,14 +1,49 @@
 //! Message bodies carried in frames. Control messages flow between supervisor and hound over
 //! the per-hound socketpair; daemon messages (added with the daemon) between `houndd` and clients.
 //!
-//! STUB CONTRACT: types and signatures are fixed; the helper implements encode/decode.
+//!
+//! Each message's frame body is the bincode encoding (see [`crate::codec`] and
+//! docs/PROTOCOL.md) of the struct its variant carries, at most [`MAX_CONTROL_BODY`] bytes.
 
-use crate::frame::FrameHeader;
+use crate::codec;
+use crate::frame::{parse_frame, write_frame, FrameHeader};
 use crate::ProtocolError;
 use serde::{Deserialize, Serialize};
 
 /// Limit on any control message body, in bytes.
 pub const MAX_CONTROL_BODY: u32 = 64 * 1024;
+
+/// Deserializes a sequence without reserving space for the length it announces.
+///
+/// serde's own `Vec` reserves up to 1 MiB for an announced length before reading any element;
+/// a peer can announce 2^40 elements in an 8-byte body. Growing as elements are actually
+/// decoded keeps memory proportional to the body, which is at most [`MAX_CONTROL_BODY`].
+/// Every `Vec` field of a message uses this.
+fn vec_without_prealloc<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Growing<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Growing<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    deserializer.deserialize_seq(Growing(std::marker::PhantomData))
+}
 
 /// The kind field of a frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,16 +62,29 @@ pub enum MessageKind {
 impl MessageKind {
     /// Maps a wire value to a kind; unknown values are `UnknownMessageKind`.
     pub fn from_u16(value: u16) -> Result<Self, ProtocolError> {
-        let _ = value;
-        todo!()
+        match value {
+            1 => Ok(MessageKind::Hello),
+            2 => Ok(MessageKind::Ready),
+            3 => Ok(MessageKind::Shutdown),
+            4 => Ok(MessageKind::Fatal),
+            kind => Err(ProtocolError::UnknownMessageKind { kind }),
+        }
     }
     /// Stable lowercase name for errors and logs.
     pub fn name(self) -> &'static str {
-        todo!()
+        match self {
+            MessageKind::Hello => "hello",
+            MessageKind::Ready => "ready",
+            MessageKind::Shutdown => "shutdown",
+            MessageKind::Fatal => "fatal",
+        }
     }
 }
 
 /// A decoded message of any kind.
+// `Hello` is ~300 bytes and the others are small, but the variant types are part of the fixed
+// API and messages are rare (a handshake per hound), so boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// See [`Hello`].
@@ -52,22 +100,67 @@ pub enum Message {
 impl Message {
     /// The frame kind of this message.
     pub fn kind(&self) -> MessageKind {
-        todo!()
+        match self {
+            Message::Hello(_) => MessageKind::Hello,
+            Message::Ready(_) => MessageKind::Ready,
+            Message::Shutdown(_) => MessageKind::Shutdown,
+            Message::Fatal(_) => MessageKind::Fatal,
+        }
     }
     /// Appends this message as one complete frame to `out`.
+    ///
+    /// Fails with [`ProtocolError::EncodeFailed`] if the body would exceed
+    /// [`MAX_CONTROL_BODY`]; `out` is then left untouched.
     pub fn encode_frame(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
-        let _ = out;
-        todo!()
+        let kind = self.kind();
+        let (name, limit) = (kind.name(), u64::from(MAX_CONTROL_BODY));
+        let body = match self {
+            Message::Hello(m) => codec::encode(name, m, limit)?,
+            Message::Ready(m) => codec::encode(name, m, limit)?,
+            Message::Shutdown(m) => codec::encode(name, m, limit)?,
+            Message::Fatal(m) => codec::encode(name, m, limit)?,
+        };
+        write_frame(kind, &body, out)
     }
     /// Decodes the body of a frame whose header was already validated.
+    ///
+    /// `body` must be exactly `header.body_len` bytes ([`ProtocolError::Truncated`] if
+    /// shorter, [`ProtocolError::TrailingBytes`] if longer) and must decode as the struct of
+    /// `header.kind` within [`MAX_CONTROL_BODY`] ([`ProtocolError::MalformedBody`] otherwise).
+    /// Field values are not checked against policy (e.g. `Hello::protocol_version`): that is
+    /// the handshake's job.
     pub fn decode(header: &FrameHeader, body: &[u8]) -> Result<Self, ProtocolError> {
-        let _ = (header, body);
-        todo!()
+        let announced = header.body_len as usize;
+        match body.len().cmp(&announced) {
+            std::cmp::Ordering::Less => {
+                return Err(ProtocolError::Truncated {
+                    needed: announced,
+                    available: body.len(),
+                })
+            }
+            std::cmp::Ordering::Greater => {
+                return Err(ProtocolError::TrailingBytes {
+                    expected: announced,
+                    found: body.len(),
+                })
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        let (name, limit) = (header.kind.name(), u64::from(MAX_CONTROL_BODY));
+        Ok(match header.kind {
+            MessageKind::Hello => Message::Hello(codec::decode(name, body, limit)?),
+            MessageKind::Ready => Message::Ready(codec::decode(name, body, limit)?),
+            MessageKind::Shutdown => Message::Shutdown(codec::decode(name, body, limit)?),
+            MessageKind::Fatal => Message::Fatal(codec::decode(name, body, limit)?),
+        })
     }
     /// Parses one whole datagram (header + body) into a message.
+    ///
+    /// The datagram must hold exactly one frame with a body of at most [`MAX_CONTROL_BODY`]
+    /// bytes; errors are those of [`crate::frame::parse_frame`] and [`Message::decode`].
     pub fn from_datagram(bytes: &[u8]) -> Result<Self, ProtocolError> {
-        let _ = bytes;
-        todo!()
+        let (header, body) = parse_frame(bytes, MAX_CONTROL_BODY)?;
+        Message::decode(&header, body)
     }
 }
 
@@ -228,6 +321,7 @@ pub enum LayerMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SandboxPolicy {
     /// (layer, mode) pairs.
+    #[serde(deserialize_with = "vec_without_prealloc")]
     pub layers: Vec<(Layer, LayerMode)>,
 }
 
@@ -279,6 +373,7 @@ pub struct LayerReport {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SandboxReport {
     /// One entry per layer, in application order.
+    #[serde(deserialize_with = "vec_without_prealloc")]
     pub layers: Vec<LayerReport>,
 }
 
@@ -305,4 +400,81 @@ pub struct Shutdown {
 pub struct Fatal {
     /// Why the hound is about to exit.
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KINDS: [MessageKind; 4] = [
+        MessageKind::Hello,
+        MessageKind::Ready,
+        MessageKind::Shutdown,
+        MessageKind::Fatal,
+    ];
+
+    #[test]
+    fn kind_wire_values_and_names() {
+        for kind in KINDS {
+            assert_eq!(MessageKind::from_u16(kind as u16).unwrap(), kind);
+        }
+        let names: Vec<_> = KINDS.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["hello", "ready", "shutdown", "fatal"]);
+        for bad in [0u16, 5, 0x100, u16::MAX] {
+            assert!(matches!(
+                MessageKind::from_u16(bad),
+                Err(ProtocolError::UnknownMessageKind { kind }) if kind == bad
+            ));
+        }
+    }
+
+    #[test]
+    fn body_length_must_match_header() {
+        let mut out = Vec::new();
+        Message::Shutdown(Shutdown { grace_ms: 1 })
+            .encode_frame(&mut out)
+            .unwrap();
+        let header = FrameHeader {
+            kind: MessageKind::Shutdown,
+            body_len: 4,
+        };
+        let body = &out[crate::frame::FRAME_HEADER_LEN..];
+        assert_eq!(
+            Message::decode(&header, body).unwrap(),
+            Message::Shutdown(Shutdown { grace_ms: 1 })
+        );
+        assert!(matches!(
+            Message::decode(&header, &body[..3]),
+            Err(ProtocolError::Truncated {
+                needed: 4,
+                available: 3
+            })
+        ));
+        assert!(matches!(
+            Message::decode(&header, &[1, 0, 0, 0, 0]),
+            Err(ProtocolError::TrailingBytes {
+                expected: 4,
+                found: 5
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_message_is_not_encoded() {
+        let msg = Message::Fatal(Fatal {
+            message: "x".repeat(MAX_CONTROL_BODY as usize),
+        });
+        let mut out = vec![1, 2, 3];
+        assert!(matches!(
+            msg.encode_frame(&mut out),
+            Err(ProtocolError::EncodeFailed { kind: "fatal", .. })
+        ));
+        assert_eq!(out, [1, 2, 3]);
+        // The largest message that fits: 8 bytes of length + the string.
+        let msg = Message::Fatal(Fatal {
+            message: "x".repeat(MAX_CONTROL_BODY as usize - 8),
+        });
+        msg.encode_frame(&mut out).unwrap();
+        assert_eq!(Message::from_datagram(&out[3..]).unwrap(), msg);
+    }
 }

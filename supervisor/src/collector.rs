@@ -64,7 +64,7 @@ struct SpawnOrder {
     not_before: Instant,
 }
 
-type SpawnResult = Result<Spawned, (u32, u64, String)>;
+type SpawnResult = Result<Spawned, (u32, u64, PoolError)>;
 
 /// The collector's view of a live hound.
 struct HoundProc {
@@ -96,16 +96,62 @@ struct Collector {
     finishing: bool,
 }
 
-/// Starts the collector and spawner threads with the initial hounds.
+/// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
+/// then starts the collector. On failure nothing is left running: the spawner stops and every
+/// started hound is killed and reaped by its guard.
 pub(crate) fn start(
     sh: Arc<Shared>,
     binary: PathBuf,
     pool_id: [u8; 16],
-    spawned: Vec<Spawned>,
 ) -> Result<(JoinHandle<()>, JoinHandle<()>), PoolError> {
     let n = sh.slots.len();
     let (order_tx, order_rx) = crossbeam_channel::unbounded();
     let (result_tx, result_rx) = crossbeam_channel::unbounded();
+    let os = |source| PoolError::Os {
+        op: "spawn thread",
+        source,
+    };
+    let sh2 = sh.clone();
+    let spawner = std::thread::Builder::new()
+        .name("houndpool-spawner".into())
+        .spawn(move || spawner_loop(sh2, binary, pool_id, order_rx, result_tx))
+        .map_err(os)?;
+    let now = Instant::now();
+    for slot in 0..n as u32 {
+        let _ = order_tx.send(SpawnOrder {
+            slot,
+            generation: 1,
+            not_before: now,
+        });
+    }
+    let wait = sh.config.start_timeout + Duration::from_secs(5);
+    let mut spawned = Vec::with_capacity(n);
+    let mut failure = None;
+    for _ in 0..n {
+        match result_rx.recv_timeout(wait) {
+            Ok(Ok(s)) => spawned.push(s),
+            Ok(Err((_, _, e))) => {
+                failure = Some(e);
+                break;
+            }
+            Err(_) => {
+                failure = Some(PoolError::SpawnFailed {
+                    slot: spawned.len() as u32,
+                    reason: format!("no hound ready within {wait:?}"),
+                });
+                break;
+            }
+        }
+    }
+    if let Some(e) = failure {
+        drop(order_tx);
+        drop(spawned); // guards kill and reap
+        let _ = spawner.join();
+        while let Ok(r) = result_rx.try_recv() {
+            drop(r);
+        }
+        return Err(e);
+    }
     let mut c = Collector {
         sh: sh.clone(),
         hounds: (0..n).map(|_| None).collect(),
@@ -123,15 +169,6 @@ pub(crate) fn start(
     for s in spawned {
         c.install(s);
     }
-    let os = |source| PoolError::Os {
-        op: "spawn thread",
-        source,
-    };
-    let sh2 = sh.clone();
-    let spawner = std::thread::Builder::new()
-        .name("houndpool-spawner".into())
-        .spawn(move || spawner_loop(sh2, binary, pool_id, order_rx, result_tx))
-        .map_err(os)?;
     let collector = std::thread::Builder::new()
         .name("houndpool-collector".into())
         .spawn(move || c.run())
@@ -170,7 +207,7 @@ fn spawner_loop(
         let span = tracing::info_span!("hound_spawn", slot = o.slot, generation = o.generation);
         let _e = span.enter();
         let r = spawn_hound(&sh.config, &binary, pool_id, o.slot, o.generation)
-            .map_err(|e| (o.slot, o.generation, e.to_string()));
+            .map_err(|e| (o.slot, o.generation, e));
         // A result the collector no longer takes is dropped here, and the ChildGuard inside a
         // Spawned kills and reaps its process.
         if results.send(r).is_err() {
@@ -650,9 +687,10 @@ impl Collector {
                 match h.reader.read_request(meta.pos.start, &mut bytes) {
                     Ok(_) => {
                         let mut owned = std::mem::take(&mut bytes);
-                        // RequestHeader byte 11 is the attempt counter.
+                        // RequestHeader byte 11 is the attempt flag: 0 first try, 1 retry
+                        // (the hound refuses any other value).
                         if let Some(a) = owned.get_mut(11) {
-                            *a = a.saturating_add(1);
+                            *a = 1;
                         }
                         meta.tries = meta.tries.saturating_add(1);
                         sh.counters.retries.inc();

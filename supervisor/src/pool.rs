@@ -324,11 +324,6 @@ impl PoolBuilder {
             ColdConfig::S3(t) => Some(t.prefix.clone()),
         };
 
-        // Start every hound before any thread exists; on failure the guards reap them.
-        let mut spawned = Vec::with_capacity(n);
-        for slot in 0..n as u32 {
-            spawned.push(spawn::spawn_hound(&config, &binary, pool_id, slot, 1)?);
-        }
         let (outcome_tx, outcome_rx) = match config.outcome_capacity {
             Some(cap) => {
                 let (t, r) = crossbeam_channel::bounded(cap);
@@ -376,7 +371,10 @@ impl PoolBuilder {
             sandbox_report: Mutex::new(None),
             retrying: AtomicUsize::new(0),
         });
-        let (collector, spawner) = collector::start(shared.clone(), binary, pool_id, spawned)?;
+        // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
+        // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
+        // thread would kill the hounds when that thread ends.
+        let (collector, spawner) = collector::start(shared.clone(), binary, pool_id)?;
         info!(hounds = n, "houndpool started");
         Ok(Pool {
             shared,

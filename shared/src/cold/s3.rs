@@ -1,40 +1,799 @@
-//! S3-compatible cold store (rusty-s3 signing + ureq blocking HTTP).
-//! STUB: implemented with the daemon / S3 issue.
+//! S3-compatible cold store: rusty-s3 (sans-IO SigV4 presigning) + ureq (blocking HTTP/1.1,
+//! rustls for `https` endpoints). No threads, no async: one [`ureq::Agent`] per store, its
+//! connections reused.
+//!
+//! Keys are used verbatim: the caller builds them with [`crate::cold::object_key`] from the
+//! target's prefix, exactly as for the filesystem store.
+//!
+//! Transient failures (connection refused or reset, timeouts, HTTP 5xx, 429, 408) are retried
+//! with exponential backoff and jitter within [`S3Tuning`]. A `put` that still fails
+//! transiently is written to the local spool (if one is configured and has room) and reported
+//! as [`PutOutcome::Spooled`]; [`S3Store::drain_spool`] uploads spooled envelopes later under
+//! the same key. Refusals (403, 404 bucket, 400, redirects) are [`SharedError::ColdRejected`]
+//! and are never spooled. See docs/S3.md.
 
-use super::{ColdStore, PutOutcome};
+mod retry;
+mod spool;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
+use self::spool::Spool;
+use super::{validate_key, ColdStore, PutOutcome};
 use crate::SharedError;
 use houndpool_protocol::messages::S3Target;
 
-/// An S3 bucket (and prefix) reached over HTTP(S).
-#[derive(Debug)]
+/// Lifetime of each presigned request URL. A URL is signed right before it is sent, so this
+/// only has to cover clock skew between this host and the server.
+const PRESIGN_EXPIRY: Duration = Duration::from_secs(15 * 60);
+/// Largest error body read to explain a refusal.
+const ERROR_BODY_LIMIT: u64 = 8 * 1024;
+/// Largest ListObjectsV2 page accepted (1000 keys of 1024 bytes, XML-escaped, fit easily).
+const LIST_PAGE_LIMIT: u64 = 16 * 1024 * 1024;
+/// Most pages one `list` follows (1000 keys each): a server that never stops paginating
+/// cannot keep a hound busy forever.
+const LIST_MAX_PAGES: usize = 100_000;
+
+/// Retry, timeout and spool-claim tuning of an [`S3Store`]. [`Default`] is the production
+/// policy; tests use shorter delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Tuning {
+    /// Attempts per request in all, the first included (values below 1 count as 1).
+    pub attempts: u32,
+    /// Backoff before the second attempt; doubles per attempt, jittered into `[d/2, d]`.
+    pub base_delay: Duration,
+    /// Cap of a single backoff.
+    pub max_delay: Duration,
+    /// No new attempt of a request starts once this much time has passed since its first.
+    pub retry_budget: Duration,
+    /// TCP (and TLS) connection setup timeout per attempt.
+    pub connect_timeout: Duration,
+    /// Longest wait for any single socket read or write once connected.
+    pub io_timeout: Duration,
+    /// A drainer's claim older than this is taken to belong to a dead or hung process and is
+    /// returned to the queue. Must exceed the longest upload (attempts × I/O time).
+    pub claim_stale_after: Duration,
+}
+
+impl Default for S3Tuning {
+    /// 4 attempts, 200 ms base backoff capped at 5 s, 30 s budget, 5 s connect timeout,
+    /// 30 s I/O timeout, claims stale after 15 minutes.
+    fn default() -> Self {
+        S3Tuning {
+            attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+            claim_stale_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl S3Tuning {
+    fn policy(&self) -> Policy {
+        Policy {
+            attempts: self.attempts,
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+            budget: self.retry_budget,
+        }
+    }
+}
+
+/// Checks a spooled envelope before the drainer uploads it. The default is
+/// [`default_spool_verifier`] (`envelope::verify`: length and SHA-256, no decompression).
+pub type SpoolVerifier = fn(&[u8]) -> Result<(), SharedError>;
+
+/// The default [`SpoolVerifier`]: [`houndpool_protocol::envelope::verify`].
+pub fn default_spool_verifier(envelope: &[u8]) -> Result<(), SharedError> {
+    houndpool_protocol::envelope::verify(envelope)
+        .map(|_| ())
+        .map_err(SharedError::from)
+}
+
+/// What one [`S3Store::drain_spool`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Envelopes uploaded under their key and removed from the spool.
+    pub uploaded: usize,
+    /// Records still in the spool afterwards (pending or claimed by another drainer).
+    pub remaining: usize,
+    /// Records that failed verification and were moved to `quarantine/` (never uploaded).
+    pub quarantined: usize,
+    /// Why draining stopped early, if the target became unavailable (the record being
+    /// uploaded was put back).
+    pub unavailable: Option<String>,
+}
+
+/// An S3 bucket reached over HTTP(S), with an optional local spool for outages.
+///
+/// Guarantees: `put` either stores the whole object (`Stored`), or durably spools it
+/// (`Spooled`), or returns an error and leaves nothing new visible under the key; spooled
+/// envelopes are uploaded only under their original key.
 pub struct S3Store {
-    _private: (),
+    bucket: Bucket,
+    credentials: Credentials,
+    agent: ureq::Agent,
+    tuning: S3Tuning,
+    spool: Option<Spool>,
+    verify: SpoolVerifier,
+    description: String,
+}
+
+impl fmt::Debug for S3Store {
+    /// Never prints credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("target", &self.description)
+            .field("tuning", &self.tuning)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(key: &str, value: &str, allowed: &str) -> SharedError {
+    SharedError::InvalidConfig {
+        key: format!("cold.s3.{key}"),
+        value: value.into(),
+        allowed: allowed.into(),
+    }
 }
 
 impl S3Store {
-    /// Prepares a client for `target` (no network traffic yet).
+    /// Prepares a client for `target` with the default [`S3Tuning`] (no network traffic,
+    /// no filesystem access yet).
     pub fn open(target: &S3Target) -> Result<Self, SharedError> {
-        let _ = target;
-        Err(SharedError::ColdUnavailable {
-            reason: "the S3 backend is not built yet".into(),
+        Self::open_with(target, S3Tuning::default())
+    }
+
+    /// Like [`S3Store::open`] with explicit tuning. Validates the endpoint (http or https
+    /// URL with a host), bucket, region and credentials; the spool directory must be
+    /// absolute. Errors are [`SharedError::InvalidConfig`] naming the field (secrets are
+    /// never echoed).
+    pub fn open_with(target: &S3Target, tuning: S3Tuning) -> Result<Self, SharedError> {
+        let mut endpoint = url::Url::parse(&target.endpoint).map_err(|e| {
+            invalid(
+                "endpoint",
+                &target.endpoint,
+                &format!("an http:// or https:// URL ({e})"),
+            )
+        })?;
+        if target.bucket.is_empty() {
+            return Err(invalid("bucket", "", "a bucket name"));
+        }
+        if target.region.is_empty() {
+            return Err(invalid("region", "", "a signing region, e.g. us-east-1"));
+        }
+        if target.access_key.is_empty() {
+            return Err(invalid("access_key", "", "a non-empty access key id"));
+        }
+        if target.secret_key.is_empty() {
+            return Err(invalid("secret_key", "", "a non-empty secret key"));
+        }
+        // Credentials in the URL would be logged by describe() and are ignored by rusty-s3.
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(invalid(
+                "endpoint",
+                "<redacted>",
+                "a URL without user:password (use access_key / secret_key)",
+            ));
+        }
+        endpoint.set_query(None);
+        endpoint.set_fragment(None);
+        let style = if target.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(
+            endpoint.clone(),
+            style,
+            target.bucket.clone(),
+            target.region.clone(),
+        )
+        .map_err(|e| {
+            invalid(
+                "endpoint",
+                endpoint.as_str(),
+                &format!(
+                    "an http(s) URL with a host; virtual-host style needs a DNS name and a \
+                     bucket name valid in one ({e:?})"
+                ),
+            )
+        })?;
+        let credentials = match &target.session_token {
+            Some(token) => Credentials::new_with_token(
+                target.access_key.clone(),
+                target.secret_key.clone(),
+                token.clone(),
+            ),
+            None => Credentials::new(target.access_key.clone(), target.secret_key.clone()),
+        };
+        let spool = target
+            .spool_dir
+            .as_deref()
+            .map(|dir| Spool::new(dir, target.spool_limit_bytes))
+            .transpose()?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            // Statuses are classified here (transient / refusal), not turned into errors.
+            .http_status_as_error(false)
+            // A redirect from S3 means a wrong region or endpoint; presigned URLs cannot
+            // follow it anyway. The 3xx answer is returned and classified as a refusal.
+            .max_redirects(0)
+            // The hound's environment is empty; never pick a proxy up from variables.
+            .proxy(None)
+            .timeout_connect(Some(tuning.connect_timeout))
+            .timeout_per_read(Some(tuning.io_timeout))
+            .timeout_per_write(Some(tuning.io_timeout))
+            .user_agent(concat!("houndpool/", env!("CARGO_PKG_VERSION")))
+            .max_idle_connections(2)
+            .max_idle_connections_per_host(2)
+            .build()
+            .into();
+        let description = format!(
+            "s3 {}://{}{} bucket={} prefix={:?} region={} {} spool={}",
+            endpoint.scheme(),
+            endpoint.host_str().unwrap_or(""),
+            endpoint.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            target.bucket,
+            target.prefix,
+            target.region,
+            if target.path_style {
+                "path-style"
+            } else {
+                "virtual-host"
+            },
+            match &spool {
+                Some(s) => format!(
+                    "{} (limit {} bytes)",
+                    s.dir().display(),
+                    target.spool_limit_bytes
+                ),
+                None => "none".into(),
+            },
+        );
+        Ok(S3Store {
+            bucket,
+            credentials,
+            agent,
+            tuning,
+            spool,
+            verify: default_spool_verifier,
+            description,
         })
+    }
+
+    /// Replaces the check applied to spooled envelopes before upload (default
+    /// [`default_spool_verifier`]). A record the verifier refuses is quarantined.
+    pub fn set_spool_verifier(&mut self, verify: SpoolVerifier) {
+        self.verify = verify;
+    }
+
+    /// The spool directory, if one is configured.
+    pub fn spool_dir(&self) -> Option<&Path> {
+        self.spool.as_ref().map(|s| s.dir())
+    }
+
+    /// Number of records in the spool (pending or being uploaded); 0 without a spool.
+    pub fn spooled(&self) -> Result<usize, SharedError> {
+        match &self.spool {
+            Some(s) => s.count().map_err(|e| spool_io("spool count", s, e)),
+            None => Ok(0),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        self.tuning.policy()
+    }
+
+    /// Reads a small answer body, for classification or to free the connection for reuse
+    /// (never fails: an unreadable body just gives a less precise reason).
+    fn error_body(resp: &mut ureq::http::Response<ureq::Body>) -> Vec<u8> {
+        resp.body_mut()
+            .with_config()
+            .limit(ERROR_BODY_LIMIT)
+            .read_to_vec()
+            .unwrap_or_default()
+    }
+
+    /// One PutObject, retried. `Ok` only on a 2xx answer.
+    fn put_remote(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
+        // Content-MD5 makes the server refuse (400 BadDigest) a body damaged in transit.
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(envelope));
+        self.policy().run(|| {
+            let mut action = self.bucket.put_object(Some(&self.credentials), key);
+            action.headers_mut().insert("content-md5", md5.as_str());
+            let url = action.sign(PRESIGN_EXPIRY);
+            let mut resp = self
+                .agent
+                .put(url.as_str())
+                .header("content-md5", md5.as_str())
+                .send(envelope)
+                .map_err(|e| classify_ureq("put", e))?;
+            let status = resp.status().as_u16();
+            // Read the (small) body either way so the connection can be reused.
+            let body = Self::error_body(&mut resp);
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            Err(classify_status("put", status, &body))
+        })
+    }
+
+    /// One GetObject, retried, refusing objects above `max_len` bytes.
+    fn get_remote(&self, key: &str, max_len: usize) -> Result<Vec<u8>, Fail> {
+        let max = max_len as u64;
+        self.policy().run(|| {
+            let url = self
+                .bucket
+                .get_object(Some(&self.credentials), key)
+                .sign(PRESIGN_EXPIRY);
+            let mut resp = self
+                .agent
+                .get(url.as_str())
+                .call()
+                .map_err(|e| classify_ureq("get", e))?;
+            let status = resp.status().as_u16();
+            if status == 404 {
+                let body = Self::error_body(&mut resp);
+                return Err(not_found_or_rejected("get", key, &body));
+            }
+            if !resp.status().is_success() {
+                return Err(classify_status("get", status, &Self::error_body(&mut resp)));
+            }
+            if let Some(len) = resp.body().content_length() {
+                if len > max {
+                    return Err(Fail::Final(SharedError::ObjectTooLarge {
+                        key: key.into(),
+                        len,
+                        max,
+                    }));
+                }
+            }
+            match resp.body_mut().with_config().limit(max).read_to_vec() {
+                Ok(v) => Ok(v),
+                // No (or a lying) Content-Length: the size is only known to exceed `max`.
+                Err(ureq::Error::BodyExceedsLimit(_)) => {
+                    Err(Fail::Final(SharedError::ObjectTooLarge {
+                        key: key.into(),
+                        len: max.saturating_add(1),
+                        max,
+                    }))
+                }
+                Err(e) => Err(classify_ureq("get", e)),
+            }
+        })
+    }
+
+    /// HeadObject, retried: whether the object exists.
+    fn head_remote(&self, key: &str) -> Result<bool, Fail> {
+        self.policy().run(|| {
+            let url = self
+                .bucket
+                .head_object(Some(&self.credentials), key)
+                .sign(PRESIGN_EXPIRY);
+            let resp = self
+                .agent
+                .head(url.as_str())
+                .call()
+                .map_err(|e| classify_ureq("head", e))?;
+            match resp.status().as_u16() {
+                200..=299 => Ok(true),
+                // HEAD has no body, so a missing bucket looks like a missing key here; the
+                // DELETE that follows tells them apart.
+                404 => Ok(false),
+                s => Err(classify_status("head", s, b"")),
+            }
+        })
+    }
+
+    /// DeleteObject, retried. A missing key is success (S3 answers 204 either way).
+    fn delete_remote(&self, key: &str) -> Result<(), Fail> {
+        self.policy().run(|| {
+            let url = self
+                .bucket
+                .delete_object(Some(&self.credentials), key)
+                .sign(PRESIGN_EXPIRY);
+            let mut resp = self
+                .agent
+                .delete(url.as_str())
+                .call()
+                .map_err(|e| classify_ureq("delete", e))?;
+            let status = resp.status().as_u16();
+            let body = Self::error_body(&mut resp);
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            if status == 404 {
+                return match not_found_or_rejected("delete", key, &body) {
+                    Fail::Final(SharedError::NotFound { .. }) => Ok(()),
+                    other => Err(other),
+                };
+            }
+            Err(classify_status("delete", status, &body))
+        })
+    }
+
+    /// ListObjectsV2 over every page, each page retried.
+    fn list_remote(&self, prefix: &str) -> Result<Vec<String>, Fail> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..LIST_MAX_PAGES {
+            let page = self.policy().run(|| {
+                let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+                if !prefix.is_empty() {
+                    action.with_prefix(prefix);
+                }
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                let url = action.sign(PRESIGN_EXPIRY);
+                let mut resp = self
+                    .agent
+                    .get(url.as_str())
+                    .call()
+                    .map_err(|e| classify_ureq("list", e))?;
+                let status = resp.status().as_u16();
+                if !resp.status().is_success() {
+                    return Err(classify_status(
+                        "list",
+                        status,
+                        &Self::error_body(&mut resp),
+                    ));
+                }
+                let body = match resp
+                    .body_mut()
+                    .with_config()
+                    .limit(LIST_PAGE_LIMIT)
+                    .read_to_string()
+                {
+                    Ok(b) => b,
+                    Err(ureq::Error::BodyExceedsLimit(_)) => {
+                        return Err(Fail::Final(SharedError::ColdRejected {
+                            op: "list",
+                            status,
+                            reason: format!("listing page larger than {LIST_PAGE_LIMIT} bytes"),
+                        }))
+                    }
+                    Err(e) => return Err(classify_ureq("list", e)),
+                };
+                // A garbled page is most likely a transport hiccup: retried like one.
+                rusty_s3::actions::ListObjectsV2::parse_response(&body).map_err(|e| {
+                    Fail::Transient(format!("list: malformed ListObjectsV2 page: {e}"))
+                })
+            })?;
+            keys.extend(
+                page.contents
+                    .into_iter()
+                    .map(|c| c.key)
+                    .filter(|k| k.starts_with(prefix)),
+            );
+            match page.next_continuation_token {
+                Some(next) if token.as_deref() == Some(next.as_str()) => {
+                    return Err(Fail::Final(SharedError::ColdRejected {
+                        op: "list",
+                        status: 200,
+                        reason: "the server repeated a continuation token".into(),
+                    }))
+                }
+                Some(next) => token = Some(next),
+                None => return Ok(keys),
+            }
+        }
+        Err(Fail::Final(SharedError::ColdRejected {
+            op: "list",
+            status: 200,
+            reason: format!("more than {LIST_MAX_PAGES} listing pages"),
+        }))
+    }
+
+    /// Uploads up to `max_items` spooled envelopes, oldest first, each under the key it was
+    /// spooled for, and removes them from the spool once the target acknowledged them.
+    ///
+    /// Each record is first claimed by an atomic rename (so concurrent drainers never upload
+    /// the same record twice at once), checked with the [`SpoolVerifier`] (a refused record is
+    /// moved to `quarantine/` and counted, never uploaded), then uploaded. On a transient
+    /// failure the record is put back and draining stops ([`DrainReport::unavailable`]); on a
+    /// refusal (e.g. 403) it is put back and the refusal returned. Claims older than
+    /// [`S3Tuning::claim_stale_after`] (their drainer died) are returned to the queue first.
+    /// If a record is erased while it is being uploaded, the uploaded object is deleted again.
+    pub fn drain_spool(&mut self, max_items: usize) -> Result<DrainReport, SharedError> {
+        let Some(spool) = self.spool.clone() else {
+            return Ok(DrainReport::default());
+        };
+        let io = |op: &'static str, e| spool_io(op, &spool, e);
+        spool
+            .reclaim_stale(self.tuning.claim_stale_after)
+            .map_err(|e| io("spool reclaim", e))?;
+        let mut report = DrainReport::default();
+        let mut processed = 0usize;
+        for entry in spool.pending().map_err(|e| io("spool list", e))? {
+            if processed >= max_items {
+                break;
+            }
+            let Some(claim) = spool.claim(&entry).map_err(|e| io("spool claim", e))? else {
+                continue; // another drainer took it, or it was erased
+            };
+            processed += 1;
+            let record = match spool.read_claim(&claim) {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(why)) => Err(why.to_owned()),
+                Err(e) => {
+                    // Best effort: the read error is the one to report; a claim that cannot
+                    // be put back is returned to the queue once stale.
+                    let _ = spool.unclaim(claim);
+                    return Err(io("spool read", e));
+                }
+            };
+            let checked = record.and_then(|r| {
+                validate_key(&r.key).map_err(|e| e.to_string())?;
+                (self.verify)(&r.envelope).map_err(|e| e.to_string())?;
+                Ok(r)
+            });
+            let record = match checked {
+                Ok(r) => r,
+                Err(why) => {
+                    let name = claim.name().to_owned();
+                    let dest = spool
+                        .quarantine(claim)
+                        .map_err(|e| io("spool quarantine", e))?;
+                    tracing::error!(record = %name, to = %dest.display(), reason = %why,
+                        "spooled envelope failed verification; quarantined, not uploaded");
+                    report.quarantined += 1;
+                    continue;
+                }
+            };
+            match self.put_remote(&record.key, &record.envelope) {
+                Ok(()) => {
+                    if spool.finish(claim).map_err(|e| io("spool remove", e))? {
+                        tracing::info!(key = %record.key, "spooled envelope uploaded");
+                        report.uploaded += 1;
+                    } else {
+                        // Erased while we uploaded: the erasure must win.
+                        tracing::warn!(key = %record.key,
+                            "spooled envelope erased during upload; deleting the upload");
+                        self.delete_remote(&record.key).map_err(fail_into)?;
+                    }
+                }
+                Err(Fail::Transient(reason)) => {
+                    spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
+                    tracing::warn!(%reason, "cold target unavailable; draining stopped");
+                    report.unavailable = Some(reason);
+                    break;
+                }
+                Err(Fail::Final(e)) => {
+                    spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
+                    return Err(e);
+                }
+            }
+        }
+        report.remaining = spool.count().map_err(|e| io("spool count", e))?;
+        Ok(report)
+    }
+}
+
+fn spool_io(op: &'static str, spool: &Spool, source: std::io::Error) -> SharedError {
+    SharedError::ColdIo {
+        op,
+        key: spool.dir().display().to_string(),
+        source,
+    }
+}
+
+/// A 404 is a missing key unless S3 says the bucket is missing (a configuration error).
+fn not_found_or_rejected(op: &'static str, key: &str, body: &[u8]) -> Fail {
+    match s3_error(body) {
+        (Some(code), msg) if code == "NoSuchBucket" => Fail::Final(SharedError::ColdRejected {
+            op,
+            status: 404,
+            reason: match msg {
+                Some(m) => format!("{code}: {m}"),
+                None => code,
+            },
+        }),
+        _ => Fail::Final(SharedError::NotFound { key: key.into() }),
+    }
+}
+
+/// The error a caller sees when retries are exhausted (no spooling involved).
+fn fail_into(f: Fail) -> SharedError {
+    match f {
+        Fail::Transient(reason) => SharedError::ColdUnavailable { reason },
+        Fail::Final(e) => e,
     }
 }
 
 impl ColdStore for S3Store {
-    fn put(&mut self, _key: &str, _envelope: &[u8]) -> Result<PutOutcome, SharedError> {
-        Err(SharedError::ColdNotConfigured)
+    /// PutObject; after transient failures the envelope is spooled (if possible). A direct
+    /// success also drops an older spooled record of the same key, so the drainer cannot
+    /// later replace the new object with it.
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
+        validate_key(key)?;
+        match self.put_remote(key, envelope) {
+            Ok(()) => {
+                if let Some(spool) = &self.spool {
+                    if let Err(e) = spool.remove_pending(key) {
+                        tracing::warn!(%key, error = %e, "could not drop an obsolete spooled record");
+                    }
+                }
+                Ok(PutOutcome::Stored)
+            }
+            Err(Fail::Final(e)) => Err(e),
+            Err(Fail::Transient(reason)) => {
+                let Some(spool) = &self.spool else {
+                    return Err(SharedError::ColdUnavailable { reason });
+                };
+                match spool.store(key, envelope) {
+                    Ok(()) => {
+                        tracing::warn!(%key, %reason, "cold target unavailable; envelope spooled");
+                        Ok(PutOutcome::Spooled)
+                    }
+                    Err(e) => Err(SharedError::ColdUnavailable {
+                        reason: format!("{reason}; not spooled: {e}"),
+                    }),
+                }
+            }
+        }
     }
-    fn get(&mut self, _key: &str, _max_len: usize) -> Result<Vec<u8>, SharedError> {
-        Err(SharedError::ColdNotConfigured)
+
+    /// The spooled record first (newest version, and readable while the target is down),
+    /// then GetObject. 404 `NoSuchKey` → `NotFound`; `NoSuchBucket` → `ColdRejected`.
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError> {
+        validate_key(key)?;
+        if let Some(spool) = &self.spool {
+            if let Some(envelope) = spool.read(key, max_len)? {
+                return Ok(envelope);
+            }
+        }
+        self.get_remote(key, max_len).map_err(fail_into)
     }
-    fn delete(&mut self, _key: &str) -> Result<bool, SharedError> {
-        Err(SharedError::ColdNotConfigured)
+
+    /// Removes every spooled record of the key, then HEAD + DELETE at the target. Returns
+    /// whether the key existed in the spool or (per the HEAD just before the DELETE) at the
+    /// target.
+    fn delete(&mut self, key: &str) -> Result<bool, SharedError> {
+        validate_key(key)?;
+        let spooled = match &self.spool {
+            Some(spool) => spool
+                .remove_all(key)
+                .map_err(|e| spool_io("spool remove", spool, e))?,
+            None => false,
+        };
+        let remote = self.head_remote(key).map_err(fail_into)?;
+        self.delete_remote(key).map_err(fail_into)?;
+        Ok(spooled || remote)
     }
-    fn list(&mut self, _prefix: &str) -> Result<Vec<String>, SharedError> {
-        Err(SharedError::ColdNotConfigured)
+
+    /// Every key under `prefix` at the target (all pages) plus spooled keys, sorted, without
+    /// duplicates.
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError> {
+        let mut keys: std::collections::BTreeSet<String> = self
+            .list_remote(prefix)
+            .map_err(fail_into)?
+            .into_iter()
+            .collect();
+        if let Some(spool) = &self.spool {
+            keys.extend(
+                spool
+                    .keys(prefix)
+                    .map_err(|e| spool_io("spool list", spool, e))?,
+            );
+        }
+        Ok(keys.into_iter().collect())
     }
+
     fn describe(&self) -> String {
-        "s3 (not built)".into()
+        self.description.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> S3Target {
+        S3Target {
+            endpoint: "http://127.0.0.1:9".into(),
+            bucket: "b".into(),
+            prefix: "ev/".into(),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key: "AK".into(),
+            secret_key: "very-secret".into(),
+            session_token: None,
+            spool_dir: None,
+            spool_limit_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn open_validates_configuration() {
+        assert!(S3Store::open(&target()).is_ok());
+        type Mutation = fn(&mut S3Target);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|t| t.endpoint = "not a url".into(), "cold.s3.endpoint"),
+            (|t| t.endpoint = "ftp://h/".into(), "cold.s3.endpoint"),
+            (|t| t.endpoint = "http://u:p@h/".into(), "cold.s3.endpoint"),
+            (|t| t.path_style = false, "cold.s3.endpoint"), // IP host + virtual-host style
+            (|t| t.bucket.clear(), "cold.s3.bucket"),
+            (|t| t.region.clear(), "cold.s3.region"),
+            (|t| t.access_key.clear(), "cold.s3.access_key"),
+            (|t| t.secret_key.clear(), "cold.s3.secret_key"),
+            (
+                |t| t.spool_dir = Some("relative".into()),
+                "cold.s3.spool_dir",
+            ),
+        ];
+        for (mutate, want) in cases {
+            let mut t = target();
+            mutate(&mut t);
+            match S3Store::open(&t) {
+                Err(SharedError::InvalidConfig { key, value, .. }) => {
+                    assert_eq!(key, want);
+                    assert!(!value.contains("u:p"), "credentials echoed: {value}");
+                }
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn describe_and_debug_never_show_secrets() {
+        let mut t = target();
+        t.session_token = Some("tok-secret".into());
+        let s = S3Store::open(&t).unwrap();
+        for text in [s.describe(), format!("{s:?}")] {
+            assert!(
+                !text.contains("very-secret") && !text.contains("tok-secret"),
+                "{text}"
+            );
+            assert!(text.contains("bucket=b"), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_keys_are_refused_before_any_io() {
+        let mut s = S3Store::open(&target()).unwrap();
+        assert!(matches!(
+            s.put("../x", b""),
+            Err(SharedError::InvalidKey { .. })
+        ));
+        assert!(matches!(s.get("", 1), Err(SharedError::InvalidKey { .. })));
+        assert!(matches!(
+            s.delete("/a"),
+            Err(SharedError::InvalidKey { .. })
+        ));
+    }
+
+    #[test]
+    fn default_tuning_is_bounded() {
+        let t = S3Tuning::default();
+        assert!(t.attempts >= 2);
+        assert!(t.retry_budget <= Duration::from_secs(60));
+        assert!(t.claim_stale_after > t.retry_budget + t.io_timeout * t.attempts);
+    }
+
+    #[test]
+    fn not_found_distinguishes_missing_bucket() {
+        let body = b"<Error><Code>NoSuchBucket</Code><Message>no</Message></Error>";
+        assert!(matches!(
+            not_found_or_rejected("get", "k", body),
+            Fail::Final(SharedError::ColdRejected { status: 404, .. })
+        ));
+        assert!(matches!(
+            not_found_or_rejected("get", "k", b"<Error><Code>NoSuchKey</Code></Error>"),
+            Fail::Final(SharedError::NotFound { .. })
+        ));
+        assert!(matches!(
+            not_found_or_rejected("get", "k", b""),
+            Fail::Final(SharedError::NotFound { .. })
+        ));
     }
 }
