@@ -172,12 +172,19 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
     drop(pool);
     let left = leftover_hounds(&faults.pids);
     if !left.is_empty() {
+        // Say whether they go away by themselves (late reaping) or stay.
+        std::thread::sleep(Duration::from_millis(500));
+        let still = leftover_hounds(&faults.pids);
         violations.push(format!(
-            "hound processes left behind after shutdown: {}",
+            "processes left behind after shutdown: {} ({} still there 500 ms later)",
             left.iter()
-                .map(|(pid, state, cmd)| format!("{pid} ({state}) {cmd}"))
+                .map(|(pid, state, cmd)| {
+                    let seen = if faults.pids.contains(pid) { "hound" } else { "child" };
+                    format!("{pid} ({state}, {seen}) {cmd}")
+                })
                 .collect::<Vec<_>>()
-                .join("; ")
+                .join("; "),
+            still.len()
         ));
     }
 

@@ -99,11 +99,9 @@ pub fn want_progress(json: bool) -> bool {
 
 /// A histogram of values from 1 to one hour in nanoseconds, 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
-    // Bounds are constants that hdrhistogram accepts (low >= 1, high >= 2 * low, sigfig <= 5).
-    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).unwrap_or_else(|_| {
-        // Unreachable with the constants above; an auto-resizing histogram is equivalent.
-        Histogram::new(3).unwrap_or_else(|_| unreachable!("sigfig 3 is valid"))
-    })
+    // Infallible: constant bounds that hdrhistogram accepts (low >= 1, high >= 2 * low,
+    // sigfig <= 5).
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("constant histogram bounds")
 }
 
 /// Records `d` (saturating at the histogram's range).
@@ -228,6 +226,14 @@ pub fn leftover_hounds(seen: &[u32]) -> Vec<(u32, char, String)> {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
             .unwrap_or_default();
+        // A zombie has no command line left; its name is still in /proc/PID/comm.
+        let cmdline = if cmdline.trim().is_empty() {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| format!("[{}]", c.trim()))
+                .unwrap_or_default()
+        } else {
+            cmdline
+        };
         let is_hound = cmdline.contains(houndpool_hound::HOUND_ARG);
         let ours = ppid == me || seen.contains(&pid);
         // A zombie child of ours is left behind whatever it ran; a live process only if it is
