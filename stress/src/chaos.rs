@@ -179,7 +179,11 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
             "processes left behind after shutdown: {} ({} still there 500 ms later)",
             left.iter()
                 .map(|(pid, state, cmd)| {
-                    let seen = if faults.pids.contains(pid) { "hound" } else { "child" };
+                    let seen = if faults.pids.contains(pid) {
+                        "hound"
+                    } else {
+                        "child"
+                    };
                     format!("{pid} ({state}, {seen}) {cmd}")
                 })
                 .collect::<Vec<_>>()

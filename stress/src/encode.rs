@@ -174,24 +174,27 @@ fn stream(
         if done == sent {
             break;
         }
-        let o = next_outcome(&rx, spin, timeout)?;
-        expect_completed(&o)?;
-        done += 1;
-        let now = Instant::now();
-        match t_start {
-            None if done >= warm_jobs => t_start = Some(now),
-            Some(t) if !over => {
-                if now.duration_since(t) < measure {
-                    jobs += 1;
-                    if let houndpool::OutcomeKind::Completed(r) = &o.result {
-                        bytes += r.original_size.unwrap_or(0);
+        let first = next_outcome(&rx, spin, timeout)?;
+        let more = std::iter::from_fn(|| rx.try_recv().ok());
+        for o in std::iter::once(first).chain(more) {
+            expect_completed(&o)?;
+            done += 1;
+            let now = Instant::now();
+            match t_start {
+                None if done >= warm_jobs => t_start = Some(now),
+                Some(t) if !over => {
+                    if now.duration_since(t) < measure {
+                        jobs += 1;
+                        if let houndpool::OutcomeKind::Completed(r) = &o.result {
+                            bytes += r.original_size.unwrap_or(0);
+                        }
+                        last = Some(now);
+                    } else {
+                        over = true;
                     }
-                    last = Some(now);
-                } else {
-                    over = true;
                 }
+                _ => {}
             }
-            _ => {}
         }
     }
     let elapsed = match (t_start, last) {

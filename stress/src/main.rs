@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Transports alone: shared-memory rings vs SOCK_SEQPACKET vs pipes (Noop echo).
-    Ipc,
+    Ipc(IpcArgs),
     /// Encode and Evacuate throughput of pools of 1..=cores hounds vs in-process encoding.
     Encode,
     /// Latency of `submit` with capacity, at exhaustion, and with a stopped hound.
@@ -61,6 +61,14 @@ enum Cmd {
         #[arg(long)]
         mode: String,
     },
+}
+
+#[derive(Debug, Args, Clone, Default)]
+struct IpcArgs {
+    /// How long the shm pool's hound and collector busy-wait before sleeping, microseconds
+    /// [default: the pool's default, 50].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    spin_us: Option<u64>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -118,12 +126,16 @@ fn main() -> ExitCode {
     let wants = |name: &str| {
         all || matches!(
             (&cli.cmd, name),
-            (Some(Cmd::Ipc), "ipc")
+            (Some(Cmd::Ipc(_)), "ipc")
                 | (Some(Cmd::Encode), "encode")
                 | (Some(Cmd::Submit), "submit")
                 | (Some(Cmd::Respawn), "respawn")
                 | (Some(Cmd::Chaos(_)), "chaos")
         )
+    };
+    let spin = match &cli.cmd {
+        Some(Cmd::Ipc(a)) => a.spin_us.map(Duration::from_micros),
+        _ => None,
     };
     let chaos_args = match &cli.cmd {
         Some(Cmd::Chaos(a)) => a.clone(),
@@ -151,7 +163,7 @@ fn main() -> ExitCode {
         );
     };
     step("ipc", &mut || {
-        let (r, idle) = ipc::run(&ctx).map_err(|e| e.to_string())?;
+        let (r, idle) = ipc::run(&ctx, spin).map_err(|e| e.to_string())?;
         report.ipc = r;
         report.idle = Some(idle);
         Ok(())

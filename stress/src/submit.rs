@@ -156,13 +156,39 @@ fn exhausted(
         return Err(StressError::Unexpected("could not stop the hound".into()));
     }
     let job = Job::noop(&BODY);
-    // Fill the ring; with Defer and a small limit, fill the queue too.
-    let fill = match (action, expect) {
-        (PoolExhaustedAction::Defer { limit }, Expect::Refused) => RING_JOBS + limit,
-        _ => RING_JOBS,
-    };
-    for _ in 0..fill {
-        pool.submit(&job)?;
+    // Fill the ring (and, when refusals are timed under Defer, the queue) until the first
+    // refusal; when acceptances are timed, just the ring. The collector may hold a deferred
+    // job in hand while it looks for ring space, so fill by result, not by count.
+    match expect {
+        Expect::Accepted => {
+            for _ in 0..RING_JOBS {
+                pool.submit(&job)?;
+            }
+        }
+        Expect::Refused => {
+            let bound = RING_JOBS
+                + 16
+                + match action {
+                    PoolExhaustedAction::Defer { limit } => limit,
+                    _ => 0,
+                };
+            let mut refused = false;
+            for _ in 0..bound {
+                match pool.submit(&job) {
+                    Ok(_) => {}
+                    Err(SubmitError::PoolExhausted | SubmitError::DeferQueueFull { .. }) => {
+                        refused = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !refused {
+                return Err(StressError::Unexpected(format!(
+                    "exhaustion case {action:?}: still accepting after {bound} jobs"
+                )));
+            }
+        }
     }
     let mut h = histogram();
     let mut unexpected = 0usize;
@@ -188,7 +214,11 @@ fn exhausted(
     let in_rings = pool.stats().in_rings;
     stopped.resume_all();
     let stats = pool.shutdown(Duration::from_secs(30));
-    if unexpected > 0 || in_rings != RING_JOBS as u64 {
+    // The collector takes a deferred job out of the queue while it looks for ring space and
+    // puts it back when there is none; a submit in that instant finds a free queue place. So a
+    // few acceptances in the queue-full case are legitimate; anything more means the case did
+    // not measure exhaustion.
+    if unexpected > samples / 100 || in_rings != RING_JOBS as u64 {
         return Err(StressError::Unexpected(format!(
             "exhaustion case {action:?}: {unexpected} calls did not return the expected result \
              ({expect:?}); {in_rings} jobs in the ring (expected {RING_JOBS})"
