@@ -125,7 +125,8 @@ pub struct EncodeResult {
     pub mb_per_sec: f64,
     /// In-process `envelope::encode` on one thread, same corpus, same run.
     pub inprocess_jobs_per_sec: f64,
-    /// `jobs_per_sec / (min(pool, cores) × inprocess_jobs_per_sec)`.
+    /// `pool rate / (min(pool, cores) × in-process rate)`, rates in evidence bytes per second
+    /// (the same as the job-rate ratio for a fixed-size corpus).
     pub efficiency: f64,
 }
 
