@@ -34,7 +34,8 @@ struct Cli {
     /// Run each scenario briefly (the whole set well under a minute).
     #[arg(long, global = true)]
     quick: bool,
-    /// Print one JSON object (stable shape, see docs/BENCHMARKS.md) instead of the table.
+    /// Print one JSON object (stable shape, see docs/BENCHMARKS.md) on stdout; the table goes
+    /// to stderr.
     #[arg(long, global = true)]
     json: bool,
     /// Scenario to run; all of them in sequence when omitted.
@@ -195,6 +196,8 @@ fn main() -> ExitCode {
     });
 
     if cli.json {
+        // The table goes to stderr, so one run gives both: `--json > run.json 2> run.txt`.
+        eprint!("{}", report.table());
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),
             Err(e) => {
