@@ -61,8 +61,8 @@ fn payload(size: usize) -> Vec<u8> {
 }
 
 /// Runs every transport at every size. Results are ordered by size, then transport. `spin`
-/// overrides how long the shm pool's hound and collector busy-wait before sleeping (the
-/// production default, 50 µs, when `None`).
+/// overrides how long the shm pool's hound and collector, and the thread waiting for outcomes,
+/// busy-wait before sleeping (the production default, 50 µs, when `None`).
 pub fn run(ctx: &Ctx, spin: Option<Duration>) -> Result<(Vec<IpcResult>, IdleResult)> {
     let bar = ctx.bar((SIZES.len() * 3) as u64, "ipc");
     let (mut results, idle) = shm(ctx, spin, &bar)?;
@@ -102,8 +102,6 @@ fn result(
 // ---------------------------------------------------------------------------------------------
 // shm: the real pool
 
-/// How long this thread busy-waits for an outcome before blocking.
-const OUTCOME_SPIN: Duration = Duration::from_micros(50);
 const OUTCOME_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn check_echo(o: &houndpool::Outcome, size: usize) -> Result<()> {
@@ -124,6 +122,8 @@ fn shm(
 ) -> Result<(Vec<IpcResult>, IdleResult)> {
     let max = *SIZES.iter().max().unwrap_or(&(256 * 1024));
     let defaults = bench_config(1);
+    // This thread busy-waits for outcomes as long as the pool's threads do.
+    let outcome_spin = spin.unwrap_or(defaults.collector_spin);
     let pool = Pool::builder()
         .config(PoolConfig {
             max_evidence_bytes: max,
@@ -154,7 +154,7 @@ fn shm(
                 }
             }
             // Take every outcome that is there, then refill the window in one go.
-            let o = next_outcome(&rx, OUTCOME_SPIN, OUTCOME_TIMEOUT)?;
+            let o = next_outcome(&rx, outcome_spin, OUTCOME_TIMEOUT)?;
             check_echo(&o, size)?;
             done += 1;
             while let Ok(o) = rx.try_recv() {
@@ -168,7 +168,7 @@ fn shm(
         for i in 0..samples + samples / 10 {
             let t = Instant::now();
             pool.submit(&job)?;
-            let o = next_outcome(&rx, OUTCOME_SPIN, OUTCOME_TIMEOUT)?;
+            let o = next_outcome(&rx, outcome_spin, OUTCOME_TIMEOUT)?;
             let d = t.elapsed();
             check_echo(&o, size)?;
             if i >= samples / 10 {

@@ -66,8 +66,8 @@ enum Cmd {
 
 #[derive(Debug, Args, Clone, Default)]
 struct IpcArgs {
-    /// How long the shm pool's hound and collector busy-wait before sleeping, microseconds
-    /// [default: the pool's default, 50].
+    /// How long the shm pool's hound and collector, and the thread waiting for outcomes,
+    /// busy-wait before sleeping, microseconds [default: the pool's default, 50].
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     spin_us: Option<u64>,
 }
