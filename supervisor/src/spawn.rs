@@ -30,11 +30,12 @@ use crate::PoolError;
 pub(crate) static MULTICALL: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
-/// A hound that completed its handshake.
+/// A hound that completed its handshake. Dropping it (a spawn result nobody takes, e.g. at
+/// shutdown) kills and reaps the process through its guard: no zombie on any path.
 pub(crate) struct Spawned {
     pub(crate) slot: u32,
     pub(crate) generation: u64,
-    pub(crate) child: Child,
+    pub(crate) child: ChildGuard,
     pub(crate) control: OwnedFd,
     pub(crate) writer: RequestWriter,
     pub(crate) reader: CompletionReader,
@@ -239,14 +240,10 @@ pub(crate) fn spawn_hound(
         }
     }
     let (writer, reader) = regions.split();
-    let child = guard
-        .0
-        .take()
-        .ok_or_else(|| failed("child vanished".into()))?;
     Ok(Spawned {
         slot,
         generation,
-        child,
+        child: guard,
         control,
         writer,
         reader,
@@ -300,6 +297,11 @@ pub(crate) fn recv_message(fd: &OwnedFd, timeout: Duration) -> Result<Option<Mes
 pub(crate) struct ChildGuard(pub(crate) Option<Child>);
 
 impl ChildGuard {
+    /// The process id, if the guard still holds a child.
+    pub(crate) fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
     fn exit_status(&mut self) -> String {
         match self.0.as_mut().map(|c| c.try_wait()) {
             Some(Ok(Some(st))) => st.to_string(),
