@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 echo "== S3 test server (rclone)"
 HOUNDPOOL_RCLONE="$(scripts/s3-server.sh rclone-path)"
 export HOUNDPOOL_RCLONE
-"$HOUNDPOOL_RCLONE" version | head -n 1
+"$HOUNDPOOL_RCLONE" version | sed -n 1p
 
 echo "== cargo test --workspace (with the sandbox escape probe)"
 cargo test --workspace --features houndpool-hound/escape-test
