@@ -10,6 +10,7 @@
 //!   │            │ H died again        ──► Failed(Poison)
 //!   │            │ watchdog killed H   ──► TimedOut (front job) / retry queue (others)
 //!   │            │ H killed by SIGSYS  ──► Failed(HoundKilled) (front job)
+//!   │            │ H out of memory     ──► Failed(OutOfMemory) (front job)
 //!   │            │ H violated protocol ──► Failed(ProtocolViolation) (front job)
 //!   └► defer queue ──► ring (when space frees)   └─ evicted ──► Dropped(Evicted)
 //! shutdown grace over: anything not finished ──► Dropped(Shutdown)
@@ -37,6 +38,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 use tracing::{debug, info, warn};
 
+use crate::cgroups::Placed;
+use crate::circuit::{Circuit, Transition};
 use crate::job::{DropReason, FailReason, HoundDeath, OutcomeKind, Receipt};
 use crate::pool::{Pending, Shared, SlotConn, DRAINING, STOPPED};
 use crate::spawn::{spawn_hound, ChildGuard, Spawned};
@@ -77,6 +80,8 @@ struct HoundProc {
     kill_cause: Option<KillCause>,
     fatal: Option<String>,
     started: Instant,
+    /// Its cgroup (removed after the hound is reaped).
+    placed: Option<Placed>,
 }
 
 struct Collector {
@@ -94,6 +99,12 @@ struct Collector {
     blocked: bool,
     next_deadline: Option<Instant>,
     finishing: bool,
+    /// Restart intensity and the circuit (pool-wide).
+    circuit: Circuit,
+    /// Slots that should hold a hound (the first `target` at start).
+    wanted: Vec<bool>,
+    /// Slots whose respawn the open circuit holds back.
+    held: VecDeque<usize>,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -117,7 +128,8 @@ pub(crate) fn start(
         .spawn(move || spawner_loop(sh2, binary, pool_id, order_rx, result_tx))
         .map_err(os)?;
     let now = Instant::now();
-    for slot in 0..n as u32 {
+    let target = sh.target.load(Ordering::Relaxed).clamp(1, n);
+    for slot in 0..target as u32 {
         let _ = order_tx.send(SpawnOrder {
             slot,
             generation: 1,
@@ -125,9 +137,9 @@ pub(crate) fn start(
         });
     }
     let wait = sh.config.start_timeout + Duration::from_secs(5);
-    let mut spawned = Vec::with_capacity(n);
+    let mut spawned = Vec::with_capacity(target);
     let mut failure = None;
-    for _ in 0..n {
+    for _ in 0..target {
         match result_rx.recv_timeout(wait) {
             Ok(Ok(s)) => spawned.push(s),
             Ok(Err((_, _, e))) => {
@@ -165,6 +177,13 @@ pub(crate) fn start(
         blocked: false,
         next_deadline: None,
         finishing: false,
+        circuit: Circuit::new(
+            sh.config.restart_intensity.max_restarts,
+            sh.config.restart_intensity.within,
+            sh.config.circuit_cooldown,
+        ),
+        wanted: (0..n).map(|i| i < target).collect(),
+        held: VecDeque::new(),
     };
     for s in spawned {
         c.install(s);
@@ -206,8 +225,19 @@ fn spawner_loop(
         let o = due.remove(0);
         let span = tracing::info_span!("hound_spawn", slot = o.slot, generation = o.generation);
         let _e = span.enter();
-        let r = spawn_hound(&sh.config, &binary, pool_id, o.slot, o.generation)
-            .map_err(|e| (o.slot, o.generation, e));
+        let r = {
+            let manager = sh.cgroups.manager.lock().unwrap_or_else(|p| p.into_inner());
+            spawn_hound(
+                &sh.config,
+                &binary,
+                pool_id,
+                o.slot,
+                o.generation,
+                manager.as_ref(),
+                &sh.cgroups.layer,
+            )
+            .map_err(|e| (o.slot, o.generation, e))
+        };
         // A result the collector no longer takes is dropped here, and the ChildGuard inside a
         // Spawned kills and reaps its process.
         if results.send(r).is_err() {
@@ -350,6 +380,7 @@ impl Collector {
                 Err((slot, generation, error)) => {
                     self.sh.counters.spawn_failures.inc();
                     warn!(slot, generation, %error, "hound failed to start; will retry");
+                    self.note_restart(slot as usize, false);
                     self.schedule_respawn(slot as usize);
                 }
             }
@@ -393,14 +424,22 @@ impl Collector {
             kill_cause: None,
             fatal: None,
             started: Instant::now(),
+            placed: s.placed,
         });
+        self.circuit.hound_started(i, Instant::now());
         self.sh.counters.hound_spawns.inc();
         self.blocked = false;
         slot.accepting.store(true, Ordering::Release);
     }
 
     fn schedule_respawn(&mut self, i: usize) {
-        if self.finishing {
+        if self.finishing || !self.wanted[i] {
+            return;
+        }
+        if !self.circuit.allows_respawn(i) {
+            if !self.held.contains(&i) {
+                self.held.push_back(i);
+            }
             return;
         }
         let Some(orders) = &self.orders else {
@@ -431,6 +470,61 @@ impl Collector {
             generation: self.next_generation[i],
             not_before: now + delay,
         });
+    }
+
+    /// Counts a restart (an unexpected hound exit when `died`, else a failed spawn) against the
+    /// restart intensity; opens the circuit when it is exceeded.
+    fn note_restart(&mut self, i: usize, died: bool) {
+        if died {
+            self.sh.counters.restarts.inc();
+        }
+        if self.circuit.record_restart(i, Instant::now()) == Transition::Opened {
+            self.sh.counters.circuit_opens.inc();
+            let ri = self.sh.config.restart_intensity;
+            warn!(
+                slot = i,
+                max_restarts = ri.max_restarts,
+                within = ?ri.within,
+                cooldown = ?self.sh.config.circuit_cooldown,
+                "restart intensity exceeded: circuit open, pool degraded, respawns held"
+            );
+        }
+        self.publish_circuit();
+    }
+
+    /// Time-driven circuit transitions: the probe after the cool-down, refilling on close.
+    fn circuit_tick(&mut self) {
+        match self.circuit.tick(Instant::now()) {
+            Transition::HalfOpened => match self.held.pop_front() {
+                Some(i) => {
+                    self.circuit.set_probe(i);
+                    info!(slot = i, "circuit half-open: starting a probe hound");
+                    self.schedule_respawn(i);
+                }
+                None => {
+                    self.circuit.close();
+                    info!("circuit closed (no slot waiting)");
+                }
+            },
+            Transition::Closed => {
+                info!(
+                    refill = self.held.len(),
+                    "circuit closed: the probe hound is up; refilling held slots"
+                );
+                let held: Vec<usize> = self.held.drain(..).collect();
+                for i in held {
+                    self.schedule_respawn(i);
+                }
+            }
+            Transition::Opened | Transition::None => {}
+        }
+        self.publish_circuit();
+    }
+
+    fn publish_circuit(&self) {
+        self.sh
+            .circuit
+            .store(self.circuit.state().to_u8(), Ordering::Relaxed);
     }
 
     /// Places retries (oldest first), then deferred jobs, into rings with room.
@@ -475,6 +569,7 @@ impl Collector {
 
     /// Control sockets (Fatal messages, hang-ups), the watchdog, and stats mirrors.
     fn housekeeping(&mut self) {
+        self.circuit_tick();
         // Control sockets: a readable socket carries a message or an EOF.
         let mut readable = Vec::new();
         {
@@ -615,6 +710,24 @@ impl Collector {
         let sh = self.sh.clone();
         let slot = &sh.slots[i];
         sh.counters.hound_exits.inc();
+        // The hound is reaped: read its cgroup's OOM counter, then remove the cgroup.
+        let cgroup_oom = h.placed.as_ref().is_some_and(Placed::oom_killed);
+        if let Some(p) = h.placed.take() {
+            p.remove();
+        }
+        let out_of_memory = h.kill_cause.is_none()
+            && (death == HoundDeath::Exited(houndpool_hound::EXIT_OUT_OF_MEMORY)
+                || (death == HoundDeath::Signaled(libc::SIGKILL) && cgroup_oom));
+        if out_of_memory {
+            sh.counters.oom_kills.inc();
+            warn!(
+                slot = i,
+                pid = h.pid,
+                %death,
+                by = if cgroup_oom { "cgroup OOM killer" } else { "address-space budget" },
+                "hound ran out of memory"
+            );
+        }
         // Completions the hound wrote before dying are real results: take them first, unless
         // the hound was killed for lying.
         if !matches!(h.kill_cause, Some(KillCause::Violation(_))) {
@@ -629,6 +742,9 @@ impl Collector {
         slot.pid.store(0, Ordering::Relaxed);
         let expected = matches!(h.kill_cause, Some(KillCause::Shutdown))
             || (self.finishing && death == HoundDeath::Exited(0));
+        if !expected && !self.finishing {
+            self.note_restart(i, true);
+        }
         if expected {
             debug!(slot = i, pid = h.pid, %death, "hound stopped");
         } else {
@@ -656,6 +772,9 @@ impl Collector {
                         Some(OutcomeKind::Failed(FailReason::ProtocolViolation {
                             detail: d.clone(),
                         }))
+                    }
+                    (None, true) if out_of_memory => {
+                        Some(OutcomeKind::Failed(FailReason::OutOfMemory))
                     }
                     (None, true) => match death {
                         HoundDeath::Signaled(sig) if sig == libc::SIGSYS => {

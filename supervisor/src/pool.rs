@@ -13,17 +13,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use houndpool_protocol::job::{JobKind, RequestHeader, Severity, REQUEST_HEADER_LEN};
-use houndpool_protocol::messages::SandboxReport;
+use houndpool_protocol::messages::{LayerReport, SandboxReport};
 use houndpool_protocol::region::{RecordPos, RequestWriter};
 use houndpool_protocol::wake::Doorbell;
+use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::{DeferQueue, Pushed};
 use crate::job::{DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
-use crate::stats::{Counters, HoundStats, PoolStats};
-use crate::{collector, spawn, PoolError, SubmitError};
+use crate::stats::{Counters, HoundStats, PoolStats, SizeStats};
+use crate::{cgroups, collector, spawn, PoolError, SubmitError};
 
 pub(crate) const RUNNING: u8 = 0;
 pub(crate) const DRAINING: u8 = 1;
@@ -130,9 +132,26 @@ pub(crate) struct Shared {
     pub(crate) sandbox_report: Mutex<Option<SandboxReport>>,
     /// Jobs in the collector's retry queue (mirror for stats).
     pub(crate) retrying: AtomicUsize,
+    /// Per-hound cgroups (the manager is taken and removed at shutdown).
+    pub(crate) cgroups: PoolCgroupsShared,
+    /// The size decision made at build.
+    pub(crate) sizing: SizingDecision,
+    /// Hounds the pool aims to run now (≤ slots).
+    pub(crate) target: AtomicUsize,
+    /// Mirror of the collector's circuit state (`CircuitState::to_u8`).
+    pub(crate) circuit: AtomicU8,
+}
+
+/// The cgroup part of [`Shared`].
+pub(crate) struct PoolCgroupsShared {
+    pub(crate) manager: Mutex<Option<HoundCgroups>>,
+    pub(crate) layer: LayerReport,
+    pub(crate) limits: Option<ContainerLimits>,
 }
 
 impl Shared {
+    // The suggested collapse would move `outcome` inside a match guard.
+    #[allow(clippy::collapsible_match)]
     pub(crate) fn deliver(&self, outcome: Outcome) {
         let c = &self.counters;
         match &outcome.result {
@@ -311,6 +330,9 @@ impl PoolBuilder {
         let binary = spawn::resolve_binary(&config.hound_binary)?;
         let pool_id = *Uuid::now_v7().as_bytes();
         let n = config.hound_count();
+        let pool_cgroups = cgroups::setup(&config, &pool_id)?;
+        let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
+        let target = sizing.size.clamp(1, n);
         let layout = config.region_layout();
         let ring_body = layout
             .max_request_payload()
@@ -370,12 +392,25 @@ impl PoolBuilder {
             key_prefix,
             sandbox_report: Mutex::new(None),
             retrying: AtomicUsize::new(0),
+            cgroups: PoolCgroupsShared {
+                manager: Mutex::new(pool_cgroups.manager),
+                layer: pool_cgroups.layer,
+                limits: pool_cgroups.limits,
+            },
+            sizing,
+            target: AtomicUsize::new(target),
+            circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
         });
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
         // thread would kill the hounds when that thread ends.
         let (collector, spawner) = collector::start(shared.clone(), binary, pool_id)?;
-        info!(hounds = n, "houndpool started");
+        info!(
+            hounds = target,
+            slots = n,
+            sizing = %shared.sizing.explanation,
+            "houndpool started"
+        );
         Ok(Pool {
             shared,
             outcome_rx,
@@ -561,6 +596,30 @@ impl Pool {
             spawn_failures: 0,
             watchdog_kills: 0,
             protocol_violations: 0,
+            oom_kills: 0,
+            restarts: 0,
+            circuit_opens: 0,
+            rotations: 0,
+            high_water_retirements: 0,
+            circuit: CircuitState::from_u8(sh.circuit.load(Ordering::Relaxed)),
+            degraded: false,
+            size: SizeStats {
+                target: sh.target.load(Ordering::Relaxed),
+                actual: 0,
+                computed: sh.sizing.size,
+                slots: sh.slots.len(),
+                explanation: sh.sizing.explanation.clone(),
+            },
+            memory_usage: sh
+                .cgroups
+                .limits
+                .as_ref()
+                .and_then(houndpool_shared::cgroup::memory_working_set),
+            memory_limit: sh
+                .cgroups
+                .limits
+                .as_ref()
+                .and_then(|l| l.effective_memory_limit()),
             hounds: Vec::with_capacity(sh.slots.len()),
             sandbox: sh
                 .sandbox_report
@@ -576,6 +635,12 @@ impl Pool {
             .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
             .unwrap_or(0);
         s.retrying = sh.retrying.load(Ordering::Relaxed) as u64;
+        s.degraded = s.circuit != CircuitState::Closed;
+        s.size.actual = sh
+            .slots
+            .iter()
+            .filter(|sl| sl.accepting.load(Ordering::Relaxed))
+            .count();
         for slot in sh.slots.iter() {
             let pid = slot.pid.load(Ordering::Relaxed);
             s.hounds.push(HoundStats {
@@ -629,6 +694,18 @@ impl Pool {
         if let Some((collector, spawner)) = threads.take() {
             let _ = collector.join();
             let _ = spawner.join();
+            // Every hound is reaped and its cgroup removed: remove the pool directory.
+            let manager = sh
+                .cgroups
+                .manager
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(m) = manager {
+                if let Err(e) = m.remove_pool() {
+                    warn!(error = %e, "cannot remove the pool's cgroup directory");
+                }
+            }
         }
     }
 }
