@@ -140,6 +140,8 @@ pub(crate) struct Shared {
     pub(crate) target: AtomicUsize,
     /// Mirror of the collector's circuit state (`CircuitState::to_u8`).
     pub(crate) circuit: AtomicU8,
+    /// The high-water mark share in force (`f64` bits); starts at the configured one.
+    pub(crate) high_water: AtomicU64,
 }
 
 /// The cgroup part of [`Shared`].
@@ -270,6 +272,19 @@ impl Shared {
         e
     }
 
+    /// The high-water mark share in force.
+    pub(crate) fn high_water_mark(&self) -> f64 {
+        f64::from_bits(self.high_water.load(Ordering::Relaxed))
+    }
+
+    /// The fewest hounds the high-water mark may shrink the pool to.
+    pub(crate) fn min_size(&self) -> usize {
+        match self.config.size {
+            crate::config::PoolSize::Auto { min, .. } => min.max(1),
+            crate::config::PoolSize::Fixed(_) => 1,
+        }
+    }
+
     pub(crate) fn in_rings(&self) -> usize {
         self.slots
             .iter()
@@ -329,10 +344,13 @@ impl PoolBuilder {
         }
         let binary = spawn::resolve_binary(&config.hound_binary)?;
         let pool_id = *Uuid::now_v7().as_bytes();
-        let n = config.hound_count();
+        // One spare slot for rotation, so a replacement starts before its predecessor retires.
+        let rotation = config.rotation.after_jobs.is_some() || config.rotation.after.is_some();
+        let n = config.hound_count() + usize::from(rotation);
         let pool_cgroups = cgroups::setup(&config, &pool_id)?;
         let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
-        let target = sizing.size.clamp(1, n);
+        let target = sizing.size.clamp(1, config.hound_count());
+        let high_water_bits = config.high_water_mark.to_bits();
         let layout = config.region_layout();
         let ring_body = layout
             .max_request_payload()
@@ -400,6 +418,7 @@ impl PoolBuilder {
             sizing,
             target: AtomicUsize::new(target),
             circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
+            high_water: AtomicU64::new(high_water_bits),
         });
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
@@ -620,6 +639,7 @@ impl Pool {
                 .limits
                 .as_ref()
                 .and_then(|l| l.effective_memory_limit()),
+            high_water_bytes: None,
             hounds: Vec::with_capacity(sh.slots.len()),
             sandbox: sh
                 .sandbox_report
@@ -636,6 +656,9 @@ impl Pool {
             .unwrap_or(0);
         s.retrying = sh.retrying.load(Ordering::Relaxed) as u64;
         s.degraded = s.circuit != CircuitState::Closed;
+        s.high_water_bytes = s
+            .memory_limit
+            .map(|l| (l as f64 * sh.high_water_mark()) as u64);
         s.size.actual = sh
             .slots
             .iter()
@@ -654,6 +677,19 @@ impl Pool {
             });
         }
         s
+    }
+
+    /// Changes the high-water mark (a share of the container's memory limit, in (0, 1]) while
+    /// the pool runs; the collector applies it at its next sample (every 250 ms). Returns false
+    /// and changes nothing for a value outside (0, 1] or not above the configured hysteresis.
+    pub fn set_high_water_mark(&self, share: f64) -> bool {
+        let sh = &self.shared;
+        if !(share > sh.config.high_water_hysteresis && share <= 1.0) {
+            return false;
+        }
+        sh.high_water.store(share.to_bits(), Ordering::Relaxed);
+        info!(share, "high-water mark changed");
+        true
     }
 
     /// The configuration the pool runs with (after validation and path canonicalisation).

@@ -186,6 +186,8 @@ pub struct PoolStats {
     pub memory_usage: Option<u64>,
     /// The container's effective memory limit, when known.
     pub memory_limit: Option<u64>,
+    /// The high-water mark in bytes (limit × mark share in force), when the limit is known.
+    pub high_water_bytes: Option<u64>,
     /// Per-hound view.
     pub hounds: Vec<HoundStats>,
     /// The sandbox report of the most recently started hound.

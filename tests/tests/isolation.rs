@@ -156,3 +156,62 @@ fn restart_intensity_opens_the_circuit_and_a_probe_closes_it() {
     assert!(!s.degraded && s.identity_holds());
     assert_no_hounds_left();
 }
+
+#[test]
+fn rotation_replaces_hounds_without_a_capacity_dip() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.size = PoolSize::Fixed(2);
+    config.rotation = houndpool::Rotation {
+        after_jobs: Some(200),
+        after: None,
+    };
+    config.max_in_flight_per_hound = 16;
+    let pool = Pool::builder().config(config).build().unwrap();
+    let rx = pool.outcomes().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (ids, min_accepting, samples) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut min = usize::MAX;
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                min = min.min(pool.stats().size.actual);
+                n += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            (min, n)
+        });
+        // Real encode work, so a hound's ~200 jobs take longer than a replacement's start.
+        let evidence = houndpool::synth::EvidenceGenerator::new(7).request(32 * 1024);
+        let mut ids = Vec::new();
+        for _ in 0..2000u32 {
+            ids.push(pool.submit(&Job::encode(&evidence)).unwrap().job_id);
+        }
+        let outs = collect(&rx, ids.len(), Duration::from_secs(60));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (min, n) = sampler.join().unwrap();
+        let by_id = assert_exactly_one_each(&ids, &outs);
+        assert!(by_id
+            .values()
+            .all(|o| matches!(o.result, OutcomeKind::Completed(_))));
+        (ids, min, n)
+    });
+    let s = pool.shutdown(Duration::from_secs(5));
+    assert!(samples > 10, "too few samples ({samples})");
+    assert!(
+        min_accepting >= 2,
+        "capacity dipped to {min_accepting} hounds"
+    );
+    // 2000 jobs over 2 hounds, rotation after ~200 (±10 %), one rotation at a time: noop jobs
+    // outpace a replacement's start, so fewer than 2000/200 rotations happen, but several do.
+    assert!(s.rotations >= 2, "rotations: {}", s.rotations);
+    assert_eq!(s.restarts, 0, "a rotation is not a restart");
+    assert!(samples > 10, "too few samples ({samples})");
+    assert!(
+        min_accepting >= 2,
+        "capacity dipped to {min_accepting} hounds"
+    );
+    assert_eq!(s.completed, ids.len() as u64);
+    assert_no_hounds_left();
+}
