@@ -449,4 +449,54 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().to_string().contains("defer"));
     }
+
+    #[test]
+    fn isolation_settings_are_validated() {
+        let bad = |f: fn(&mut PoolConfig)| {
+            let mut c = PoolConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.high_water_mark = 0.0).contains("high_water_mark"));
+        assert!(bad(|c| c.high_water_mark = f64::NAN).contains("high_water_mark"));
+        assert!(bad(|c| c.high_water_hysteresis = 0.95).contains("hysteresis"));
+        assert!(bad(|c| c.restart_intensity.max_restarts = 0).contains("restart_intensity"));
+        assert!(bad(|c| c.rotation.after_jobs = Some(0)).contains("rotation"));
+        assert!(bad(|c| c.hound_pids_limit = 0).contains("hound_pids_limit"));
+        assert!(bad(|c| {
+            c.size = PoolSize::Auto {
+                per_hound_budget: 1 << 30,
+                host_reserve: 0,
+                min: 3,
+                max: 2,
+            }
+        })
+        .contains("size.auto"));
+        // An Auto budget must hold the rings plus 64 MiB; it replaces hound_memory_budget.
+        let mut c = PoolConfig {
+            size: PoolSize::Auto {
+                per_hound_budget: 32 << 20,
+                host_reserve: 0,
+                min: 1,
+                max: 4,
+            },
+            ..PoolConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("per_hound_budget"));
+        c.size = PoolSize::Auto {
+            per_hound_budget: 256 << 20,
+            host_reserve: 0,
+            min: 1,
+            max: 4,
+        };
+        c.validate().unwrap();
+        assert_eq!(c.hound_count(), 4);
+        assert_eq!(c.effective_memory_budget(), 256 << 20);
+        assert_eq!(c.effective_cgroup_memory(), 256 << 20);
+        assert_eq!(PoolConfig::default().effective_cgroup_memory(), 512 << 20);
+    }
 }
