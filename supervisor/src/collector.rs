@@ -912,7 +912,9 @@ impl Collector {
         let sh = self.sh.clone();
         let slot = &sh.slots[i];
         sh.counters.hound_exits.inc();
-        // The hound is reaped: read its cgroup's OOM counter, then remove the cgroup.
+        // The hound is reaped: read its cgroup's OOM counter, then remove the cgroup. Its
+        // processes are gone, so rmdir succeeds at once in practice; `remove` retries on EBUSY
+        // for at most ~2 s, which would only delay this collector pass.
         let cgroup_oom = h.placed.as_ref().is_some_and(Placed::oom_killed);
         if let Some(p) = h.placed.take() {
             p.remove();

@@ -120,14 +120,18 @@ fn restart_intensity_opens_the_circuit_and_a_probe_closes_it() {
             std::thread::sleep(Duration::from_millis(2));
         }
         std::thread::sleep(Duration::from_millis(50));
-        if pool.stats().circuit != CircuitState::Closed {
-            opened_at.get_or_insert_with(Instant::now);
+        let s = pool.stats();
+        if s.circuit == CircuitState::Open && opened_at.is_none() {
+            // Open: degraded, and the dead hound's slot is held empty (no fork loop).
+            assert!(s.degraded, "{s:?}");
+            assert_eq!(s.size.actual, 1, "a slot was refilled while open: {s:?}");
+            opened_at = Some(Instant::now());
         }
     }
     let s = pool.stats();
     assert!(s.restarts >= 3, "{s:?}");
     assert_eq!(s.circuit_opens, 1, "circuit did not open: {s:?}");
-    assert!(s.degraded || s.circuit == CircuitState::Closed);
+    assert!(opened_at.is_some(), "the open circuit was never observed");
     // Jobs submitted meanwhile still get exactly one outcome each (defer policy applies).
     let ids: Vec<_> = (0..20)
         .map(|i| {
@@ -185,10 +189,21 @@ fn rotation_replaces_hounds_without_a_capacity_dip() {
         // Real encode work, so a hound's ~200 jobs take longer than a replacement's start.
         let evidence = houndpool::synth::EvidenceGenerator::new(7).request(32 * 1024);
         let mut ids = Vec::new();
+        let mut outs = Vec::new();
         for _ in 0..2000u32 {
             ids.push(pool.submit(&Job::encode(&evidence)).unwrap().job_id);
         }
-        let outs = collect(&rx, ids.len(), Duration::from_secs(60));
+        outs.extend(collect(&rx, ids.len(), Duration::from_secs(60)));
+        // On a loaded machine 2000 jobs can finish before a replacement hound has started;
+        // keep streaming (bounded) until a few rotations have happened.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while pool.stats().rotations < 2 && Instant::now() < deadline {
+            let batch: Vec<_> = (0..200)
+                .map(|_| pool.submit(&Job::encode(&evidence)).unwrap().job_id)
+                .collect();
+            outs.extend(collect(&rx, batch.len(), Duration::from_secs(30)));
+            ids.extend(batch);
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let (min, n) = sampler.join().unwrap();
         let by_id = assert_exactly_one_each(&ids, &outs);
@@ -203,15 +218,10 @@ fn rotation_replaces_hounds_without_a_capacity_dip() {
         min_accepting >= 2,
         "capacity dipped to {min_accepting} hounds"
     );
-    // 2000 jobs over 2 hounds, rotation after ~200 (±10 %), one rotation at a time: noop jobs
-    // outpace a replacement's start, so fewer than 2000/200 rotations happen, but several do.
+    // Rotation after ~200 jobs (±10 %), one rotation at a time: jobs can outpace a
+    // replacement's start, so fewer than jobs/200 rotations happen, but several do.
     assert!(s.rotations >= 2, "rotations: {}", s.rotations);
     assert_eq!(s.restarts, 0, "a rotation is not a restart");
-    assert!(samples > 10, "too few samples ({samples})");
-    assert!(
-        min_accepting >= 2,
-        "capacity dipped to {min_accepting} hounds"
-    );
     assert_eq!(s.completed, ids.len() as u64);
     assert_no_hounds_left();
 }

@@ -557,13 +557,15 @@ mod hostile {
                 status: CompletionStatus::Ok,
                 flags: 0,
             };
+            if body.starts_with(b"hostile:") {
+                // Let the supervisor consume the earlier completions first: a violation is
+                // charged to the job at the front of the hound's ring, which should be this
+                // one, not an earlier job whose completion is still unread (or overwritten).
+                std::thread::sleep(Duration::from_millis(300));
+            }
             match body.strip_prefix(b"hostile:") {
                 None => {}
                 Some(b"garbage_completion") => {
-                    // Let the supervisor consume the earlier completions first, so the
-                    // corruption is charged to this job (the front of the ring) and not to an
-                    // earlier job whose completion it would overwrite.
-                    std::thread::sleep(Duration::from_millis(300));
                     if raw_map != libc::MAP_FAILED {
                         // SAFETY: inside the `cmp_len`-byte mapping created above.
                         unsafe { std::ptr::write_bytes(raw_map.cast::<u8>(), 0xA5, cmp_len) };
