@@ -17,6 +17,7 @@ mod args;
 mod channel;
 mod error;
 mod jobs;
+pub mod oom;
 mod run;
 pub mod sandbox;
 
@@ -35,6 +36,8 @@ pub const EXIT_HANDSHAKE: i32 = 3;
 pub const EXIT_SANDBOX: i32 = 4;
 /// Exit code: the job loop failed (ring corruption, channel error) or a job panicked.
 pub const EXIT_RUNTIME: i32 = 5;
+/// Exit code: an allocation failed against the memory budget (see [`oom`]).
+pub const EXIT_OUT_OF_MEMORY: i32 = oom::EXIT_OUT_OF_MEMORY;
 /// Exit code: the supervisor died before the death signal was armed.
 pub const EXIT_ORPHANED: i32 = sandbox::EXIT_ORPHANED;
 

@@ -10,6 +10,7 @@
 //!   │            │ H died again        ──► Failed(Poison)
 //!   │            │ watchdog killed H   ──► TimedOut (front job) / retry queue (others)
 //!   │            │ H killed by SIGSYS  ──► Failed(HoundKilled) (front job)
+//!   │            │ H out of memory     ──► Failed(OutOfMemory) (front job)
 //!   │            │ H violated protocol ──► Failed(ProtocolViolation) (front job)
 //!   └► defer queue ──► ring (when space frees)   └─ evicted ──► Dropped(Evicted)
 //! shutdown grace over: anything not finished ──► Dropped(Shutdown)
@@ -37,6 +38,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 use tracing::{debug, info, warn};
 
+use crate::cgroups::Placed;
+use crate::circuit::{Circuit, Transition};
 use crate::job::{DropReason, FailReason, HoundDeath, OutcomeKind, Receipt};
 use crate::pool::{Pending, Shared, SlotConn, DRAINING, STOPPED};
 use crate::spawn::{spawn_hound, ChildGuard, Spawned};
@@ -48,6 +51,13 @@ const COLLECT_BUDGET: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(2);
 /// Longest sleep of an idle collector.
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
+/// Period of the container memory sample (high-water mark).
+const MEMORY_SAMPLE: Duration = Duration::from_millis(250);
+
+/// `x` with ±10 % uniform jitter.
+fn jitter(x: f64) -> f64 {
+    x * (0.9 + 0.2 * fastrand::f64())
+}
 
 /// Why the supervisor killed a hound.
 #[derive(Debug, Clone)]
@@ -77,6 +87,16 @@ struct HoundProc {
     kill_cause: Option<KillCause>,
     fatal: Option<String>,
     started: Instant,
+    /// Its cgroup (removed after the hound is reaped).
+    placed: Option<Placed>,
+    /// Retired (rotation or high-water mark): takes no new jobs, is stopped once its ring is
+    /// empty, and its exit is expected.
+    retiring: bool,
+    /// Whether `Shutdown` was sent to this retiring hound.
+    shutdown_sent: bool,
+    /// Rotation thresholds with jitter: completed jobs (on this slot's counter) and time.
+    rotate_after_completed: Option<u64>,
+    rotate_at: Option<Instant>,
 }
 
 struct Collector {
@@ -94,6 +114,16 @@ struct Collector {
     blocked: bool,
     next_deadline: Option<Instant>,
     finishing: bool,
+    /// Restart intensity and the circuit (pool-wide).
+    circuit: Circuit,
+    /// Slots that should hold a hound (the first `target` at start).
+    wanted: Vec<bool>,
+    /// Slots whose respawn the open circuit holds back.
+    held: VecDeque<usize>,
+    /// A rotation in progress: (old slot, replacement slot).
+    rotating: Option<(usize, usize)>,
+    /// Last sample of the container's memory against the high-water mark.
+    last_memory_sample: Instant,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -117,7 +147,8 @@ pub(crate) fn start(
         .spawn(move || spawner_loop(sh2, binary, pool_id, order_rx, result_tx))
         .map_err(os)?;
     let now = Instant::now();
-    for slot in 0..n as u32 {
+    let target = sh.target.load(Ordering::Relaxed).clamp(1, n);
+    for slot in 0..target as u32 {
         let _ = order_tx.send(SpawnOrder {
             slot,
             generation: 1,
@@ -125,9 +156,9 @@ pub(crate) fn start(
         });
     }
     let wait = sh.config.start_timeout + Duration::from_secs(5);
-    let mut spawned = Vec::with_capacity(n);
+    let mut spawned = Vec::with_capacity(target);
     let mut failure = None;
-    for _ in 0..n {
+    for _ in 0..target {
         match result_rx.recv_timeout(wait) {
             Ok(Ok(s)) => spawned.push(s),
             Ok(Err((_, _, e))) => {
@@ -165,6 +196,15 @@ pub(crate) fn start(
         blocked: false,
         next_deadline: None,
         finishing: false,
+        circuit: Circuit::new(
+            sh.config.restart_intensity.max_restarts,
+            sh.config.restart_intensity.within,
+            sh.config.circuit_cooldown,
+        ),
+        wanted: (0..n).map(|i| i < target).collect(),
+        held: VecDeque::new(),
+        rotating: None,
+        last_memory_sample: Instant::now(),
     };
     for s in spawned {
         c.install(s);
@@ -206,8 +246,19 @@ fn spawner_loop(
         let o = due.remove(0);
         let span = tracing::info_span!("hound_spawn", slot = o.slot, generation = o.generation);
         let _e = span.enter();
-        let r = spawn_hound(&sh.config, &binary, pool_id, o.slot, o.generation)
-            .map_err(|e| (o.slot, o.generation, e));
+        let r = {
+            let manager = sh.cgroups.manager.lock().unwrap_or_else(|p| p.into_inner());
+            spawn_hound(
+                &sh.config,
+                &binary,
+                pool_id,
+                o.slot,
+                o.generation,
+                manager.as_ref(),
+                &sh.cgroups.layer,
+            )
+            .map_err(|e| (o.slot, o.generation, e))
+        };
         // A result the collector no longer takes is dropped here, and the ChildGuard inside a
         // Spawned kills and reaps its process.
         if results.send(r).is_err() {
@@ -350,6 +401,7 @@ impl Collector {
                 Err((slot, generation, error)) => {
                     self.sh.counters.spawn_failures.inc();
                     warn!(slot, generation, %error, "hound failed to start; will retry");
+                    self.note_restart(slot as usize, false);
                     self.schedule_respawn(slot as usize);
                 }
             }
@@ -383,24 +435,49 @@ impl Collector {
             .sandbox_report
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(s.ready.sandbox);
-        self.hounds[i] = Some(HoundProc {
-            child: s.child,
-            pid,
-            generation: s.generation,
-            control: s.control,
-            reader: s.reader,
-            completion_bell: s.completion_bell,
-            kill_cause: None,
-            fatal: None,
-            started: Instant::now(),
-        });
+        self.hounds[i] =
+            Some(HoundProc {
+                child: s.child,
+                pid,
+                generation: s.generation,
+                control: s.control,
+                reader: s.reader,
+                completion_bell: s.completion_bell,
+                kill_cause: None,
+                fatal: None,
+                started: Instant::now(),
+                placed: s.placed,
+                retiring: false,
+                shutdown_sent: false,
+                rotate_after_completed: self.sh.config.rotation.after_jobs.map(|n| {
+                    slot.completed.load(Ordering::Relaxed) + jitter(n as f64).max(1.0) as u64
+                }),
+                rotate_at: self
+                    .sh
+                    .config
+                    .rotation
+                    .after
+                    .map(|d| Instant::now() + Duration::from_secs_f64(jitter(d.as_secs_f64()))),
+            });
+        self.circuit.hound_started(i, Instant::now());
+        if !self.wanted[i] {
+            // The slot stopped being wanted while this hound was starting (target lowered).
+            self.retire(i);
+            return;
+        }
         self.sh.counters.hound_spawns.inc();
         self.blocked = false;
         slot.accepting.store(true, Ordering::Release);
     }
 
     fn schedule_respawn(&mut self, i: usize) {
-        if self.finishing {
+        if self.finishing || !self.wanted[i] {
+            return;
+        }
+        if !self.circuit.allows_respawn(i) {
+            if !self.held.contains(&i) {
+                self.held.push_back(i);
+            }
             return;
         }
         let Some(orders) = &self.orders else {
@@ -431,6 +508,217 @@ impl Collector {
             generation: self.next_generation[i],
             not_before: now + delay,
         });
+    }
+
+    /// Counts a restart (an unexpected hound exit when `died`, else a failed spawn) against the
+    /// restart intensity; opens the circuit when it is exceeded.
+    fn note_restart(&mut self, i: usize, died: bool) {
+        if died {
+            self.sh.counters.restarts.inc();
+        }
+        if self.circuit.record_restart(i, Instant::now()) == Transition::Opened {
+            self.sh.counters.circuit_opens.inc();
+            let ri = self.sh.config.restart_intensity;
+            warn!(
+                slot = i,
+                max_restarts = ri.max_restarts,
+                within = ?ri.within,
+                cooldown = ?self.sh.config.circuit_cooldown,
+                "restart intensity exceeded: circuit open, pool degraded, respawns held"
+            );
+        }
+        self.publish_circuit();
+    }
+
+    /// Time-driven circuit transitions: the probe after the cool-down, refilling on close.
+    fn circuit_tick(&mut self) {
+        match self.circuit.tick(Instant::now()) {
+            Transition::HalfOpened => match self.held.pop_front() {
+                Some(i) => {
+                    self.circuit.set_probe(i);
+                    info!(slot = i, "circuit half-open: starting a probe hound");
+                    self.schedule_respawn(i);
+                }
+                None => {
+                    self.circuit.close();
+                    info!("circuit closed (no slot waiting)");
+                }
+            },
+            Transition::Closed => {
+                info!(
+                    refill = self.held.len(),
+                    "circuit closed: the probe hound is up; refilling held slots"
+                );
+                let held: Vec<usize> = self.held.drain(..).collect();
+                for i in held {
+                    self.schedule_respawn(i);
+                }
+            }
+            Transition::Opened | Transition::None => {}
+        }
+        self.publish_circuit();
+    }
+
+    /// Rotation: a hound past its (jittered) job count or age gets a replacement in a free
+    /// slot first; once that one accepts jobs, the old one is retired. One at a time.
+    fn rotation_tick(&mut self) {
+        if let Some((old, new)) = self.rotating {
+            if self.hounds[new].is_some() {
+                self.rotating = None;
+                if self.hounds[old].as_ref().is_some_and(|h| !h.retiring) {
+                    self.sh.counters.rotations.inc();
+                    info!(
+                        slot = old,
+                        replacement = new,
+                        "rotating hound: replacement ready"
+                    );
+                    self.retire(old);
+                }
+            } else if !self.wanted[new] {
+                self.rotating = None;
+            }
+            return;
+        }
+        if self.circuit.state() != crate::circuit::CircuitState::Closed {
+            return;
+        }
+        let now = Instant::now();
+        let due = self.hounds.iter().enumerate().find_map(|(i, h)| {
+            let h = h.as_ref()?;
+            let done = self.sh.slots[i].completed.load(Ordering::Relaxed);
+            let by_jobs = h.rotate_after_completed.is_some_and(|n| done >= n);
+            let by_age = h.rotate_at.is_some_and(|t| now >= t);
+            (!h.retiring && self.wanted[i] && (by_jobs || by_age)).then_some(i)
+        });
+        let Some(old) = due else {
+            return;
+        };
+        let Some(new) = self.free_slot() else {
+            return;
+        };
+        self.wanted[new] = true;
+        self.rotating = Some((old, new));
+        debug!(
+            slot = old,
+            replacement = new,
+            "rotation due: starting the replacement"
+        );
+        self.schedule_respawn(new);
+    }
+
+    /// A slot that should hold no hound and holds none (and is not awaiting a spawn).
+    fn free_slot(&self) -> Option<usize> {
+        (0..self.hounds.len()).find(|&j| {
+            !self.wanted[j] && self.hounds[j].is_none() && self.rotating.is_none_or(|r| r.1 != j)
+        })
+    }
+
+    /// Marks hound `i` retiring: no new jobs; stopped by `retire_tick` once its ring is empty.
+    fn retire(&mut self, i: usize) {
+        self.wanted[i] = false;
+        self.sh.slots[i].accepting.store(false, Ordering::Release);
+        if let Some(h) = self.hounds[i].as_mut() {
+            h.retiring = true;
+        }
+    }
+
+    /// Sends `Shutdown` to retiring hounds whose rings are empty (their exit is then seen as a
+    /// control-socket hang-up and reaped as expected).
+    fn retire_tick(&mut self) {
+        let mut frame = Vec::new();
+        for (i, h) in self.hounds.iter_mut().enumerate() {
+            let Some(h) = h.as_mut() else {
+                continue;
+            };
+            if !h.retiring || h.shutdown_sent {
+                continue;
+            }
+            if self.sh.slots[i].in_flight.load(Ordering::Relaxed) > 0 {
+                continue;
+            }
+            if frame.is_empty()
+                && Message::Shutdown(Shutdown { grace_ms: 1000 })
+                    .encode_frame(&mut frame)
+                    .is_err()
+            {
+                return;
+            }
+            let _ = send(h.control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL);
+            h.shutdown_sent = true;
+            debug!(slot = i, pid = h.pid, "retired hound asked to stop");
+        }
+    }
+
+    /// The high-water mark: above it, retire the largest hound and lower the target (not below
+    /// the minimum); below mark − hysteresis, raise the target again (not above the computed
+    /// size). One step per sample, and none while a retirement is still in progress.
+    fn high_water_tick(&mut self) {
+        let sh = self.sh.clone();
+        let Some(limits) = sh.cgroups.limits.as_ref() else {
+            return;
+        };
+        let (Some(limit), Some(usage)) = (
+            limits.effective_memory_limit(),
+            houndpool_shared::cgroup::memory_working_set(limits),
+        ) else {
+            return;
+        };
+        let mark = sh.high_water_mark();
+        let high = limit as f64 * mark;
+        let low = limit as f64 * (mark - sh.config.high_water_hysteresis).max(0.0);
+        let target = sh.target.load(Ordering::Relaxed);
+        let retiring = self.hounds.iter().flatten().any(|h| h.retiring);
+        if usage as f64 > high && target > sh.min_size() && !retiring {
+            // The largest hound by its cgroup's usage; any if unknown.
+            let victim = self
+                .hounds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let h = h.as_ref()?;
+                    (self.wanted[i] && !h.retiring).then(|| {
+                        let mem = h.placed.as_ref().and_then(|p| p.cgroup.memory_usage());
+                        (i, mem.unwrap_or(0))
+                    })
+                })
+                .max_by_key(|&(_, m)| m);
+            let Some((i, mem)) = victim else {
+                return;
+            };
+            sh.target.store(target - 1, Ordering::Relaxed);
+            sh.counters.high_water_retirements.inc();
+            warn!(
+                usage,
+                limit,
+                mark,
+                slot = i,
+                hound_memory = mem,
+                target = target - 1,
+                "memory above the high-water mark: retiring the largest hound"
+            );
+            self.retire(i);
+        } else if (usage as f64) < low && target < sh.sizing.size.min(self.hounds.len()) {
+            let Some(j) = self.free_slot() else {
+                return;
+            };
+            sh.target.store(target + 1, Ordering::Relaxed);
+            info!(
+                usage,
+                limit,
+                mark,
+                slot = j,
+                target = target + 1,
+                "memory below the high-water mark: growing the pool"
+            );
+            self.wanted[j] = true;
+            self.schedule_respawn(j);
+        }
+    }
+
+    fn publish_circuit(&self) {
+        self.sh
+            .circuit
+            .store(self.circuit.state().to_u8(), Ordering::Relaxed);
     }
 
     /// Places retries (oldest first), then deferred jobs, into rings with room.
@@ -471,6 +759,15 @@ impl Collector {
 
     /// Control sockets (Fatal messages, hang-ups), the watchdog, and stats mirrors.
     fn housekeeping(&mut self) {
+        self.circuit_tick();
+        if !self.finishing && self.sh.state.load(Ordering::Acquire) != DRAINING {
+            self.rotation_tick();
+            if self.last_memory_sample.elapsed() >= MEMORY_SAMPLE {
+                self.last_memory_sample = Instant::now();
+                self.high_water_tick();
+            }
+            self.retire_tick();
+        }
         // Control sockets: a readable socket carries a message or an EOF.
         let mut readable = Vec::new();
         {
@@ -611,6 +908,26 @@ impl Collector {
         let sh = self.sh.clone();
         let slot = &sh.slots[i];
         sh.counters.hound_exits.inc();
+        // The hound is reaped: read its cgroup's OOM counter, then remove the cgroup. Its
+        // processes are gone, so rmdir succeeds at once in practice; `remove` retries on EBUSY
+        // for at most ~2 s, which would only delay this collector pass.
+        let cgroup_oom = h.placed.as_ref().is_some_and(Placed::oom_killed);
+        if let Some(p) = h.placed.take() {
+            p.remove();
+        }
+        let out_of_memory = h.kill_cause.is_none()
+            && (death == HoundDeath::Exited(houndpool_hound::EXIT_OUT_OF_MEMORY)
+                || (death == HoundDeath::Signaled(libc::SIGKILL) && cgroup_oom));
+        if out_of_memory {
+            sh.counters.oom_kills.inc();
+            warn!(
+                slot = i,
+                pid = h.pid,
+                %death,
+                by = if cgroup_oom { "cgroup OOM killer" } else { "address-space budget" },
+                "hound ran out of memory"
+            );
+        }
         // Completions the hound wrote before dying are real results: take them first, unless
         // the hound was killed for lying.
         if !matches!(h.kill_cause, Some(KillCause::Violation(_))) {
@@ -624,7 +941,13 @@ impl Collector {
         slot.in_flight.store(0, Ordering::Relaxed);
         slot.pid.store(0, Ordering::Relaxed);
         let expected = matches!(h.kill_cause, Some(KillCause::Shutdown))
-            || (self.finishing && death == HoundDeath::Exited(0));
+            || (self.finishing && death == HoundDeath::Exited(0))
+            // A retired hound asked to stop: its exit is expected however it ends (the
+            // collector may SIGKILL it while it is still exiting after closing its socket).
+            || (h.retiring && h.shutdown_sent && h.kill_cause.is_none());
+        if !expected && !self.finishing {
+            self.note_restart(i, true);
+        }
         if expected {
             debug!(slot = i, pid = h.pid, %death, "hound stopped");
         } else {
@@ -652,6 +975,9 @@ impl Collector {
                         Some(OutcomeKind::Failed(FailReason::ProtocolViolation {
                             detail: d.clone(),
                         }))
+                    }
+                    (None, true) if out_of_memory => {
+                        Some(OutcomeKind::Failed(FailReason::OutOfMemory))
                     }
                     (None, true) => match death {
                         HoundDeath::Signaled(sig) if sig == libc::SIGSYS => {

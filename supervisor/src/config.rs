@@ -14,6 +14,44 @@ use crate::PoolError;
 pub enum PoolSize {
     /// Exactly this many (1..=256).
     Fixed(usize),
+    /// Decided at build from the process's own cgroup limits (ARCHITECTURE §3.5):
+    /// `n = clamp(min(cpu, (memory_limit − host_reserve) / per_hound_budget), min, max)`.
+    ///
+    /// `per_hound_budget` is everything one hound may use, its two rings included (their memfd
+    /// pages are charged to the container): it becomes the hound's address-space rlimit
+    /// (`hound_memory_budget` is ignored) and caps its cgroup memory limit. Slots are allocated
+    /// for `max` hounds so the target can move between `min` and the computed size later
+    /// (high-water mark).
+    Auto {
+        /// Memory one hound may use, rings included, in bytes (≥ ring memory + 64 MiB).
+        per_hound_budget: u64,
+        /// Memory kept for the host process, subtracted from the container limit.
+        host_reserve: u64,
+        /// Fewest hounds (≥ 1).
+        min: usize,
+        /// Most hounds (min..=256).
+        max: usize,
+    },
+}
+
+/// Restart intensity (ARCHITECTURE §3.3): more than `max_restarts` hound restarts pool-wide
+/// within `within` opens the circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartIntensity {
+    /// Restarts allowed in the window (≥ 1).
+    pub max_restarts: u32,
+    /// The sliding window (100 ms to 1 hour).
+    pub within: Duration,
+}
+
+/// When a hound is retired and replaced although healthy (ARCHITECTURE §3.3). Each limit gets
+/// ±10 % jitter per hound so hounds do not retire together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rotation {
+    /// Retire after about this many completed jobs (≥ 1 when set).
+    pub after_jobs: Option<u64>,
+    /// Retire after about this long (≥ 100 ms when set).
+    pub after: Option<Duration>,
 }
 
 /// What `submit` does when no hound has ring space (ARCHITECTURE §3.1).
@@ -96,6 +134,23 @@ pub struct PoolConfig {
     pub sandbox: SandboxPolicy,
     /// Whether hounds' stderr goes to the supervisor's stderr (else /dev/null). Default true.
     pub hound_stderr: bool,
+    /// Memory limit of each hound's own cgroup, where per-hound cgroups are available (capped
+    /// by the address-space budget when that is lower). Default 512 MiB.
+    pub hound_cgroup_memory: u64,
+    /// Pids limit (processes + threads) of each hound's cgroup. Default 32.
+    pub hound_pids_limit: u32,
+    /// High-water mark as a share of the container's memory limit (0 < mark ≤ 1): above it the
+    /// supervisor retires the largest hound and lowers the target size. Default 0.9.
+    pub high_water_mark: f64,
+    /// The target grows again once usage is below `high_water_mark − high_water_hysteresis`.
+    /// Default 0.1.
+    pub high_water_hysteresis: f64,
+    /// Restart intensity that opens the circuit. Default 10 restarts in 10 s.
+    pub restart_intensity: RestartIntensity,
+    /// How long an open circuit waits before a probe hound (half-open). Default 5 s.
+    pub circuit_cooldown: Duration,
+    /// Rotation of healthy hounds. Default none.
+    pub rotation: Rotation,
 }
 
 impl Default for PoolConfig {
@@ -125,15 +180,47 @@ impl Default for PoolConfig {
             hound_memory_budget: 1 << 30,
             sandbox: SandboxPolicy::default(),
             hound_stderr: true,
+            hound_cgroup_memory: 512 << 20,
+            hound_pids_limit: 32,
+            high_water_mark: 0.9,
+            high_water_hysteresis: 0.1,
+            restart_intensity: RestartIntensity {
+                max_restarts: 10,
+                within: Duration::from_secs(10),
+            },
+            circuit_cooldown: Duration::from_secs(5),
+            rotation: Rotation::default(),
         }
     }
 }
 
 impl PoolConfig {
-    /// The number of hounds this configuration asks for.
+    /// The number of hound slots this configuration asks for: `n` for `Fixed(n)`, `max` for
+    /// `Auto` (the running target is in `PoolStats::size`).
     pub fn hound_count(&self) -> usize {
         match self.size {
             PoolSize::Fixed(n) => n,
+            PoolSize::Auto { min, max, .. } => max.max(min),
+        }
+    }
+
+    /// The address-space budget each hound gets: `per_hound_budget` with `Auto`, else
+    /// `hound_memory_budget` (0 = unlimited).
+    pub fn effective_memory_budget(&self) -> u64 {
+        match self.size {
+            PoolSize::Auto {
+                per_hound_budget, ..
+            } => per_hound_budget,
+            PoolSize::Fixed(_) => self.hound_memory_budget,
+        }
+    }
+
+    /// The memory limit of a hound's cgroup: `hound_cgroup_memory`, capped by the address-space
+    /// budget when one is set (RSS never exceeds the address space).
+    pub fn effective_cgroup_memory(&self) -> u64 {
+        match self.effective_memory_budget() {
+            0 => self.hound_cgroup_memory,
+            b => self.hound_cgroup_memory.min(b),
         }
     }
 
@@ -167,8 +254,77 @@ impl PoolConfig {
             })
         };
         let n = self.hound_count();
+        if let PoolSize::Auto { min, max, .. } = self.size {
+            if min == 0 || max < min {
+                return bad(
+                    "size.auto",
+                    format!("min {min}, max {max}"),
+                    "1 <= min <= max <= 256",
+                );
+            }
+        }
         if !(1..=256).contains(&n) {
             return bad("size", n.to_string(), "1 to 256 hounds");
+        }
+        if self.hound_cgroup_memory < (16 << 20) {
+            return bad(
+                "hound_cgroup_memory",
+                self.hound_cgroup_memory.to_string(),
+                "at least 16 MiB",
+            );
+        }
+        if !(1..=4096).contains(&self.hound_pids_limit) {
+            return bad(
+                "hound_pids_limit",
+                self.hound_pids_limit.to_string(),
+                "1 to 4096",
+            );
+        }
+        let mark = self.high_water_mark;
+        if !(mark > 0.0 && mark <= 1.0) {
+            return bad("high_water_mark", mark.to_string(), "a share in (0, 1]");
+        }
+        let hyst = self.high_water_hysteresis;
+        if !(0.0..mark).contains(&hyst) {
+            return bad(
+                "high_water_hysteresis",
+                hyst.to_string(),
+                "0 <= hysteresis < high_water_mark",
+            );
+        }
+        let ri = self.restart_intensity;
+        if ri.max_restarts == 0
+            || ri.within < Duration::from_millis(100)
+            || ri.within > Duration::from_secs(3600)
+        {
+            return bad(
+                "restart_intensity",
+                format!("{} in {:?}", ri.max_restarts, ri.within),
+                "at least 1 restart in a window of 100 ms to 1 hour",
+            );
+        }
+        if self.circuit_cooldown < Duration::from_millis(10)
+            || self.circuit_cooldown > Duration::from_secs(3600)
+        {
+            return bad(
+                "circuit_cooldown",
+                format!("{:?}", self.circuit_cooldown),
+                "10 ms to 1 hour",
+            );
+        }
+        if self.rotation.after_jobs == Some(0) {
+            return bad("rotation.after_jobs", "0".into(), "at least 1, or None");
+        }
+        if self
+            .rotation
+            .after
+            .is_some_and(|d| d < Duration::from_millis(100))
+        {
+            return bad(
+                "rotation.after",
+                format!("{:?}", self.rotation.after),
+                "at least 100 ms, or None",
+            );
         }
         if let PoolExhaustedAction::Defer { limit } = self.exhausted {
             if limit == 0 || limit > 10_000_000 {
@@ -235,12 +391,14 @@ impl PoolConfig {
             return bad("hound_idle_poll", format!("{poll:?}"), "1 ms to 60 s");
         }
         let layout = self.region_layout();
-        if self.hound_memory_budget != 0
-            && self.hound_memory_budget < (layout.memory_bytes() as u64).saturating_add(64 << 20)
-        {
+        let budget = self.effective_memory_budget();
+        if budget != 0 && budget < (layout.memory_bytes() as u64).saturating_add(64 << 20) {
             return bad(
-                "hound_memory_budget",
-                self.hound_memory_budget.to_string(),
+                match self.size {
+                    PoolSize::Auto { .. } => "size.auto.per_hound_budget",
+                    PoolSize::Fixed(_) => "hound_memory_budget",
+                },
+                budget.to_string(),
                 &format!(
                     "0 (unlimited) or at least the ring memory ({} bytes) plus 64 MiB",
                     layout.memory_bytes()
@@ -290,5 +448,55 @@ mod tests {
             ..PoolConfig::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("defer"));
+    }
+
+    #[test]
+    fn isolation_settings_are_validated() {
+        let bad = |f: fn(&mut PoolConfig)| {
+            let mut c = PoolConfig::default();
+            f(&mut c);
+            c.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.high_water_mark = 0.0).contains("high_water_mark"));
+        assert!(bad(|c| c.high_water_mark = f64::NAN).contains("high_water_mark"));
+        assert!(bad(|c| c.high_water_hysteresis = 0.95).contains("hysteresis"));
+        assert!(bad(|c| c.restart_intensity.max_restarts = 0).contains("restart_intensity"));
+        assert!(bad(|c| c.rotation.after_jobs = Some(0)).contains("rotation"));
+        assert!(bad(|c| c.hound_pids_limit = 0).contains("hound_pids_limit"));
+        assert!(bad(|c| {
+            c.size = PoolSize::Auto {
+                per_hound_budget: 1 << 30,
+                host_reserve: 0,
+                min: 3,
+                max: 2,
+            }
+        })
+        .contains("size.auto"));
+        // An Auto budget must hold the rings plus 64 MiB; it replaces hound_memory_budget.
+        let mut c = PoolConfig {
+            size: PoolSize::Auto {
+                per_hound_budget: 32 << 20,
+                host_reserve: 0,
+                min: 1,
+                max: 4,
+            },
+            ..PoolConfig::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("per_hound_budget"));
+        c.size = PoolSize::Auto {
+            per_hound_budget: 256 << 20,
+            host_reserve: 0,
+            min: 1,
+            max: 4,
+        };
+        c.validate().unwrap();
+        assert_eq!(c.hound_count(), 4);
+        assert_eq!(c.effective_memory_budget(), 256 << 20);
+        assert_eq!(c.effective_cgroup_memory(), 256 << 20);
+        assert_eq!(PoolConfig::default().effective_cgroup_memory(), 512 << 20);
     }
 }

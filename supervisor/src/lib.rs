@@ -25,6 +25,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cgroups;
+mod circuit;
 mod collector;
 pub mod config;
 pub mod daemon;
@@ -36,7 +38,10 @@ mod spawn;
 mod stats;
 pub mod synth;
 
-pub use config::{ColdConfig, HoundBinary, PoolConfig, PoolExhaustedAction, PoolSize};
+pub use circuit::CircuitState;
+pub use config::{
+    ColdConfig, HoundBinary, PoolConfig, PoolExhaustedAction, PoolSize, RestartIntensity, Rotation,
+};
 pub use error::{PoolError, SubmitError};
 pub use houndpool_protocol::messages::{
     Layer, LayerMode, LayerReport, LayerStatus, S3Target, SandboxPolicy, SandboxReport,
@@ -46,7 +51,7 @@ pub use job::{
     Receipt, Severity, Ticket,
 };
 pub use pool::{EscalationEvent, Pool, PoolBuilder};
-pub use stats::{HoundStats, PoolStats, RefusedStats};
+pub use stats::{HoundStats, PoolStats, RefusedStats, SizeStats};
 
 /// Makes this executable usable as its own hound (multi-call mode). Call it first thing in
 /// `main`: if the process was started as a hound it runs the hound and exits; otherwise it

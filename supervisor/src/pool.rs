@@ -13,17 +13,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use houndpool_protocol::job::{JobKind, RequestHeader, Severity, REQUEST_HEADER_LEN};
-use houndpool_protocol::messages::SandboxReport;
+use houndpool_protocol::messages::{LayerReport, SandboxReport};
 use houndpool_protocol::region::{RecordPos, RequestWriter};
 use houndpool_protocol::wake::Doorbell;
+use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::{DeferQueue, Pushed};
 use crate::job::{DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
-use crate::stats::{Counters, HoundStats, PoolStats};
-use crate::{collector, spawn, PoolError, SubmitError};
+use crate::stats::{Counters, HoundStats, PoolStats, SizeStats};
+use crate::{cgroups, collector, spawn, PoolError, SubmitError};
 
 pub(crate) const RUNNING: u8 = 0;
 pub(crate) const DRAINING: u8 = 1;
@@ -130,9 +132,27 @@ pub(crate) struct Shared {
     pub(crate) sandbox_report: Mutex<Option<SandboxReport>>,
     /// Jobs in the collector's retry queue (mirror for stats).
     pub(crate) retrying: AtomicUsize,
+    /// Per-hound cgroups (the manager is taken and removed at shutdown).
+    pub(crate) cgroups: PoolCgroupsShared,
+    /// The size decision made at build.
+    pub(crate) sizing: SizingDecision,
+    /// Hounds the pool aims to run now (≤ slots).
+    pub(crate) target: AtomicUsize,
+    /// Mirror of the collector's circuit state (`CircuitState::to_u8`).
+    pub(crate) circuit: AtomicU8,
+    /// The high-water mark share in force (`f64` bits); starts at the configured one.
+    pub(crate) high_water: AtomicU64,
+}
+
+/// The cgroup part of [`Shared`].
+pub(crate) struct PoolCgroupsShared {
+    pub(crate) manager: Mutex<Option<HoundCgroups>>,
+    pub(crate) layer: LayerReport,
+    pub(crate) limits: Option<ContainerLimits>,
 }
 
 impl Shared {
+    // The suggested collapse would move `outcome` inside a match guard.
     pub(crate) fn deliver(&self, outcome: Outcome) {
         let c = &self.counters;
         match &outcome.result {
@@ -249,6 +269,19 @@ impl Shared {
         e
     }
 
+    /// The high-water mark share in force.
+    pub(crate) fn high_water_mark(&self) -> f64 {
+        f64::from_bits(self.high_water.load(Ordering::Relaxed))
+    }
+
+    /// The fewest hounds the high-water mark may shrink the pool to.
+    pub(crate) fn min_size(&self) -> usize {
+        match self.config.size {
+            crate::config::PoolSize::Auto { min, .. } => min.max(1),
+            crate::config::PoolSize::Fixed(_) => 1,
+        }
+    }
+
     pub(crate) fn in_rings(&self) -> usize {
         self.slots
             .iter()
@@ -308,7 +341,13 @@ impl PoolBuilder {
         }
         let binary = spawn::resolve_binary(&config.hound_binary)?;
         let pool_id = *Uuid::now_v7().as_bytes();
-        let n = config.hound_count();
+        // One spare slot for rotation, so a replacement starts before its predecessor retires.
+        let rotation = config.rotation.after_jobs.is_some() || config.rotation.after.is_some();
+        let n = config.hound_count() + usize::from(rotation);
+        let pool_cgroups = cgroups::setup(&config, &pool_id)?;
+        let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
+        let target = sizing.size.clamp(1, config.hound_count());
+        let high_water_bits = config.high_water_mark.to_bits();
         let layout = config.region_layout();
         let ring_body = layout
             .max_request_payload()
@@ -368,12 +407,26 @@ impl PoolBuilder {
             key_prefix,
             sandbox_report: Mutex::new(None),
             retrying: AtomicUsize::new(0),
+            cgroups: PoolCgroupsShared {
+                manager: Mutex::new(pool_cgroups.manager),
+                layer: pool_cgroups.layer,
+                limits: pool_cgroups.limits,
+            },
+            sizing,
+            target: AtomicUsize::new(target),
+            circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
+            high_water: AtomicU64::new(high_water_bits),
         });
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
         // thread would kill the hounds when that thread ends.
         let (collector, spawner) = collector::start(shared.clone(), binary, pool_id)?;
-        info!(hounds = n, "houndpool started");
+        info!(
+            hounds = target,
+            slots = n,
+            sizing = %shared.sizing.explanation,
+            "houndpool started"
+        );
         Ok(Pool {
             shared,
             outcome_rx,
@@ -559,6 +612,31 @@ impl Pool {
             spawn_failures: 0,
             watchdog_kills: 0,
             protocol_violations: 0,
+            oom_kills: 0,
+            restarts: 0,
+            circuit_opens: 0,
+            rotations: 0,
+            high_water_retirements: 0,
+            circuit: CircuitState::from_u8(sh.circuit.load(Ordering::Relaxed)),
+            degraded: false,
+            size: SizeStats {
+                target: sh.target.load(Ordering::Relaxed),
+                actual: 0,
+                computed: sh.sizing.size,
+                slots: sh.slots.len(),
+                explanation: sh.sizing.explanation.clone(),
+            },
+            memory_usage: sh
+                .cgroups
+                .limits
+                .as_ref()
+                .and_then(houndpool_shared::cgroup::memory_working_set),
+            memory_limit: sh
+                .cgroups
+                .limits
+                .as_ref()
+                .and_then(|l| l.effective_memory_limit()),
+            high_water_bytes: None,
             hounds: Vec::with_capacity(sh.slots.len()),
             sandbox: sh
                 .sandbox_report
@@ -574,6 +652,15 @@ impl Pool {
             .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
             .unwrap_or(0);
         s.retrying = sh.retrying.load(Ordering::Relaxed) as u64;
+        s.degraded = s.circuit != CircuitState::Closed;
+        s.high_water_bytes = s
+            .memory_limit
+            .map(|l| (l as f64 * sh.high_water_mark()) as u64);
+        s.size.actual = sh
+            .slots
+            .iter()
+            .filter(|sl| sl.accepting.load(Ordering::Relaxed))
+            .count();
         for slot in sh.slots.iter() {
             let pid = slot.pid.load(Ordering::Relaxed);
             s.hounds.push(HoundStats {
@@ -587,6 +674,19 @@ impl Pool {
             });
         }
         s
+    }
+
+    /// Changes the high-water mark (a share of the container's memory limit, in (0, 1]) while
+    /// the pool runs; the collector applies it at its next sample (every 250 ms). Returns false
+    /// and changes nothing for a value outside (0, 1] or not above the configured hysteresis.
+    pub fn set_high_water_mark(&self, share: f64) -> bool {
+        let sh = &self.shared;
+        if !(share > sh.config.high_water_hysteresis && share <= 1.0) {
+            return false;
+        }
+        sh.high_water.store(share.to_bits(), Ordering::Relaxed);
+        info!(share, "high-water mark changed");
+        true
     }
 
     /// The configuration the pool runs with (after validation and path canonicalisation).
@@ -627,6 +727,18 @@ impl Pool {
         if let Some((collector, spawner)) = threads.take() {
             let _ = collector.join();
             let _ = spawner.join();
+            // Every hound is reaped and its cgroup removed: remove the pool directory.
+            let manager = sh
+                .cgroups
+                .manager
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some(m) = manager {
+                if let Err(e) = m.remove_pool() {
+                    warn!(error = %e, "cannot remove the pool's cgroup directory");
+                }
+            }
         }
     }
 }

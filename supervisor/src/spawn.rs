@@ -23,8 +23,11 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
+use crate::cgroups::Placed;
 use crate::config::{ColdConfig, HoundBinary, PoolConfig};
 use crate::PoolError;
+use houndpool_protocol::messages::{Layer, LayerReport};
+use houndpool_shared::cgroup::HoundCgroups;
 
 /// Set by `run_hound_if_requested` when the current executable can serve as a hound.
 pub(crate) static MULTICALL: std::sync::atomic::AtomicBool =
@@ -43,6 +46,8 @@ pub(crate) struct Spawned {
     pub(crate) completion_bell: Doorbell,
     pub(crate) ready: Ready,
     pub(crate) spawn_time: Duration,
+    /// The hound's cgroup, when per-hound cgroups are available.
+    pub(crate) placed: Option<Placed>,
 }
 
 /// Resolves which executable to start as a hound.
@@ -116,7 +121,7 @@ pub(crate) fn hello(config: &PoolConfig, pool_id: [u8; 16], slot: u32, generatio
         limits: HoundLimits {
             max_evidence_bytes: clamp_u32(config.max_evidence_bytes),
             max_output_bytes: clamp_u32(config.max_output_bytes),
-            memory_budget_bytes: config.hound_memory_budget,
+            memory_budget_bytes: config.effective_memory_budget(),
             max_open_files: 64,
             max_processes: 0,
             gzip_level: config.gzip_level,
@@ -146,13 +151,16 @@ fn inheritable(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, PoolError> {
     Ok(dup)
 }
 
-/// Starts one hound and completes the handshake.
+/// Starts one hound, places it in its own cgroup (when `cgroups` is given) before sending
+/// `Hello`, and completes the handshake. The hound's sandbox report gets the `cgroup` entry.
 pub(crate) fn spawn_hound(
     config: &PoolConfig,
     binary: &Path,
     pool_id: [u8; 16],
     slot: u32,
     generation: u64,
+    cgroups: Option<&HoundCgroups>,
+    pool_layer: &LayerReport,
 ) -> Result<Spawned, PoolError> {
     let started = Instant::now();
     let failed = |reason: String| PoolError::SpawnFailed { slot, reason };
@@ -194,7 +202,51 @@ pub(crate) fn spawn_hound(
         child
     };
     drop(hound_end);
+    let pid = child.id();
     let mut guard = ChildGuard(Some(child));
+
+    // Placement before Hello: the hound reads no job before its handshake, so it executes no
+    // job code outside its cgroup. A failure kills the hound (guard) unless best-effort.
+    let mut cgroup_layer = pool_layer.clone();
+    let placed = match cgroups {
+        None => None,
+        Some(m) => {
+            let placed = m
+                .create(
+                    slot,
+                    generation,
+                    config.effective_cgroup_memory(),
+                    config.hound_pids_limit,
+                )
+                .and_then(|cg| {
+                    let pid = i32::try_from(pid).unwrap_or(-1);
+                    match cg.add_process(pid) {
+                        Ok(()) => Ok(cg),
+                        Err(e) => {
+                            let _ = cg.remove();
+                            Err(e)
+                        }
+                    }
+                });
+            match placed {
+                Ok(cg) => {
+                    cgroup_layer.status = LayerStatus::Enforced;
+                    cgroup_layer.detail = cg.mechanisms();
+                    let oom_before = cg.oom_kills();
+                    Some(Placed {
+                        cgroup: cg,
+                        oom_before,
+                    })
+                }
+                Err(e) => {
+                    cgroup_layer.status = LayerStatus::Unavailable;
+                    cgroup_layer.detail = format!("cannot place the hound in its cgroup: {e}");
+                    None
+                }
+            }
+        }
+    };
+    let placed_guard = PlacedGuard(placed);
 
     let hello = hello(config, pool_id, slot, generation);
     let mut frame = Vec::with_capacity(512);
@@ -202,7 +254,7 @@ pub(crate) fn spawn_hound(
     send(control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL)
         .map_err(|e| failed(format!("sending Hello: {e}")))?;
 
-    let ready = match recv_message(&control, config.start_timeout) {
+    let mut ready = match recv_message(&control, config.start_timeout) {
         Ok(Some(Message::Ready(r))) => r,
         Ok(Some(Message::Fatal(f))) => {
             return Err(failed(format!("hound refused to start: {}", f.message)))
@@ -228,6 +280,10 @@ pub(crate) fn spawn_hound(
             ready.protocol_version, PROTOCOL_VERSION
         )));
     }
+    // The hound does not report the cgroup layer (the supervisor applies it); an entry it
+    // sent anyway is replaced by the supervisor's own.
+    ready.sandbox.layers.retain(|l| l.layer != Layer::Cgroup);
+    ready.sandbox.layers.push(cgroup_layer);
     for layer in &ready.sandbox.layers {
         if config.sandbox.mode(layer.layer) == LayerMode::Required
             && layer.status != LayerStatus::Enforced
@@ -251,7 +307,27 @@ pub(crate) fn spawn_hound(
         completion_bell,
         ready,
         spawn_time: started.elapsed(),
+        placed: placed_guard.take(),
     })
+}
+
+/// Removes a hound's cgroup on a failed spawn. It drops before the `ChildGuard` (declared
+/// later), which is harmless: removal SIGKILLs whatever is still inside and retries `rmdir`
+/// while the kernel tears it down; the `ChildGuard` then reaps the hound.
+struct PlacedGuard(Option<Placed>);
+
+impl PlacedGuard {
+    fn take(mut self) -> Option<Placed> {
+        self.0.take()
+    }
+}
+
+impl Drop for PlacedGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            p.remove();
+        }
+    }
 }
 
 /// Receives one control message, waiting at most `timeout`. `Ok(None)` on timeout or hang-up.

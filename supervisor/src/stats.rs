@@ -62,6 +62,26 @@ pub(crate) struct Counters {
     pub(crate) spawn_failures: Counter,
     pub(crate) watchdog_kills: Counter,
     pub(crate) protocol_violations: Counter,
+    pub(crate) oom_kills: Counter,
+    pub(crate) restarts: Counter,
+    pub(crate) circuit_opens: Counter,
+    pub(crate) rotations: Counter,
+    pub(crate) high_water_retirements: Counter,
+}
+
+/// Pool size: what was decided at build and what runs now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SizeStats {
+    /// Hounds the pool aims to run now (lowered above the high-water mark).
+    pub target: usize,
+    /// Hounds accepting jobs now.
+    pub actual: usize,
+    /// The size decided at build (`Fixed(n)` → n; `Auto` → from the container's limits).
+    pub computed: usize,
+    /// Slots allocated (the most hounds the pool can ever run at once).
+    pub slots: usize,
+    /// The sizing decision with its inputs, in words.
+    pub explanation: String,
 }
 
 /// Refusals at submit, by reason.
@@ -146,6 +166,28 @@ pub struct PoolStats {
     pub watchdog_kills: u64,
     /// Hounds killed for protocol violations.
     pub protocol_violations: u64,
+    /// Hounds that ran out of memory (cgroup OOM kill or address-space budget).
+    pub oom_kills: u64,
+    /// Unexpected hound exits (each counts against the restart intensity).
+    pub restarts: u64,
+    /// Times the restart intensity opened the circuit.
+    pub circuit_opens: u64,
+    /// Healthy hounds retired by rotation.
+    pub rotations: u64,
+    /// Hounds retired because memory usage was above the high-water mark.
+    pub high_water_retirements: u64,
+    /// The respawn circuit's state now.
+    pub circuit: crate::CircuitState,
+    /// True while the circuit is not closed (respawns held back).
+    pub degraded: bool,
+    /// Target and actual size, and the sizing decision.
+    pub size: SizeStats,
+    /// The container's memory working set now (cgroup), when known.
+    pub memory_usage: Option<u64>,
+    /// The container's effective memory limit, when known.
+    pub memory_limit: Option<u64>,
+    /// The high-water mark in bytes (limit × mark share in force), when the limit is known.
+    pub high_water_bytes: Option<u64>,
     /// Per-hound view.
     pub hounds: Vec<HoundStats>,
     /// The sandbox report of the most recently started hound.
@@ -194,5 +236,10 @@ impl Counters {
         s.spawn_failures = self.spawn_failures.get();
         s.watchdog_kills = self.watchdog_kills.get();
         s.protocol_violations = self.protocol_violations.get();
+        s.oom_kills = self.oom_kills.get();
+        s.restarts = self.restarts.get();
+        s.circuit_opens = self.circuit_opens.get();
+        s.rotations = self.rotations.get();
+        s.high_water_retirements = self.high_water_retirements.get();
     }
 }

@@ -20,6 +20,13 @@
 //!   `unshare` fail with EPERM (as Docker's default profile does) or the Landlock syscalls fail
 //!   with ENOSYS (as on a kernel without Landlock), to exercise unavailable layers honestly.
 //! - `--as-nobody`: drop to uid/gid 65534 first (exercises the user-namespace path).
+//!
+//! Hostile-hound mode: started by a pool (`HoundBinary::Path`) as
+//! `hound-escape --houndpool-hound CTRL,REQ,CMP,REQBELL,CMPBELL`, it plays a *compromised*
+//! hound: it speaks the real handshake, applies the real sandbox, then serves `Noop` jobs by
+//! echoing them — except a job whose body is `hostile:<attack>`, which makes it misbehave (see
+//! [`hostile`]). This is how the supervisor-side escape tests simulate a hound taken over by
+//! a payload: the production hound contains none of this.
 
 use houndpool_hound::sandbox::{self, SandboxContext};
 use houndpool_protocol::messages::{HoundLimits, Layer, LayerMode, SandboxPolicy, SandboxReport};
@@ -354,7 +361,16 @@ fn attack(o: &Options) -> Outcome {
     }
 }
 
+/// Allocation failures end the process with `EXIT_OUT_OF_MEMORY` once `oom::install` ran
+/// (hostile mode only; the probe mode keeps the default abort).
+#[global_allocator]
+static ALLOCATOR: houndpool_hound::oom::OomAwareAllocator = houndpool_hound::oom::OomAwareAllocator;
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(houndpool_hound::HOUND_ARG) {
+        houndpool_hound::oom::install();
+        std::process::exit(hostile::run());
+    }
     let o = parse();
     if o.attack == "read_cwd_file" && std::fs::metadata(CWD_SECRET).is_err() {
         usage("read_cwd_file needs hound-escape-secret.txt in the working directory");
@@ -389,5 +405,232 @@ fn main() {
     match attack(&o) {
         Outcome::Allowed => println!("RESULT {} allowed", o.attack),
         Outcome::Denied(errno) => println!("RESULT {} denied {errno:?}", o.attack),
+    }
+}
+
+/// The hostile hound (see the module docs). Every failure to even start is exit code 3.
+mod hostile {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use houndpool_hound::sandbox::{self, SandboxContext};
+    use houndpool_protocol::job::{CompletionHeader, CompletionStatus, RequestHeader};
+    use houndpool_protocol::messages::{ColdTarget, Message, Ready, MAX_CONTROL_BODY};
+    use houndpool_protocol::region::{HoundRegions, HoundState};
+    use houndpool_protocol::wake::Doorbell;
+    use houndpool_protocol::PROTOCOL_VERSION;
+    use nix::sys::socket::{recv, send, MsgFlags};
+
+    fn die(msg: &str) -> i32 {
+        eprintln!("hostile hound: {msg}");
+        3
+    }
+
+    fn send_raw(fd: RawFd, bytes: &[u8]) {
+        let _ = send(fd, bytes, MsgFlags::MSG_NOSIGNAL);
+    }
+
+    pub(super) fn run() -> i32 {
+        let parent = nix::unistd::getppid().as_raw();
+        let Some(arg) = std::env::args().nth(2) else {
+            return die("missing fd list");
+        };
+        let fds: Vec<RawFd> = arg.split(',').filter_map(|f| f.parse().ok()).collect();
+        if fds.len() != 5 {
+            return die("bad fd list");
+        }
+        // SAFETY: the supervisor passed these five descriptors for this process to own; each
+        // is wrapped exactly once.
+        let [control, req, cmp, req_bell, cmp_bell] =
+            [0, 1, 2, 3, 4].map(|i| unsafe { OwnedFd::from_raw_fd(fds[i]) });
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut pfd = [nix::poll::PollFd::new(
+            control.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16));
+        let n = match recv(control.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+            Ok(n) => n,
+            Err(e) => return die(&format!("recv Hello: {e}")),
+        };
+        let Ok(Message::Hello(hello)) = Message::from_datagram(&buf[..n]) else {
+            return die("expected Hello");
+        };
+        // A second, private read-write view of the completion region: the "compromised" hound
+        // can scribble over all of it, ring indices included.
+        let raw_cmp = match cmp.try_clone() {
+            Ok(f) => f,
+            Err(e) => return die(&format!("dup: {e}")),
+        };
+        let cmp_len = match nix::sys::stat::fstat(raw_cmp.as_raw_fd()) {
+            Ok(st) => st.st_size as usize,
+            Err(e) => return die(&format!("fstat: {e}")),
+        };
+        // SAFETY: a shared mapping of a memfd we own, `cmp_len` bytes long (its size); written
+        // only within that length below.
+        let raw_map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                cmp_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                raw_cmp.as_raw_fd(),
+                0,
+            )
+        };
+        let regions = match HoundRegions::map(req, cmp) {
+            Ok(r) => r,
+            Err(e) => return die(&format!("map: {e}")),
+        };
+        let (mut reader, mut writer, status) = regions.split();
+        let req_bell = Doorbell::from_fd(req_bell);
+        let cmp_bell = Doorbell::from_fd(cmp_bell);
+        let rw_dirs = match &hello.cold {
+            ColdTarget::Filesystem { root, .. } => vec![PathBuf::from(root)],
+            _ => vec![],
+        };
+        let ctx = SandboxContext {
+            keep_fds: vec![
+                control.as_raw_fd(),
+                req_bell.as_fd().as_raw_fd(),
+                cmp_bell.as_fd().as_raw_fd(),
+                raw_cmp.as_raw_fd(),
+            ],
+            rw_dirs,
+            tcp_connect_port: None,
+            limits: hello.limits.clone(),
+            expected_parent: parent,
+        };
+        let report = match sandbox::apply(&hello.sandbox, &ctx) {
+            Ok(r) => r,
+            Err(e) => return die(&format!("sandbox: {e}")),
+        };
+        let mut frame = Vec::new();
+        let ready = Message::Ready(Ready {
+            pid: std::process::id(),
+            protocol_version: PROTOCOL_VERSION,
+            sandbox: report,
+        });
+        if ready.encode_frame(&mut frame).is_err() {
+            return die("encode Ready");
+        }
+        send_raw(control.as_raw_fd(), &frame);
+        status.set_state(HoundState::Idle);
+        let budget = hello.limits.memory_budget_bytes as usize;
+        loop {
+            let payload = match reader.peek() {
+                Ok(Some(p)) => p.to_vec(),
+                Ok(None) => {
+                    let mut pfd = [
+                        nix::poll::PollFd::new(req_bell.as_fd(), nix::poll::PollFlags::POLLIN),
+                        nix::poll::PollFd::new(control.as_fd(), nix::poll::PollFlags::POLLIN),
+                    ];
+                    status.announce_sleep();
+                    if !reader.has_pending() {
+                        let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(20u16));
+                    }
+                    status.cancel_sleep();
+                    req_bell.drain();
+                    if pfd[1].revents().is_some_and(|r| !r.is_empty()) {
+                        match recv(control.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                            Ok(0) => return 0,
+                            Ok(n) => {
+                                if let Ok(Message::Shutdown(_)) = Message::from_datagram(&buf[..n])
+                                {
+                                    return 0;
+                                }
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => return die(&format!("request ring: {e}")),
+            };
+            let Ok((req, body)) = RequestHeader::parse(&payload) else {
+                return die("bad request");
+            };
+            let mut hdr = CompletionHeader {
+                job_id: req.job_id,
+                kind: req.kind,
+                status: CompletionStatus::Ok,
+                flags: 0,
+            };
+            if body.starts_with(b"hostile:") {
+                // Let the supervisor consume the earlier completions first: a violation is
+                // charged to the job at the front of the hound's ring, which should be this
+                // one, not an earlier job whose completion is still unread (or overwritten).
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            match body.strip_prefix(b"hostile:") {
+                None => {}
+                Some(b"garbage_completion") => {
+                    if raw_map != libc::MAP_FAILED {
+                        // SAFETY: inside the `cmp_len`-byte mapping created above.
+                        unsafe { std::ptr::write_bytes(raw_map.cast::<u8>(), 0xA5, cmp_len) };
+                    }
+                    let _ = cmp_bell.ring();
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+                Some(b"wrong_job_id") => hdr.job_id = req.job_id.wrapping_add(1000),
+                Some(b"malformed_frame") => {
+                    send_raw(control.as_raw_fd(), &[0xFF; 48]);
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+                Some(b"oversized_frame") => {
+                    send_raw(
+                        control.as_raw_fd(),
+                        &vec![0x5A; MAX_CONTROL_BODY as usize + 4096],
+                    );
+                    std::thread::sleep(Duration::from_secs(30));
+                }
+                Some(b"exec_sh") => {
+                    let argv = [c"/bin/sh".as_ptr(), std::ptr::null()];
+                    let envp = [std::ptr::null()];
+                    // SAFETY: NUL-terminated argv / envp arrays of valid C strings.
+                    unsafe { libc::execve(c"/bin/sh".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+                }
+                Some(b"ptrace_parent") => {
+                    // SAFETY: PTRACE_ATTACH takes no pointers.
+                    unsafe {
+                        libc::ptrace(
+                            libc::PTRACE_ATTACH,
+                            parent,
+                            std::ptr::null_mut::<libc::c_void>(),
+                            std::ptr::null_mut::<libc::c_void>(),
+                        )
+                    };
+                }
+                Some(b"alloc_over_budget") => {
+                    // Infallible allocation past RLIMIT_AS: null → abort → EXIT_OUT_OF_MEMORY.
+                    let v = vec![1u8; budget.saturating_mul(2).max(1 << 30)];
+                    std::hint::black_box(&v);
+                }
+                Some(b"cgroup_oom") => {
+                    // Touch memory in 1 MiB steps, within RLIMIT_AS, past the cgroup limit.
+                    let mut keep: Vec<Vec<u8>> = Vec::new();
+                    for _ in 0..(budget >> 20).saturating_sub(64) {
+                        keep.push(vec![7u8; 1 << 20]);
+                    }
+                    std::hint::black_box(&keep);
+                }
+                Some(_) => {}
+            }
+            let head = hdr.to_bytes();
+            loop {
+                match writer.try_push(&[&head, body]) {
+                    Ok(true) => break,
+                    Ok(false) => std::thread::sleep(Duration::from_micros(100)),
+                    Err(e) => return die(&format!("completion ring: {e}")),
+                }
+            }
+            if writer.supervisor_sleeping() {
+                let _ = cmp_bell.ring();
+            }
+            reader.advance();
+            status.job_done();
+            status.beat();
+        }
     }
 }

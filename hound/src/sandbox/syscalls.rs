@@ -7,7 +7,7 @@
 //! dir) and, when the S3 backend is configured, a blocking HTTP client over TCP. It was checked
 //! by running `tests/sandbox_workload.rs` and `hound-escape` under `strace -f` with the filter
 //! in force (every `EPERM` a denied call would produce shows up in the trace); see
-//! docs/SECURITY-sandbox.md.
+//! docs/SECURITY.md.
 //!
 //! How the lists become filters is in `seccomp.rs`: the kill-list and the ENOSYS list are
 //! separate filters installed first, the allow-list filter (default `EPERM`) last.

@@ -177,6 +177,9 @@ fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
         hound_memory_budget: p.hound_memory_budget_bytes,
         sandbox: c.sandbox.clone(),
         hound_stderr: p.hound_stderr,
+        // Cgroup limits, high-water mark, restart intensity and rotation keep the library's
+        // defaults until the file grows keys for them.
+        ..PoolConfig::default()
     }
 }
 
