@@ -19,7 +19,9 @@ use nix::sys::signal::Signal;
 
 use crate::ledger::Ledger;
 use crate::report::ChaosResult;
-use crate::util::{bench_config, leftover_hounds, signal_child, Ctx, Result, StressError};
+use crate::util::{
+    fault_injection_config, leftover_hounds, signal_child, Ctx, Result, StressError,
+};
 
 /// Settings of a chaos run.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +74,7 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
                 exhausted: PoolExhaustedAction::Defer { limit: 8192 },
                 job_timeout: opts.job_timeout,
                 outcome_capacity: Some(1 << 18),
-                ..bench_config(opts.hounds)
+                ..fault_injection_config(opts.hounds)
             })
             .build()?,
     );

@@ -14,8 +14,8 @@ use nix::sys::signal::Signal;
 
 use crate::report::RespawnResult;
 use crate::util::{
-    bench_config, histogram, percentiles, record, signal_child, wait_all_pids, Ctx, Result,
-    StressError,
+    fault_injection_config, histogram, percentiles, record, signal_child, wait_all_pids, Ctx,
+    Result, StressError,
 };
 
 const HOUNDS: usize = 4;
@@ -26,7 +26,9 @@ const REPLACEMENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Kills `kills` hounds one after another and measures each replacement.
 pub fn run(ctx: &Ctx) -> Result<RespawnResult> {
     let kills = ctx.pick(20, 200);
-    let pool = Pool::builder().config(bench_config(HOUNDS)).build()?;
+    let pool = Pool::builder()
+        .config(fault_injection_config(HOUNDS))
+        .build()?;
     let r = measure(ctx, &pool, kills);
     pool.shutdown(Duration::from_secs(5));
     r

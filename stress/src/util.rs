@@ -164,6 +164,21 @@ pub fn bench_config(hounds: usize) -> PoolConfig {
     }
 }
 
+/// `bench_config` for scenarios that kill hounds on purpose (respawn, chaos): the pool-wide
+/// restart-intensity circuit is lifted, because these scenarios measure respawn mechanics and
+/// exactly-once delivery under constant external kills, not the crash-loop policy (which would,
+/// correctly, open the circuit after 10 restarts in 10 s and hold slots empty for its cool-down).
+/// The per-slot respawn back-off stays in force.
+pub fn fault_injection_config(hounds: usize) -> PoolConfig {
+    PoolConfig {
+        restart_intensity: houndpool::config::RestartIntensity {
+            max_restarts: u32::MAX,
+            within: std::time::Duration::from_millis(100),
+        },
+        ..bench_config(hounds)
+    }
+}
+
 /// Parent pid of `pid` and its state letter, from /proc/PID/stat.
 fn proc_stat(pid: u32) -> Option<(u32, char, Vec<String>)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

@@ -908,13 +908,12 @@ impl Collector {
         let sh = self.sh.clone();
         let slot = &sh.slots[i];
         sh.counters.hound_exits.inc();
-        // The hound is reaped: read its cgroup's OOM counter, then remove the cgroup. Its
-        // processes are gone, so rmdir succeeds at once in practice; `remove` retries on EBUSY
-        // for at most ~2 s, which would only delay this collector pass.
+        // The hound is reaped: read its cgroup's OOM counter now; the cgroup itself is removed
+        // after the respawn is ordered (rmdir of a memory cgroup costs milliseconds while the
+        // kernel offlines it, and `remove` retries on EBUSY), so it never delays the
+        // replacement.
         let cgroup_oom = h.placed.as_ref().is_some_and(Placed::oom_killed);
-        if let Some(p) = h.placed.take() {
-            p.remove();
-        }
+        let placed = h.placed.take();
         let out_of_memory = h.kill_cause.is_none()
             && (death == HoundDeath::Exited(houndpool_hound::EXIT_OUT_OF_MEMORY)
                 || (death == HoundDeath::Signaled(libc::SIGKILL) && cgroup_oom));
@@ -1033,6 +1032,9 @@ impl Collector {
         self.blocked = false;
         drop(h);
         self.schedule_respawn(i);
+        if let Some(p) = placed {
+            p.remove();
+        }
     }
 
     fn drain_done(&self) -> bool {
