@@ -23,6 +23,7 @@ pub mod sandbox;
 
 pub use args::HoundFds;
 pub use error::HoundError;
+pub use run::HELLO_TIMEOUT;
 
 /// argv[1] that marks a process as a hound (used by the `hound` binary and by multi-call
 /// executables through `houndpool::run_hound_if_requested`).

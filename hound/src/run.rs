@@ -5,7 +5,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use houndpool_protocol::job::{RequestHeader, COMPLETION_HEADER_LEN};
+use houndpool_protocol::job::{JobKind, RequestHeader, COMPLETION_HEADER_LEN};
 use houndpool_protocol::messages::{ColdTarget, Fatal, Hello, Message, Ready};
 use houndpool_protocol::region::{
     CompletionWriter, HoundRegions, HoundState, RequestReader, StatusWriter,
@@ -21,8 +21,23 @@ use crate::sandbox::{self, SandboxContext};
 use crate::{HoundError, HoundFds};
 use crate::{EXIT_HANDSHAKE, EXIT_ORPHANED, EXIT_RUNTIME, EXIT_SANDBOX};
 
-/// How long a freshly started hound waits for its `Hello`.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a freshly started hound waits for its `Hello`. Long, because the supervisor keeps
+/// one hound started ahead of demand (`PoolConfig::prestart`) and replaces it after ten
+/// minutes; the hound also exits at once when the control socket closes (supervisor gone).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Waits for the first control message until `HELLO_TIMEOUT` (poll's timeout is capped well
+/// below it, so it waits in steps).
+fn recv_hello(channel: &mut Channel) -> Result<Polled, HoundError> {
+    let deadline = std::time::Instant::now() + HELLO_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match channel.recv_timeout(left.min(Duration::from_secs(60)))? {
+            Polled::Nothing if !left.is_zero() => continue,
+            other => return Ok(other),
+        }
+    }
+}
 
 /// Runs a hound to completion; returns the process exit code.
 pub(crate) fn run(fds: HoundFds) -> i32 {
@@ -37,7 +52,7 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
     } = fds;
     let mut channel = Channel::new(control);
 
-    let hello = match channel.recv_timeout(HELLO_TIMEOUT) {
+    let hello = match recv_hello(&mut channel) {
         Ok(Polled::Message(m)) => match *m {
             Message::Hello(h) => h,
             other => {
@@ -49,7 +64,11 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
             }
         },
         Ok(Polled::Nothing) => {
-            return fatal(&channel, EXIT_HANDSHAKE, "no Hello within 10 s".into())
+            return fatal(
+                &channel,
+                EXIT_HANDSHAKE,
+                format!("no Hello within {HELLO_TIMEOUT:?}"),
+            )
         }
         Ok(Polled::Closed) => return EXIT_ORPHANED,
         Err(e) => return fatal(&channel, EXIT_HANDSHAKE, format!("handshake: {e}")),
@@ -107,6 +126,7 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         request_bell,
         completion_bell,
         runner,
+        unannounced: Unannounced::default(),
     };
     lp.serve()
 }
@@ -166,7 +186,32 @@ struct JobLoop {
     request_bell: Doorbell,
     completion_bell: Doorbell,
     runner: JobRunner,
+    /// Completions published while the supervisor slept, not yet announced by its doorbell.
+    unannounced: Unannounced,
 }
+
+/// Completions a sleeping supervisor has not been woken for.
+///
+/// Waking the supervisor costs two context switches on a busy machine, more than a small job.
+/// While the next request in this hound's ring is a quick one (CPU-only, body at most
+/// [`QUICK_BODY`]), the doorbell is deferred until [`RING_BATCH`] completions or
+/// [`RING_DELAY`] have accumulated; a hound whose ring runs empty, whose next job may block on
+/// storage, or whose completion ring is full, rings at once. So a completion waits for its
+/// doorbell at most for one quick job beyond the delay bound.
+#[derive(Default)]
+struct Unannounced {
+    count: u32,
+    since: Option<Instant>,
+}
+
+/// Completions that may wait for one doorbell while more requests are queued.
+const RING_BATCH: u32 = 4;
+/// Largest body of a job that counts as quick for deferring the doorbell (a 64 KiB encode
+/// takes well under a millisecond on one core).
+const QUICK_BODY: usize = 64 * 1024;
+/// The longest a completion may wait for its doorbell while more requests are queued (checked
+/// when the next job finishes).
+const RING_DELAY: Duration = Duration::from_micros(200);
 
 /// What one look at the request ring produced.
 enum Step {
@@ -196,7 +241,7 @@ impl JobLoop {
                 return 0;
             }
             if last_work.elapsed() < spin {
-                std::hint::spin_loop();
+                std::thread::yield_now();
                 continue;
             }
             // Announce, re-check, then sleep (see protocol::region for the ordering argument).
@@ -237,6 +282,39 @@ impl JobLoop {
                     Err(e) => return fatal(&self.channel, EXIT_RUNTIME, e.to_string()),
                 }
             }
+        }
+    }
+
+    /// Rings the supervisor's doorbell for the completion just published if it announced sleep,
+    /// unless more requests are queued and the batch bounds are not reached (see
+    /// [`Unannounced`]).
+    fn announce(&mut self) -> Result<(), HoundError> {
+        if !self.writer.supervisor_sleeping() {
+            // Awake: it will see every completion published so far (the Dekker re-check in
+            // `protocol::region` covers one it is about to sleep over).
+            self.unannounced = Unannounced::default();
+            return Ok(());
+        }
+        let u = &mut self.unannounced;
+        u.count += 1;
+        let since = *u.since.get_or_insert_with(Instant::now);
+        let (count, since) = (u.count, since);
+        if count >= RING_BATCH || since.elapsed() >= RING_DELAY || !self.next_is_quick() {
+            self.unannounced = Unannounced::default();
+            self.completion_bell.ring()?;
+        }
+        Ok(())
+    }
+
+    /// Whether the next queued request is a quick CPU-only job (see [`Unannounced`]). False for
+    /// an empty ring and for anything unreadable (the next `step` reports that).
+    fn next_is_quick(&mut self) -> bool {
+        match self.reader.peek() {
+            Ok(Some(payload)) => RequestHeader::parse(payload).is_ok_and(|(req, body)| {
+                matches!(req.kind, JobKind::Noop | JobKind::Encode | JobKind::Decode)
+                    && body.len() <= QUICK_BODY
+            }),
+            _ => false,
         }
     }
 
@@ -307,6 +385,7 @@ impl JobLoop {
             &[&head, body_bytes],
         )?;
         self.reader.advance();
+        self.announce()?;
         self.status.set_current_job(0);
         self.status.job_done();
         self.status.beat();
@@ -318,8 +397,9 @@ impl JobLoop {
     }
 }
 
-/// Pushes a completion, waiting (spin, then short sleeps) while the ring is full, and rings
-/// the supervisor's doorbell if it announced sleep.
+/// Pushes a completion, waiting (spin, then short sleeps) while the ring is full. A full ring
+/// rings the supervisor's doorbell if it announced sleep (it may be sleeping over deferred
+/// completions); announcing the new one is the caller's (`JobLoop::announce`).
 fn push_completion(
     writer: &mut CompletionWriter,
     bell: &Doorbell,
@@ -328,6 +408,9 @@ fn push_completion(
 ) -> Result<(), HoundError> {
     let mut waited = 0u32;
     while !writer.try_push(parts)? {
+        if waited == 0 && writer.supervisor_sleeping() {
+            bell.ring()?;
+        }
         waited += 1;
         if waited < 64 {
             std::hint::spin_loop();
@@ -342,9 +425,6 @@ fn push_completion(
                 }
             }
         }
-    }
-    if writer.supervisor_sleeping() {
-        bell.ring()?;
     }
     Ok(())
 }

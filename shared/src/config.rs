@@ -112,6 +112,7 @@ pub static KEYS: &[KeyInfo] = &[
     key!("pool", "hound_memory_budget_bytes", Integer, "1073741824", "address-space limit (RLIMIT_AS) of each hound, bytes; 0 leaves it unlimited"),
     key!("pool", "hound_binary", String, "\"\"", "path of the hound executable; empty: $HOUNDPOOL_HOUND_BIN, else `hound` beside houndd, else houndd itself"),
     key!("pool", "hound_stderr", Bool, "true", "whether hounds' standard error goes to the daemon's standard error (else /dev/null)"),
+    key!("pool", "prestart", Bool, "true", "keep one hound started ahead of demand, so a dead hound is replaced in about a millisecond (one idle process)"),
     // ---- [cold]
     key!("cold", "backend", String, "\"filesystem\"", "cold storage: \"filesystem\", \"s3\" or \"none\""),
     key!("cold", "path", String, "\"houndpool-data\"", "directory of the filesystem store (created if missing)"),
@@ -225,6 +226,8 @@ pub struct PoolSettings {
     pub hound_binary: Option<PathBuf>,
     /// Hounds' stderr passed through.
     pub hound_stderr: bool,
+    /// One hound kept started ahead of demand (fast replacement).
+    pub prestart: bool,
 }
 
 /// S3 credentials, taken from the standard AWS environment variables. `Debug` never shows them.
@@ -720,6 +723,7 @@ fn pool_settings(v: &Values) -> Result<PoolSettings, SharedError> {
         )?,
         hound_binary: (!hound_binary.is_empty()).then(|| PathBuf::from(hound_binary)),
         hound_stderr: v.boolean("pool", "hound_stderr")?,
+        prestart: v.boolean("pool", "prestart")?,
     })
 }
 
@@ -1105,6 +1109,7 @@ impl Config {
                 ("pool", "hound_memory_budget_bytes") => int(p.hound_memory_budget_bytes),
                 ("pool", "hound_binary") => p.hound_binary.as_deref().map(path).unwrap_or(s("")),
                 ("pool", "hound_stderr") => Value::Boolean(p.hound_stderr),
+                ("pool", "prestart") => Value::Boolean(p.prestart),
                 ("cold", "backend") => s(match &self.cold.backend {
                     ColdBackend::None => "none",
                     ColdBackend::Filesystem { .. } => "filesystem",

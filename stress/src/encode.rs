@@ -156,7 +156,9 @@ fn stream(
     let window = hounds * PER_HOUND_WINDOW;
     let measure = Duration::from_secs_f64(ctx.pick(0.5, 5.0));
     let warm_jobs = 2 * window;
-    let spin = Duration::from_micros(50);
+    // Block for outcomes, as an application's outcome thread would: with pool = cores every
+    // core belongs to a hound, and a spinning caller would take one from them.
+    let spin = Duration::ZERO;
     let timeout = Duration::from_secs(30);
     let (mut sent, mut done) = (0usize, 0usize);
     let mut next = 0usize;

@@ -135,7 +135,7 @@ pub fn next_outcome(rx: &Receiver<Outcome>, spin: Duration, timeout: Duration) -
         if i.is_multiple_of(64) && start.elapsed() >= spin {
             break;
         }
-        std::hint::spin_loop();
+        std::thread::yield_now();
     }
     rx.recv_timeout(timeout).map_err(|_| {
         StressError::Unexpected(format!("no outcome within {timeout:?} (pool stalled?)"))

@@ -32,7 +32,7 @@ use houndpool_protocol::job::{
     MAX_FAIL_MESSAGE,
 };
 use houndpool_protocol::messages::{Message, Shutdown};
-use houndpool_protocol::region::CompletionReader;
+use houndpool_protocol::region::{CompletionReader, HoundState};
 use houndpool_protocol::wake::Doorbell;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
@@ -42,7 +42,7 @@ use crate::cgroups::Placed;
 use crate::circuit::{Circuit, Transition};
 use crate::job::{DropReason, FailReason, HoundDeath, OutcomeKind, Receipt};
 use crate::pool::{Pending, Shared, SlotConn, DRAINING, STOPPED};
-use crate::spawn::{spawn_hound, ChildGuard, Spawned};
+use crate::spawn::{handshake, prestart, spawn_hound, ChildGuard, Prestarted, Spawned};
 use crate::PoolError;
 
 /// Completions consumed from one hound before looking at the others.
@@ -124,6 +124,8 @@ struct Collector {
     rotating: Option<(usize, usize)>,
     /// Last sample of the container's memory against the high-water mark.
     last_memory_sample: Instant,
+    /// CPUs this process may use (`available_parallelism`, which honours quotas and cpusets).
+    cores: usize,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -205,6 +207,7 @@ pub(crate) fn start(
         held: VecDeque::new(),
         rotating: None,
         last_memory_sample: Instant::now(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     for s in spawned {
         c.install(s);
@@ -216,6 +219,10 @@ pub(crate) fn start(
     Ok((collector, spawner))
 }
 
+/// How long a prestarted spare may wait for its slot before it is replaced by a fresh one
+/// (well below the hound's own `Hello` wait, [`houndpool_hound::HELLO_TIMEOUT`]).
+const SPARE_MAX_AGE: Duration = Duration::from_secs(600);
+
 fn spawner_loop(
     sh: Arc<Shared>,
     binary: PathBuf,
@@ -224,12 +231,54 @@ fn spawner_loop(
     results: Sender<SpawnResult>,
 ) {
     let mut due: Vec<SpawnOrder> = Vec::new();
+    // One hound started and placed ahead of demand (see `spawn::Prestarted`).
+    let mut spare: Option<Prestarted> = None;
+    let mut spare_seq: u64 = 0;
+    // Set when starting a spare failed: no new attempt until the next order, so a machine that
+    // cannot start hounds does not make the spawner fork-loop (orders carry the back-off).
+    let mut spare_failed = false;
     loop {
         due.sort_by_key(|o| o.not_before);
-        let wait = due
+        let mut wait = due
             .first()
             .map(|o| o.not_before.saturating_duration_since(Instant::now()))
             .unwrap_or(Duration::from_secs(3600));
+        // Start a spare whenever nothing is due right now.
+        if sh.config.prestart && !spare_failed && !wait.is_zero() {
+            if spare
+                .as_ref()
+                .is_some_and(|p| p.started().elapsed() > SPARE_MAX_AGE)
+            {
+                sh.spare_pid.store(0, Ordering::Relaxed);
+                spare = None; // killed, reaped, cgroup removed
+            }
+            if spare.is_none() && sh.state.load(Ordering::Acquire) == crate::pool::RUNNING {
+                spare_seq += 1;
+                let name = format!("spare-{spare_seq}");
+                let span = tracing::debug_span!("hound_prestart", spare = spare_seq);
+                let _e = span.enter();
+                let manager = sh.cgroups.manager.lock().unwrap_or_else(|p| p.into_inner());
+                match prestart(
+                    &sh.config,
+                    &binary,
+                    u32::MAX,
+                    &name,
+                    manager.as_ref(),
+                    &sh.cgroups.layer,
+                ) {
+                    Ok(p) => {
+                        sh.spare_pid.store(p.pid(), Ordering::Relaxed);
+                        spare = Some(p);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot start a spare hound; spawning on demand");
+                        spare_failed = true;
+                    }
+                }
+                continue; // the spare took time: look at the orders again
+            }
+            wait = wait.min(SPARE_MAX_AGE);
+        }
         if due.is_empty() || !wait.is_zero() {
             match orders.recv_timeout(wait) {
                 Ok(o) => {
@@ -237,31 +286,50 @@ fn spawner_loop(
                     continue;
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    sh.spare_pid.store(0, Ordering::Relaxed);
+                    return; // the spare, if any, is killed and reaped as it drops
+                }
             }
         }
         if due.first().is_none_or(|o| o.not_before > Instant::now()) {
             continue;
         }
         let o = due.remove(0);
+        spare_failed = false;
         let span = tracing::info_span!("hound_spawn", slot = o.slot, generation = o.generation);
         let _e = span.enter();
         let r = {
-            let manager = sh.cgroups.manager.lock().unwrap_or_else(|p| p.into_inner());
-            spawn_hound(
-                &sh.config,
-                &binary,
-                pool_id,
-                o.slot,
-                o.generation,
-                manager.as_ref(),
-                &sh.cgroups.layer,
-            )
+            let mut r = None;
+            if let Some(p) = spare.take() {
+                sh.spare_pid.store(0, Ordering::Relaxed);
+                match handshake(p, &sh.config, pool_id, o.slot, o.generation) {
+                    Ok(s) => r = Some(Ok(s)),
+                    // A spare that died or misbehaved while waiting is not the slot's failure:
+                    // fall through to a fresh spawn.
+                    Err(e) => {
+                        warn!(error = %e, "the spare hound failed its handshake; spawning anew")
+                    }
+                }
+            }
+            r.unwrap_or_else(|| {
+                let manager = sh.cgroups.manager.lock().unwrap_or_else(|p| p.into_inner());
+                spawn_hound(
+                    &sh.config,
+                    &binary,
+                    pool_id,
+                    o.slot,
+                    o.generation,
+                    manager.as_ref(),
+                    &sh.cgroups.layer,
+                )
+            })
             .map_err(|e| (o.slot, o.generation, e))
         };
         // A result the collector no longer takes is dropped here, and the ChildGuard inside a
         // Spawned kills and reaps its process.
         if results.send(r).is_err() {
+            sh.spare_pid.store(0, Ordering::Relaxed);
             return;
         }
         let _ = sh.wake.ring();
@@ -288,8 +356,8 @@ impl Collector {
                 last_work = Instant::now();
                 continue;
             }
-            if last_work.elapsed() < self.sh.config.collector_spin {
-                std::hint::spin_loop();
+            if last_work.elapsed() < self.sh.config.collector_spin && !self.cores_busy() {
+                std::thread::yield_now();
                 continue;
             }
             self.sleep();
@@ -297,6 +365,21 @@ impl Collector {
             last_housekeeping = Instant::now();
             last_work = Instant::now();
         }
+    }
+
+    /// Whether hounds are executing jobs on every core, judged from the states they report
+    /// (untrusted, but only a scheduling hint: a lying hound can at worst make the collector
+    /// sleep sooner or spin longer). Spinning then would take a core from a hound whose
+    /// completion the collector is waiting for, so the collector sleeps at once and the hound
+    /// rings its doorbell when it publishes.
+    fn cores_busy(&self) -> bool {
+        let busy = self
+            .hounds
+            .iter()
+            .flatten()
+            .filter(|h| h.reader.status().state == HoundState::Busy as u32)
+            .count();
+        busy >= self.cores
     }
 
     /// Announce sleep on every completion ring and the pool's doorbell, re-check, then poll.

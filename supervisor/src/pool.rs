@@ -142,6 +142,8 @@ pub(crate) struct Shared {
     pub(crate) circuit: AtomicU8,
     /// The high-water mark share in force (`f64` bits); starts at the configured one.
     pub(crate) high_water: AtomicU64,
+    /// Pid of the spawner's prestarted spare hound, 0 when there is none (mirror for stats).
+    pub(crate) spare_pid: AtomicU32,
 }
 
 /// The cgroup part of [`Shared`].
@@ -225,12 +227,46 @@ impl Shared {
         };
         let order =
             std::iter::once(first).chain((0..n).map(|i| (start + i) % n).filter(|&i| i != first));
+        // First pass: never wait for a slot lock the collector holds (it may be preempted
+        // holding it, and a contended std mutex sleeps on a futex: a wake-up costs tens of µs on
+        // a VM) — take the next slot instead. Only if every slot was busy, wait in a second
+        // pass (the critical sections are a memcpy and O(1) bookkeeping).
+        for wait in [false, true] {
+            if let Some(placed) = self.try_place_pass(order.clone(), parts, meta, wait) {
+                return placed;
+            }
+        }
+        false
+    }
+
+    /// One pass of [`Self::try_place`] over `order`: `Some(true)` placed, `Some(false)` no slot
+    /// with room exists, `None` some slot was skipped because its lock was taken (`!wait`).
+    fn try_place_pass(
+        &self,
+        order: impl Iterator<Item = usize>,
+        parts: &[&[u8]],
+        meta: InFlight,
+        wait: bool,
+    ) -> Option<bool> {
+        let max = self.config.max_in_flight_per_hound;
+        let mut skipped = false;
         for idx in order {
             let slot = &self.slots[idx];
             if !slot.accepting.load(Ordering::Acquire) {
                 continue;
             }
-            let mut guard = slot.lock();
+            let mut guard = if wait {
+                slot.lock()
+            } else {
+                match slot.conn.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        skipped = true;
+                        continue;
+                    }
+                }
+            };
             let Some(conn) = guard.as_mut() else {
                 continue;
             };
@@ -247,12 +283,12 @@ impl Shared {
                     if conn.writer.hound_sleeping() {
                         let _ = conn.bell.ring();
                     }
-                    return true;
+                    return Some(true);
                 }
                 Ok(None) | Err(_) => continue,
             }
         }
-        false
+        (!skipped).then_some(false)
     }
 
     fn refuse(&self, e: SubmitError) -> SubmitError {
@@ -416,6 +452,7 @@ impl PoolBuilder {
             target: AtomicUsize::new(target),
             circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
             high_water: AtomicU64::new(high_water_bits),
+            spare_pid: AtomicU32::new(0),
         });
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
@@ -638,6 +675,10 @@ impl Pool {
                 .and_then(|l| l.effective_memory_limit()),
             high_water_bytes: None,
             hounds: Vec::with_capacity(sh.slots.len()),
+            spare_pid: match sh.spare_pid.load(Ordering::Relaxed) {
+                0 => None,
+                p => Some(p),
+            },
             sandbox: sh
                 .sandbox_report
                 .lock()

@@ -151,20 +151,57 @@ fn inheritable(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, PoolError> {
     Ok(dup)
 }
 
-/// Starts one hound, places it in its own cgroup (when `cgroups` is given) before sending
-/// `Hello`, and completes the handshake. The hound's sandbox report gets the `cgroup` entry.
-pub(crate) fn spawn_hound(
+/// A hound started and placed in its cgroup, not yet told who it is: the first half of a spawn.
+///
+/// The supervisor keeps one of these ahead of demand (`PoolConfig::prestart`), because the
+/// expensive part of a spawn on cgroup v1 is not `posix_spawn` (~0.3 ms) but the first write to
+/// `cgroup.procs` after a quiet spell, which waits for an RCU grace period (the kernel's
+/// `cgroup_threadgroup_rwsem`; 7-24 ms measured on this project's machines). A replacement
+/// then costs only the handshake and the hound's self-confinement (~1.3 ms).
+///
+/// The hound waits for its `Hello` without running any job code; it exits when the control
+/// socket closes (this value dropped, or the supervisor gone). Dropping it kills and reaps the
+/// process first (`child` is declared first, so it drops first), then removes the cgroup.
+pub(crate) struct Prestarted {
+    child: ChildGuard,
+    placed: PlacedGuard,
+    regions: SupervisorRegions,
+    request_bell: Doorbell,
+    completion_bell: Doorbell,
+    control: OwnedFd,
+    cgroup_layer: LayerReport,
+    started: Instant,
+    spawn_time: Duration,
+}
+
+impl Prestarted {
+    /// When the process was started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Its process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// Starts one hound process and places it in its own cgroup (when `cgroups` is given): every
+/// step of a spawn that does not depend on which slot the hound will serve. `name` names its
+/// memfds and its cgroup (`hound-<slot>-g<generation>` or `spare-<n>`); `slot` is only used
+/// in errors.
+pub(crate) fn prestart(
     config: &PoolConfig,
     binary: &Path,
-    pool_id: [u8; 16],
     slot: u32,
-    generation: u64,
+    cgroup_name: &str,
     cgroups: Option<&HoundCgroups>,
     pool_layer: &LayerReport,
-) -> Result<Spawned, PoolError> {
+) -> Result<Prestarted, PoolError> {
     let started = Instant::now();
     let failed = |reason: String| PoolError::SpawnFailed { slot, reason };
-    let regions = SupervisorRegions::create(config.region_layout(), &format!("houndpool-{slot}"))?;
+    let regions =
+        SupervisorRegions::create(config.region_layout(), &format!("houndpool-{cgroup_name}"))?;
     let request_bell = Doorbell::new()?;
     let completion_bell = Doorbell::new()?;
     let (control, hound_end) = socketpair(
@@ -203,7 +240,7 @@ pub(crate) fn spawn_hound(
     };
     drop(hound_end);
     let pid = child.id();
-    let mut guard = ChildGuard(Some(child));
+    let guard = ChildGuard(Some(child));
 
     // Placement before Hello: the hound reads no job before its handshake, so it executes no
     // job code outside its cgroup. A failure kills the hound (guard) unless best-effort.
@@ -212,9 +249,10 @@ pub(crate) fn spawn_hound(
         None => None,
         Some(m) => {
             let placed = m
-                .create(
+                .create_named(
+                    cgroup_name,
                     slot,
-                    generation,
+                    0,
                     config.effective_cgroup_memory(),
                     config.hound_pids_limit,
                 )
@@ -246,8 +284,53 @@ pub(crate) fn spawn_hound(
             }
         }
     };
-    let placed_guard = PlacedGuard(placed);
+    Ok(Prestarted {
+        child: guard,
+        placed: PlacedGuard(placed),
+        regions,
+        request_bell,
+        completion_bell,
+        control,
+        cgroup_layer,
+        started,
+        spawn_time: started.elapsed(),
+    })
+}
 
+/// Completes a spawn: tells a prestarted hound its slot and generation (`Hello`), waits for its
+/// `Ready` and checks its sandbox report (with the supervisor's `cgroup` entry) against the
+/// configured requirements. Any failure kills and reaps the hound and removes its cgroup.
+pub(crate) fn handshake(
+    p: Prestarted,
+    config: &PoolConfig,
+    pool_id: [u8; 16],
+    slot: u32,
+    generation: u64,
+) -> Result<Spawned, PoolError> {
+    let begun = Instant::now();
+    let failed = |reason: String| PoolError::SpawnFailed { slot, reason };
+    let Prestarted {
+        child: mut guard,
+        placed: mut placed_guard,
+        regions,
+        request_bell,
+        completion_bell,
+        control,
+        cgroup_layer,
+        started: _,
+        spawn_time,
+    } = p;
+
+    // A spare's cgroup takes the slot's name where the kernel allows renaming (v1), so
+    // operators find `hound-<slot>-g<generation>` for every serving hound.
+    if let Some(p) = placed_guard.0.as_mut() {
+        let name = format!("hound-{slot}-g{generation}");
+        if p.cgroup.memory_dir().file_name() != Some(std::ffi::OsStr::new(&name)) {
+            if let Err(e) = p.cgroup.rename(&name, slot, generation) {
+                tracing::debug!(error = %e, "hound cgroup keeps its spare name");
+            }
+        }
+    }
     let hello = hello(config, pool_id, slot, generation);
     let mut frame = Vec::with_capacity(512);
     Message::Hello(hello).encode_frame(&mut frame)?;
@@ -306,9 +389,24 @@ pub(crate) fn spawn_hound(
         request_bell,
         completion_bell,
         ready,
-        spawn_time: started.elapsed(),
+        spawn_time: spawn_time + begun.elapsed(),
         placed: placed_guard.take(),
     })
+}
+
+/// Starts one hound for `slot` from scratch: [`prestart`] then [`handshake`].
+pub(crate) fn spawn_hound(
+    config: &PoolConfig,
+    binary: &Path,
+    pool_id: [u8; 16],
+    slot: u32,
+    generation: u64,
+    cgroups: Option<&HoundCgroups>,
+    pool_layer: &LayerReport,
+) -> Result<Spawned, PoolError> {
+    let name = format!("hound-{slot}-g{generation}");
+    let p = prestart(config, binary, slot, &name, cgroups, pool_layer)?;
+    handshake(p, config, pool_id, slot, generation)
 }
 
 /// Removes a hound's cgroup on a failed spawn. It drops before the `ChildGuard` (declared

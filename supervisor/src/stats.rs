@@ -190,6 +190,9 @@ pub struct PoolStats {
     pub high_water_bytes: Option<u64>,
     /// Per-hound view.
     pub hounds: Vec<HoundStats>,
+    /// Pid of the hound kept started ahead of demand (`PoolConfig::prestart`), if one is
+    /// waiting now; the next replacement hound is this process.
+    pub spare_pid: Option<u32>,
     /// The sandbox report of the most recently started hound.
     pub sandbox: Option<SandboxReport>,
 }

@@ -161,3 +161,72 @@ fn shutdown_with_grace_finishes_everything() {
     assert_eq!(stats.dropped, 0);
     assert_no_hounds_left();
 }
+
+/// Waits until the pool reports a prestarted spare other than `not`.
+fn wait_for_spare(pool: &Pool, not: Option<u32>) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(p) = pool.stats().spare_pid.filter(|&p| Some(p) != not) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "no spare hound was started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_prestarted_spare_replaces_a_dead_hound_and_is_itself_replaced() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.size = PoolSize::Fixed(1);
+    let (pool, rx) = start(config);
+    let victim = pid_of(&pool, 0);
+    let spare = wait_for_spare(&pool, None);
+    assert_ne!(spare as i32, victim);
+    // The spare is a live child of ours, waiting for its handshake.
+    assert!(hound_children().contains(&(spare as i32)));
+
+    signal(victim, Signal::SIGKILL);
+    let fresh = wait_for_new_pid(&pool, 0, victim);
+    assert_eq!(
+        fresh, spare as i32,
+        "the replacement is the prestarted spare"
+    );
+    // A new spare is started behind it, and the replacement does real work.
+    let next = wait_for_spare(&pool, Some(spare));
+    assert_ne!(next as i32, fresh);
+    let t = pool
+        .submit(&Job::encode(b"evidence after the swap"))
+        .unwrap();
+    let outs = collect(&rx, 1, Duration::from_secs(10));
+    assert_eq!(outs[0].job_id, t.job_id);
+    assert!(matches!(outs[0].result, OutcomeKind::Completed(_)));
+
+    let stats = pool.shutdown(Duration::from_secs(5));
+    assert!(stats.identity_holds() && stats.in_flight == 0);
+    assert_eq!(stats.spare_pid, None, "the spare is stopped at shutdown");
+    // The spare never got a slot: it is killed and reaped with the pool.
+    assert!(!std::path::Path::new(&format!("/proc/{next}")).exists());
+    assert_no_hounds_left();
+}
+
+#[test]
+fn without_prestart_no_spare_is_kept() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.size = PoolSize::Fixed(1);
+    config.prestart = false;
+    let (pool, _rx) = start(config);
+    let victim = pid_of(&pool, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pool.stats().spare_pid, None);
+    assert_eq!(hound_children(), vec![victim]);
+    signal(victim, Signal::SIGKILL);
+    let fresh = wait_for_new_pid(&pool, 0, victim);
+    assert_ne!(fresh, victim);
+    assert_eq!(pool.stats().spare_pid, None);
+    pool.shutdown(Duration::from_secs(5));
+    assert_no_hounds_left();
+}

@@ -336,6 +336,26 @@ impl HoundCgroups {
         memory_limit: u64,
         pids_limit: u32,
     ) -> Result<HoundCgroup, SharedError> {
+        self.create_named(
+            &format!("hound-{hound_id}-g{generation}"),
+            hound_id,
+            generation,
+            memory_limit,
+            pids_limit,
+        )
+    }
+
+    /// [`Self::create`] under a name of the caller's choice (a single path component such as
+    /// `spare-7`, for a hound started ahead of demand before it has a slot). The same limits
+    /// and clean-up rules apply; `hound_id` and `generation` are only recorded.
+    pub fn create_named(
+        &self,
+        name: &str,
+        hound_id: u32,
+        generation: u64,
+        memory_limit: u64,
+        pids_limit: u32,
+    ) -> Result<HoundCgroup, SharedError> {
         if memory_limit == 0 || pids_limit == 0 {
             return Err(SharedError::InvalidConfig {
                 key: "hound cgroup limits".into(),
@@ -343,8 +363,14 @@ impl HoundCgroups {
                 allowed: "both greater than zero".into(),
             });
         }
-        let name = format!("hound-{hound_id}-g{generation}");
-        let memory_dir = self.make_hound_dir(&self.memory_pool, &name)?;
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(SharedError::InvalidConfig {
+                key: "hound cgroup name".into(),
+                value: name.into(),
+                allowed: "one non-empty path component".into(),
+            });
+        }
+        let memory_dir = self.make_hound_dir(&self.memory_pool, name)?;
         let mut cg = HoundCgroup {
             hound_id,
             generation,
@@ -356,7 +382,7 @@ impl HoundCgroups {
             swap_capped: false,
             pids_note: self.pids_note.clone(),
         };
-        match self.configure(&mut cg, &name, memory_limit, pids_limit) {
+        match self.configure(&mut cg, name, memory_limit, pids_limit) {
             Ok(()) => Ok(cg),
             Err(e) => {
                 if let Err(undo) = cg.remove_dirs() {
@@ -635,6 +661,48 @@ impl HoundCgroup {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Renames the cgroup (every hierarchy's directory) to `name` in the same pool directory
+    /// and records `hound_id` and `generation`, e.g. when a hound started ahead of demand as
+    /// `spare-<n>` is given its slot. The processes inside stay where they are. Cgroup v1
+    /// supports renaming; cgroup v2 refuses it (the kernel has no rename for it), in which
+    /// case this returns the error and the cgroup keeps its old name and identity. If the
+    /// second hierarchy's rename fails after the first succeeded, the first is renamed back.
+    pub fn rename(
+        &mut self,
+        name: &str,
+        hound_id: u32,
+        generation: u64,
+    ) -> Result<(), SharedError> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(SharedError::InvalidConfig {
+                key: "hound cgroup name".into(),
+                value: name.into(),
+                allowed: "one non-empty path component".into(),
+            });
+        }
+        let renamed = |dir: &Path| dir.with_file_name(name);
+        let new_memory = renamed(&self.memory_dir);
+        std::fs::rename(&self.memory_dir, &new_memory)
+            .map_err(|e| io_err("rename", &self.memory_dir, e))?;
+        let pids_separate = self.pids_dir.as_ref().filter(|p| **p != self.memory_dir);
+        let new_pids = match pids_separate {
+            None => self.pids_dir.as_ref().map(|_| new_memory.clone()),
+            Some(old) => {
+                let new = renamed(old);
+                if let Err(e) = std::fs::rename(old, &new) {
+                    let _ = std::fs::rename(&new_memory, &self.memory_dir);
+                    return Err(io_err("rename", old, e));
+                }
+                Some(new)
+            }
+        };
+        self.memory_dir = new_memory;
+        self.pids_dir = new_pids;
+        self.hound_id = hound_id;
+        self.generation = generation;
+        Ok(())
     }
 
     /// Removes the cgroup directories. Call it after reaping the hound: anything still inside

@@ -177,6 +177,7 @@ fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
         hound_memory_budget: p.hound_memory_budget_bytes,
         sandbox: c.sandbox.clone(),
         hound_stderr: p.hound_stderr,
+        prestart: p.prestart,
         // Cgroup limits, high-water mark, restart intensity and rotation keep the library's
         // defaults until the file grows keys for them.
         ..PoolConfig::default()
@@ -315,6 +316,7 @@ mod tests {
         assert_eq!(p.start_timeout, d.start_timeout);
         assert_eq!(p.hound_memory_budget, d.hound_memory_budget);
         assert_eq!(p.hound_stderr, d.hound_stderr);
+        assert_eq!(p.prestart, d.prestart);
         assert!(p
             .sandbox
             .layers
