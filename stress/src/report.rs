@@ -325,11 +325,18 @@ impl Report {
             let worst = self
                 .submit
                 .iter()
+                .filter(|s| s.case != crate::submit::NOISE_FLOOR)
                 .max_by(|a, b| a.max_ns.total_cmp(&b.max_ns));
+            let floor = self
+                .submit
+                .iter()
+                .find(|s| s.case == crate::submit::NOISE_FLOOR)
+                .map(|f| format!("; empty call max {:.1} us", f.max_ns / 1_000.0))
+                .unwrap_or_default();
             if let Some(w) = worst {
                 out.push(TargetCheck {
                     goal: "submit: never above 50 us (max over every case)".into(),
-                    measured: format!("{:.1} us ({})", w.max_ns / 1_000.0, w.case),
+                    measured: format!("{:.1} us ({}){floor}", w.max_ns / 1_000.0, w.case),
                     met: w.max_ns <= 50_000.0,
                 });
             }

@@ -23,13 +23,18 @@ const BODY: [u8; 64] = [0x5a; 64];
 const RING_JOBS: usize = 4;
 /// Calls made before timing starts (first-touch page faults of rings and queues).
 const WARMUP: usize = 1_000;
+/// The case that times an empty call the same way, interleaved with the `capacity` submits:
+/// what this machine's scheduler alone adds to a timed interval (preemption, vCPU steal).
+pub const NOISE_FLOOR: &str = "noise_floor";
 
 /// Runs every case.
 pub fn run(ctx: &Ctx) -> Result<Vec<SubmitResult>> {
     let samples = ctx.pick(20_000, 200_000);
     let bar = ctx.bar(6, "submit");
     let mut out = Vec::new();
-    out.push(result("capacity", &flowing(samples, false)?));
+    let (capacity, floor) = flowing(samples, false)?;
+    out.push(result("capacity", &capacity));
+    out.push(result(NOISE_FLOOR, &floor));
     bar.inc(1);
     out.push(result(
         "exhausted_drop",
@@ -61,7 +66,7 @@ pub fn run(ctx: &Ctx) -> Result<Vec<SubmitResult>> {
         )?,
     ));
     bar.inc(1);
-    out.push(result("hound_stopped", &flowing(samples, true)?));
+    out.push(result("hound_stopped", &flowing(samples, true)?.0));
     bar.inc(1);
     bar.finish_and_clear();
     Ok(out)
@@ -84,8 +89,10 @@ fn outcomes(pool: &Pool) -> Result<Receiver<Outcome>> {
 }
 
 /// A two-hound pool with room: submit, keep at most 16 of our jobs outstanding on the live
-/// hound(s). With `stop_one`, hound 0 is stopped for the whole measurement.
-fn flowing(samples: usize, stop_one: bool) -> Result<Histogram<u64>> {
+/// hound(s). With `stop_one`, hound 0 is stopped for the whole measurement. Returns the submit
+/// latencies and, timed the same way right after each submit, those of an empty call (the
+/// noise floor).
+fn flowing(samples: usize, stop_one: bool) -> Result<(Histogram<u64>, Histogram<u64>)> {
     let pool = Pool::builder()
         .config(PoolConfig {
             exhausted: PoolExhaustedAction::Drop,
@@ -103,13 +110,18 @@ fn flowing(samples: usize, stop_one: bool) -> Result<Histogram<u64>> {
     let limit = 16 + if stop_one { 64 } else { 0 };
     let job = Job::noop(&BODY);
     let mut h = histogram();
+    let mut floor = histogram();
     let mut outstanding = 0usize;
     for i in 0..WARMUP + samples {
         let t = Instant::now();
         let r = pool.submit(&job);
         let d = t.elapsed();
+        let t = Instant::now();
+        std::hint::black_box(&job);
+        let empty = t.elapsed();
         if i >= WARMUP {
             record(&mut h, d);
+            record(&mut floor, empty);
         }
         match r {
             Ok(_) => outstanding += 1,
@@ -126,7 +138,7 @@ fn flowing(samples: usize, stop_one: bool) -> Result<Histogram<u64>> {
     }
     stopped.resume_all();
     pool.shutdown(Duration::from_secs(10));
-    Ok(h)
+    Ok((h, floor))
 }
 
 /// What every timed call must return in an exhaustion case.

@@ -3,6 +3,10 @@
 //! One FIFO per severity. `push` on a full queue evicts the oldest job of the lowest severity
 //! that is strictly lower than the newcomer's; if there is none, the newcomer is refused.
 //! `pop` serves the highest severity first, FIFO within a lane. Pure logic: no I/O, no locking.
+//!
+//! Each lane is a FIFO of fixed-capacity chunks ([`Lane`]), so a push never moves queued jobs:
+//! a plain `VecDeque` that doubles copies every queued job while the submit path holds the
+//! queue's lock (measured: a 9 ms `submit` at ~131 000 queued jobs).
 
 use std::collections::VecDeque;
 
@@ -19,21 +23,90 @@ pub enum Pushed<T> {
     Refused(T),
 }
 
+/// Entries per chunk of a lane: 1024 jobs' bookkeeping stays below glibc's mmap threshold, so a
+/// new chunk is a heap allocation, not a syscall.
+const CHUNK: usize = 1024;
+
+/// A FIFO of fixed-capacity chunks: `push_back` and `pop_front` are O(1) and never move an
+/// element; a chunk is allocated once per [`CHUNK`] pushes at most (one emptied chunk is kept
+/// for reuse, so a queue that hovers at a chunk boundary does not allocate each time).
+#[derive(Debug)]
+pub struct Lane<T> {
+    /// Invariant: every chunk but the last is full up to `CHUNK` when pushed past; no chunk
+    /// grows beyond `CHUNK` (each is allocated with that capacity); no chunk is empty unless it
+    /// is the only one.
+    chunks: VecDeque<VecDeque<T>>,
+    spare: Option<VecDeque<T>>,
+}
+
+impl<T> Lane<T> {
+    /// An empty lane with its first chunk allocated for `first` entries (at most [`CHUNK`]).
+    pub fn with_first_chunk(first: usize) -> Self {
+        let mut chunks = VecDeque::with_capacity(4);
+        chunks.push_back(VecDeque::with_capacity(first.min(CHUNK)));
+        Lane {
+            chunks,
+            spare: None,
+        }
+    }
+
+    /// Appends `item`.
+    pub fn push_back(&mut self, item: T) {
+        let full = self.chunks.back().is_none_or(|c| c.len() >= CHUNK);
+        if full {
+            let chunk = self
+                .spare
+                .take()
+                .unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
+            self.chunks.push_back(chunk);
+        }
+        if let Some(last) = self.chunks.back_mut() {
+            last.push_back(item);
+        }
+    }
+
+    /// Removes the oldest item.
+    pub fn pop_front(&mut self) -> Option<T> {
+        let first = self.chunks.front_mut()?;
+        let item = first.pop_front();
+        if first.is_empty() && self.chunks.len() > 1 {
+            if let Some(mut empty) = self.chunks.pop_front() {
+                // Keep one full-size chunk for reuse.
+                if self.spare.is_none() && empty.capacity() >= CHUNK {
+                    empty.clear();
+                    self.spare = Some(empty);
+                }
+            }
+        }
+        item
+    }
+
+    /// The oldest item.
+    pub fn front(&self) -> Option<&T> {
+        self.chunks.front()?.front()
+    }
+
+    /// Whether the lane holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.iter().all(VecDeque::is_empty)
+    }
+}
+
 /// A bounded multi-lane FIFO.
 #[derive(Debug)]
 pub struct DeferQueue<T> {
-    lanes: [VecDeque<T>; 4],
+    lanes: [Lane<T>; 4],
     len: usize,
     limit: usize,
 }
 
 impl<T> DeferQueue<T> {
-    /// An empty queue holding at most `limit` items. Each lane is allocated up front (up to
-    /// 65 536 entries) so pushes on the submit path do not reallocate under the queue's lock.
+    /// An empty queue holding at most `limit` items. Each lane's first chunk is allocated up
+    /// front; pushes beyond it allocate one chunk per [`CHUNK`] items and never move queued
+    /// items, so the submit path does bounded work under the queue's lock.
     pub fn new(limit: usize) -> Self {
-        let cap = limit.min(65_536);
         DeferQueue {
-            lanes: std::array::from_fn(|_| VecDeque::with_capacity(cap)),
+            lanes: std::array::from_fn(|_| Lane::with_first_chunk(limit)),
             len: 0,
             limit,
         }
@@ -120,6 +193,33 @@ mod tests {
         assert_eq!(q.push(Low, "l3"), Pushed::Refused("l3"));
         assert_eq!(q.len(), 3);
         assert_eq!(q.push(Critical, "c1"), Pushed::Evicted("h1"));
+    }
+
+    #[test]
+    fn lanes_match_a_plain_fifo_across_chunk_boundaries() {
+        let mut lane = Lane::with_first_chunk(3);
+        let mut model = VecDeque::new();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut next = 0u64;
+        for round in 0..40_000 {
+            // Phases of growth and shrinkage so the lane crosses many chunk boundaries.
+            let push_bias = if (round / 5_000) % 2 == 0 { 3 } else { 1 };
+            if rng.u8(0..4) < push_bias {
+                lane.push_back(next);
+                model.push_back(next);
+                next += 1;
+            } else {
+                assert_eq!(lane.pop_front(), model.pop_front());
+            }
+            assert_eq!(lane.front(), model.front());
+            assert_eq!(lane.is_empty(), model.is_empty());
+            assert!(lane.chunks.iter().all(|c| c.len() <= CHUNK));
+        }
+        while let Some(x) = model.pop_front() {
+            assert_eq!(lane.pop_front(), Some(x));
+        }
+        assert_eq!(lane.pop_front(), None);
+        assert!(lane.is_empty());
     }
 
     #[test]

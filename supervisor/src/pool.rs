@@ -586,10 +586,11 @@ impl Pool {
                 let mut bytes = Vec::with_capacity(REQUEST_HEADER_LEN + job.body.len());
                 bytes.extend_from_slice(&header);
                 bytes.extend_from_slice(job.body);
-                let pushed = defer
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(job.severity, Pending { bytes, meta });
+                let (pushed, was_empty) = {
+                    let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
+                    let was_empty = q.len() == 0;
+                    (q.push(job.severity, Pending { bytes, meta }), was_empty)
+                };
                 match pushed {
                     Pushed::Queued => {}
                     Pushed::Evicted(victim) => {
@@ -606,7 +607,13 @@ impl Pool {
                     }
                 }
                 sh.counters.deferred_total.inc();
-                sh.nudge_collector();
+                // Only a job that lands in an empty queue needs to wake the collector: with
+                // jobs already queued it is either awake or asleep because they cannot be
+                // placed, and what frees ring space (a completion, a new hound) wakes it. This
+                // keeps a stream of deferred submits free of syscalls.
+                if was_empty {
+                    sh.nudge_collector();
+                }
                 Ok(ticket)
             }
         }
