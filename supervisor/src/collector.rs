@@ -361,6 +361,10 @@ impl Collector {
                 continue;
             }
             self.sleep();
+            // Completions first, then the watchdog: a hound may have published completions
+            // without ringing (batched doorbells) and then stopped, and a job whose completion
+            // is in the ring must not be charged with a timeout.
+            self.collect_all();
             self.housekeeping();
             last_housekeeping = Instant::now();
             last_work = Instant::now();
