@@ -222,6 +222,7 @@ fn ops_endpoint_serves_metrics_health_and_readiness() {
         "houndpool_hound_restarts_total{slot=\"1\"} 0",
         "houndpool_pool_size_target 2",
         "houndpool_pool_size_ready 2",
+        "# TYPE houndpool_pool_spare_ready gauge",
         "houndpool_daemon_draining 0",
         "houndpool_daemon_connections_open 1",
         "houndpool_sandbox_layer{layer=\"seccomp\",status=",

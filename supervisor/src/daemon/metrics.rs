@@ -279,6 +279,12 @@ impl Collector for PoolCollector {
             "Hounds running and past their handshake now.",
             gauge_i(ready),
         )?;
+        gauge(
+            &mut e,
+            "houndpool_pool_spare_ready",
+            "1 while a prestarted hound waits to replace the next one that dies (pool.prestart).",
+            gauge_i(u64::from(s.spare_pid.is_some())),
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "houndpool_hound_restarts",
