@@ -180,16 +180,23 @@ pub fn assert_no_hounds_left() {
     assert!(left.is_empty(), "hound processes left behind: {left:?}");
 }
 
-/// The pid of the hound in `slot`, waiting up to 10 s for the slot to be filled.
-pub fn pid_of(pool: &houndpool::Pool, slot: u32) -> i32 {
+/// Polls `probe` every 5 ms until it returns `Some`, for up to 10 s; panics with `what` then.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(pid) = pool.stats().hounds[slot as usize].pid {
-            return pid as i32;
+        if let Some(v) = probe() {
+            return v;
         }
-        assert!(Instant::now() < deadline, "slot {slot} never got a hound");
+        assert!(Instant::now() < deadline, "{what} within 10 s");
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The pid of the hound in `slot`, waiting up to 10 s for the slot to be filled.
+pub fn pid_of(pool: &houndpool::Pool, slot: u32) -> i32 {
+    wait_for(&format!("slot {slot} never got a hound"), || {
+        pool.stats().hounds[slot as usize].pid.map(|p| p as i32)
+    })
 }
 
 /// Sends `sig` to `pid`.

@@ -1,24 +1,19 @@
 //! Hounds that die or hang: nothing accepted is lost, every job gets exactly one outcome, and
 //! the hound is replaced.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use houndpool::{DropReason, Job, OutcomeKind, Pool, PoolConfig, PoolSize};
 use houndpool_tests::*;
 use nix::sys::signal::Signal;
 
 fn wait_for_new_pid(pool: &Pool, slot: u32, old: i32) -> i32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = pool.stats();
-        if let Some(pid) = s.hounds[slot as usize].pid {
-            if pid as i32 != old {
-                return pid as i32;
-            }
-        }
-        assert!(Instant::now() < deadline, "slot {slot} was not refilled");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for(&format!("slot {slot} was not refilled"), || {
+        pool.stats().hounds[slot as usize]
+            .pid
+            .map(|p| p as i32)
+            .filter(|&p| p != old)
+    })
 }
 
 #[test]
@@ -164,14 +159,9 @@ fn shutdown_with_grace_finishes_everything() {
 
 /// Waits until the pool reports a prestarted spare other than `not`.
 fn wait_for_spare(pool: &Pool, not: Option<u32>) -> u32 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(p) = pool.stats().spare_pid.filter(|&p| Some(p) != not) {
-            return p;
-        }
-        assert!(Instant::now() < deadline, "no spare hound was started");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for("no spare hound was started", || {
+        pool.stats().spare_pid.filter(|&p| Some(p) != not)
+    })
 }
 
 #[test]
