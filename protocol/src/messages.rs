@@ -794,6 +794,18 @@ pub enum ErrorCode {
     TooManyConnections,
     /// (4) The daemon is shutting down.
     ShuttingDown,
+    /// (5) The client took no bytes for `daemon.write_stall_timeout_ms` (written only if the
+    /// socket still takes it).
+    WriteStalled,
+    /// (6) A frame was started and not completed within `daemon.frame_timeout_ms`.
+    FrameTimeout,
+    /// (7) Nothing in flight and nothing received for `daemon.idle_timeout_ms`.
+    IdleTimeout,
+    /// (8) Closed to admit a new connection while the daemon was at `daemon.max_connections`:
+    /// this connection had nothing in flight and was the longest quiet.
+    Evicted,
+    /// (9) The peer's uid already has `daemon.max_connections_per_uid` connections open.
+    TooManyConnectionsForUid,
 }
 
 impl ErrorCode {
@@ -805,6 +817,11 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::WriteStalled => "write_stalled",
+            ErrorCode::FrameTimeout => "frame_timeout",
+            ErrorCode::IdleTimeout => "idle_timeout",
+            ErrorCode::Evicted => "evicted",
+            ErrorCode::TooManyConnectionsForUid => "too_many_connections_for_uid",
         }
     }
 }

@@ -142,6 +142,10 @@ pub static KEYS: &[KeyInfo] = &[
     key!("daemon", "write_stall_timeout_ms", Integer, "10000", "a client that has not taken written bytes for this long is disconnected; its undelivered outcomes are counted"),
     key!("daemon", "max_frame_bytes", Integer, "0", "largest frame body a client may send; 0: max_evidence_bytes (or the decode envelope limit) plus 64 KiB"),
     key!("daemon", "drain_grace_ms", Integer, "25000", "on SIGTERM or SIGINT, time allowed to finish accepted jobs before the rest are dropped"),
+    key!("daemon", "max_connections_per_uid", Integer, "0", "connections one peer uid (SO_PEERCRED) may hold at once; 0: no per-uid cap"),
+    key!("daemon", "frame_timeout_ms", Integer, "5000", "a client that started a frame must complete it within this long (time the daemon itself waits for buffer budget not counted), else it is closed (error frame_timeout)"),
+    key!("daemon", "idle_timeout_ms", Integer, "300000", "a connection with no job in flight that sends nothing for this long is closed (error idle_timeout)"),
+    key!("daemon", "buffer_budget_bytes", Integer, "0", "daemon-wide bytes reserved for buffered submits and outcomes of all connections; 0: pool.host_reserve_bytes / 2"),
     // ---- [ops]
     key!("ops", "addr", String, "\"127.0.0.1:9464\"", "address of the HTTP endpoint (/metrics, /healthz, /readyz); \"off\" disables it"),
     // ---- [log]
@@ -315,6 +319,14 @@ pub struct DaemonSettings {
     pub max_frame_bytes: Option<u32>,
     /// Drain grace on SIGTERM / SIGINT (≤ 1 h).
     pub drain_grace: Duration,
+    /// Connections per peer uid; 0 = no cap.
+    pub max_connections_per_uid: usize,
+    /// Time allowed to complete a started frame (100 ms..=10 min).
+    pub frame_timeout: Duration,
+    /// Idle time after which a connection with nothing in flight is closed (1 s..=24 h).
+    pub idle_timeout: Duration,
+    /// Daemon-wide buffer budget; `None` = derived from `pool.host_reserve_bytes`.
+    pub buffer_budget_bytes: Option<u64>,
 }
 
 /// `[ops]`: the HTTP operations endpoint.
@@ -976,6 +988,46 @@ fn daemon_settings(v: &Values) -> Result<DaemonSettings, SharedError> {
             3_600_000,
             "milliseconds from 0 to 3600000 (1 hour)",
         )?,
+        max_connections_per_uid: v.int(
+            "daemon",
+            "max_connections_per_uid",
+            0,
+            65_536,
+            "0 (no cap) or an integer up to 65536",
+        )? as usize,
+        frame_timeout: v.ms(
+            "daemon",
+            "frame_timeout_ms",
+            100,
+            600_000,
+            "milliseconds from 100 to 600000",
+        )?,
+        idle_timeout: v.ms(
+            "daemon",
+            "idle_timeout_ms",
+            1000,
+            86_400_000,
+            "milliseconds from 1000 to 86400000 (24 hours)",
+        )?,
+        buffer_budget_bytes: match v.int(
+            "daemon",
+            "buffer_budget_bytes",
+            0,
+            1 << 40,
+            "0 (pool.host_reserve_bytes / 2) or bytes from 4194304 (4 MiB) to 1099511627776 (1 TiB)",
+        )? {
+            0 => None,
+            n if n < 4 * MIB => {
+                let e = v.get("daemon", "buffer_budget_bytes");
+                return Err(Values::bad(
+                    "daemon",
+                    "buffer_budget_bytes",
+                    &e,
+                    "0 (pool.host_reserve_bytes / 2) or bytes from 4194304 (4 MiB) to 1099511627776 (1 TiB)",
+                ));
+            }
+            n => Some(n),
+        },
     })
 }
 
@@ -1159,6 +1211,14 @@ impl Config {
                     int(u64::from(self.daemon.max_frame_bytes.unwrap_or(0)))
                 }
                 ("daemon", "drain_grace_ms") => ms(self.daemon.drain_grace),
+                ("daemon", "max_connections_per_uid") => {
+                    int(self.daemon.max_connections_per_uid as u64)
+                }
+                ("daemon", "frame_timeout_ms") => ms(self.daemon.frame_timeout),
+                ("daemon", "idle_timeout_ms") => ms(self.daemon.idle_timeout),
+                ("daemon", "buffer_budget_bytes") => {
+                    int(self.daemon.buffer_budget_bytes.unwrap_or(0))
+                }
                 ("ops", "addr") => match self.ops.addr {
                     Some(a) => s(&a.to_string()),
                     None => s("off"),

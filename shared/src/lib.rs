@@ -4,6 +4,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod cgroup;
 pub mod cold;
 pub mod config;

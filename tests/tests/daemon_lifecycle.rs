@@ -125,7 +125,7 @@ fn a_client_that_stops_reading_is_disconnected_and_counted_others_are_served() {
         "the daemon never stopped reading the slow client"
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while d.metric("houndpool_daemon_disconnects_total{reason=\"too_slow\"}") != Some(1.0) {
+    while d.metric("houndpool_daemon_disconnects_total{reason=\"write_stalled\"}") != Some(1.0) {
         assert!(Instant::now() < deadline, "{}", d.get("/metrics").1);
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -184,7 +184,11 @@ fn sigterm_drains_every_accepted_job_then_exits_zero() {
                 ));
             }
             Ok(other) => panic!("{other:?}"),
-            Err(DaemonError::Closed) => break,
+            // The daemon ends the connection it closes with an error frame naming why.
+            Err(DaemonError::Remote { code, .. }) => {
+                assert_eq!(code, "shutting_down");
+                break;
+            }
             Err(e) => panic!("{e}"),
         }
     }

@@ -214,6 +214,48 @@ pub fn max_frame(c: &Config) -> u32 {
         .saturating_add(FRAME_SLACK)
 }
 
+/// The daemon-wide budget of bytes buffered for clients (frames being read, and the
+/// reserved worst case of every accepted job's body and outcome): `daemon.buffer_budget_bytes`,
+/// or half of `pool.host_reserve_bytes` (the other half is left for the daemon's own heap,
+/// the per-connection fixed buffers and the pool's books).
+pub fn buffer_budget(c: &Config) -> u64 {
+    c.daemon
+        .buffer_budget_bytes
+        .unwrap_or(c.pool.host_reserve_bytes / 2)
+        .max(1)
+}
+
+/// Descriptors the daemon process itself uses besides connections and hounds (standard
+/// streams, the listeners, the runtime's epoll and eventfd, log and cgroup files, the store).
+pub const BASE_DESCRIPTORS: u64 = 64;
+/// Descriptors the supervisor holds per hound (control socket, memfd, eventfds, pidfd, pipes),
+/// with room to spare.
+pub const DESCRIPTORS_PER_HOUND: u64 = 12;
+
+/// Descriptors a daemon with this configuration and `hounds` hounds may need at once:
+/// `max_connections` + eviction margin (`max_connections / 8 + 8`) + refusals in progress
+/// + ops connections + (`hounds` + 1 spare) × per-hound + base.
+pub fn descriptors_needed(c: &Config, hounds: usize) -> u64 {
+    descriptors_for(c.daemon.max_connections as u64, hounds)
+}
+
+fn descriptors_for(connections: u64, hounds: usize) -> u64 {
+    connections
+        + connections / 8
+        + 8
+        + super::server::MAX_REFUSING as u64
+        + super::ops::MAX_OPS_CONNECTIONS as u64
+        + (hounds as u64 + 1) * DESCRIPTORS_PER_HOUND
+        + BASE_DESCRIPTORS
+}
+
+/// The largest `max_connections` whose descriptors fit `limit`.
+pub fn max_connections_fitting(_c: &Config, hounds: usize, limit: u64) -> u64 {
+    let fixed = descriptors_for(0, hounds);
+    // connections × 9/8 + fixed <= limit
+    limit.saturating_sub(fixed) * 8 / 9
+}
+
 /// Checks everything that can be checked without starting anything.
 pub fn prepare(config: Config) -> Result<Prepared, SharedError> {
     let (pool, sizing) = pool_config(&config)?;
@@ -235,6 +277,11 @@ pub fn prepare(config: Config) -> Result<Prepared, SharedError> {
 /// * `daemon.outcome_buffer`, `daemon.write_stall_timeout_ms`, `daemon.max_frame_bytes` — apply
 ///   to connections opened after the reload.
 /// * `daemon.drain_grace_ms` — used by the next drain.
+/// * `daemon.max_connections_per_uid` — checked for each new connection.
+/// * `daemon.frame_timeout_ms`, `daemon.idle_timeout_ms` — apply to connections opened after
+///   the reload.
+///
+/// `daemon.buffer_budget_bytes` needs a restart (the budget is sized once).
 ///
 /// The pool keys (size, exhaustion action, deadlines, …) are fixed when the pool is built: the
 /// pool's API has no live reconfiguration yet, so a reload reports them as needing a restart.
@@ -247,6 +294,9 @@ pub const LIVE_KEYS: &[&str] = &[
     "daemon.write_stall_timeout_ms",
     "daemon.max_frame_bytes",
     "daemon.drain_grace_ms",
+    "daemon.max_connections_per_uid",
+    "daemon.frame_timeout_ms",
+    "daemon.idle_timeout_ms",
 ];
 
 /// One changed key found by a reload.
@@ -382,6 +432,23 @@ mod tests {
         let c = load("[pool]\nsize = 7\n");
         let (p, d) = pool_config_for(&c, &limits, 64).unwrap();
         assert_eq!((p.hound_count(), d), (7, None));
+    }
+
+    #[test]
+    fn budget_and_descriptors_follow_the_documented_formulas() {
+        let c = Config::default();
+        assert_eq!(buffer_budget(&c), c.pool.host_reserve_bytes / 2);
+        let c = load("[daemon]\nbuffer_budget_bytes = 8388608\n");
+        assert_eq!(buffer_budget(&c), 8 << 20);
+        let c = load("[daemon]\nmax_connections = 256\n");
+        let n = descriptors_needed(&c, 2);
+        assert_eq!(
+            n,
+            256 + 32 + 8 + 32 + 32 + 3 * DESCRIPTORS_PER_HOUND + BASE_DESCRIPTORS
+        );
+        let fit = max_connections_fitting(&c, 2, n);
+        assert!(fit <= 256 && descriptors_for(fit, 2) <= n, "{fit}");
+        assert!(descriptors_for(fit + 1, 2) > n || fit == 256);
     }
 
     #[test]

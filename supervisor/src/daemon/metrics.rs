@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::flow::Budget;
 use crate::Pool;
 
 /// A label set of one label.
@@ -46,6 +47,9 @@ pub(crate) struct DaemonMetrics {
     pub stats_requests: Counter,
     /// Configuration reloads, by result (`applied`, `refused`).
     pub reloads: Family<Label, Counter>,
+    /// Times a connection stopped being read because of backpressure (count, replies or
+    /// budget).
+    pub pauses: Counter,
 }
 
 impl DaemonMetrics {
@@ -95,6 +99,11 @@ impl DaemonMetrics {
             "houndpool_daemon_stats_requests",
             "Stats requests answered",
             self.stats_requests.clone(),
+        );
+        registry.register(
+            "houndpool_daemon_backpressure_pauses",
+            "Times a connection stopped being read because of backpressure (outcome_buffer, queued replies or buffer budget)",
+            self.pauses.clone(),
         );
         registry.register(
             "houndpool_daemon_config_reloads",
@@ -368,10 +377,42 @@ impl Collector for PoolCollector {
     }
 }
 
-/// The registry of a daemon: its own counters and the pool collector.
-pub(crate) fn registry(daemon: &Arc<DaemonMetrics>, pool: PoolCollector) -> Registry {
+/// Reads the buffer budget at scrape time.
+#[derive(Debug)]
+struct FlowCollector(Arc<Budget>);
+
+impl Collector for FlowCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        gauge(
+            &mut e,
+            "houndpool_daemon_buffer_bytes",
+            "Bytes reserved now for client buffers: frames being read and the worst case of every accepted job's body and outcome not yet written.",
+            gauge_i(self.0.used() as u64),
+        )?;
+        gauge(
+            &mut e,
+            "houndpool_daemon_buffer_budget_bytes",
+            "The daemon-wide buffer budget (daemon.buffer_budget_bytes, else pool.host_reserve_bytes / 2).",
+            gauge_i(self.0.total() as u64),
+        )?;
+        gauge(
+            &mut e,
+            "houndpool_daemon_connections_paused",
+            "Connections not read now because of backpressure (outcome_buffer, queued replies, fair share or budget).",
+            gauge_i(self.0.paused.load(Ordering::SeqCst) as u64),
+        )
+    }
+}
+
+/// The registry of a daemon: its own counters, the buffer budget and the pool collector.
+pub(crate) fn registry(
+    budget: &Arc<Budget>,
+    daemon: &Arc<DaemonMetrics>,
+    pool: PoolCollector,
+) -> Registry {
     let mut r = Registry::default();
     daemon.register(&mut r);
+    r.register_collector(Box::new(FlowCollector(budget.clone())));
     r.register_collector(Box::new(pool));
     r
 }

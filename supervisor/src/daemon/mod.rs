@@ -29,6 +29,7 @@
 
 pub mod client;
 pub mod config;
+mod flow;
 mod metrics;
 mod ops;
 mod server;
@@ -38,7 +39,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use houndpool_shared::config::Config;
 use houndpool_shared::SharedError;
@@ -110,6 +111,11 @@ pub(crate) struct Live {
     pub write_stall: Duration,
     pub max_frame: u32,
     pub drain_grace: Duration,
+    pub max_connections_per_uid: usize,
+    pub frame_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Largest restore / decode output (the worst case an outcome reserves for those kinds).
+    pub max_output: usize,
 }
 
 impl Live {
@@ -124,6 +130,10 @@ impl Live {
             write_stall: d.write_stall_timeout,
             max_frame: config::max_frame(c),
             drain_grace: d.drain_grace,
+            max_connections_per_uid: d.max_connections_per_uid,
+            frame_timeout: d.frame_timeout,
+            idle_timeout: d.idle_timeout,
+            max_output: c.pool.max_output_bytes,
         }
     }
 }
@@ -137,11 +147,22 @@ pub(crate) struct State {
     pub live: Mutex<Live>,
     pub router: server::Router,
     pub conns_open: AtomicUsize,
+    /// The daemon-wide buffer budget (docs/PROTOCOL.md, Part 4 §5).
+    pub budget: Arc<flow::Budget>,
+    /// Open connections and connections per uid.
+    pub conns: server::Registry,
+    /// Start of the daemon's millisecond clock ([`State::now_ms`]).
+    pub epoch: Instant,
 }
 
 impl State {
     pub(crate) fn live(&self) -> Live {
         self.live.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Milliseconds since the daemon started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        config::millis(self.epoch.elapsed())
     }
 }
 
@@ -247,6 +268,47 @@ fn bind_socket(path: &Path, mode: u32) -> Result<std::os::unix::net::UnixListene
     Ok(listener)
 }
 
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit and refuses a configuration whose
+/// connections, ops endpoint and hounds cannot all have their descriptors
+/// ([`config::descriptors_needed`]).
+fn fit_descriptors(prepared: &Prepared) -> Result<(), DaemonError> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| DaemonError::Io {
+        op: "getrlimit",
+        path: "RLIMIT_NOFILE".into(),
+        source: e.into(),
+    })?;
+    let limit = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(e) => {
+                warn!(soft, hard, error = %e, "cannot raise the soft RLIMIT_NOFILE to the hard limit");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    let needed = config::descriptors_needed(&prepared.config, prepared.pool.hound_count());
+    if needed > limit {
+        let fit =
+            config::max_connections_fitting(&prepared.config, prepared.pool.hound_count(), limit);
+        return Err(DaemonError::Config(SharedError::InvalidConfig {
+            key: "daemon.max_connections".into(),
+            value: prepared.config.daemon.max_connections.to_string(),
+            allowed: format!(
+                "at most {fit} here: the descriptor limit (RLIMIT_NOFILE, hard {hard}) is {limit} and this configuration needs {needed} \
+                 (connections + eviction margin + ops endpoint + hounds + base, docs/CONFIGURATION.md); lower daemon.max_connections or raise the limit"
+            ),
+        }));
+    }
+    info!(
+        limit,
+        needed, "descriptor limit (RLIMIT_NOFILE) fits the configuration"
+    );
+    Ok(())
+}
+
 /// Runs the daemon until SIGTERM or SIGINT, then drains: stops accepting connections and
 /// submits, lets the pool finish (or drop, after `daemon.drain_grace_ms`) every accepted job,
 /// writes the remaining outcomes (for at most [`FLUSH_TIMEOUT`]), removes the socket and
@@ -260,6 +322,8 @@ pub fn run(
     config_path: Option<PathBuf>,
     log: LogControl,
 ) -> Result<(), DaemonError> {
+    flow::tune_allocator();
+    fit_descriptors(&prepared)?;
     let socket_path = prepared.config.daemon.socket.clone();
     let std_listener = bind_socket(&socket_path, prepared.config.daemon.socket_mode)?;
     let socket_guard = SocketFile(socket_path.clone());
@@ -288,7 +352,17 @@ pub fn run(
     })?;
     let draining = Arc::new(AtomicBool::new(false));
     let daemon_metrics = Arc::new(metrics::DaemonMetrics::default());
+    let budget_bytes = config::buffer_budget(&prepared.config);
+    let budget = Arc::new(flow::Budget::new(
+        usize::try_from(budget_bytes).unwrap_or(usize::MAX),
+    ));
+    info!(
+        budget_bytes,
+        max_connections = prepared.config.daemon.max_connections,
+        "client buffer budget (daemon.buffer_budget_bytes, else pool.host_reserve_bytes / 2)"
+    );
     let registry = metrics::registry(
+        &budget,
         &daemon_metrics,
         metrics::PoolCollector {
             pool: pool.clone(),
@@ -306,6 +380,9 @@ pub fn run(
         live: Mutex::new(Live::from(&prepared.config)),
         router: server::Router::default(),
         conns_open: AtomicUsize::new(0),
+        budget,
+        conns: server::Registry::default(),
+        epoch: Instant::now(),
     });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -319,8 +396,23 @@ pub fn run(
             .spawn(move || server::bridge(outcomes, &state, &stop))
             .map_err(io_err("spawn thread", "houndd-bridge"))?
     };
-    let s = pool.stats();
     let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
+    // The ops endpoint runs on its own thread and runtime: probes are answered however busy
+    // the socket side is.
+    let (stop_ops_tx, stop_ops) = watch::channel(false);
+    let ops_thread = match ops_listener {
+        Some(l) => {
+            let state = state.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("houndd-ops".into())
+                    .spawn(move || ops::run(l, state, stop_ops))
+                    .map_err(io_err("spawn thread", "houndd-ops"))?,
+            )
+        }
+        None => None,
+    };
+    let s = pool.stats();
     info!(
         socket = %socket_path.display(),
         ops = ?ops_addr,
@@ -332,7 +424,6 @@ pub fn run(
     let result = runtime.block_on(main_loop(
         state.clone(),
         std_listener,
-        ops_listener,
         prepared,
         config_path,
         log,
@@ -344,6 +435,10 @@ pub fn run(
     pool.shutdown(Duration::ZERO);
     bridge_stop.store(true, Ordering::SeqCst);
     let _ = bridge.join();
+    let _ = stop_ops_tx.send(true);
+    if let Some(t) = ops_thread {
+        let _ = t.join();
+    }
     runtime.shutdown_timeout(Duration::from_millis(100));
     drop(socket_guard);
     result
@@ -353,7 +448,6 @@ pub fn run(
 async fn main_loop(
     state: Arc<State>,
     std_listener: std::os::unix::net::UnixListener,
-    ops_listener: Option<std::net::TcpListener>,
     prepared: Prepared,
     config_path: Option<PathBuf>,
     log: LogControl,
@@ -371,15 +465,6 @@ async fn main_loop(
     );
     let (stop_accept_tx, stop_accept) = watch::channel(false);
     let (close_conns_tx, close_conns) = watch::channel(false);
-    let (stop_ops_tx, stop_ops) = watch::channel(false);
-    let ops_task = match ops_listener {
-        Some(l) => {
-            let l = tokio::net::TcpListener::from_std(l)
-                .map_err(io_err("register ops endpoint", "tcp"))?;
-            Some(tokio::spawn(ops::serve(l, state.clone(), stop_ops)))
-        }
-        None => None,
-    };
     let accept_task = tokio::spawn(server::accept_loop(
         listener,
         state.clone(),
@@ -431,10 +516,6 @@ async fn main_loop(
     bridge_stop.store(true, Ordering::SeqCst);
     let _ = close_conns_tx.send(true);
     let _ = accept_task.await;
-    let _ = stop_ops_tx.send(true);
-    if let Some(t) = ops_task {
-        let _ = t.await;
-    }
     Ok(())
 }
 

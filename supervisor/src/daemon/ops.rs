@@ -9,21 +9,27 @@
 //! most [`MAX_REQUEST_HEAD`] bytes read within [`REQUEST_TIMEOUT`], at most
 //! [`MAX_OPS_CONNECTIONS`] connections at once: the endpoint cannot be used to exhaust the
 //! daemon. It never reads a request body.
+//!
+//! The endpoint has its own thread and runtime ([`run`]) and its own descriptors (counted in
+//! the daemon's descriptor check), so probes are answered however busy or saturated the
+//! socket side is. When all [`MAX_OPS_CONNECTIONS`] are taken, a new connection closes the
+//! oldest one still in progress: half-sent requests cannot keep probes out.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::State;
 
 /// Largest request head read.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a client has to send its request head (and to take the response).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// Connections served at once; more are closed at once.
 pub const MAX_OPS_CONNECTIONS: usize = 32;
 
@@ -152,34 +158,61 @@ async fn handle(mut stream: TcpStream, state: Arc<State>) {
     .await;
 }
 
+/// Runs the endpoint on the calling thread (its own current-thread runtime) until `stop`
+/// turns true.
+pub(crate) fn run(listener: std::net::TcpListener, state: Arc<State>, stop: watch::Receiver<bool>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "ops endpoint: cannot start its runtime; no /metrics, /healthz, /readyz");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        match TcpListener::from_std(listener) {
+            Ok(l) => serve(l, state, stop).await,
+            Err(e) => tracing::error!(error = %e, "ops endpoint: cannot register the listener"),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_millis(100));
+}
+
 /// Serves the endpoint until `stop` turns true.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_OPS_CONNECTIONS));
+    // Requests in progress, oldest first.
+    let mut active: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
+    let mut last_warn: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, _peer)) => {
-                    let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        drop(stream);
-                        continue;
-                    };
+                    active.retain(|h| !h.is_finished());
+                    if active.len() >= MAX_OPS_CONNECTIONS {
+                        if let Some(oldest) = active.pop_front() {
+                            oldest.abort();
+                        }
+                    }
                     let state = state.clone();
-                    tokio::spawn(async move {
-                        handle(stream, state).await;
-                        drop(permit);
-                    });
+                    let task = tokio::spawn(handle(stream, state));
+                    active.push_back(task.abort_handle());
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "ops endpoint: accept failed");
+                    if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        tracing::warn!(error = %e, "ops endpoint: accept failed (logged every 10 s at most)");
+                        last_warn = Some(std::time::Instant::now());
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = stop.changed() => {
-                if *stop.borrow() {
+            r = stop.changed() => {
+                if r.is_err() || *stop.borrow() {
                     return;
                 }
             }
