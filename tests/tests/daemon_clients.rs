@@ -208,6 +208,11 @@ fn ops_endpoint_serves_metrics_health_and_readiness() {
         .unwrap()
         .unwrap();
     c.next_outcome().unwrap();
+    // Counted once the daemon's write has returned (the client may read the bytes first).
+    d.wait_metric(
+        "houndpool_daemon_outcomes_delivered_total{kind=\"completed\"}",
+        1.0,
+    );
     let (status, body) = d.get("/metrics");
     assert_eq!(status, 200);
     for family in [

@@ -239,10 +239,15 @@ pub fn descriptors_needed(c: &Config, hounds: usize) -> u64 {
     descriptors_for(c.daemon.max_connections as u64, hounds)
 }
 
+/// Connections being evicted at most at once (each holds its descriptor until it is closed):
+/// the eviction margin of [`descriptors_needed`].
+pub fn eviction_margin(max_connections: usize) -> usize {
+    max_connections / 8 + 8
+}
+
 fn descriptors_for(connections: u64, hounds: usize) -> u64 {
     connections
-        + connections / 8
-        + 8
+        + eviction_margin(connections as usize) as u64
         + super::server::MAX_REFUSING as u64
         + super::ops::MAX_OPS_CONNECTIONS as u64
         + (hounds as u64 + 1) * DESCRIPTORS_PER_HOUND

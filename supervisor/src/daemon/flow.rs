@@ -7,7 +7,7 @@
 //! the connection is closed). A connection that cannot reserve is simply not read: its kernel
 //! socket buffer fills and then its `send` blocks. Nothing is ever dropped to make room.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::JobKind;
 use tokio::sync::{Notify, Semaphore};
@@ -41,8 +41,10 @@ pub struct Budget {
     sem: Semaphore,
     used: AtomicUsize,
     released: Notify,
-    /// Connections waiting for budget now.
+    /// Connections not read now because of backpressure (budget, or a per-connection bound).
     pub paused: AtomicUsize,
+    /// Times a connection stopped being read because of backpressure.
+    pub pauses: AtomicU64,
 }
 
 /// A connection's side of the budget: what it holds now.
@@ -68,6 +70,7 @@ impl Budget {
             used: AtomicUsize::new(0),
             released: Notify::new(),
             paused: AtomicUsize::new(0),
+            pauses: AtomicU64::new(0),
         }
     }
 
@@ -106,13 +109,13 @@ impl Budget {
             if h == 0 || h.saturating_add(n) <= share {
                 break;
             }
-            paused.get_or_insert_with(|| Paused::new(&self.paused));
+            paused.get_or_insert_with(|| Paused::new(self));
             notified.await;
         }
         let permit = match self.sem.try_acquire_many(n as u32) {
             Ok(p) => p,
             Err(_) => {
-                paused.get_or_insert_with(|| Paused::new(&self.paused));
+                paused.get_or_insert_with(|| Paused::new(self));
                 match self.sem.acquire_many(n as u32).await {
                     Ok(p) => p,
                     // The semaphore is never closed.
@@ -154,13 +157,16 @@ impl Budget {
     }
 }
 
-/// Counts a connection in [`Budget::paused`] while it waits.
-struct Paused<'a>(&'a AtomicUsize);
+/// Counts a connection in [`Budget::paused`] while it waits (also when the wait is
+/// cancelled), and the wait in [`Budget::pauses`].
+pub struct Paused<'a>(&'a AtomicUsize);
 
 impl<'a> Paused<'a> {
-    fn new(c: &'a AtomicUsize) -> Self {
-        c.fetch_add(1, Ordering::SeqCst);
-        Paused(c)
+    /// Starts counting a pause.
+    pub fn new(b: &'a Budget) -> Self {
+        b.paused.fetch_add(1, Ordering::SeqCst);
+        b.pauses.fetch_add(1, Ordering::Relaxed);
+        Paused(&b.paused)
     }
 }
 

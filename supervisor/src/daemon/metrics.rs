@@ -47,9 +47,6 @@ pub(crate) struct DaemonMetrics {
     pub stats_requests: Counter,
     /// Configuration reloads, by result (`applied`, `refused`).
     pub reloads: Family<Label, Counter>,
-    /// Times a connection stopped being read because of backpressure (count, replies or
-    /// budget).
-    pub pauses: Counter,
 }
 
 impl DaemonMetrics {
@@ -99,11 +96,6 @@ impl DaemonMetrics {
             "houndpool_daemon_stats_requests",
             "Stats requests answered",
             self.stats_requests.clone(),
-        );
-        registry.register(
-            "houndpool_daemon_backpressure_pauses",
-            "Times a connection stopped being read because of backpressure (outcome_buffer, queued replies or buffer budget)",
-            self.pauses.clone(),
         );
         registry.register(
             "houndpool_daemon_config_reloads",
@@ -394,6 +386,12 @@ impl Collector for FlowCollector {
             "houndpool_daemon_buffer_budget_bytes",
             "The daemon-wide buffer budget (daemon.buffer_budget_bytes, else pool.host_reserve_bytes / 2).",
             gauge_i(self.0.total() as u64),
+        )?;
+        counter(
+            &mut e,
+            "houndpool_daemon_backpressure_pauses",
+            "Times a connection stopped being read because of backpressure (outcome_buffer, queued replies, fair share or budget).",
+            self.0.pauses.load(Ordering::Relaxed),
         )?;
         gauge(
             &mut e,

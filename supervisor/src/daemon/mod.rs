@@ -10,22 +10,25 @@
 //!  kubelet / Prometheus ──HTTP──► ops: /metrics /healthz /readyz
 //! ```
 //!
-//! The asynchronous parts run on one current-thread tokio runtime: the work per frame is a
+//! The socket side runs on one current-thread tokio runtime: the work per frame is a
 //! bounded copy into a hound's ring (`Pool::submit` never blocks), so one thread serves many
-//! clients, and the pool's own threads do the heavy lifting. The pool's outcome channel is a
-//! crossbeam channel; one blocking thread (`houndd-bridge`) routes each outcome to the
-//! connection that submitted the job, with `try_send` into that connection's bounded queue, so
-//! no client can stall the pool or another client.
+//! clients, and the pool's own threads do the heavy lifting. The ops endpoint has its own
+//! thread and runtime, so probes answer however busy the socket side is. The pool's outcome
+//! channel is a crossbeam channel; one blocking thread (`houndd-bridge`) routes each outcome to
+//! the connection that submitted the job. A connection's queue never refuses an outcome: the
+//! room for it was reserved in the daemon-wide buffer budget when the job was accepted.
 //!
 //! Guarantees (also in docs/PROTOCOL.md, Part 4):
 //! * every submit gets exactly one [`SubmitReply`](houndpool_protocol::messages::SubmitReply),
 //!   written before anything else about that job;
-//! * every accepted job's outcome is written to the submitting connection exactly once, or
-//!   counted in `houndpool_daemon_outcomes_undelivered_total` if that connection is gone, too
-//!   slow, or was closed for a malformed frame;
-//! * a connection holds at most `daemon.outcome_buffer` accepted jobs without a written
-//!   outcome (submits beyond that are refused with `connection_busy`), and is disconnected if
-//!   it takes no bytes for `daemon.write_stall_timeout_ms`.
+//! * every accepted job's outcome is written to the submitting connection exactly once while
+//!   that connection lives; a connection that cannot take more is not read (backpressure)
+//!   instead of being disconnected. Outcomes not written in full because the connection closed
+//!   are counted in `houndpool_daemon_outcomes_undelivered_total`;
+//! * client buffers stay within the budget (`daemon.buffer_budget_bytes`, else
+//!   `pool.host_reserve_bytes / 2`) plus fixed per-connection buffers;
+//! * every connection the daemon closes itself gets a final `Error` frame naming the reason
+//!   (write stall, frame or idle timeout, eviction, drain, malformed input, admission).
 
 pub mod client;
 pub mod config;

@@ -108,6 +108,8 @@ pub(crate) struct Conn {
     last_active: AtomicU64,
     /// Asked to close to admit a new connection.
     evict: Notify,
+    /// Chosen as an eviction victim (counted in [`Registry`] until it is closed).
+    evicting: AtomicBool,
 }
 
 impl Conn {
@@ -436,10 +438,9 @@ enum ReaderEnd {
 }
 
 /// Waits until `cond` holds, woken by the connection's writer. The caller is not reading the
-/// client meanwhile: that is the backpressure. Counts the wait in the paused gauge (also when
-/// the wait is cancelled).
+/// client meanwhile: that is the backpressure, counted as a pause.
 async fn wait_for(state: &State, conn: &Conn, cond: impl Fn() -> bool) {
-    let mut paused = PausedGuard(state, false);
+    let mut paused = None;
     loop {
         let n = conn.progress.notified();
         tokio::pin!(n);
@@ -447,23 +448,8 @@ async fn wait_for(state: &State, conn: &Conn, cond: impl Fn() -> bool) {
         if cond() {
             break;
         }
-        if !paused.1 {
-            paused.1 = true;
-            state.budget.paused.fetch_add(1, Ordering::SeqCst);
-            state.metrics.pauses.inc();
-        }
+        paused.get_or_insert_with(|| flow::Paused::new(&state.budget));
         n.await;
-    }
-}
-
-/// Holds the paused gauge up while a wait lasts, even when the wait is cancelled.
-struct PausedGuard<'a>(&'a State, bool);
-
-impl Drop for PausedGuard<'_> {
-    fn drop(&mut self) {
-        if self.1 {
-            self.0.budget.paused.fetch_sub(1, Ordering::SeqCst);
-        }
     }
 }
 
@@ -859,6 +845,8 @@ pub(crate) struct Registry {
 struct RegistryInner {
     conns: HashMap<u64, Arc<Conn>>,
     uids: HashMap<u32, usize>,
+    /// Victims chosen and not closed yet.
+    evicting: usize,
 }
 
 impl Registry {
@@ -870,18 +858,30 @@ impl Registry {
         self.lock().uids.get(&uid).copied().unwrap_or(0)
     }
 
-    /// The quiet connection (nothing in flight or queued) with the oldest traffic, if it has
-    /// been quiet for at least [`EVICT_MIN_QUIET`].
-    fn evictable(&self, state: &State) -> Option<Arc<Conn>> {
+    /// Chooses and marks a victim: the quiet connection (nothing in flight or queued) with
+    /// the oldest traffic, if it has been quiet for at least [`EVICT_MIN_QUIET`] and fewer than
+    /// `max_in_progress` victims are still closing (each holds its descriptor until then).
+    fn evict_one(&self, state: &State, max_in_progress: usize) -> Option<Arc<Conn>> {
         let limit = state
             .now_ms()
             .saturating_sub(super::config::millis(EVICT_MIN_QUIET));
-        self.lock()
+        let mut g = self.lock();
+        if g.evicting >= max_in_progress {
+            return None;
+        }
+        let victim = g
             .conns
             .values()
-            .filter(|c| c.last_active.load(Ordering::Relaxed) <= limit && c.is_quiet())
+            .filter(|c| {
+                !c.evicting.load(Ordering::SeqCst)
+                    && c.last_active.load(Ordering::Relaxed) <= limit
+                    && c.is_quiet()
+            })
             .min_by_key(|c| c.last_active.load(Ordering::Relaxed))
-            .cloned()
+            .cloned()?;
+        victim.evicting.store(true, Ordering::SeqCst);
+        g.evicting += 1;
+        Some(victim)
     }
 }
 
@@ -912,6 +912,9 @@ impl Drop for ConnGuard {
         {
             let mut r = state.conns.lock();
             r.conns.remove(&conn.id);
+            if conn.evicting.load(Ordering::SeqCst) {
+                r.evicting = r.evicting.saturating_sub(1);
+            }
             if let Some(uid) = conn.uid {
                 if let Some(n) = r.uids.get_mut(&uid) {
                     *n = n.saturating_sub(1);
@@ -1114,7 +1117,10 @@ fn admit(state: &State, live: &Live, uid: Option<u32>) -> Result<(), (ErrorCode,
         }
     }
     if state.conns_open.load(Ordering::SeqCst) >= live.max_connections {
-        match state.conns.evictable(state) {
+        match state
+            .conns
+            .evict_one(state, super::config::eviction_margin(live.max_connections))
+        {
             Some(victim) => {
                 info!(
                     victim = victim.id,
@@ -1185,6 +1191,7 @@ pub(crate) async fn accept_loop(
                         peak: AtomicUsize::new(0),
                         last_active: AtomicU64::new(state.now_ms()),
                         evict: Notify::new(),
+                        evicting: AtomicBool::new(false),
                     });
                     {
                         let mut r = state.conns.lock();

@@ -141,6 +141,15 @@ impl Daemon {
 
     /// Spawns without waiting.
     pub fn spawn(edit: impl FnOnce(String) -> String, extra_env: &[(&str, &str)]) -> Daemon {
+        Self::spawn_under(&[], edit, extra_env)
+    }
+
+    /// Spawns without waiting, as `prefix… houndd run …` (e.g. `prlimit --nofile=…`).
+    pub fn spawn_under(
+        prefix: &[&str],
+        edit: impl FnOnce(String) -> String,
+        extra_env: &[(&str, &str)],
+    ) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("houndd.sock");
         let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -150,9 +159,25 @@ impl Daemon {
         let config = dir.path().join("houndd.toml");
         std::fs::write(&config, text).expect("write config");
         let log = dir.path().join("houndd.log");
-        let child = Self::command(&config, &log, extra_env)
-            .spawn()
-            .expect("spawn houndd");
+        let mut cmd = Self::command(&config, &log, extra_env);
+        if let Some((first, rest)) = prefix.split_first() {
+            let inner = cmd;
+            cmd = Command::new(first);
+            cmd.args(rest)
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
+            let err = std::fs::File::create(&log).expect("create log");
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(err));
+        }
+        let child = cmd.spawn().expect("spawn houndd");
         Daemon {
             child: Some(child),
             dir,
@@ -292,4 +317,91 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"),
     )
+}
+
+/// One encoded submit frame (the daemon's frame limit in tests is far above `body`).
+pub fn submit_frame(request_id: u64, kind: houndpool::JobKind, body: Vec<u8>) -> Vec<u8> {
+    let mut f = Vec::new();
+    houndpool_protocol::messages::DaemonMessage::Submit(houndpool_protocol::messages::Submit {
+        request_id,
+        kind,
+        severity: houndpool::Severity::Medium,
+        evidence_id: None,
+        level: None,
+        body,
+    })
+    .encode_frame(&mut f, 1 << 24)
+    .expect("encode a submit");
+    f
+}
+
+/// Reads frames from a raw stream until the daemon closes it (or `limit` passes); returns the
+/// decoded messages. `pause` is slept after each read of at most `chunk` bytes.
+pub fn read_frames(
+    s: &mut std::os::unix::net::UnixStream,
+    chunk: usize,
+    pause: Duration,
+    limit: Duration,
+) -> Vec<houndpool_protocol::messages::DaemonMessage> {
+    use houndpool_protocol::messages::DaemonMessage;
+    let deadline = Instant::now() + limit;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut dec = houndpool_protocol::frame::FrameDecoder::new(1 << 24);
+    let mut buf = vec![0u8; chunk];
+    let mut out = Vec::new();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not close within {limit:?}"
+        );
+        let n = match s.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read: {e}"),
+        };
+        if n == 0 {
+            break;
+        }
+        dec.push(&buf[..n]);
+        while let Some((h, body)) = dec.next_frame().expect("well-formed frames") {
+            out.push(DaemonMessage::decode(&h, &body, 1 << 24).expect("decodable frame"));
+        }
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
+    }
+    out
+}
+
+/// VmRSS of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits until the metric sample equals `value` (at most 20 s).
+    pub fn wait_metric(&self, sample: &str, value: f64) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.metric(sample) != Some(value) {
+            assert!(
+                Instant::now() < deadline,
+                "{sample} never became {value}:\n{}",
+                self.get("/metrics").1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
