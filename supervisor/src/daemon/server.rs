@@ -558,10 +558,7 @@ async fn handle_frame(
     drop(body);
     let msg = match msg {
         Ok(m) => m,
-        Err(e) => {
-            warn!(conn = conn.id, error = %e, "malformed frame; closing the connection");
-            return Err(ReaderEnd::Close(ErrorCode::MalformedFrame, e.to_string()));
-        }
+        Err(e) => return Err(ReaderEnd::Close(ErrorCode::MalformedFrame, e.to_string())),
     };
     // Room for the reply first: while the client does not take its replies, it is not read.
     wait_for(state, conn, || conn.lock().replies < REPLY_LIMIT).await;
@@ -1044,6 +1041,9 @@ async fn serve_conn(
     let mut rd = BufReader::with_capacity(READ_BUF, rd);
     let (reader_end, writer_end) =
         read_loop(&mut rd, &state, &conn, &live, &mut close, &mut writer).await;
+    if let ReaderEnd::Close(ErrorCode::MalformedFrame, message) = &reader_end {
+        warn!(conn = id, error = %message, "malformed frame; closing the connection");
+    }
     let e = match &reader_end {
         ReaderEnd::Eof => Some(Ending::Eof),
         ReaderEnd::Close(code, message) => {
