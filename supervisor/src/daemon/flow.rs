@@ -32,9 +32,10 @@ pub fn outcome_reservation(kind: JobKind, body_len: usize, max_output: usize) ->
 
 /// The daemon-wide budget of buffered bytes, shared by all connections.
 ///
-/// Fairness: a connection may hold at most `total / open connections` bytes, except that a
-/// connection holding nothing may always reserve for one frame (so every connection makes
-/// progress); the sum over all connections never exceeds `total` (a FIFO semaphore).
+/// Fairness: a connection may hold at most `total / (open connections + 1)` bytes (so there
+/// is always room left for a connection that arrives), except that a connection holding
+/// nothing may always reserve for one frame (so every connection makes progress); the sum
+/// over all connections never exceeds `total` (a FIFO semaphore).
 #[derive(Debug)]
 pub struct Budget {
     total: usize,
@@ -91,7 +92,7 @@ impl Budget {
     }
 
     /// Reserves `n` bytes for a connection: waits until the connection is within its fair
-    /// share (`total / open`) and the daemon-wide budget has room. Returns the bytes really
+    /// share (`total / (open + 1)`) and the daemon-wide budget has room. Returns the bytes really
     /// reserved (see [`Budget::clamp`]); pass that to [`Budget::release`].
     /// Cancel-safe: nothing is reserved unless it returns.
     pub async fn reserve(&self, held: &Held, n: usize, open: &AtomicUsize) -> usize {
@@ -105,7 +106,7 @@ impl Budget {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let h = held.get();
-            let share = self.total / open.load(Ordering::SeqCst).max(1);
+            let share = self.total / open.load(Ordering::SeqCst).saturating_add(1);
             if h == 0 || h.saturating_add(n) <= share {
                 break;
             }
@@ -197,7 +198,7 @@ mod tests {
         let open = AtomicUsize::new(2);
         let (a, c) = (Held::default(), Held::default());
         assert_eq!(b.reserve(&a, 400, &open).await, 400);
-        // Over its share (500): not granted while nothing is released.
+        // Over its share (1000 / 3): not granted while nothing is released.
         let r = tokio::time::timeout(
             std::time::Duration::from_millis(50),
             b.reserve(&a, 200, &open),

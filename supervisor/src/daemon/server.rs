@@ -498,12 +498,9 @@ async fn next_frame(
     let mut head = [0u8; FRAME_HEADER_LEN];
     match tokio::time::timeout_at(deadline, rd.read_exact(&mut head)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => {
-            return Err(ReaderEnd::Close(
-                ErrorCode::MalformedFrame,
-                "the connection ended inside a frame header".into(),
-            ))
-        }
+        // The client closed (or half-closed) inside a frame: the partial frame is discarded;
+        // what it is owed is still written.
+        Ok(Err(e)) if e.kind() == ErrorKind::UnexpectedEof => return Err(ReaderEnd::Eof),
         Ok(Err(e)) => return Err(read_error(&e)),
         Err(_) => return Err(timeout()),
     }
@@ -521,12 +518,7 @@ async fn next_frame(
     let mut got = 0;
     while got < len {
         match tokio::time::timeout_at(deadline, rd.read(&mut body[got..])).await {
-            Ok(Ok(0)) => {
-                return Err(ReaderEnd::Close(
-                    ErrorCode::MalformedFrame,
-                    format!("the connection ended inside a frame body ({got} of {len} bytes)"),
-                ))
-            }
+            Ok(Ok(0)) => return Err(ReaderEnd::Eof),
             Ok(Ok(n)) => {
                 got += n;
                 conn.touch(state);
