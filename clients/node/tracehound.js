@@ -366,4 +366,4 @@ function createHoundPool(config) {
   return new HoundPool(config);
 }
 
-module.exports = { createHoundPool, HoundPool, HOUND_PRESSURE_ERRORS, isHoundPressureError };
+module.exports = { createHoundPool, HOUND_PRESSURE_ERRORS, isHoundPressureError };
