@@ -1,7 +1,7 @@
 'use strict';
 // The package as npm ships it: `npm pack` contents, and a `--strict` TypeScript file importing
 // `houndpool` and `houndpool/tracehound` from the packed tarball (typescript and @types/node are
-// devDependencies: `npm ci` in clients/node first).
+// devDependencies: `npm install` in clients/node first).
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -45,7 +45,7 @@ test('a --strict TypeScript file importing houndpool and houndpool/tracehound ty
   try {
     tsc = require.resolve('typescript/bin/tsc', { paths: [pkgDir] });
   } catch (e) {
-    assert.fail('typescript is not installed: run `npm ci` in clients/node (scripts/test.sh does)');
+    assert.fail('typescript is not installed: run `npm install` in clients/node (scripts/test.sh does)');
   }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'houndpool-types-'));
   try {
