@@ -82,17 +82,28 @@ class Writer {
   u64(v) { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v)); this.push(b); }
   bytes(buf) { this.u64(buf.length); this.push(buf); }
   option(v, write) { if (v === undefined || v === null) { this.u8(0); } else { this.u8(1); write(v); } }
-  finish() { return Buffer.concat(this.parts, this.length); }
+  /** The frame of kind `kind` with what was written as its body: one allocation, one copy. */
+  frame(kind) {
+    const out = Buffer.allocUnsafe(FRAME_HEADER_LEN + this.length);
+    writeHeader(out, kind, this.length);
+    let at = FRAME_HEADER_LEN;
+    for (const p of this.parts) { p.copy(out, at); at += p.length; }
+    return out;
+  }
+}
+
+function writeHeader(out, kind, bodyLen) {
+  out.writeUInt32LE(FRAME_MAGIC, 0);
+  out.writeUInt16LE(PROTOCOL_VERSION, 4);
+  out.writeUInt16LE(kind, 6);
+  out.writeUInt32LE(bodyLen, 8);
+  out.writeUInt32LE(0, 12);
 }
 
 /** One frame: the 16-byte header, then `body`, in one buffer. */
 function frame(kind, body) {
   const out = Buffer.allocUnsafe(FRAME_HEADER_LEN + body.length);
-  out.writeUInt32LE(FRAME_MAGIC, 0);
-  out.writeUInt16LE(PROTOCOL_VERSION, 4);
-  out.writeUInt16LE(kind, 6);
-  out.writeUInt32LE(body.length, 8);
-  out.writeUInt32LE(0, 12);
+  writeHeader(out, kind, body.length);
   body.copy(out, FRAME_HEADER_LEN);
   return out;
 }
@@ -150,20 +161,20 @@ function encodeSubmit(requestId, job) {
     if (typeof k !== 'string') throw new TypeError('key must be a string');
     w.bytes(Buffer.from(k, 'utf8'));
   });
-  return frame(KIND.SUBMIT, w.finish());
+  return w.frame(KIND.SUBMIT);
 }
 
 function encodeStatsRequest(requestId) {
   const w = new Writer();
   w.u64(requestId);
-  return frame(KIND.STATS_REQUEST, w.finish());
+  return w.frame(KIND.STATS_REQUEST);
 }
 
 function encodeCancel(requestId, jobId) {
   const w = new Writer();
   w.u64(requestId);
   w.u64(jobId);
-  return frame(KIND.CANCEL, w.finish());
+  return w.frame(KIND.CANCEL);
 }
 
 // ---- decoding ---------------------------------------------------------------------------------
