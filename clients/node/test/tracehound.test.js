@@ -253,3 +253,29 @@ test('shutdown: in-flight activations still get their outcome, then closed resol
   assert.deepEqual(results.map((r) => r.status), ['processed', 'processed', 'processed']);
   await fake.close();
 });
+
+test('an idle pool does not keep the process alive; a busy one does until its results', async () => {
+  const { spawn } = require('node:child_process');
+  let job = 1n;
+  const fake = await startFake((m, conn) => {
+    if (m.type === 'stats') conn.send(enc.stats(m.requestId));
+    if (m.type !== 'submit') return;
+    const id = job++;
+    conn.send(enc.accepted(m.requestId, id));
+    setTimeout(() => conn.send(enc.outcome(m.requestId, id, { completed: { hound: 1 } })), 300);
+  });
+  const script = `
+    const { createHoundPool } = require(${JSON.stringify(path.join(__dirname, '..', 'tracehound.js'))});
+    const pool = createHoundPool({ socket: process.argv[1], poolSize: 1, timeout: 10000, rotationJitterMs: 0 });
+    pool.onResult((r) => console.log(r.status));
+    pool.activate({ signature: 'idle:1', severity: 'low', bytes: new ArrayBuffer(3) });`;
+  const child = spawn(process.execPath, ['-e', script, fake.path], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  const guard = setTimeout(() => child.kill('SIGKILL'), 20000); // hang guard only
+  const code = await new Promise((r) => child.once('exit', (c, sig) => r(sig || c)));
+  clearTimeout(guard);
+  assert.equal(code, 0, 'the process did not exit by itself');
+  assert.equal(out.trim(), 'processed'); // it waited for the result, then exited
+  await fake.close();
+});
