@@ -260,7 +260,7 @@ function decodeOutcome(r) {
       storeUs: r.option(() => r.num()),
       spooled: r.bool(),
       existed: r.option(() => r.bool()),
-      payload: r.option(() => Buffer.from(r.bytes())),
+      payload: r.option(() => r.bytes()), // a view of the frame body: not copied again
     };
   } else if (tag === 1) {
     const kind = r.open(FAILURE_KINDS);
