@@ -86,9 +86,10 @@ class HoundPool {
   // ---- the origin's contract ---------------------------------------------------------------
 
   activate(evidence) {
+    let act = null;
+    const started = Date.now();
     try {
       this.totals.activations++;
-      const started = Date.now();
       let signature;
       let severity;
       let bytes;
@@ -100,7 +101,7 @@ class HoundPool {
         this.refuse({ signature: safeSignature(evidence), started }, 'invalid_evidence', true);
         return;
       }
-      const act = { signature, severity, bytes, started, timer: null, done: false, jobId: null, terminate: false };
+      act = { signature, severity, bytes, started, timer: null, done: false, jobId: null, client: null, terminate: false };
       if (typeof signature !== 'string' || !SEVERITIES.includes(severity) || bytes === null) {
         act.signature = typeof signature === 'string' ? signature : '';
         this.refuse(act, 'invalid_evidence', true);
@@ -122,8 +123,13 @@ class HoundPool {
       }
       this.send(act);
     } catch (e) {
-      // Not reached by design; the hot path must never throw all the same.
-      this.totals.errors++;
+      // Not reached by design; the hot path must never throw, and the result must still come.
+      try {
+        if (act === null) this.refuse({ signature: safeSignature(evidence), started }, 'internal', true);
+        else if (!act.done) this.finish(act, { status: 'error', processId: 'pool', error: 'internal' }, true);
+      } catch (e2) {
+        this.totals.errors++;
+      }
     }
   }
 
