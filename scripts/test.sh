@@ -14,9 +14,10 @@ export HOUNDPOOL_RCLONE
 echo "== cargo test --workspace (with the sandbox escape probe)"
 cargo test --workspace --features houndpool-hound/escape-test
 
-echo "== node --test clients/node/ (Node client against a real houndd)"
+echo "== node clients/node/test/run.js (Node client and houndpool/tracehound against a real houndd; npm pack, tsc --strict)"
 cargo build -p houndpool-supervisor --bin houndd
-node --test clients/node/
+(cd clients/node && npm install --no-audit --no-fund --loglevel=error)
+node clients/node/test/run.js
 
 echo "== hound-stress chaos --quick (every accepted job exactly one outcome under SIGKILL/SIGSTOP)"
 cargo run --release -p houndpool-stress --bin hound-stress -- chaos --quick

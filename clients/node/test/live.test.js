@@ -1,7 +1,11 @@
 'use strict';
-// Runs the Node client against a real `houndd run` (node --test clients/node/).
+// Runs the Node client and houndpool/tracehound against a real `houndd run` (node test/run.js).
 // houndd is taken from $HOUNDD_BIN, else target/{debug,release}/houndd of this repository,
 // built with cargo if neither exists.
+//
+// Every Submit carries the trailing `key` field (docs/PROTOCOL.md Part 4). A houndd from before
+// that field refuses every submit as a malformed frame: the tests that submit then fail with a
+// message saying so (needsSubmitKey), instead of passing vacuously.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -12,7 +16,10 @@ const net = require('node:net');
 const http = require('node:http');
 const { spawn, execFileSync } = require('node:child_process');
 
-const { HoundClient, HoundError, _internal } = require('../houndpool.js');
+const crypto = require('node:crypto');
+
+const { HoundClient, HoundError } = require('../houndpool.js');
+const { createHoundPool } = require('../tracehound.js');
 
 const repo = path.resolve(__dirname, '..', '..', '..');
 
@@ -60,6 +67,14 @@ let dir;
 let socketPath;
 let opsPort;
 let log = '';
+let submitKeyError = null; // set when this houndd refuses Submit with the key field
+
+/** Fails the calling test with a clear reason when houndd predates Submit.key. */
+function needsSubmitKey() {
+  if (submitKeyError) {
+    throw new Error(`this houndd refuses Submit with the trailing key field (docs/PROTOCOL.md Part 4), so it predates Submit.key: ${submitKeyError.message}`);
+  }
+}
 
 test.before(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'houndpool-node-'));
@@ -88,6 +103,14 @@ test.before(async () => {
     if (Date.now() > deadline) throw new Error(`houndd not ready:\n${log}`);
     await sleep(50);
   }
+  const probe = await HoundClient.connect(socketPath);
+  try {
+    await (await probe.submit({ kind: 'noop', body: 'probe' })).outcome;
+  } catch (e) {
+    if (!(e instanceof HoundError && e.code === 'malformed_frame')) throw e;
+    submitKeyError = e;
+  }
+  await probe.destroy();
 });
 
 test.after(async () => {
@@ -99,6 +122,7 @@ test.after(async () => {
 });
 
 test('evacuate stores a verifiable envelope and the outcome names its key', async () => {
+  needsSubmitKey();
   const c = await HoundClient.connect(socketPath);
   const evidence = Buffer.from('POST /login HTTP/1.1\r\n\r\nuser=admin\'--'.repeat(30));
   const r = await c.submit({ kind: 'evacuate', severity: 'high', body: evidence });
@@ -127,6 +151,7 @@ test('evacuate stores a verifiable envelope and the outcome names its key', asyn
 });
 
 test('encode then decode round-trips inside hounds; noop echoes', async () => {
+  needsSubmitKey();
   const c = await HoundClient.connect(socketPath);
   const evidence = Buffer.from('GET /../../etc/passwd HTTP/1.1\r\n\r\n'.repeat(20));
   const enc = await (await c.submit({ kind: 'encode', body: evidence, level: 9 })).outcome;
@@ -141,6 +166,7 @@ test('encode then decode round-trips inside hounds; noop echoes', async () => {
 });
 
 test('refusals are typed', async () => {
+  needsSubmitKey();
   const c = await HoundClient.connect(socketPath);
   let r = await c.submit({ kind: 'encode', body: Buffer.alloc(0) });
   assert.deepEqual([r.accepted, r.reason], [false, 'empty_evidence']);
@@ -153,6 +179,7 @@ test('refusals are typed', async () => {
 });
 
 test('many pipelined submits: one reply and one outcome each; stats add up', async () => {
+  needsSubmitKey();
   const c = await HoundClient.connect(socketPath);
   const seen = new Set();
   c.on('outcome', (o) => { assert.equal(seen.has(o.jobId), false); seen.add(o.jobId); });
@@ -177,8 +204,9 @@ test('a malformed frame gets an error frame and only that connection closes', as
   const pending = bad.stats(); // sent after the garbage: never answered
   await assert.rejects(pending, (e) => e instanceof HoundError && e.code === 'malformed_frame');
   const good = await HoundClient.connect(socketPath);
-  const r = await good.submit({ kind: 'noop', body: 'ok' });
-  assert.equal((await r.outcome).result, 'completed');
+  const s = await good.stats();
+  assert.equal(typeof s.requestId, 'bigint');
+  assert.equal(s.hounds_target, 2);
   await good.close();
 });
 
@@ -192,19 +220,74 @@ test('the ops endpoint serves metrics and readiness', async () => {
   assert.equal((await get(opsPort, '/readyz')).status, 200);
 });
 
-test('frames are what docs/PROTOCOL.md (Parts 1 and 4) says', () => {
-  const f = _internal.frame(_internal.KIND.STATS_REQUEST, Buffer.from([7, 0, 0, 0, 0, 0, 0, 0]));
-  assert.equal(f.subarray(0, 4).toString(), 'HPFR');
-  assert.equal(f.readUInt16LE(4), 1);
-  assert.equal(f.readUInt16LE(6), 19);
-  assert.equal(f.readUInt32LE(8), 8);
-  assert.equal(f.readUInt32LE(12), 0);
-  const s = _internal.encodeSubmit(5, { kind: 'encode', severity: 'critical', body: 'ab', level: 3 });
-  // request_id u64, kind u32 = 1, severity u32 = 3, evidence_id None, level Some(3), body len 2.
-  assert.deepEqual([...s.subarray(16)], [5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0, 0, 0, 0, 97, 98]);
+test('tracehound: 200 activations, 200 processed results, stored under their signatures', async () => {
+  needsSubmitKey();
+  const pool = createHoundPool({ socket: socketPath, poolSize: 2, timeout: 60000, rotationJitterMs: 0 });
+  const results = [];
+  pool.onResult((r) => results.push(r));
+  const signatures = [];
+  for (let i = 0; i < 200; i++) {
+    const bytes = new TextEncoder().encode(`POST /search?q=' OR 1=1 -- #${i}`.repeat(10));
+    const signature = `injection:${crypto.createHash('sha256').update(bytes).digest('hex')}`;
+    signatures.push(signature);
+    const severity = ['low', 'medium', 'high', 'critical'][i % 4];
+    // The origin's Evidence: getters; bytes an ArrayBuffer.
+    const evidence = { get signature() { return signature; }, get severity() { return severity; }, get bytes() { return bytes.buffer; } };
+    assert.equal(pool.activate(evidence), undefined);
+  }
+  const deadline = Date.now() + 60000; // hang guard only
+  while (results.length < 200 && Date.now() < deadline) await sleep(10);
+  assert.equal(results.length, 200);
+  assert.deepEqual(results.filter((r) => r.status !== 'processed'), []);
+  assert.deepEqual(new Set(results.map((r) => r.signature)), new Set(signatures));
+  assert.ok(results.every((r) => /^hound-\d+$/.test(r.processId)));
+  assert.equal(pool.stats.totalActivations, 200);
+  assert.equal(pool.stats.totalErrors, 0);
+  const stored = fs.readFileSync(path.join(dir, 'cold', 'evidence', `${signatures[7]}.thcs`));
+  assert.equal(stored.subarray(0, 4).toString(), 'THCS');
+  pool.shutdown();
+  await pool.closed;
+  await sleep(20);
+  assert.equal(results.length, 200); // exactly one result each
+});
+
+test('Submit.key: an evacuate stored under a caller key; a bad key is refused invalid_job', async () => {
+  needsSubmitKey();
+  const c = await HoundClient.connect(socketPath);
+  const key = `xss:${'ab'.repeat(32)}`;
+  const o = await (await c.submit({ kind: 'evacuate', body: '<script>alert(1)</script>', key })).outcome;
+  assert.equal(o.result, 'completed');
+  assert.equal(o.receipt.key, `evidence/${key}.thcs`);
+  for (const bad of ['', '../etc', 'a/b', '-x', 'k'.repeat(201)]) {
+    const r = await c.submit({ kind: 'evacuate', body: 'x', key: bad });
+    assert.deepEqual([r.accepted, r.reason], [false, 'invalid_job'], `key ${JSON.stringify(bad)}`);
+  }
+  const r = await c.submit({ kind: 'encode', body: 'x', key: 'fine' });
+  assert.deepEqual([r.accepted, r.reason], [false, 'invalid_job']);
+  await c.close();
+});
+
+test('cancel: the answer and the outcome agree (needs Cancel in houndd)', async () => {
+  needsSubmitKey();
+  const c = await HoundClient.connect(socketPath);
+  const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => c.submit({ kind: 'encode', level: 9, body: crypto.randomBytes(60000 + i) })));
+  const answers = await Promise.all(replies.map((r) => c.cancel(r.jobId)));
+  const outcomes = await Promise.all(replies.map((r) => r.outcome));
+  for (let i = 0; i < answers.length; i++) {
+    const a = answers[i];
+    const o = outcomes[i];
+    assert.ok(['not_found', 'dequeued', 'killed'].includes(a), a);
+    if (a === 'not_found') assert.equal(o.result, 'completed');
+    else assert.deepEqual([o.result, o.drop.reason], ['dropped', 'cancelled']);
+  }
+  assert.equal(await c.cancel(987654321n), 'not_found');
+  const s = await c.stats();
+  assert.equal(s.accepted, s.completed + s.failed + s.timed_out + s.dropped + s.in_flight);
+  await c.close();
 });
 
 test('SIGTERM drains and houndd exits 0', async () => {
+  needsSubmitKey();
   const c = await HoundClient.connect(socketPath);
   const replies = await Promise.all(
     Array.from({ length: 50 }, () => c.submit({ kind: 'evacuate', body: 'GET / HTTP/1.1\r\n\r\n' })),
