@@ -162,8 +162,8 @@ export interface Failure {
   message: string;
 }
 
-/** The one outcome of an accepted job. */
-export interface Outcome {
+/** What every outcome carries. */
+export interface OutcomeBase {
   requestId: bigint;
   jobId: bigint;
   evidenceId: string;
@@ -173,14 +173,17 @@ export interface Outcome {
   attempts: number;
   /** Acceptance to outcome, microseconds. */
   latencyUs: number;
-  result: 'completed' | 'failed' | 'timed_out' | 'dropped';
-  /** When `result` is `completed`. */
-  receipt?: Receipt;
-  /** When `result` is `failed`. */
-  failure?: Failure;
-  /** When `result` is `dropped`; `by` is the evicting job's severity (evicted). */
-  drop?: { reason: DropReason; by: Severity | null };
 }
+
+/** The one outcome of an accepted job; `result` says which fields it has. */
+export type Outcome = OutcomeBase &
+  (
+    | { result: 'completed'; receipt: Receipt }
+    | { result: 'failed'; failure: Failure }
+    | { result: 'timed_out' }
+    /** `by` is the evicting job's severity (evicted). */
+    | { result: 'dropped'; drop: { reason: DropReason; by: Severity | null } }
+  );
 
 /** The daemon's counters (docs/PROTOCOL.md Part 4 §2, StatsReply). */
 export interface Stats {

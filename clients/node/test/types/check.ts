@@ -21,9 +21,12 @@ async function client(path: string): Promise<number> {
   );
   if (r.accepted) {
     const o = await r.outcome;
-    if (o.result === 'completed' && o.receipt && o.receipt.payload) {
+    if (o.result === 'completed' && o.receipt.payload) {
       const b: Buffer = o.receipt.payload;
       void b;
+    } else if (o.result === 'dropped') {
+      const why: string = o.drop.reason;
+      void why;
     }
     const answer: 'not_found' | 'dequeued' | 'killed' | `unknown_${number}` = await c.cancel(r.jobId);
     void answer;
