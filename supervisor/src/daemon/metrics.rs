@@ -35,7 +35,7 @@ pub(crate) struct DaemonMetrics {
     pub refused: Family<Label, Counter>,
     /// Outcome frames written to clients, by outcome kind.
     pub delivered: Family<Label, Counter>,
-    /// Outcomes that could not be written (client gone, too slow, or malformed and closed).
+    /// Outcomes not written in full because their connection closed first.
     pub undelivered: Counter,
     /// Connections accepted on the socket.
     pub connections: Counter,
@@ -74,7 +74,7 @@ impl DaemonMetrics {
         );
         registry.register(
             "houndpool_daemon_outcomes_undelivered",
-            "Outcomes of accepted jobs that could not be written to their client (client gone, too slow, or closed for a malformed frame)",
+            "Outcomes of accepted jobs not written in full to their client because its connection closed first (client gone, write stalled, or closed by the daemon with an error)",
             self.undelivered.clone(),
         );
         registry.register(

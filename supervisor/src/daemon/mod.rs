@@ -543,6 +543,22 @@ fn reload(
         Err(e) => return refused(e.to_string()),
     };
     let new = &prepared.config;
+    if new.daemon.max_connections != running.daemon.max_connections {
+        // The running pool's size, and the limit raised at start.
+        if let Ok((limit, _)) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        {
+            let hounds = state.pool.config().hound_count();
+            let needed = config::descriptors_needed(new, hounds);
+            if needed > limit {
+                return refused(format!(
+                    "daemon.max_connections = {}: needs {needed} descriptors, RLIMIT_NOFILE is {limit} (at most {} fit)",
+                    new.daemon.max_connections,
+                    config::max_connections_fitting(new, hounds, limit)
+                ));
+            }
+        }
+    }
     let changes = config::changes(running, new);
     if changes.is_empty() {
         info!("configuration reloaded: no change");
