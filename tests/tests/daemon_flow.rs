@@ -358,3 +358,50 @@ fn probes_answer_while_the_ops_endpoint_and_the_socket_are_busy() {
     assert_eq!(accepted, 2000);
     assert!(errors.is_empty());
 }
+
+#[test]
+fn a_connection_holds_exactly_outcome_buffer_jobs_in_flight_and_is_then_not_read() {
+    let d = Daemon::start(&[("HOUNDPOOL_DAEMON_OUTCOME_BUFFER", "8")]);
+    let n = 100u64;
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            // 60 KiB outcomes: a few fill the socket buffer, then outcomes wait in the daemon.
+            for i in 0..n {
+                w.write_all(&submit_frame(i, JobKind::Noop, vec![b'o'; 60 * 1024]))
+                    .unwrap();
+            }
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    // Accepted minus written in full = the connection's jobs in flight: it reaches the bound
+    // exactly (not one more), and the connection is paused there.
+    let in_flight = |d: &Daemon| {
+        d.metric("houndpool_daemon_accepted_total").unwrap()
+            - d.metric("houndpool_daemon_outcomes_delivered_total{kind=\"completed\"}")
+                .unwrap_or(0.0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = in_flight(&d);
+        assert!(
+            f <= 8.0,
+            "{f} jobs in flight with daemon.outcome_buffer = 8"
+        );
+        if f == 8.0 && d.metric("houndpool_daemon_connections_paused") == Some(1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.get("/metrics").1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..10 {
+        assert!(in_flight(&d) <= 8.0);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let msgs = read_frames(&mut s, 64 * 1024, Duration::ZERO, Duration::from_secs(120));
+    writer.join().unwrap();
+    let (accepted, refused, errors) = tally(&msgs, n);
+    assert_eq!((accepted, refused), (n as usize, 0));
+    assert!(errors.is_empty(), "{errors:?}");
+}
