@@ -372,7 +372,13 @@ impl Collector for PoolCollector {
 pub(crate) fn registry(daemon: &Arc<DaemonMetrics>, pool: PoolCollector) -> Registry {
     let mut r = Registry::default();
     daemon.register(&mut r);
+    // Latency histogram, circuit, OOM kills, retirements, rotations (crate::metrics).
+    let extra = crate::metrics::PoolMetrics {
+        pool: pool.pool.clone(),
+        core: false,
+    };
     r.register_collector(Box::new(pool));
+    r.register_collector(Box::new(extra));
     r
 }
 

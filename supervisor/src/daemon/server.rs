@@ -25,6 +25,9 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use houndpool_protocol::frame::{FrameDecoder, FrameHeader};
+// The Cancel message (kinds 22/23).
+mod cancel;
+
 use houndpool_protocol::messages::{
     DaemonMessage, DropKind, ErrorCode, ErrorNotice, FailureKind, JobOutcome, OutcomeReceipt,
     OutcomeResult, RefuseReason, StatsReply, Submit, SubmitReply, SubmitResult,
@@ -251,6 +254,10 @@ pub(crate) fn to_wire(request_id: u64, o: Outcome) -> JobOutcome {
             reason: DropKind::Shutdown,
             by: None,
         },
+        OutcomeKind::Dropped(DropReason::Cancelled) => OutcomeResult::Dropped {
+            reason: DropKind::Cancelled,
+            by: None,
+        },
     };
     JobOutcome {
         request_id,
@@ -412,6 +419,10 @@ async fn handle_frame(
             }
             Ok(())
         }
+        DaemonMessage::Cancel(c) => {
+            cancel::handle(state, conn, live, permit, &c).await;
+            Ok(())
+        }
         DaemonMessage::StatsRequest(r) => {
             state.metrics.stats_requests.inc();
             let in_flight = conn.in_flight.load(Ordering::SeqCst) as u64;
@@ -430,7 +441,9 @@ async fn handle_frame(
             );
             permit.send(Item::Fatal(error_frame(
                 ErrorCode::UnexpectedMessage,
-                format!("{kind} is not a client message; clients send submit and stats_request"),
+                format!(
+                    "{kind} is not a client message; clients send submit, stats_request and cancel"
+                ),
             )));
             Err(ReaderEnd::Malformed)
         }
