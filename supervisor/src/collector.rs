@@ -1123,6 +1123,7 @@ impl Collector {
                         meta.tries = meta.tries.saturating_add(1);
                         sh.counters.retries.inc();
                         debug!(job = meta.job_id, slot = i, "job queued for retry");
+                        sh.spans.event(meta.job_id, "hound died: queued for retry");
                         self.retry.push_back(Pending { bytes: owned, meta });
                     }
                     Err(e) => sh.deliver(Shared::outcome_for(

@@ -39,6 +39,7 @@ mod latency;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod pool;
+mod spans;
 mod spawn;
 mod stats;
 pub mod synth;

@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     pub(crate) cancels: crate::cancel::Requests,
     /// Submit→outcome latency by job kind.
     pub(crate) latency: crate::latency::Latency,
+    /// Per-job tracing spans (only while a subscriber enables them).
+    pub(crate) spans: crate::spans::Spans,
 }
 
 /// The cgroup part of [`Shared`].
@@ -174,14 +176,7 @@ impl Shared {
             OutcomeKind::Dropped(_) => c.dropped.inc_sc(),
         }
         self.latency.record(outcome.kind, outcome.latency);
-        tracing::debug!(
-            job = outcome.job_id.0,
-            kind = outcome.kind.name(),
-            result = outcome.result.name(),
-            attempts = outcome.attempts,
-            latency_us = outcome.latency.as_micros() as u64,
-            "outcome"
-        );
+        self.spans.close(&outcome);
         if let Some(cb) = &self.outcomes.callback {
             cb(&outcome);
         }
@@ -484,6 +479,7 @@ impl PoolBuilder {
             tracked: Default::default(),
             cancels: Default::default(),
             latency: Default::default(),
+            spans: Default::default(),
         });
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
@@ -618,9 +614,14 @@ impl Pool {
         if let Some(cell) = track {
             sh.tracked.register(job_id, cell.clone());
         }
+        sh.spans
+            .open(job_id, job.kind, job.severity, job.body.len());
         let r = self.place_or_apply(job, ticket, &header, meta);
-        if r.is_err() && track.is_some() {
-            sh.tracked.unregister(job_id);
+        if r.is_err() {
+            sh.spans.discard(job_id);
+            if track.is_some() {
+                sh.tracked.unregister(job_id);
+            }
         }
         r
     }
@@ -638,6 +639,7 @@ impl Pool {
         // sees its outcome before its acceptance; undone if it is not accepted after all.
         sh.counters.accepted.inc_sc();
         if sh.try_place(&[header, job.body], meta) {
+            sh.spans.event(meta.job_id, "placed in a ring");
             return Ok(ticket);
         }
         match sh.config.exhausted {
@@ -695,6 +697,7 @@ impl Pool {
                     }
                 }
                 sh.counters.deferred_total.inc();
+                sh.spans.event(meta.job_id, "deferred");
                 // Only a job that lands in an empty queue needs to wake the collector: with
                 // jobs already queued it is either awake or asleep because they cannot be
                 // placed, and what frees ring space (a completion, a new hound) wakes it. This

@@ -518,7 +518,10 @@ fn run_daemon(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = match houndpool::daemon::init_logging(&prepared.config.log.level) {
+    let log = match houndpool::daemon::init_logging_as(
+        &prepared.config.log.level,
+        prepared.config.log.json,
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("houndd: {e}");
