@@ -29,11 +29,17 @@ pub(crate) struct PoolCgroups {
     pub(crate) limits: Option<ContainerLimits>,
 }
 
-/// Detects limits and sets up the pool's cgroup directory.
+/// Detects limits and sets up the pool's cgroup directory. Lowers
+/// `config.hound_cgroup_memory` to each of the `slots` hounds' share of the container's memory
+/// limit when it is above it (a hound's cgroup never allows more than its share).
 ///
 /// Fails with `SandboxRequirement` when the `cgroup` layer is `required` and per-hound cgroups
 /// are not possible here; with `best-effort` the reason is reported and hounds run without.
-pub(crate) fn setup(config: &PoolConfig, pool_id: &[u8; 16]) -> Result<PoolCgroups, PoolError> {
+pub(crate) fn setup(
+    config: &mut PoolConfig,
+    pool_id: &[u8; 16],
+    slots: usize,
+) -> Result<PoolCgroups, PoolError> {
     let limits = match cgroup::detect() {
         Ok(l) => Some(l),
         Err(e) => {
@@ -41,6 +47,15 @@ pub(crate) fn setup(config: &PoolConfig, pool_id: &[u8; 16]) -> Result<PoolCgrou
             None
         }
     };
+    if let Some(share) = container_share(config, limits.as_ref(), slots) {
+        if share < config.hound_cgroup_memory {
+            info!(
+                configured = config.hound_cgroup_memory,
+                share, "per-hound cgroup memory lowered to the container's share"
+            );
+            config.hound_cgroup_memory = share;
+        }
+    }
     let mode = config.sandbox.mode(Layer::Cgroup);
     let report = |status, detail: String| LayerReport {
         layer: Layer::Cgroup,

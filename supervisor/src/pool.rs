@@ -393,19 +393,9 @@ impl PoolBuilder {
         // One spare slot for rotation, so a replacement starts before its predecessor retires.
         let rotation = config.rotation.after_jobs.is_some() || config.rotation.after.is_some();
         let n = config.hound_count() + usize::from(rotation);
-        let pool_cgroups = cgroups::setup(&config, &pool_id)?;
+        let pool_cgroups = cgroups::setup(&mut config, &pool_id, n)?;
         let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
         let target = sizing.size.clamp(1, config.hound_count());
-        // A hound's cgroup memory limit never exceeds its share of the container's.
-        if let Some(share) = cgroups::container_share(&config, pool_cgroups.limits.as_ref(), n) {
-            if share < config.hound_cgroup_memory {
-                info!(
-                    configured = config.hound_cgroup_memory,
-                    share, "per-hound cgroup memory lowered to the container's share"
-                );
-                config.hound_cgroup_memory = share;
-            }
-        }
         let high_water_bits = config.high_water_mark.to_bits();
         let layout = config.region_layout();
         let ring_body = layout
