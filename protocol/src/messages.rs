@@ -1,6 +1,6 @@
 //! Message bodies carried in frames. Control messages ([`Message`], kinds 1–4) flow between
 //! supervisor and hound over the per-hound socketpair; daemon messages ([`DaemonMessage`],
-//! kinds 16–21) between `houndd` and its clients over the daemon's Unix socket.
+//! kinds 16–23) between `houndd` and its clients over the daemon's Unix socket.
 //!
 //! Each message's frame body is the bincode encoding (see [`crate::codec`] and
 //! docs/PROTOCOL.md, Part 1) of the struct its variant carries: at most [`MAX_CONTROL_BODY`] bytes
@@ -72,6 +72,10 @@ pub enum MessageKind {
     Stats = 20,
     /// houndd → client: last frame before the daemon closes the connection ([`ErrorNotice`]).
     Error = 21,
+    /// client → houndd: cancel a job this connection submitted ([`Cancel`]).
+    Cancel = 22,
+    /// houndd → client: what the cancel did ([`CancelReply`]).
+    CancelReply = 23,
 }
 
 impl MessageKind {
@@ -88,6 +92,8 @@ impl MessageKind {
             19 => Ok(MessageKind::StatsRequest),
             20 => Ok(MessageKind::Stats),
             21 => Ok(MessageKind::Error),
+            22 => Ok(MessageKind::Cancel),
+            23 => Ok(MessageKind::CancelReply),
             kind => Err(ProtocolError::UnknownMessageKind { kind }),
         }
     }
@@ -104,9 +110,11 @@ impl MessageKind {
             MessageKind::StatsRequest => "stats_request",
             MessageKind::Stats => "stats",
             MessageKind::Error => "error",
+            MessageKind::Cancel => "cancel",
+            MessageKind::CancelReply => "cancel_reply",
         }
     }
-    /// Whether this kind belongs to the daemon socket (16–21) rather than the control channel.
+    /// Whether this kind belongs to the daemon socket (16–23) rather than the control channel.
     pub fn is_daemon(self) -> bool {
         (self as u16) >= 16
     }
@@ -183,7 +191,7 @@ impl Message {
     /// shorter, [`ProtocolError::TrailingBytes`] if longer) and must decode as the struct of
     /// `header.kind` within [`MAX_CONTROL_BODY`] ([`ProtocolError::MalformedBody`] otherwise).
     /// Field values are not checked against policy (e.g. `Hello::protocol_version`): that is
-    /// the handshake's job. A daemon kind (16–21) is [`ProtocolError::MalformedBody`].
+    /// the handshake's job. A daemon kind (16–23) is [`ProtocolError::MalformedBody`].
     pub fn decode(header: &FrameHeader, body: &[u8]) -> Result<Self, ProtocolError> {
         check_body_len(header, body)?;
         let (name, limit) = (header.kind.name(), u64::from(MAX_CONTROL_BODY));
@@ -197,7 +205,11 @@ impl Message {
             | MessageKind::Outcome
             | MessageKind::StatsRequest
             | MessageKind::Stats
-            | MessageKind::Error => return Err(wrong_channel(header.kind, "control channel")),
+            | MessageKind::Error
+            | MessageKind::Cancel
+            | MessageKind::CancelReply => {
+                return Err(wrong_channel(header.kind, "control channel"))
+            }
         })
     }
     /// Parses one whole datagram (header + body) into a message.
@@ -274,8 +286,8 @@ pub enum ColdTarget {
 }
 
 /// S3-compatible target. Credentials travel over the private socketpair because the hound's
-/// environment is empty.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// environment is empty. Its `Debug` never shows the secret key or the session token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct S3Target {
     /// Endpoint URL, e.g. `http://127.0.0.1:9000`.
     pub endpoint: String,
@@ -297,6 +309,27 @@ pub struct S3Target {
     pub spool_dir: Option<String>,
     /// Largest total size of the spool, bytes.
     pub spool_limit_bytes: u64,
+}
+
+impl std::fmt::Debug for S3Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |set: bool| if set { "<redacted>" } else { "<empty>" };
+        f.debug_struct("S3Target")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key", &self.access_key)
+            .field("secret_key", &redacted(!self.secret_key.is_empty()))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("spool_dir", &self.spool_dir)
+            .field("spool_limit_bytes", &self.spool_limit_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sandbox layers, in the order they are applied.
@@ -676,6 +709,51 @@ pub enum DropKind {
     Evicted,
     /// (1) The daemon shut down before the job could run.
     Shutdown,
+    /// (2) Cancelled by its client ([`Cancel`]): withdrawn before it ran, or its hound killed.
+    Cancelled,
+}
+
+/// client → daemon: cancel the job `job_id` (from an accepting [`SubmitReply`] on this
+/// connection). Answered by one [`CancelReply`] with the same `request_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The job to cancel.
+    pub job_id: u64,
+}
+
+/// What a [`Cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CancelResult {
+    /// (0) Unknown id (or not this connection's), or its outcome was already produced.
+    NotFound,
+    /// (1) Removed from the defer queue or a ring before a hound started it; its outcome
+    /// `Dropped { reason: Cancelled }` follows.
+    Dequeued,
+    /// (2) It was running: its hound was killed; its outcome `Dropped { reason: Cancelled }`
+    /// follows.
+    Killed,
+}
+
+impl CancelResult {
+    /// Stable snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CancelResult::NotFound => "not_found",
+            CancelResult::Dequeued => "dequeued",
+            CancelResult::Killed => "killed",
+        }
+    }
+}
+
+/// daemon → client: the answer to one [`Cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReply {
+    /// The cancel's `request_id`.
+    pub request_id: u64,
+    /// What happened.
+    pub result: CancelResult,
 }
 
 /// The single final result of an accepted job.
@@ -786,7 +864,7 @@ pub struct StatsReply {
 pub enum ErrorCode {
     /// (0) A frame could not be decoded (bad header, oversized, malformed body).
     MalformedFrame,
-    /// (1) A well-formed message a client may not send (only Submit and StatsRequest).
+    /// (1) A well-formed message a client may not send (only Submit, StatsRequest and Cancel).
     UnexpectedMessage,
     /// (2) The peer's uid is not in the daemon's allow-list.
     PermissionDenied,
@@ -850,6 +928,10 @@ pub enum DaemonMessage {
     Stats(StatsReply),
     /// See [`ErrorNotice`].
     Error(ErrorNotice),
+    /// See [`Cancel`].
+    Cancel(Cancel),
+    /// See [`CancelReply`].
+    CancelReply(CancelReply),
 }
 
 impl DaemonMessage {
@@ -862,6 +944,8 @@ impl DaemonMessage {
             DaemonMessage::StatsRequest(_) => MessageKind::StatsRequest,
             DaemonMessage::Stats(_) => MessageKind::Stats,
             DaemonMessage::Error(_) => MessageKind::Error,
+            DaemonMessage::Cancel(_) => MessageKind::Cancel,
+            DaemonMessage::CancelReply(_) => MessageKind::CancelReply,
         }
     }
 
@@ -887,6 +971,8 @@ impl DaemonMessage {
             DaemonMessage::StatsRequest(m) => codec::encode(name, m, limit)?,
             DaemonMessage::Stats(m) => codec::encode(name, m, limit)?,
             DaemonMessage::Error(m) => codec::encode(name, m, limit)?,
+            DaemonMessage::Cancel(m) => codec::encode(name, m, limit)?,
+            DaemonMessage::CancelReply(m) => codec::encode(name, m, limit)?,
         };
         write_frame(kind, &body, out)
     }
@@ -911,6 +997,10 @@ impl DaemonMessage {
             }
             MessageKind::Stats => DaemonMessage::Stats(codec::decode(name, body, limit)?),
             MessageKind::Error => DaemonMessage::Error(codec::decode(name, body, limit)?),
+            MessageKind::Cancel => DaemonMessage::Cancel(codec::decode(name, body, limit)?),
+            MessageKind::CancelReply => {
+                DaemonMessage::CancelReply(codec::decode(name, body, limit)?)
+            }
             MessageKind::Hello
             | MessageKind::Ready
             | MessageKind::Shutdown
@@ -1016,6 +1106,8 @@ mod tests {
             (MessageKind::StatsRequest, 19, "stats_request"),
             (MessageKind::Stats, 20, "stats"),
             (MessageKind::Error, 21, "error"),
+            (MessageKind::Cancel, 22, "cancel"),
+            (MessageKind::CancelReply, 23, "cancel_reply"),
         ];
         for (k, v, name) in kinds {
             assert_eq!(k as u16, v);
@@ -1025,9 +1117,75 @@ mod tests {
         for k in KINDS {
             assert!(!k.is_daemon());
         }
-        for bad in [5u16, 15, 22] {
+        for bad in [5u16, 15, 24] {
             assert!(MessageKind::from_u16(bad).is_err());
         }
+    }
+
+    #[test]
+    fn s3_target_debug_redacts_credentials() {
+        let t = S3Target {
+            endpoint: "http://127.0.0.1:9000".into(),
+            bucket: "b".into(),
+            prefix: "p/".into(),
+            region: "r".into(),
+            path_style: true,
+            access_key: "AKID".into(),
+            secret_key: "very-secret".into(),
+            session_token: Some("tok-secret".into()),
+            spool_dir: None,
+            spool_limit_bytes: 1,
+        };
+        let text = format!("{t:?} {t:#?}");
+        assert!(
+            !text.contains("very-secret") && !text.contains("tok-secret"),
+            "{text}"
+        );
+        assert!(
+            text.contains("AKID") && text.contains("<redacted>"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cancel_layout_is_the_documented_bincode() {
+        let out = daemon_round_trip(DaemonMessage::Cancel(Cancel {
+            request_id: 7,
+            job_id: 0x0102,
+        }));
+        let mut body = 7u64.to_le_bytes().to_vec();
+        body.extend(0x0102u64.to_le_bytes());
+        assert_eq!(&out[out.len() - 16..], &body[..]);
+        for (result, tag) in [
+            (CancelResult::NotFound, 0u32),
+            (CancelResult::Dequeued, 1),
+            (CancelResult::Killed, 2),
+        ] {
+            let out = daemon_round_trip(DaemonMessage::CancelReply(CancelReply {
+                request_id: 9,
+                result,
+            }));
+            let mut body = 9u64.to_le_bytes().to_vec();
+            body.extend(tag.to_le_bytes());
+            assert_eq!(&out[out.len() - 12..], &body[..]);
+        }
+        let out = daemon_round_trip(DaemonMessage::Outcome(JobOutcome {
+            request_id: 1,
+            job_id: 2,
+            evidence_id: [0; 16],
+            kind: JobKind::Evacuate,
+            severity: Severity::Low,
+            attempts: 0,
+            latency_us: 3,
+            result: OutcomeResult::Dropped {
+                reason: DropKind::Cancelled,
+                by: None,
+            },
+        }));
+        // Dropped = 3, Cancelled = 2, by = None.
+        let tail: Vec<u8> = [3u32.to_le_bytes(), 2u32.to_le_bytes()].concat();
+        assert_eq!(&out[out.len() - 9..out.len() - 1], &tail[..]);
+        assert_eq!(out[out.len() - 1], 0);
     }
 
     #[test]

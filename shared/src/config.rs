@@ -150,6 +150,7 @@ pub static KEYS: &[KeyInfo] = &[
     key!("ops", "addr", String, "\"127.0.0.1:9464\"", "address of the HTTP endpoint (/metrics, /healthz, /readyz); \"off\" disables it"),
     // ---- [log]
     key!("log", "level", String, "\"info\"", "log filter: a level (error, warn, info, debug, trace) or tracing directives such as \"info,houndpool=debug\""),
+    key!("log", "format", String, "\"text\"", "log line format on stderr: \"text\" (human-readable) or \"json\" (one JSON object per line: timestamp, level, target, message, fields, spans)"),
 ];
 
 /// The information about `section.key`, if it is a key.
@@ -341,6 +342,8 @@ pub struct OpsSettings {
 pub struct LogSettings {
     /// tracing filter directives (validated by the daemon, which owns the subscriber).
     pub level: String,
+    /// One JSON object per line instead of text (`log.format = "json"`).
+    pub json: bool,
 }
 
 /// The whole daemon configuration, validated: every value is within its documented range.
@@ -1066,7 +1069,8 @@ fn log_settings(v: &Values) -> Result<LogSettings, SharedError> {
             "a level (error, warn, info, debug, trace) or tracing directives",
         ));
     }
-    Ok(LogSettings { level })
+    let json = v.choice("log", "format", &["text", "json"])? == "json";
+    Ok(LogSettings { level, json })
 }
 
 impl Config {
@@ -1224,6 +1228,7 @@ impl Config {
                     None => s("off"),
                 },
                 ("log", "level") => s(&self.log.level),
+                ("log", "format") => s(if self.log.json { "json" } else { "text" }),
                 // Every key of KEYS is matched above (checked by a test); nothing else exists.
                 _ => continue,
             };

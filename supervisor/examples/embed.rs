@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use houndpool::{
-    ColdConfig, FailReason, Job, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, PoolSize,
+    CancelResult, ColdConfig, FailReason, Job, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction,
     Severity, SubmitError,
 };
 
@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data = std::env::temp_dir().join("houndpool-embed-example");
     let pool = Pool::builder()
         .config(PoolConfig {
-            size: PoolSize::Fixed(2),
+            // `size` defaults to `PoolSize::auto()`: sized from this container's cgroup limits.
             exhausted: PoolExhaustedAction::Defer { limit: 1024 },
             cold: ColdConfig::Filesystem {
                 root: data.clone(),
@@ -61,10 +61,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => println!("outcome: {other:?}"),
     }
 
-    // 5. Read it back — decoding stored data happens inside a sandboxed hound too.
-    pool.submit(&Job::restore(ticket.evidence_id))?;
-    if let OutcomeKind::Completed(r) = outcomes.recv_timeout(Duration::from_secs(10))?.result {
-        assert_eq!(r.payload.as_deref(), Some(&request[..]));
+    // 5. Read it back — decoding stored data happens inside a sandboxed hound too. A tracked
+    //    job's outcome goes to its own handle (wait, wait_timeout, or `.await` it).
+    let restore = pool.submit_tracked(&Job::restore(ticket.evidence_id))?;
+    match restore.wait_timeout(Duration::from_secs(10)) {
+        Ok(outcome) => {
+            let receipt = outcome.into_result()?;
+            assert_eq!(receipt.payload.as_deref(), Some(&request[..]));
+        }
+        Err(still_running) => {
+            // Give up on it: cancel withdraws or kills it; its outcome is `Dropped(Cancelled)`.
+            let job = still_running.ticket().job_id;
+            if pool.cancel(job) != CancelResult::NotFound {
+                println!("{job} cancelled: {:?}", still_running.wait().result);
+            }
+        }
     }
 
     // 6. Stats hold the accounting identity at every snapshot.

@@ -29,11 +29,17 @@ pub(crate) struct PoolCgroups {
     pub(crate) limits: Option<ContainerLimits>,
 }
 
-/// Detects limits and sets up the pool's cgroup directory.
+/// Detects limits and sets up the pool's cgroup directory. Lowers
+/// `config.hound_cgroup_memory` to each of the `slots` hounds' share of the container's memory
+/// limit when it is above it (a hound's cgroup never allows more than its share).
 ///
 /// Fails with `SandboxRequirement` when the `cgroup` layer is `required` and per-hound cgroups
 /// are not possible here; with `best-effort` the reason is reported and hounds run without.
-pub(crate) fn setup(config: &PoolConfig, pool_id: &[u8; 16]) -> Result<PoolCgroups, PoolError> {
+pub(crate) fn setup(
+    config: &mut PoolConfig,
+    pool_id: &[u8; 16],
+    slots: usize,
+) -> Result<PoolCgroups, PoolError> {
     let limits = match cgroup::detect() {
         Ok(l) => Some(l),
         Err(e) => {
@@ -41,6 +47,15 @@ pub(crate) fn setup(config: &PoolConfig, pool_id: &[u8; 16]) -> Result<PoolCgrou
             None
         }
     };
+    if let Some(share) = container_share(config, limits.as_ref(), slots) {
+        if share < config.hound_cgroup_memory {
+            info!(
+                configured = config.hound_cgroup_memory,
+                share, "per-hound cgroup memory lowered to the container's share"
+            );
+            config.hound_cgroup_memory = share;
+        }
+    }
     let mode = config.sandbox.mode(Layer::Cgroup);
     let report = |status, detail: String| LayerReport {
         layer: Layer::Cgroup,
@@ -150,6 +165,23 @@ pub(crate) fn decide_size(config: &PoolConfig, limits: Option<&ContainerLimits>)
     }
 }
 
+/// Each of `slots` hounds' share of the container's memory limit (after the host reserve of
+/// `Auto`; at least a quarter of the limit when the reserve would leave less), or `None` when
+/// the limit is unknown or absent. Never below 1 MiB.
+pub(crate) fn container_share(
+    config: &PoolConfig,
+    limits: Option<&ContainerLimits>,
+    slots: usize,
+) -> Option<u64> {
+    let limit = limits?.effective_memory_limit()?;
+    let reserve = match config.size {
+        PoolSize::Auto { host_reserve, .. } => host_reserve,
+        PoolSize::Fixed(_) => 0,
+    };
+    let available = limit.saturating_sub(reserve).max(limit / 4);
+    Some((available / slots.max(1) as u64).max(1 << 20))
+}
+
 /// A hound's cgroup with the OOM-kill count read right after creation.
 #[derive(Debug)]
 pub(crate) struct Placed {
@@ -206,5 +238,26 @@ mod tests {
         assert_eq!(d.memory_bound, Some(2));
         let d = decide_size(&c, None);
         assert!((1..=3).contains(&d.size));
+    }
+
+    #[test]
+    fn container_share_divides_the_limit_after_the_reserve() {
+        let mut c = PoolConfig {
+            size: PoolSize::Fixed(2),
+            ..PoolConfig::default()
+        };
+        let mut l = ContainerLimits::unlimited(cgroup::CgroupVersion::V1);
+        assert_eq!(container_share(&c, Some(&l), 2), None);
+        assert_eq!(container_share(&c, None, 2), None);
+        l.memory_limit = Some(256 << 20);
+        // The case: 256 MiB container, 2 hounds: 128 MiB each, not 512.
+        assert_eq!(container_share(&c, Some(&l), 2), Some(128 << 20));
+        c.size = PoolSize::Auto {
+            per_hound_budget: 128 << 20,
+            host_reserve: 64 << 20,
+            min: 1,
+            max: 3,
+        };
+        assert_eq!(container_share(&c, Some(&l), 3), Some(64 << 20));
     }
 }

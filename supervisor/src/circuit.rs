@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 /// The circuit's state as shown in stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum CircuitState {
     /// Normal: hounds are respawned as they exit.
     #[default]

@@ -45,6 +45,9 @@ use crate::pool::{Pending, Shared, SlotConn, DRAINING, STOPPED};
 use crate::spawn::{handshake, prestart, spawn_hound, ChildGuard, Prestarted, Spawned};
 use crate::PoolError;
 
+// Pool::cancel, the collector's half.
+mod cancelling;
+
 /// Completions consumed from one hound before looking at the others.
 const COLLECT_BUDGET: usize = 256;
 /// Period of housekeeping (control sockets, watchdog, stats mirrors) while busy.
@@ -65,6 +68,8 @@ enum KillCause {
     Watchdog,
     Violation(String),
     Shutdown,
+    /// `Pool::cancel` of this job, at the head of the hound's ring.
+    Cancelled(u64),
 }
 
 /// A request to (re)fill a slot.
@@ -126,6 +131,8 @@ struct Collector {
     last_memory_sample: Instant,
     /// CPUs this process may use (`available_parallelism`, which honours quotas and cpusets).
     cores: usize,
+    /// Set by `on_exit` when it delivered a `KillCause::Cancelled` job's `Dropped(Cancelled)`.
+    cancel_hit: bool,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -208,6 +215,7 @@ pub(crate) fn start(
         rotating: None,
         last_memory_sample: Instant::now(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cancel_hit: false,
     };
     for s in spawned {
         c.install(s);
@@ -344,6 +352,7 @@ impl Collector {
             let mut work = self.collect_all();
             work |= self.install_spawned();
             work |= self.place_pending();
+            work |= self.serve_cancels();
             if last_housekeeping.elapsed() >= HOUSEKEEPING {
                 self.housekeeping();
                 last_housekeeping = Instant::now();
@@ -399,6 +408,7 @@ impl Collector {
             .flatten()
             .any(|h| !matches!(h.reader.has_pending(), Ok(false)))
             || !self.results.is_empty()
+            || self.sh.cancels.pending()
             || (!self.blocked && (!self.retry.is_empty() || self.defer_len() > 0));
         if !pending {
             let mut timeout = IDLE_SLEEP;
@@ -1026,7 +1036,10 @@ impl Collector {
         let conn = slot.lock().take();
         slot.in_flight.store(0, Ordering::Relaxed);
         slot.pid.store(0, Ordering::Relaxed);
-        let expected = matches!(h.kill_cause, Some(KillCause::Shutdown))
+        let expected = matches!(
+            h.kill_cause,
+            Some(KillCause::Shutdown) | Some(KillCause::Cancelled(_))
+        )
             || (self.finishing && death == HoundDeath::Exited(0))
             // A retired hound asked to stop: its exit is expected however it ends (the
             // collector may SIGKILL it while it is still exiting after closing its socket).
@@ -1051,8 +1064,15 @@ impl Collector {
         if let Some(conn) = conn {
             let mut bytes = Vec::new();
             for (k, mut meta) in conn.inflight.into_iter().enumerate() {
+                if meta.cancelled {
+                    continue; // its outcome was delivered when it was cancelled
+                }
                 let front = k == 0;
                 let verdict = match (&h.kill_cause, front) {
+                    (Some(KillCause::Cancelled(id)), _) if *id == meta.job_id => {
+                        self.cancel_hit = true;
+                        Some(OutcomeKind::Dropped(DropReason::Cancelled))
+                    }
                     (Some(KillCause::Shutdown), _) => {
                         Some(OutcomeKind::Dropped(DropReason::Shutdown))
                     }
@@ -1103,6 +1123,7 @@ impl Collector {
                         meta.tries = meta.tries.saturating_add(1);
                         sh.counters.retries.inc();
                         debug!(job = meta.job_id, slot = i, "job queued for retry");
+                        sh.spans.event(meta.job_id, "hound died: queued for retry");
                         self.retry.push_back(Pending { bytes: owned, meta });
                     }
                     Err(e) => sh.deliver(Shared::outcome_for(
@@ -1241,6 +1262,9 @@ fn handle_completion(sh: &Shared, i: usize, h: &HoundProc, payload: &[u8]) -> Re
     };
     h.reader.release_requests(meta.pos.end);
     slot.completed.fetch_add(1, Ordering::Relaxed);
+    if meta.cancelled {
+        return Ok(()); // withdrawn by Pool::cancel: its outcome was delivered then
+    }
     sh.deliver(Shared::outcome_for(&meta, meta.tries, result));
     Ok(())
 }

@@ -11,6 +11,7 @@ use crate::PoolError;
 
 /// How many hounds.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum PoolSize {
     /// Exactly this many (1..=256).
     Fixed(usize),
@@ -32,6 +33,29 @@ pub enum PoolSize {
         /// Most hounds (min..=256).
         max: usize,
     },
+}
+
+impl PoolSize {
+    /// The default: `Auto` with a 256 MiB budget per hound (rings included), 256 MiB kept for
+    /// the host, at least 1 hound and at most one per CPU this process may use. In a container
+    /// with no memory limit this is one hound per CPU.
+    pub fn auto() -> Self {
+        PoolSize::Auto {
+            per_hound_budget: 256 << 20,
+            host_reserve: 256 << 20,
+            min: 1,
+            max: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .clamp(1, 256),
+        }
+    }
+}
+
+impl Default for PoolSize {
+    fn default() -> Self {
+        PoolSize::auto()
+    }
 }
 
 /// Restart intensity (ARCHITECTURE §3.3): more than `max_restarts` hound restarts pool-wide
@@ -56,6 +80,7 @@ pub struct Rotation {
 
 /// What `submit` does when no hound has ring space (ARCHITECTURE §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PoolExhaustedAction {
     /// Refuse with `SubmitError::PoolExhausted` and count a drop.
     Drop,
@@ -70,6 +95,7 @@ pub enum PoolExhaustedAction {
 
 /// Which executable runs as the hound.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HoundBinary {
     /// `$HOUNDPOOL_HOUND_BIN` if set; else a `hound` file beside the current executable (or
     /// beside its `deps/` parent, for test binaries); else the current executable itself if it
@@ -83,6 +109,7 @@ pub enum HoundBinary {
 
 /// Where evacuated evidence goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ColdConfig {
     /// No cold storage: Evacuate, Restore and Erase fail with `cold_storage_unavailable`.
     None,
@@ -165,11 +192,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            size: PoolSize::Fixed(
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1),
-            ),
+            size: PoolSize::auto(),
             exhausted: PoolExhaustedAction::Defer { limit: 4096 },
             hound_binary: HoundBinary::Auto,
             cold: ColdConfig::Filesystem {
@@ -507,6 +530,7 @@ mod tests {
         assert_eq!(c.hound_count(), 4);
         assert_eq!(c.effective_memory_budget(), 256 << 20);
         assert_eq!(c.effective_cgroup_memory(), 256 << 20);
-        assert_eq!(PoolConfig::default().effective_cgroup_memory(), 512 << 20);
+        // The default is Auto with a 256 MiB budget, which caps the 512 MiB cgroup default.
+        assert_eq!(PoolConfig::default().effective_cgroup_memory(), 256 << 20);
     }
 }

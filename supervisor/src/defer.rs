@@ -86,6 +86,21 @@ impl<T> Lane<T> {
         self.chunks.front()?.front()
     }
 
+    /// Removes and returns the oldest item matching `pred` (O(len): for cancellation only).
+    pub fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<T> {
+        let (c, k) = self
+            .chunks
+            .iter()
+            .enumerate()
+            .find_map(|(c, chunk)| chunk.iter().position(&mut pred).map(|k| (c, k)))?;
+        let item = self.chunks.get_mut(c)?.remove(k)?;
+        // Keep the invariant: no empty chunk unless it is the only one.
+        if self.chunks.len() > 1 && self.chunks.get(c).is_some_and(VecDeque::is_empty) {
+            self.chunks.remove(c);
+        }
+        Some(item)
+    }
+
     /// Whether the lane holds nothing.
     pub fn is_empty(&self) -> bool {
         self.chunks.iter().all(VecDeque::is_empty)
@@ -150,6 +165,16 @@ impl<T> DeferQueue<T> {
         self.lanes.iter().rev().find_map(|l| l.front())
     }
 
+    /// Removes and returns the oldest item matching `pred`, from any lane (O(len)).
+    pub fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<T> {
+        let item = self
+            .lanes
+            .iter_mut()
+            .find_map(|l| l.remove_first(&mut pred))?;
+        self.len -= 1;
+        Some(item)
+    }
+
     /// Removes and returns everything, highest severity first.
     pub fn drain_all(&mut self) -> Vec<T> {
         let mut out = Vec::with_capacity(self.len);
@@ -193,6 +218,23 @@ mod tests {
         assert_eq!(q.push(Low, "l3"), Pushed::Refused("l3"));
         assert_eq!(q.len(), 3);
         assert_eq!(q.push(Critical, "c1"), Pushed::Evicted("h1"));
+    }
+
+    #[test]
+    fn remove_first_takes_one_item_from_any_lane() {
+        let mut q = DeferQueue::new(3000);
+        for i in 0..2500u32 {
+            q.push(if i % 2 == 0 { Low } else { High }, i);
+        }
+        assert_eq!(q.remove_first(|&x| x == 1000), Some(1000));
+        assert_eq!(q.remove_first(|&x| x == 1001), Some(1001));
+        assert_eq!(q.remove_first(|&x| x == 1001), None);
+        assert_eq!(q.len(), 2498);
+        let rest = q.drain_all();
+        assert_eq!(rest.len(), 2498);
+        assert!(!rest.contains(&1000) && !rest.contains(&1001));
+        let highs: Vec<u32> = rest.iter().copied().filter(|x| x % 2 == 1).collect();
+        assert!(highs.windows(2).all(|w| w[0] < w[1]), "FIFO order kept");
     }
 
     #[test]

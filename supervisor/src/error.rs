@@ -8,6 +8,7 @@ use houndpool_protocol::job::JobKind;
 
 /// Why `Pool::submit` did not accept a job. Every refusal is counted in the stats by variant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SubmitError {
     /// No hound has ring space and the exhaustion action is `Drop` or `Escalate`.
     #[error("pool exhausted: no hound has ring space")]
@@ -45,6 +46,7 @@ pub enum SubmitError {
 
 /// Errors building, starting or running the pool outside the submit path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PoolError {
     /// A configuration value is not allowed.
     #[error("invalid pool configuration: {key} = {value}: {allowed}")]

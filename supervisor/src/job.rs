@@ -119,6 +119,7 @@ pub struct Outcome {
 
 /// The four kinds of outcome.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum OutcomeKind {
     /// The hound did the job.
     Completed(Receipt),
@@ -130,7 +131,25 @@ pub enum OutcomeKind {
     Dropped(DropReason),
 }
 
+impl Outcome {
+    /// The receipt of a completed job, or why it did not complete. Consumes the outcome, so
+    /// a payload moves out without a copy.
+    pub fn into_result(self) -> Result<Receipt, JobError> {
+        self.result.into_result()
+    }
+}
+
 impl OutcomeKind {
+    /// The receipt of `Completed`, or why the job did not complete.
+    pub fn into_result(self) -> Result<Receipt, JobError> {
+        match self {
+            OutcomeKind::Completed(r) => Ok(r),
+            OutcomeKind::Failed(f) => Err(JobError::Failed(f)),
+            OutcomeKind::TimedOut => Err(JobError::TimedOut),
+            OutcomeKind::Dropped(d) => Err(JobError::Dropped(d)),
+        }
+    }
+
     /// "completed" / "failed" / "timed_out" / "dropped".
     pub fn name(&self) -> &'static str {
         match self {
@@ -169,6 +188,7 @@ pub struct Receipt {
 
 /// Why a job failed.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum FailReason {
     /// The hound ran the job and reported this failure (integrity violation, cold storage
     /// unavailable or rejected, not found, decompression limit, …).
@@ -212,8 +232,11 @@ impl fmt::Display for FailReason {
     }
 }
 
+impl std::error::Error for FailReason {}
+
 /// How a hound ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HoundDeath {
     /// Exited with this status code.
     Exited(i32),
@@ -232,6 +255,7 @@ impl fmt::Display for HoundDeath {
 
 /// Why an accepted job was never run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DropReason {
     /// Evicted from the defer queue by a job of higher severity.
     Evicted {
@@ -240,4 +264,59 @@ pub enum DropReason {
     },
     /// The pool shut down before the job could run (grace period over).
     Shutdown,
+    /// `Pool::cancel` withdrew it (or killed the hound running it).
+    Cancelled,
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DropReason::Evicted { by } => {
+                write!(f, "evicted from the defer queue by a {} job", by.name())
+            }
+            DropReason::Shutdown => f.write_str("pool shut down before the job ran"),
+            DropReason::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// Why a job did not complete: the error side of [`Outcome::into_result`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The job failed.
+    #[error("job failed: {0}")]
+    Failed(#[source] FailReason),
+    /// Its hound made no progress before the deadline and was killed.
+    #[error("job timed out: its hound made no progress before the deadline")]
+    TimedOut,
+    /// It was accepted but never run (or its run was cancelled).
+    #[error("job dropped: {0}")]
+    Dropped(DropReason),
+}
+
+/// What [`Pool::cancel`](crate::Pool::cancel) did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelResult {
+    /// No such job, or its outcome was already produced: nothing changed.
+    NotFound,
+    /// It was withdrawn before a hound started it (defer queue, retry queue, or queued in a
+    /// ring behind another job); its outcome `Dropped(Cancelled)` has been delivered.
+    Dequeued,
+    /// It was at the head of a hound's ring (running or about to run): that hound was
+    /// SIGKILLed like the watchdog does; its outcome `Dropped(Cancelled)` has been delivered,
+    /// and the other jobs of that hound are retried elsewhere.
+    Killed,
+}
+
+impl CancelResult {
+    /// "not_found" / "dequeued" / "killed".
+    pub fn name(self) -> &'static str {
+        match self {
+            CancelResult::NotFound => "not_found",
+            CancelResult::Dequeued => "dequeued",
+            CancelResult::Killed => "killed",
+        }
+    }
 }

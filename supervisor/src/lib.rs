@@ -25,33 +25,46 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cancel;
 mod cgroups;
 mod circuit;
 mod collector;
 pub mod config;
+#[cfg(feature = "daemon")]
 pub mod daemon;
 mod defer;
 mod error;
 mod job;
+mod latency;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod pool;
+mod spans;
 mod spawn;
 mod stats;
 pub mod synth;
+mod tracked;
 
 pub use circuit::CircuitState;
 pub use config::{
     ColdConfig, HoundBinary, PoolConfig, PoolExhaustedAction, PoolSize, RestartIntensity, Rotation,
 };
+/// The receiver type of [`Pool::outcomes`] and [`Pool::escalations`].
+pub use crossbeam_channel::Receiver;
 pub use error::{PoolError, SubmitError};
 pub use houndpool_protocol::messages::{
     Layer, LayerMode, LayerReport, LayerStatus, S3Target, SandboxPolicy, SandboxReport,
 };
 pub use job::{
-    DropReason, FailCode, FailReason, HoundDeath, Job, JobId, JobKind, Outcome, OutcomeKind,
-    Receipt, Severity, Ticket,
+    CancelResult, DropReason, FailCode, FailReason, HoundDeath, Job, JobError, JobId, JobKind,
+    Outcome, OutcomeKind, Receipt, Severity, Ticket,
 };
+pub use latency::LatencySnapshot;
 pub use pool::{EscalationEvent, Pool, PoolBuilder};
 pub use stats::{HoundStats, PoolStats, RefusedStats, SizeStats};
+pub use tracked::Tracked;
+/// Evidence ids ([`Ticket::evidence_id`], [`Job::restore`]) are `uuid::Uuid`s.
+pub use uuid::Uuid;
 
 /// Makes this executable usable as its own hound (multi-call mode). Call it first thing in
 /// `main`: if the process was started as a hound it runs the hound and exits; otherwise it

@@ -23,8 +23,9 @@ use uuid::Uuid;
 use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::{DeferQueue, Pushed};
-use crate::job::{DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
+use crate::job::{CancelResult, DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
 use crate::stats::{Counters, HoundStats, PoolStats, SizeStats};
+use crate::tracked::Tracked;
 use crate::{cgroups, collector, spawn, PoolError, SubmitError};
 
 pub(crate) const RUNNING: u8 = 0;
@@ -45,6 +46,9 @@ pub(crate) struct InFlight {
     /// Hounds this job has been given to (1 on first placement).
     pub(crate) tries: u8,
     pub(crate) submitted_at: Instant,
+    /// `Pool::cancel` withdrew it while it sat behind another job in a ring: its outcome was
+    /// delivered then; whatever the hound reports for it later is discarded.
+    pub(crate) cancelled: bool,
 }
 
 /// A job held in supervisor memory (defer queue or retry queue): header + body bytes.
@@ -144,6 +148,14 @@ pub(crate) struct Shared {
     pub(crate) high_water: AtomicU64,
     /// Pid of the spawner's prestarted spare hound, 0 when there is none (mirror for stats).
     pub(crate) spare_pid: AtomicU32,
+    /// Per-job handles of tracked jobs without an outcome yet.
+    pub(crate) tracked: crate::tracked::Registry,
+    /// Cancel requests for the collector.
+    pub(crate) cancels: crate::cancel::Requests,
+    /// Submit→outcome latency by job kind.
+    pub(crate) latency: crate::latency::Latency,
+    /// Per-job tracing spans (only while a subscriber enables them).
+    pub(crate) spans: crate::spans::Spans,
 }
 
 /// The cgroup part of [`Shared`].
@@ -163,14 +175,15 @@ impl Shared {
             OutcomeKind::TimedOut => c.timed_out.inc_sc(),
             OutcomeKind::Dropped(_) => c.dropped.inc_sc(),
         }
-        tracing::debug!(
-            job = outcome.job_id.0,
-            result = outcome.result.name(),
-            "outcome"
-        );
+        self.latency.record(outcome.kind, outcome.latency);
+        self.spans.close(&outcome);
         if let Some(cb) = &self.outcomes.callback {
             cb(&outcome);
         }
+        // A tracked job's outcome goes to its handle, not the shared channel.
+        let Some(outcome) = self.tracked.offer(outcome) else {
+            return;
+        };
         let delivered = match &self.outcomes.tx {
             Some(tx) => tx.try_send(outcome).is_ok(),
             None => self.outcomes.callback.is_some(),
@@ -380,7 +393,7 @@ impl PoolBuilder {
         // One spare slot for rotation, so a replacement starts before its predecessor retires.
         let rotation = config.rotation.after_jobs.is_some() || config.rotation.after.is_some();
         let n = config.hound_count() + usize::from(rotation);
-        let pool_cgroups = cgroups::setup(&config, &pool_id)?;
+        let pool_cgroups = cgroups::setup(&mut config, &pool_id, n)?;
         let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
         let target = sizing.size.clamp(1, config.hound_count());
         let high_water_bits = config.high_water_mark.to_bits();
@@ -453,11 +466,16 @@ impl PoolBuilder {
             circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
             high_water: AtomicU64::new(high_water_bits),
             spare_pid: AtomicU32::new(0),
+            tracked: Default::default(),
+            cancels: Default::default(),
+            latency: Default::default(),
+            spans: Default::default(),
         });
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
         // thread would kill the hounds when that thread ends.
         let (collector, spawner) = collector::start(shared.clone(), binary, pool_id)?;
+        shared.cancels.set_collector(collector.thread().id());
         info!(
             hounds = target,
             slots = n,
@@ -488,6 +506,42 @@ impl Pool {
     /// [`PoolExhaustedAction`] applies at once. An `Ok` ticket means exactly one outcome will
     /// be delivered for it.
     pub fn submit(&self, job: &Job<'_>) -> Result<Ticket, SubmitError> {
+        self.submit_inner(job, None)
+    }
+
+    /// Submits a job like [`submit`](Self::submit) and returns a handle that receives its
+    /// outcome: wait for it ([`Tracked::wait`], [`Tracked::wait_timeout`]) or `.await` it on any
+    /// executor. The outcome goes to the handle and the `on_outcome` callback, not to the
+    /// shared channel. Costs one small allocation (the handle's shared cell) and one hash-map
+    /// insertion under a lock more than `submit`.
+    pub fn submit_tracked(&self, job: &Job<'_>) -> Result<Tracked, SubmitError> {
+        let cell = Arc::new(crate::tracked::Cell::default());
+        let ticket = self.submit_inner(job, Some(&cell))?;
+        Ok(Tracked::new(ticket, cell))
+    }
+
+    /// Cancels job `id`: a job not started yet (defer queue, retry queue, or queued in a ring
+    /// behind another job) is withdrawn ([`CancelResult::Dequeued`]); a job at the head of a
+    /// hound's ring (running, or about to) has its hound SIGKILLed as the watchdog would
+    /// ([`CancelResult::Killed`]; that hound's other jobs are retried elsewhere). Either way
+    /// its one outcome, `Dropped(Cancelled)`, has been delivered when this returns. An unknown
+    /// id, or one whose outcome was already delivered, is [`CancelResult::NotFound`].
+    ///
+    /// A job withdrawn from behind another in a ring may still be executed by its hound (a
+    /// ring record cannot be recalled without racing the hound); its result is discarded.
+    ///
+    /// Waits for the collector thread (a few milliseconds; a kill includes reaping the hound).
+    /// Called from the `on_outcome` callback, which runs on that thread, it can only withdraw
+    /// jobs from the defer queue and returns `NotFound` for the others.
+    pub fn cancel(&self, id: JobId) -> CancelResult {
+        crate::cancel::request(&self.shared, id.0)
+    }
+
+    fn submit_inner(
+        &self,
+        job: &Job<'_>,
+        track: Option<&Arc<crate::tracked::Cell>>,
+    ) -> Result<Ticket, SubmitError> {
         let sh = &*self.shared;
         sh.counters.submitted.inc();
         if sh.state.load(Ordering::Acquire) != RUNNING {
@@ -541,15 +595,41 @@ impl Pool {
             deaths: 0,
             tries: 1,
             submitted_at: Instant::now(),
+            cancelled: false,
         };
         let ticket = Ticket {
             job_id: JobId(job_id),
             evidence_id,
         };
+        if let Some(cell) = track {
+            sh.tracked.register(job_id, cell.clone());
+        }
+        sh.spans
+            .open(job_id, job.kind, job.severity, job.body.len());
+        let r = self.place_or_apply(job, ticket, &header, meta);
+        if r.is_err() {
+            sh.spans.discard(job_id);
+            if track.is_some() {
+                sh.tracked.unregister(job_id);
+            }
+        }
+        r
+    }
+
+    /// The second half of submit: place the validated job, or apply the exhaustion action.
+    fn place_or_apply(
+        &self,
+        job: &Job<'_>,
+        ticket: Ticket,
+        header: &[u8],
+        meta: InFlight,
+    ) -> Result<Ticket, SubmitError> {
+        let sh = &*self.shared;
         // Count the acceptance before the job becomes visible to the collector, so no snapshot
         // sees its outcome before its acceptance; undone if it is not accepted after all.
         sh.counters.accepted.inc_sc();
-        if sh.try_place(&[&header, job.body], meta) {
+        if sh.try_place(&[header, job.body], meta) {
+            sh.spans.event(meta.job_id, "placed in a ring");
             return Ok(ticket);
         }
         match sh.config.exhausted {
@@ -584,7 +664,7 @@ impl Pool {
                     return Err(sh.refuse(SubmitError::PoolExhausted));
                 };
                 let mut bytes = Vec::with_capacity(REQUEST_HEADER_LEN + job.body.len());
-                bytes.extend_from_slice(&header);
+                bytes.extend_from_slice(header);
                 bytes.extend_from_slice(job.body);
                 let (pushed, was_empty) = {
                     let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
@@ -607,6 +687,7 @@ impl Pool {
                     }
                 }
                 sh.counters.deferred_total.inc();
+                sh.spans.event(meta.job_id, "deferred");
                 // Only a job that lands in an empty queue needs to wake the collector: with
                 // jobs already queued it is either awake or asleep because they cannot be
                 // placed, and what frees ring space (a completion, a new hound) wakes it. This
@@ -647,6 +728,7 @@ impl Pool {
             deferred: 0,
             retrying: 0,
             undelivered: 0,
+            tracked_unclaimed: sh.tracked.unclaimed.load(Ordering::Relaxed),
             escalations: 0,
             deferred_total: 0,
             retries: 0,
@@ -735,6 +817,12 @@ impl Pool {
         sh.high_water.store(share.to_bits(), Ordering::Relaxed);
         info!(share, "high-water mark changed");
         true
+    }
+
+    /// Submit→outcome latency histograms, one per job kind (cumulative buckets, seconds).
+    /// Recording costs three relaxed atomic additions per outcome.
+    pub fn latency(&self) -> Vec<crate::latency::LatencySnapshot> {
+        self.shared.latency.snapshot()
     }
 
     /// The configuration the pool runs with (after validation and path canonicalisation).

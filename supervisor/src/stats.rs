@@ -148,6 +148,9 @@ pub struct PoolStats {
     pub retrying: u64,
     /// Outcomes that could not be delivered (channel full or closed).
     pub undelivered: u64,
+    /// Outcomes of tracked jobs whose [`crate::Tracked`] handle had been dropped (counted in
+    /// the outcome counters like any other, then discarded).
+    pub tracked_unclaimed: u64,
     /// Escalation events emitted.
     pub escalations: u64,
     /// Jobs ever placed in the defer queue.

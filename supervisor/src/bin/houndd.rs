@@ -206,9 +206,11 @@ fn demo(seconds: f64, hounds: Option<usize>, data_dir: PathBuf, seed: u64) -> Re
         ColdConfig::Filesystem { root, prefix } => root.join(prefix),
         _ => PathBuf::from("?"),
     };
+    let size = pool.stats().size;
     println!(
-        "houndpool demo: {} hounds, {:.1} s of synthetic evidence, cold storage {}",
-        pool.config().hound_count(),
+        "houndpool demo: {} hounds ({}), {:.1} s of synthetic evidence, cold storage {}",
+        size.target,
+        size.explanation,
         seconds,
         root.display()
     );
@@ -518,7 +520,10 @@ fn run_daemon(config: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = match houndpool::daemon::init_logging(&prepared.config.log.level) {
+    let log = match houndpool::daemon::init_logging_as(
+        &prepared.config.log.level,
+        prepared.config.log.json,
+    ) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("houndd: {e}");

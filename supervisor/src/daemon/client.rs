@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use houndpool_protocol::frame::FrameDecoder;
 use houndpool_protocol::messages::{
-    DaemonMessage, JobOutcome, RefuseReason, StatsReply, StatsRequest, Submit, SubmitReply,
-    SubmitResult,
+    Cancel, CancelReply, CancelResult, DaemonMessage, JobOutcome, RefuseReason, StatsReply,
+    StatsRequest, Submit, SubmitReply, SubmitResult,
 };
 
 use super::DaemonError;
@@ -46,6 +46,8 @@ pub enum Event {
     Outcome(JobOutcome),
     /// The answer to a stats request.
     Stats(StatsReply),
+    /// The answer to a cancel.
+    Cancelled(CancelReply),
 }
 
 /// A connection to `houndd`. Not thread-safe; open one per thread.
@@ -159,6 +161,27 @@ impl Client {
         }
     }
 
+    /// Writes a cancel of `job_id` (a job this connection submitted) without waiting; returns
+    /// its request id. The answer arrives as [`Event::Cancelled`].
+    pub fn send_cancel(&mut self, job_id: u64) -> Result<u64, DaemonError> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.send(&DaemonMessage::Cancel(Cancel { request_id, job_id }))?;
+        Ok(request_id)
+    }
+
+    /// Cancels `job_id` and waits for the answer (other events are kept). With `Dequeued` or
+    /// `Killed`, the job's outcome `Dropped { reason: Cancelled }` follows on this connection.
+    pub fn cancel(&mut self, job_id: u64) -> Result<CancelResult, DaemonError> {
+        let request_id = self.send_cancel(job_id)?;
+        loop {
+            match self.read_event()? {
+                Event::Cancelled(r) if r.request_id == request_id => return Ok(r.result),
+                other => self.held.push_back(other),
+            }
+        }
+    }
+
     /// The next outcome (held ones first), waiting for it.
     pub fn next_outcome(&mut self) -> Result<JobOutcome, DaemonError> {
         if let Some(i) = self
@@ -201,6 +224,7 @@ impl Client {
                     DaemonMessage::SubmitReply(r) => Ok(Event::Reply(r)),
                     DaemonMessage::Outcome(o) => Ok(Event::Outcome(o)),
                     DaemonMessage::Stats(s) => Ok(Event::Stats(s)),
+                    DaemonMessage::CancelReply(r) => Ok(Event::Cancelled(r)),
                     DaemonMessage::Error(e) => Err(DaemonError::Remote {
                         code: e.code.name(),
                         message: e.message,

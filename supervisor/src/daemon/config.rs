@@ -355,7 +355,8 @@ mod tests {
         let (p, sizing) = pool_config_for(&Config::default(), &limits, parallelism).unwrap();
         assert!(sizing.is_some());
         let d = PoolConfig::default();
-        assert_eq!(p.size, d.size);
+        // The library's default is Auto; without limits it is one hound per CPU, as here.
+        assert_eq!(p.size, PoolSize::Fixed(d.hound_count()));
         assert_eq!(p.exhausted, d.exhausted);
         assert_eq!(p.hound_binary, d.hound_binary);
         assert_eq!(p.cold, d.cold);

@@ -411,7 +411,13 @@ pub(crate) fn registry(
     let mut r = Registry::default();
     daemon.register(&mut r);
     r.register_collector(Box::new(FlowCollector(budget.clone())));
+    // Latency histogram, circuit, OOM kills, retirements, rotations (crate::metrics).
+    let extra = crate::metrics::PoolMetrics {
+        pool: pool.pool.clone(),
+        core: false,
+    };
     r.register_collector(Box::new(pool));
+    r.register_collector(Box::new(extra));
     r
 }
 

@@ -33,6 +33,7 @@
 pub mod client;
 pub mod config;
 mod flow;
+mod logjson;
 mod metrics;
 mod ops;
 mod server;
@@ -192,6 +193,11 @@ impl LogControl {
 /// Installs the global tracing subscriber (to stderr) with a filter that reloads can change.
 /// Fails if a global subscriber is already installed.
 pub fn init_logging(level: &str) -> Result<LogControl, DaemonError> {
+    init_logging_as(level, false)
+}
+
+/// As [`init_logging`], with `json` selecting one JSON object per line (`log.format = "json"`).
+pub fn init_logging_as(level: &str, json: bool) -> Result<LogControl, DaemonError> {
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::builder()
         .parse(level)
@@ -201,13 +207,22 @@ pub fn init_logging(level: &str) -> Result<LogControl, DaemonError> {
             allowed: format!("tracing directives ({e})"),
         })?;
     let (layer, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let (text, json) = if json {
+        let l = tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_ansi(false)
+            .event_format(logjson::Json);
+        (None, Some(l))
+    } else {
+        let l = tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .with_ansi(io::IsTerminal::is_terminal(&io::stderr()));
+        (Some(l), None)
+    };
     tracing_subscriber::registry()
         .with(layer)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(io::stderr)
-                .with_ansi(io::IsTerminal::is_terminal(&io::stderr())),
-        )
+        .with(text)
+        .with(json)
         .try_init()
         .map_err(|e| DaemonError::Io {
             op: "install the log subscriber",
@@ -566,6 +581,7 @@ fn reload(
     // What will run: the live keys from the new file, everything else as it runs now.
     let mut next = running.clone();
     next.log = new.log.clone();
+    next.log.json = running.log.json; // log.format takes a restart
     next.daemon = houndpool_shared::config::DaemonSettings {
         socket: running.daemon.socket.clone(),
         ..new.daemon.clone()

@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use houndpool_protocol::frame::{FrameHeader, FRAME_HEADER_LEN};
+// The Cancel message (kinds 22/23).
+mod cancel;
 use houndpool_protocol::messages::{
     DaemonMessage, DropKind, ErrorCode, ErrorNotice, FailureKind, JobOutcome, OutcomeReceipt,
     OutcomeResult, RefuseReason, StatsReply, Submit, SubmitReply, SubmitResult,
@@ -321,6 +323,10 @@ pub(crate) fn to_wire(request_id: u64, o: Outcome) -> JobOutcome {
             reason: DropKind::Shutdown,
             by: None,
         },
+        OutcomeKind::Dropped(DropReason::Cancelled) => OutcomeResult::Dropped {
+            reason: DropKind::Cancelled,
+            by: None,
+        },
     };
     JobOutcome {
         request_id,
@@ -586,6 +592,11 @@ async fn handle_frame(
             }
             Ok(())
         }
+        DaemonMessage::Cancel(c) => {
+            state.budget.release(&conn.held, reserved);
+            cancel::handle(state, conn, live, &c).await;
+            Ok(())
+        }
         DaemonMessage::StatsRequest(r) => {
             state.budget.release(&conn.held, reserved);
             state.metrics.stats_requests.inc();
@@ -604,7 +615,9 @@ async fn handle_frame(
             );
             Err(ReaderEnd::Close(
                 ErrorCode::UnexpectedMessage,
-                format!("{kind} is not a client message; clients send submit and stats_request"),
+                format!(
+                    "{kind} is not a client message; clients send submit, stats_request and cancel"
+                ),
             ))
         }
     }

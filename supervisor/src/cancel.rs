@@ -1,0 +1,101 @@
+//! `Pool::cancel`: the caller's half. A cancel request is handed to the collector thread —
+//! the owner of the retry queue and of every hound — which answers it between two passes of its
+//! loop, so a cancel never races a completion or a hound death (see
+//! `collector/cancelling.rs` for the collector's half).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use crate::job::{CancelResult, DropReason, OutcomeKind};
+use crate::pool::{Shared, STOPPED};
+
+/// How often a waiting `cancel` checks whether the pool stopped under it.
+const POLL: Duration = Duration::from_millis(50);
+
+/// One pending request: the job id and where the answer goes.
+pub(crate) type Request = (u64, Sender<CancelResult>);
+
+/// Cancel requests waiting for the collector.
+#[derive(Default)]
+pub(crate) struct Requests {
+    queue: Mutex<Vec<Request>>,
+    collector: OnceLock<ThreadId>,
+}
+
+impl Requests {
+    /// Records the collector thread (a cancel from it must not wait for itself).
+    pub(crate) fn set_collector(&self, id: ThreadId) {
+        let _ = self.collector.set(id);
+    }
+
+    /// Takes every pending request (collector).
+    pub(crate) fn take(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether a request waits (collector, before it sleeps).
+    pub(crate) fn pending(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+/// Withdraws job `id` from the defer queue, delivering `Dropped(Cancelled)`.
+pub(crate) fn from_defer_queue(sh: &Shared, id: u64) -> bool {
+    let Some(defer) = &sh.defer else {
+        return false;
+    };
+    let taken = defer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove_first(|p| p.meta.job_id == id);
+    match taken {
+        Some(p) => {
+            let o = Shared::outcome_for(&p.meta, 0, OutcomeKind::Dropped(DropReason::Cancelled));
+            sh.deliver(o);
+            true
+        }
+        None => false,
+    }
+}
+
+/// `Pool::cancel`.
+pub(crate) fn request(sh: &Shared, id: u64) -> CancelResult {
+    if sh.state.load(Ordering::Acquire) == STOPPED {
+        return CancelResult::NotFound;
+    }
+    if sh.cancels.collector.get() == Some(&std::thread::current().id()) {
+        // On the collector thread (an on_outcome callback): waiting would deadlock.
+        return if from_defer_queue(sh, id) {
+            CancelResult::Dequeued
+        } else {
+            CancelResult::NotFound
+        };
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    sh.cancels
+        .queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((id, tx));
+    let _ = sh.wake.ring();
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(r) => return r,
+            Err(RecvTimeoutError::Disconnected) => return CancelResult::NotFound,
+            Err(RecvTimeoutError::Timeout) => {
+                // A stopped pool has delivered every outcome: nothing is left to cancel.
+                if sh.state.load(Ordering::Acquire) == STOPPED {
+                    return rx.try_recv().unwrap_or(CancelResult::NotFound);
+                }
+            }
+        }
+    }
+}

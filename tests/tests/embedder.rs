@@ -1,0 +1,99 @@
+//! The outside-crate check (issue: embedders): `tests/embedder` depends on the library with
+//! `default-features = false`, awaits one evacuate with `wait_timeout` and one restore as a
+//! Future. Built and run here for real, against real hounds; and the lean build's dependency
+//! tree must not contain the daemon's crates.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use houndpool_tests::*;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+/// A cargo command without the variables cargo sets for this test crate: build scripts that
+/// watch them (ring does) would otherwise be rebuilt by the inner and again the outer cargo.
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn an_outside_crate_without_default_features_awaits_jobs() {
+    let _g = serial();
+    let ws = workspace();
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo()
+        .args(["run", "--quiet", "--offline", "--manifest-path"])
+        .arg(ws.join("tests/embedder/Cargo.toml"))
+        .arg("--")
+        .arg(hound_binary())
+        .arg(dir.path())
+        // Share the workspace's compiled dependencies.
+        .env("CARGO_TARGET_DIR", ws.join("target"))
+        .output()
+        .expect("run cargo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("ok"),
+        "embedder failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_no_hounds_left();
+}
+
+#[test]
+fn the_lean_library_has_none_of_the_daemon_crates() {
+    let out = cargo()
+        .args([
+            "tree",
+            "--offline",
+            "-p",
+            "houndpool-supervisor",
+            "-e",
+            "normal",
+            "--no-default-features",
+            "--prefix",
+            "none",
+        ])
+        .current_dir(workspace())
+        .output()
+        .expect("run cargo tree");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.contains("houndpool-supervisor"), "{tree}");
+    for name in [
+        "tokio",
+        "prometheus-client",
+        "clap",
+        "indicatif",
+        "hdrhistogram",
+    ] {
+        assert!(
+            !tree.lines().any(|l| l.split(' ').next() == Some(name)),
+            "{name} in the lean tree:\n{tree}"
+        );
+    }
+}
