@@ -109,7 +109,7 @@ impl Run {
         assert_eq!(self.status.signal(), Some(signal), "{self}");
         assert_eq!(self.result(), None, "{self}");
         // It did get past the sandbox setup: the full report was printed.
-        assert_eq!(self.layers().len(), 8, "{self}");
+        assert_eq!(self.layers().len(), 9, "{self}");
     }
 }
 
