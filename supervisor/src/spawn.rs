@@ -548,3 +548,88 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use houndpool_protocol::messages::{SandboxPolicy, SandboxReport};
+
+    fn ready(layers: &[(Layer, LayerStatus)]) -> Ready {
+        Ready {
+            pid: 1,
+            protocol_version: PROTOCOL_VERSION,
+            sandbox: SandboxReport {
+                layers: layers
+                    .iter()
+                    .map(|(layer, status)| LayerReport {
+                        layer: *layer,
+                        status: status.clone(),
+                        detail: format!("{} said so", layer.name()),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    fn config() -> PoolConfig {
+        PoolConfig {
+            sandbox: SandboxPolicy::safe_default(false),
+            ..PoolConfig::default()
+        }
+    }
+
+    #[test]
+    fn every_required_layer_must_be_reported_enforced() {
+        let all: Vec<_> = Layer::ALL
+            .iter()
+            .map(|l| (*l, LayerStatus::Enforced))
+            .collect();
+        assert!(check_required(&ready(&all), &config(), 0).is_ok());
+
+        // A hound that stopped at Landlock: the partial report names it unavailable.
+        let partial: Vec<_> = Layer::ALL
+            .iter()
+            .take_while(|l| **l != Layer::Landlock)
+            .map(|l| (*l, LayerStatus::Enforced))
+            .chain([(Layer::Landlock, LayerStatus::Unavailable)])
+            .collect();
+        let err = check_required(&ready(&partial), &config(), 3).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, PoolError::SandboxRequirement { slot: 3, layer: "landlock", detail } if detail == "landlock said so"),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("HOUNDPOOL_SANDBOX_LANDLOCK=best_effort"),
+            "{text}"
+        );
+
+        // Seccomp missing from the report altogether is refused too.
+        let no_seccomp: Vec<_> = all
+            .iter()
+            .filter(|(l, _)| *l != Layer::Seccomp)
+            .cloned()
+            .collect();
+        let err = check_required(&ready(&no_seccomp), &config(), 0).unwrap_err();
+        assert!(
+            matches!(&err, PoolError::SandboxRequirement { layer: "seccomp", detail, .. } if detail.contains("not reported")),
+            "{err:?}"
+        );
+
+        // Best-effort layers may be unavailable or missing.
+        let relaxed = PoolConfig {
+            sandbox: SandboxPolicy::safe_default(false)
+                .with(Layer::Landlock, LayerMode::BestEffort),
+            ..PoolConfig::default()
+        };
+        let mut partial = partial;
+        partial.extend(
+            Layer::ALL
+                .iter()
+                .skip_while(|l| **l != Layer::Landlock)
+                .skip(1)
+                .map(|l| (*l, LayerStatus::Enforced)),
+        );
+        assert!(check_required(&ready(&partial), &relaxed, 0).is_ok());
+    }
+}

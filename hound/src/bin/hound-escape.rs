@@ -686,14 +686,12 @@ mod hostile {
                     let v = vec![1u8; budget.saturating_mul(2).max(1 << 30)];
                     std::hint::black_box(&v);
                 }
-                Some(b"madvise_hwpoison") => {
+                Some(b"madvise_hwpoison") if raw_map != libc::MAP_FAILED => {
                     // Poison a page of the shared completion region: with CAP_SYS_ADMIN this
                     // would SIGBUS the supervisor at its next read. seccomp kills us first.
-                    if raw_map != libc::MAP_FAILED {
-                        // SAFETY: the first page of the mapping created above; madvise does
-                        // not touch memory this process reads afterwards (it is killed).
-                        unsafe { libc::madvise(raw_map, 4096, libc::MADV_HWPOISON) };
-                    }
+                    // SAFETY: the first page of the mapping created above; madvise does not
+                    // touch memory this process reads afterwards (it is killed).
+                    unsafe { libc::madvise(raw_map, 4096, libc::MADV_HWPOISON) };
                 }
                 Some(b"cgroup_oom") => {
                     // Touch memory in 1 MiB steps, within RLIMIT_AS, past the cgroup limit.
