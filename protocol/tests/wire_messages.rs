@@ -284,10 +284,14 @@ fn documented_setup_example_bytes() {
         "64000000",         // tuning.idle_poll_ms
     ]
     .concat();
-    // magic, version 1, kind 5 = Setup, body_len 73, reserved.
-    let header = "48504652 0100 0500 49000000 00000000".replace(' ', "");
-    assert_eq!(body.len() / 2, 73);
+    // magic, version 1, kind 5 = Setup, body_len 75, reserved.
+    let header = "48504652 0100 0500 4b000000 00000000".replace(' ', "");
+    assert_eq!(body.len() / 2, 75);
     assert_eq!(hex::encode(&bytes), format!("{header}{body}"));
+    assert_eq!(
+        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 75 bytes"),
+        hex::encode(&bytes)
+    );
     assert_eq!(
         Message::from_datagram(&bytes).unwrap(),
         Message::Setup(setup)
@@ -315,6 +319,12 @@ fn documented_hello_example_bytes() {
     let header = "48504652 0100 0100 1e000000 00000000".replace(' ', "");
     assert_eq!(body.len() / 2, 30);
     assert_eq!(hex::encode(&bytes), format!("{header}{body}"));
+    assert_eq!(
+        documented_hex(
+            "The `Hello` that later gives that hound slot 2, generation 3 — 16 + 30 bytes"
+        ),
+        hex::encode(&bytes)
+    );
     assert_eq!(
         Message::from_datagram(&bytes).unwrap(),
         Message::Hello(hello)
