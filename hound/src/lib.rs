@@ -3,12 +3,13 @@
 //! Started as `<exe> --houndpool-hound CTRL,REQ,CMP,REQBELL,CMPBELL` where the five numbers are
 //! inherited file descriptors: the control socket (SOCK_SEQPACKET), the request region memfd,
 //! the completion region memfd, the request doorbell and the completion doorbell (eventfds).
-//! Its life: read the `Hello` handshake, map the regions, open the cold store, confine itself
-//! (see [`sandbox`]), answer `Ready` with the sandbox report, then serve the request ring until
-//! told to shut down or until its supervisor disappears.
+//! Its life: read the `Setup` (pool-wide settings, queued by the supervisor before the start),
+//! map the regions, open the cold store, confine itself (see [`sandbox`]), wait — confined —
+//! for the `Hello` that assigns its slot, answer `Ready` with the sandbox report, then serve the
+//! request ring until told to shut down or until its supervisor disappears.
 //!
 //! Nothing a job carries can steer the hound into anything but the job: requests are parsed
-//! with typed errors, outputs are bounded by the limits of the handshake, and a panic inside a
+//! with typed errors, outputs are bounded by the limits of the `Setup`, and a panic inside a
 //! job is reported as that job's failure, after which the hound exits non-zero.
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
@@ -23,7 +24,7 @@ pub mod sandbox;
 
 pub use args::HoundFds;
 pub use error::HoundError;
-pub use run::HELLO_TIMEOUT;
+pub use run::{HELLO_TIMEOUT, SETUP_TIMEOUT};
 
 /// argv[1] that marks a process as a hound (used by the `hound` binary and by multi-call
 /// executables through `houndpool::run_hound_if_requested`).

@@ -1,4 +1,4 @@
-//! The hound's life: handshake, confinement, job loop.
+//! The hound's life: setup, confinement, handshake, job loop.
 
 use std::os::fd::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use houndpool_protocol::job::{JobKind, RequestHeader, COMPLETION_HEADER_LEN};
-use houndpool_protocol::messages::{ColdTarget, Fatal, Hello, Message, Ready};
+use houndpool_protocol::messages::{
+    ColdTarget, Fatal, HoundTuning, Message, MessageKind, Ready, SandboxReport,
+};
 use houndpool_protocol::region::{
     CompletionWriter, HoundRegions, HoundState, RequestReader, StatusWriter,
 };
@@ -21,15 +23,20 @@ use crate::sandbox::{self, SandboxContext};
 use crate::{HoundError, HoundFds};
 use crate::{EXIT_HANDSHAKE, EXIT_ORPHANED, EXIT_RUNTIME, EXIT_SANDBOX};
 
-/// How long a freshly started hound waits for its `Hello`. Long, because the supervisor keeps
-/// one hound started ahead of demand (`PoolConfig::prestart`) and replaces it after ten
-/// minutes; the hound also exits at once when the control socket closes (supervisor gone).
+/// How long a hound waits for its `Setup`: a hang guard only, because the supervisor queues
+/// `Setup` on the control socket before it starts the hound.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a confined hound waits for its `Hello`. Long, because the supervisor keeps one
+/// hound started ahead of demand (`PoolConfig::prestart`) and replaces it after ten minutes;
+/// the hound also exits at once when the control socket closes (supervisor gone). It waits
+/// confined: the sandbox is applied before this wait begins.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// Waits for the first control message until `HELLO_TIMEOUT` (poll's timeout is capped well
-/// below it, so it waits in steps).
-fn recv_hello(channel: &mut Channel) -> Result<Polled, HoundError> {
-    let deadline = std::time::Instant::now() + HELLO_TIMEOUT;
+/// Waits for the next control message until `timeout` (poll's timeout is capped well below
+/// it, so it waits in steps).
+fn recv_within(channel: &mut Channel, timeout: Duration) -> Result<Polled, HoundError> {
+    let deadline = std::time::Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match channel.recv_timeout(left.min(Duration::from_secs(60)))? {
@@ -39,7 +46,53 @@ fn recv_hello(channel: &mut Channel) -> Result<Polled, HoundError> {
     }
 }
 
+/// The first message of kind `expected` within `timeout`, or the exit code after telling the
+/// supervisor why not (`Fatal`).
+fn expect_message(
+    channel: &mut Channel,
+    timeout: Duration,
+    expected: MessageKind,
+) -> Result<Message, i32> {
+    match recv_within(channel, timeout) {
+        Ok(Polled::Message(m)) if m.kind() == expected => Ok(*m),
+        Ok(Polled::Message(m)) => Err(fatal(
+            channel,
+            EXIT_HANDSHAKE,
+            format!("expected {}, got {}", expected.name(), m.kind().name()),
+        )),
+        Ok(Polled::Nothing) => Err(fatal(
+            channel,
+            EXIT_HANDSHAKE,
+            format!("no {} within {timeout:?}", expected.name()),
+        )),
+        Ok(Polled::Closed) => Err(EXIT_ORPHANED),
+        Err(e) => Err(fatal(
+            channel,
+            EXIT_HANDSHAKE,
+            format!("waiting for {}: {e}", expected.name()),
+        )),
+    }
+}
+
+/// Refuses a peer speaking another protocol version.
+fn check_version(channel: &Channel, what: &str, version: u16) -> Result<(), i32> {
+    if version == PROTOCOL_VERSION {
+        return Ok(());
+    }
+    Err(fatal(
+        channel,
+        EXIT_HANDSHAKE,
+        format!("supervisor's {what} speaks protocol {version}, this hound {PROTOCOL_VERSION}"),
+    ))
+}
+
 /// Runs a hound to completion; returns the process exit code.
+///
+/// Order: `Setup` (already queued) → map regions, open the store → confine ([`sandbox`]) →
+/// wait for `Hello`, confined (a prestarted spare waits here) → `Ready` with the sandbox
+/// report → job loop. A `required` layer that cannot be enforced is answered at once with a
+/// `Ready` carrying the report up to the failed layer (which the supervisor refuses, naming
+/// the layer), and the hound exits with `EXIT_SANDBOX` without waiting for `Hello`.
 pub(crate) fn run(fds: HoundFds) -> i32 {
     // Read before anything else: the supervisor that started us, for the death-signal check.
     let parent = nix::unistd::getppid().as_raw();
@@ -52,36 +105,13 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
     } = fds;
     let mut channel = Channel::new(control);
 
-    let hello = match recv_hello(&mut channel) {
-        Ok(Polled::Message(m)) => match *m {
-            Message::Hello(h) => h,
-            other => {
-                return fatal(
-                    &channel,
-                    EXIT_HANDSHAKE,
-                    format!("expected Hello, got {:?}", other.kind()),
-                )
-            }
-        },
-        Ok(Polled::Nothing) => {
-            return fatal(
-                &channel,
-                EXIT_HANDSHAKE,
-                format!("no Hello within {HELLO_TIMEOUT:?}"),
-            )
-        }
-        Ok(Polled::Closed) => return EXIT_ORPHANED,
-        Err(e) => return fatal(&channel, EXIT_HANDSHAKE, format!("handshake: {e}")),
+    let setup = match expect_message(&mut channel, SETUP_TIMEOUT, MessageKind::Setup) {
+        Ok(Message::Setup(s)) => s,
+        Ok(_) => return EXIT_HANDSHAKE, // expect_message returns only the expected kind
+        Err(code) => return code,
     };
-    if hello.protocol_version != PROTOCOL_VERSION {
-        return fatal(
-            &channel,
-            EXIT_HANDSHAKE,
-            format!(
-                "supervisor speaks protocol {}, this hound {}",
-                hello.protocol_version, PROTOCOL_VERSION
-            ),
-        );
+    if let Err(code) = check_version(&channel, "setup", setup.protocol_version) {
+        return code;
     }
     let regions = match HoundRegions::map(request_region, completion_region) {
         Ok(r) => r,
@@ -92,33 +122,46 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
     let completion_bell = Doorbell::from_fd(completion_bell);
 
     // Open the store before confinement: it may create its root directory.
-    let (store, prefix) = open_store(&hello.cold);
+    let (store, prefix) = open_store(&setup.cold);
     let ctx = SandboxContext {
         keep_fds: vec![
             channel.raw_fd(),
             request_bell.as_fd_raw(),
             completion_bell.as_fd_raw(),
         ],
-        rw_dirs: rw_dirs(&hello.cold),
-        tcp_connect_port: tcp_port(&hello.cold),
-        limits: hello.limits.clone(),
+        rw_dirs: rw_dirs(&setup.cold),
+        tcp_connect_port: tcp_port(&setup.cold),
+        limits: setup.limits.clone(),
         expected_parent: parent,
     };
-    let report = match sandbox::apply(&hello.sandbox, &ctx) {
-        Ok(r) => r,
+    let mut report = SandboxReport::default();
+    match sandbox::apply_into(&setup.sandbox, &ctx, &mut report) {
+        Ok(()) => {}
+        Err(HoundError::RequiredLayerUnavailable { .. }) => {
+            // The report names the failed layer and what the kernel said; the supervisor turns
+            // it into its typed refusal. Best effort: it may already be gone.
+            let _ = channel.send(&ready(report));
+            return EXIT_SANDBOX;
+        }
         Err(e) => return fatal(&channel, EXIT_SANDBOX, e.to_string()),
+    }
+
+    // Confined from here on: wait for the slot.
+    let hello = match expect_message(&mut channel, HELLO_TIMEOUT, MessageKind::Hello) {
+        Ok(Message::Hello(h)) => h,
+        Ok(_) => return EXIT_HANDSHAKE,
+        Err(code) => return code,
     };
-    if let Err(e) = channel.send(&Message::Ready(Ready {
-        pid: std::process::id(),
-        protocol_version: PROTOCOL_VERSION,
-        sandbox: report,
-    })) {
+    if let Err(code) = check_version(&channel, "hello", hello.protocol_version) {
+        return code;
+    }
+    if let Err(e) = channel.send(&ready(report)) {
         return fatal(&channel, EXIT_HANDSHAKE, e.to_string());
     }
 
-    let runner = JobRunner::new(hello.limits.clone(), store, prefix);
+    let runner = JobRunner::new(setup.limits.clone(), store, prefix);
     let mut lp = JobLoop {
-        hello,
+        tuning: setup.tuning,
         channel,
         reader,
         writer,
@@ -129,6 +172,15 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         unannounced: Unannounced::default(),
     };
     lp.serve()
+}
+
+/// The `Ready` answer carrying `report`.
+fn ready(report: SandboxReport) -> Message {
+    Message::Ready(Ready {
+        pid: std::process::id(),
+        protocol_version: PROTOCOL_VERSION,
+        sandbox: report,
+    })
 }
 
 fn open_store(
@@ -178,7 +230,7 @@ impl RawDoorbell for Doorbell {
 }
 
 struct JobLoop {
-    hello: Hello,
+    tuning: HoundTuning,
     channel: Channel,
     reader: RequestReader,
     writer: CompletionWriter,
@@ -222,8 +274,8 @@ enum Step {
 
 impl JobLoop {
     fn serve(&mut self) -> i32 {
-        let spin = Duration::from_micros(u64::from(self.hello.tuning.spin_us));
-        let idle_poll = Duration::from_millis(u64::from(self.hello.tuning.idle_poll_ms.max(1)));
+        let spin = Duration::from_micros(u64::from(self.tuning.spin_us));
+        let idle_poll = Duration::from_millis(u64::from(self.tuning.idle_poll_ms.max(1)));
         let mut draining = false;
         let mut last_work = Instant::now();
         self.status.set_state(HoundState::Idle);

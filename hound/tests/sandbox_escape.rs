@@ -109,7 +109,7 @@ impl Run {
         assert_eq!(self.status.signal(), Some(signal), "{self}");
         assert_eq!(self.result(), None, "{self}");
         // It did get past the sandbox setup: the full report was printed.
-        assert_eq!(self.layers().len(), 8, "{self}");
+        assert_eq!(self.layers().len(), 9, "{self}");
     }
 }
 
@@ -138,6 +138,7 @@ fn every_layer_is_enforced_on_this_machine() {
             "death_signal",
             "rlimits",
             "namespaces",
+            "capabilities",
             "landlock",
             "seccomp"
         ],
@@ -156,6 +157,7 @@ fn every_layer_is_enforced_on_this_machine() {
     assert!(landlock.contains("scoped: signals"), "{landlock}");
     assert!(run.layer("namespaces").1.contains("net"), "{run}");
     assert!(run.layer("rlimits").1.contains("core=0"), "{run}");
+    assert!(run.layer("rlimits").1.contains("fsize="), "{run}");
     assert!(run.layer("seccomp").1.contains("-> EPERM"), "{run}");
 }
 
@@ -407,4 +409,68 @@ fn the_death_signal_kills_the_hound_with_its_parent() {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+// ---- capabilities, madvise, fcntl, file size (issue 9, confinement side) -------------------
+
+#[test]
+fn a_root_hound_holds_no_capability() {
+    let fx = Fixture::new();
+    // A file no permission bit lets anyone read: only CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH
+    // open it (the test runs as root, like the reference machine).
+    let secret = fx.rw.join("mode-000");
+    std::fs::write(&secret, "root-only").expect("write");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let run = fx.run("read_mode_000", &[]);
+    let (status, detail) = run.layer("capabilities");
+    assert_eq!(status, "enforced", "{run}");
+    if nix::unistd::geteuid().is_root() {
+        assert!(detail.contains("bounding set cleared"), "{run}");
+        run.assert_denied("read_mode_000", "EACCES");
+        // Control: with the layer off, root's capabilities open it (the test can fail).
+        fx.run("read_mode_000", &["--off", "capabilities"])
+            .assert_allowed("read_mode_000");
+    }
+}
+
+#[test]
+fn madvise_hwpoison_kills_and_the_allocators_advice_stays_allowed() {
+    let fx = Fixture::new();
+    fx.run("madvise_hwpoison", &[]).assert_killed(SIGSYS);
+    fx.run("madvise_dontneed", &[])
+        .assert_allowed("madvise_dontneed");
+}
+
+#[test]
+fn clearing_file_status_flags_is_denied() {
+    let fx = Fixture::new();
+    fx.run("fcntl_setfl", &[])
+        .assert_denied("fcntl_setfl", "EPERM");
+    // Control: seccomp is what refuses it.
+    fx.run("fcntl_setfl", &["--off", "seccomp"])
+        .assert_allowed("fcntl_setfl");
+}
+
+#[test]
+fn a_file_larger_than_the_largest_envelope_cannot_be_written() {
+    let fx = Fixture::new();
+    let run = fx.run("write_huge_file", &[]);
+    run.assert_denied("write_huge_file", "EFBIG");
+    let limit =
+        houndpool_hound::sandbox::file_size_limit(&houndpool_protocol::messages::HoundLimits {
+            max_evidence_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            memory_budget_bytes: 0,
+            max_open_files: 64,
+            max_processes: 16,
+            gzip_level: 6,
+        });
+    let written = std::fs::metadata(fx.rw.join("huge"))
+        .expect("partial file")
+        .len();
+    assert!(written <= limit, "{written} > {limit}");
+    assert!(
+        run.layer("rlimits").1.contains(&format!("fsize={limit}")),
+        "{run}"
+    );
 }

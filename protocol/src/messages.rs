@@ -1,4 +1,4 @@
-//! Message bodies carried in frames. Control messages ([`Message`], kinds 1–4) flow between
+//! Message bodies carried in frames. Control messages ([`Message`], kinds 1–5) flow between
 //! supervisor and hound over the per-hound socketpair; daemon messages ([`DaemonMessage`],
 //! kinds 16–23) between `houndd` and its clients over the daemon's Unix socket.
 //!
@@ -52,7 +52,7 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum MessageKind {
-    /// supervisor → hound: handshake with configuration.
+    /// supervisor → hound: the slot a (possibly prestarted) hound now serves ([`Hello`]).
     Hello = 1,
     /// hound → supervisor: sandbox applied, ready for jobs.
     Ready = 2,
@@ -60,6 +60,9 @@ pub enum MessageKind {
     Shutdown = 3,
     /// hound → supervisor: last words before exiting non-zero.
     Fatal = 4,
+    /// supervisor → hound: the pool-wide settings the hound confines itself with, queued
+    /// before the hound is started ([`Setup`]).
+    Setup = 5,
     /// client → houndd: run a job ([`Submit`]).
     Submit = 16,
     /// houndd → client: accepted or refused ([`SubmitReply`]).
@@ -86,6 +89,7 @@ impl MessageKind {
             2 => Ok(MessageKind::Ready),
             3 => Ok(MessageKind::Shutdown),
             4 => Ok(MessageKind::Fatal),
+            5 => Ok(MessageKind::Setup),
             16 => Ok(MessageKind::Submit),
             17 => Ok(MessageKind::SubmitReply),
             18 => Ok(MessageKind::Outcome),
@@ -104,6 +108,7 @@ impl MessageKind {
             MessageKind::Ready => "ready",
             MessageKind::Shutdown => "shutdown",
             MessageKind::Fatal => "fatal",
+            MessageKind::Setup => "setup",
             MessageKind::Submit => "submit",
             MessageKind::SubmitReply => "submit_reply",
             MessageKind::Outcome => "outcome",
@@ -145,7 +150,7 @@ fn wrong_channel(kind: MessageKind, channel: &str) -> ProtocolError {
 }
 
 /// A decoded message of any kind.
-// `Hello` is ~300 bytes and the others are small, but the variant types are part of the fixed
+// `Setup` is ~300 bytes and the others are small, but the variant types are part of the fixed
 // API and messages are rare (a handshake per hound), so boxing would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +163,8 @@ pub enum Message {
     Shutdown(Shutdown),
     /// See [`Fatal`].
     Fatal(Fatal),
+    /// See [`Setup`].
+    Setup(Setup),
 }
 
 impl Message {
@@ -168,6 +175,7 @@ impl Message {
             Message::Ready(_) => MessageKind::Ready,
             Message::Shutdown(_) => MessageKind::Shutdown,
             Message::Fatal(_) => MessageKind::Fatal,
+            Message::Setup(_) => MessageKind::Setup,
         }
     }
     /// Appends this message as one complete frame to `out`.
@@ -182,6 +190,7 @@ impl Message {
             Message::Ready(m) => codec::encode(name, m, limit)?,
             Message::Shutdown(m) => codec::encode(name, m, limit)?,
             Message::Fatal(m) => codec::encode(name, m, limit)?,
+            Message::Setup(m) => codec::encode(name, m, limit)?,
         };
         write_frame(kind, &body, out)
     }
@@ -200,6 +209,7 @@ impl Message {
             MessageKind::Ready => Message::Ready(codec::decode(name, body, limit)?),
             MessageKind::Shutdown => Message::Shutdown(codec::decode(name, body, limit)?),
             MessageKind::Fatal => Message::Fatal(codec::decode(name, body, limit)?),
+            MessageKind::Setup => Message::Setup(codec::decode(name, body, limit)?),
             MessageKind::Submit
             | MessageKind::SubmitReply
             | MessageKind::Outcome
@@ -222,7 +232,26 @@ impl Message {
     }
 }
 
-/// Handshake sent by the supervisor right after spawning a hound (and placing it in its cgroup).
+/// The pool-wide settings a hound confines itself with: the first control message, written
+/// into the supervisor's end of the socketpair *before* the hound is started, so the hound reads
+/// it at once and confines itself before it waits for anything (a prestarted spare waits for
+/// its [`Hello`] already confined). Nothing in it depends on the slot the hound will serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    /// Must equal [`crate::PROTOCOL_VERSION`].
+    pub protocol_version: u16,
+    /// Resource and size limits.
+    pub limits: HoundLimits,
+    /// Where evacuated evidence goes.
+    pub cold: ColdTarget,
+    /// What the hound must do to itself.
+    pub sandbox: SandboxPolicy,
+    /// Spin/sleep tuning of the job loop.
+    pub tuning: HoundTuning,
+}
+
+/// Sent by the supervisor when a confined hound (fresh or the prestarted spare) takes a slot:
+/// only the slot-specific details. The hound answers [`Ready`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     /// Must equal [`crate::PROTOCOL_VERSION`].
@@ -233,14 +262,6 @@ pub struct Hello {
     pub hound_id: u32,
     /// Spawn generation (increments each time the slot is refilled).
     pub generation: u64,
-    /// Resource and size limits.
-    pub limits: HoundLimits,
-    /// Where evacuated evidence goes.
-    pub cold: ColdTarget,
-    /// What the hound must do to itself.
-    pub sandbox: SandboxPolicy,
-    /// Spin/sleep tuning of the job loop.
-    pub tuning: HoundTuning,
 }
 
 /// Limits a hound enforces and applies to itself.
@@ -254,7 +275,8 @@ pub struct HoundLimits {
     pub memory_budget_bytes: u64,
     /// RLIMIT_NOFILE after sandboxing.
     pub max_open_files: u32,
-    /// RLIMIT_NPROC after sandboxing (0 = leave as is).
+    /// RLIMIT_NPROC after sandboxing (0 = leave as is). The kernel ignores it for uid 0, so a
+    /// hound running as root reports it as not applied (seccomp denies clone/fork anyway).
     pub max_processes: u32,
     /// gzip level 0..=9 used by Encode / Evacuate.
     pub gzip_level: u8,
@@ -343,7 +365,7 @@ pub enum Layer {
     NoNewPrivs,
     /// PR_SET_PDEATHSIG + parent check.
     DeathSignal,
-    /// core 0, nofile, address space, nproc.
+    /// core 0, nofile, address space, file size, nproc (where the kernel applies it).
     Rlimits,
     /// user / net / ipc / mount namespaces where permitted.
     Namespaces,
@@ -353,17 +375,22 @@ pub enum Layer {
     Seccomp,
     /// Per-hound cgroup (applied by the supervisor, reported with the others).
     Cgroup,
+    /// No capabilities: effective, permitted, inheritable and ambient sets emptied, bounding
+    /// set cleared where the hound holds CAP_SETPCAP. Applied after namespaces, before
+    /// Landlock (declared last to keep the wire tags of the older layers).
+    Capabilities,
 }
 
 impl Layer {
     /// All layers in application order.
-    pub const ALL: [Layer; 9] = [
+    pub const ALL: [Layer; 10] = [
         Layer::FdHygiene,
         Layer::Environment,
         Layer::NoNewPrivs,
         Layer::DeathSignal,
         Layer::Rlimits,
         Layer::Namespaces,
+        Layer::Capabilities,
         Layer::Landlock,
         Layer::Seccomp,
         Layer::Cgroup,
@@ -380,6 +407,7 @@ impl Layer {
             Layer::Landlock => "landlock",
             Layer::Seccomp => "seccomp",
             Layer::Cgroup => "cgroup",
+            Layer::Capabilities => "capabilities",
         }
     }
 }
@@ -396,7 +424,8 @@ pub enum LayerMode {
     Off,
 }
 
-/// Per-layer modes. Layers not listed are `BestEffort`.
+/// Per-layer modes. Layers not listed are `BestEffort`; [`SandboxPolicy::safe_default`] lists
+/// every layer (the pool's default), `SandboxPolicy::default()` lists none.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct SandboxPolicy {
     /// (layer, mode) pairs.
@@ -412,6 +441,38 @@ impl SandboxPolicy {
             .find(|(l, _)| *l == layer)
             .map(|(_, m)| *m)
             .unwrap_or_default()
+    }
+
+    /// The safe default: `no_new_privs`, `capabilities`, `landlock` and `seccomp` are
+    /// `Required`, and so is `namespaces` when `supervisor_is_root` (an unprivileged process in
+    /// a container is usually refused `unshare` by the runtime's seccomp profile, so there it
+    /// stays `BestEffort`); every other layer is `BestEffort`. Every layer is listed.
+    pub fn safe_default(supervisor_is_root: bool) -> Self {
+        let required = |layer: Layer| match layer {
+            Layer::NoNewPrivs | Layer::Capabilities | Layer::Landlock | Layer::Seccomp => true,
+            Layer::Namespaces => supervisor_is_root,
+            _ => false,
+        };
+        SandboxPolicy {
+            layers: Layer::ALL
+                .into_iter()
+                .map(|l| {
+                    let mode = if required(l) {
+                        LayerMode::Required
+                    } else {
+                        LayerMode::BestEffort
+                    };
+                    (l, mode)
+                })
+                .collect(),
+        }
+    }
+
+    /// Sets the mode of `layer` (replacing an earlier entry for it) and returns the policy.
+    pub fn with(mut self, layer: Layer, mode: LayerMode) -> Self {
+        self.layers.retain(|(l, _)| *l != layer);
+        self.layers.push((layer, mode));
+        self
     }
 }
 
@@ -1004,7 +1065,8 @@ impl DaemonMessage {
             MessageKind::Hello
             | MessageKind::Ready
             | MessageKind::Shutdown
-            | MessageKind::Fatal => return Err(wrong_channel(kind, "daemon socket")),
+            | MessageKind::Fatal
+            | MessageKind::Setup => return Err(wrong_channel(kind, "daemon socket")),
         })
     }
 }
@@ -1013,11 +1075,12 @@ impl DaemonMessage {
 mod tests {
     use super::*;
 
-    const KINDS: [MessageKind; 4] = [
+    const KINDS: [MessageKind; 5] = [
         MessageKind::Hello,
         MessageKind::Ready,
         MessageKind::Shutdown,
         MessageKind::Fatal,
+        MessageKind::Setup,
     ];
 
     #[test]
@@ -1026,8 +1089,8 @@ mod tests {
             assert_eq!(MessageKind::from_u16(kind as u16).unwrap(), kind);
         }
         let names: Vec<_> = KINDS.iter().map(|k| k.name()).collect();
-        assert_eq!(names, ["hello", "ready", "shutdown", "fatal"]);
-        for bad in [0u16, 5, 0x100, u16::MAX] {
+        assert_eq!(names, ["hello", "ready", "shutdown", "fatal", "setup"]);
+        for bad in [0u16, 7, 0x100, u16::MAX] {
             assert!(matches!(
                 MessageKind::from_u16(bad),
                 Err(ProtocolError::UnknownMessageKind { kind }) if kind == bad
@@ -1117,7 +1180,7 @@ mod tests {
         for k in KINDS {
             assert!(!k.is_daemon());
         }
-        for bad in [5u16, 15, 24] {
+        for bad in [7u16, 15, 24] {
             assert!(MessageKind::from_u16(bad).is_err());
         }
     }

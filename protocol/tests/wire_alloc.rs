@@ -77,19 +77,19 @@ fn announced_lengths_do_not_drive_allocation() {
     assert_malformed(r);
     assert!(largest < 4096, "largest allocation {largest} bytes");
 
-    // Same for a Hello whose sandbox policy announces 2^40 (layer, mode) pairs, with its
-    // fixed-size prefix present: version, pool id, hound id, generation, limits, ColdTarget::None.
-    let mut body = vec![0u8; 2 + 16 + 4 + 8 + 25 + 4];
+    // Same for a Setup whose sandbox policy announces 2^40 (layer, mode) pairs, with its
+    // fixed-size prefix present: version, limits, ColdTarget::None.
+    let mut body = vec![0u8; 2 + 25 + 4];
     body.extend(HUGE.to_le_bytes());
-    let hello = datagram(MessageKind::Hello, &body);
-    let (r, largest) = largest_allocation(|| Message::from_datagram(&hello));
+    let setup = datagram(MessageKind::Setup, &body);
+    let (r, largest) = largest_allocation(|| Message::from_datagram(&setup));
     assert_malformed(r);
     assert!(largest < 4096, "largest allocation {largest} bytes");
     // With one honest pair and the tuning it decodes, so the case above failed on the length.
-    let mut body = vec![0u8; 2 + 16 + 4 + 8 + 25 + 4];
+    let mut body = vec![0u8; 2 + 25 + 4];
     body.extend(1u64.to_le_bytes());
     body.extend([0u8; 8 + 8]);
-    assert!(Message::from_datagram(&datagram(MessageKind::Hello, &body)).is_ok());
+    assert!(Message::from_datagram(&datagram(MessageKind::Setup, &body)).is_ok());
 
     // The codec itself, for generic types: a string is never allocated beyond the input; a
     // plain serde Vec reserves at most serde's 1 MiB cap, even with an unbounded limit.

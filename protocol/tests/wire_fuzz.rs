@@ -31,6 +31,9 @@ fn seeds() -> Vec<Vec<u8>> {
         pool_id: [3; 16],
         hound_id: 1,
         generation: 2,
+    };
+    let setup = Setup {
+        protocol_version: 1,
         limits: HoundLimits {
             max_evidence_bytes: 1,
             max_output_bytes: 2,
@@ -75,6 +78,7 @@ fn seeds() -> Vec<Vec<u8>> {
     };
     let mut out: Vec<Vec<u8>> = [
         Message::Hello(hello),
+        Message::Setup(setup),
         Message::Ready(ready),
         Message::Shutdown(Shutdown { grace_ms: 5 }),
         Message::Fatal(Fatal {

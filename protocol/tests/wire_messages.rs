@@ -88,32 +88,35 @@ fn cold() -> impl Strategy<Value = ColdTarget> {
     ]
 }
 
-fn hello() -> impl Strategy<Value = Hello> {
+fn setup() -> impl Strategy<Value = Setup> {
     (
         any::<u16>(),
-        any::<[u8; 16]>(),
-        any::<u32>(),
-        any::<u64>(),
         limits(),
         cold(),
         prop::collection::vec((layer(), layer_mode()), 0..12),
         (any::<u32>(), any::<u32>()),
     )
-        .prop_map(
-            |(protocol_version, pool_id, hound_id, generation, limits, cold, layers, t)| Hello {
-                protocol_version,
-                pool_id,
-                hound_id,
-                generation,
-                limits,
-                cold,
-                sandbox: SandboxPolicy { layers },
-                tuning: HoundTuning {
-                    spin_us: t.0,
-                    idle_poll_ms: t.1,
-                },
+        .prop_map(|(protocol_version, limits, cold, layers, t)| Setup {
+            protocol_version,
+            limits,
+            cold,
+            sandbox: SandboxPolicy { layers },
+            tuning: HoundTuning {
+                spin_us: t.0,
+                idle_poll_ms: t.1,
             },
-        )
+        })
+}
+
+fn hello() -> impl Strategy<Value = Hello> {
+    (any::<u16>(), any::<[u8; 16]>(), any::<u32>(), any::<u64>()).prop_map(
+        |(protocol_version, pool_id, hound_id, generation)| Hello {
+            protocol_version,
+            pool_id,
+            hound_id,
+            generation,
+        },
+    )
 }
 
 fn ready() -> impl Strategy<Value = Ready> {
@@ -139,6 +142,7 @@ fn ready() -> impl Strategy<Value = Ready> {
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hello().prop_map(Message::Hello),
+        setup().prop_map(Message::Setup),
         ready().prop_map(Message::Ready),
         any::<u32>().prop_map(|grace_ms| Message::Shutdown(Shutdown { grace_ms })),
         "\\PC{0,200}".prop_map(|message| Message::Fatal(Fatal { message })),
@@ -234,20 +238,17 @@ fn documented_fatal_example_bytes() {
     );
 }
 
-/// Third example of docs/PROTOCOL.md (part 1): a Hello exercising enums, options and tuples.
+/// Third example of docs/PROTOCOL.md (part 1): a Setup exercising enums, options and tuples.
 #[test]
-fn documented_hello_example_bytes() {
-    let hello = Hello {
+fn documented_setup_example_bytes() {
+    let setup = Setup {
         protocol_version: PROTOCOL_VERSION,
-        pool_id: [0x11; 16],
-        hound_id: 2,
-        generation: 3,
         limits: HoundLimits {
             max_evidence_bytes: 0x0010_0000,
             max_output_bytes: 0x0040_0000,
             memory_budget_bytes: 0,
             max_open_files: 64,
-            max_processes: 0,
+            max_processes: 1,
             gzip_level: 6,
         },
         cold: ColdTarget::Filesystem {
@@ -262,34 +263,68 @@ fn documented_hello_example_bytes() {
             idle_poll_ms: 100,
         },
     };
+    let bytes = encode(&Message::Setup(setup.clone()));
+    let body = [
+        "0100",             // protocol_version
+        "00001000",         // limits.max_evidence_bytes
+        "00004000",         // limits.max_output_bytes
+        "0000000000000000", // limits.memory_budget_bytes
+        "40000000",         // limits.max_open_files
+        "01000000",         // limits.max_processes
+        "06",               // limits.gzip_level
+        "01000000",         // cold: variant 1 = Filesystem
+        "0200000000000000", //   root length
+        "2f64",             //   "/d"
+        "0200000000000000", //   prefix length
+        "702f",             //   "p/"
+        "0100000000000000", // sandbox.layers length
+        "07000000",         //   Layer::Seccomp = 7
+        "00000000",         //   LayerMode::Required = 0
+        "32000000",         // tuning.spin_us
+        "64000000",         // tuning.idle_poll_ms
+    ]
+    .concat();
+    // magic, version 1, kind 5 = Setup, body_len 75, reserved.
+    let header = "48504652 0100 0500 4b000000 00000000".replace(' ', "");
+    assert_eq!(body.len() / 2, 75);
+    assert_eq!(hex::encode(&bytes), format!("{header}{body}"));
+    assert_eq!(
+        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 75 bytes"),
+        hex::encode(&bytes)
+    );
+    assert_eq!(
+        Message::from_datagram(&bytes).unwrap(),
+        Message::Setup(setup)
+    );
+}
+
+/// Fourth example of docs/PROTOCOL.md (part 1): the slot-only Hello.
+#[test]
+fn documented_hello_example_bytes() {
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        pool_id: [0x11; 16],
+        hound_id: 2,
+        generation: 3,
+    };
     let bytes = encode(&Message::Hello(hello.clone()));
     let body = [
         "0100",                             // protocol_version
         "11111111111111111111111111111111", // pool_id
         "02000000",                         // hound_id
         "0300000000000000",                 // generation
-        "00001000",                         // limits.max_evidence_bytes
-        "00004000",                         // limits.max_output_bytes
-        "0000000000000000",                 // limits.memory_budget_bytes
-        "40000000",                         // limits.max_open_files
-        "00000000",                         // limits.max_processes
-        "06",                               // limits.gzip_level
-        "01000000",                         // cold: variant 1 = Filesystem
-        "0200000000000000",                 //   root length
-        "2f64",                             //   "/d"
-        "0200000000000000",                 //   prefix length
-        "702f",                             //   "p/"
-        "0100000000000000",                 // sandbox.layers length
-        "07000000",                         //   Layer::Seccomp = 7
-        "00000000",                         //   LayerMode::Required = 0
-        "32000000",                         // tuning.spin_us
-        "64000000",                         // tuning.idle_poll_ms
     ]
     .concat();
-    // magic, version 1, kind 1 = Hello, body_len 103, reserved.
-    let header = "48504652 0100 0100 67000000 00000000".replace(' ', "");
-    assert_eq!(body.len() / 2, 103);
+    // magic, version 1, kind 1 = Hello, body_len 30, reserved.
+    let header = "48504652 0100 0100 1e000000 00000000".replace(' ', "");
+    assert_eq!(body.len() / 2, 30);
     assert_eq!(hex::encode(&bytes), format!("{header}{body}"));
+    assert_eq!(
+        documented_hex(
+            "The `Hello` that later gives that hound slot 2, generation 3 — 16 + 30 bytes"
+        ),
+        hex::encode(&bytes)
+    );
     assert_eq!(
         Message::from_datagram(&bytes).unwrap(),
         Message::Hello(hello)
@@ -342,12 +377,12 @@ fn bodies_that_do_not_decode() {
         malformed_kind(Message::from_datagram(&datagram(MessageKind::Fatal, &body))),
         "fatal"
     );
-    // Ready with an unknown Layer index (9) in its report.
+    // Ready with an unknown Layer index (10) in its report.
     let mut body = Vec::new();
     body.extend(7u32.to_le_bytes());
     body.extend(PROTOCOL_VERSION.to_le_bytes());
     body.extend(1u64.to_le_bytes());
-    body.extend(9u32.to_le_bytes()); // layer: no such variant
+    body.extend(10u32.to_le_bytes()); // layer: no such variant
     body.extend(0u32.to_le_bytes()); // status
     body.extend(0u64.to_le_bytes()); // detail ""
     assert_eq!(
@@ -355,17 +390,14 @@ fn bodies_that_do_not_decode() {
         "ready"
     );
     // Same with a valid layer decodes, so the case above failed for the right reason.
-    body[14..18].copy_from_slice(&8u32.to_le_bytes());
+    body[14..18].copy_from_slice(&9u32.to_le_bytes());
     assert!(Message::from_datagram(&datagram(MessageKind::Ready, &body)).is_ok());
 }
 
 #[test]
 fn non_canonical_bool_and_option_refused() {
-    let m = Message::Hello(Hello {
+    let m = Message::Setup(Setup {
         protocol_version: 1,
-        pool_id: [0; 16],
-        hound_id: 0,
-        generation: 0,
         limits: HoundLimits {
             max_evidence_bytes: 0,
             max_output_bytes: 0,
@@ -393,18 +425,18 @@ fn non_canonical_bool_and_option_refused() {
         },
     });
     let bytes = encode(&m);
-    // Offsets in the body: 2+16+4+8 = 30, limits 25 → 55, cold tag 4 → 59, four empty strings
-    // 32 → 91: path_style; then two empty strings → 108: session_token tag.
-    let path_style = FRAME_HEADER_LEN + 91;
-    let token_tag = FRAME_HEADER_LEN + 108;
+    // Offsets in the body: 2, limits 25 → 27, cold tag 4 → 31, four empty strings 32 → 63:
+    // path_style; then two empty strings → 80: session_token tag.
+    let path_style = FRAME_HEADER_LEN + 63;
+    let token_tag = FRAME_HEADER_LEN + 80;
     assert_eq!(bytes[path_style], 1);
     assert_eq!(bytes[token_tag], 0);
     let mut bad = bytes.clone();
     bad[path_style] = 2;
-    assert_eq!(malformed_kind(Message::from_datagram(&bad)), "hello");
+    assert_eq!(malformed_kind(Message::from_datagram(&bad)), "setup");
     let mut bad = bytes.clone();
     bad[token_tag] = 2;
-    assert_eq!(malformed_kind(Message::from_datagram(&bad)), "hello");
+    assert_eq!(malformed_kind(Message::from_datagram(&bad)), "setup");
     assert_eq!(Message::from_datagram(&bytes).unwrap(), m);
 }
 

@@ -126,12 +126,13 @@ pub static KEYS: &[KeyInfo] = &[
     // ---- [sandbox]
     key!("sandbox", "fd_hygiene", String, "\"best_effort\"", "close every inherited descriptor: \"required\", \"best_effort\" or \"off\""),
     key!("sandbox", "environment", String, "\"best_effort\"", "clear the environment: \"required\", \"best_effort\" or \"off\""),
-    key!("sandbox", "no_new_privs", String, "\"best_effort\"", "PR_SET_NO_NEW_PRIVS: \"required\", \"best_effort\" or \"off\""),
+    key!("sandbox", "no_new_privs", String, "\"required\"", "PR_SET_NO_NEW_PRIVS: \"required\", \"best_effort\" or \"off\""),
     key!("sandbox", "death_signal", String, "\"best_effort\"", "die with the supervisor (PR_SET_PDEATHSIG): \"required\", \"best_effort\" or \"off\""),
-    key!("sandbox", "rlimits", String, "\"best_effort\"", "core 0, few files, memory budget, nproc: \"required\", \"best_effort\" or \"off\""),
-    key!("sandbox", "namespaces", String, "\"best_effort\"", "user, net, ipc and mount namespaces: \"required\", \"best_effort\" or \"off\""),
-    key!("sandbox", "landlock", String, "\"best_effort\"", "Landlock file (and TCP port) rules: \"required\", \"best_effort\" or \"off\""),
-    key!("sandbox", "seccomp", String, "\"best_effort\"", "seccomp-bpf system-call allow-list: \"required\", \"best_effort\" or \"off\""),
+    key!("sandbox", "rlimits", String, "\"best_effort\"", "core 0, few files, memory budget, file size, nproc (not for uid 0): \"required\", \"best_effort\" or \"off\""),
+    key!("sandbox", "namespaces", String, "\"auto\"", "user, net, ipc and mount namespaces: \"required\", \"best_effort\", \"off\" or \"auto\" (required when houndd runs as root, else best_effort: container runtimes refuse unshare to unprivileged processes)"),
+    key!("sandbox", "capabilities", String, "\"required\"", "no capabilities (effective, permitted, inheritable, ambient; bounding set cleared where possible): \"required\", \"best_effort\" or \"off\""),
+    key!("sandbox", "landlock", String, "\"required\"", "Landlock file (and TCP port) rules: \"required\", \"best_effort\" or \"off\""),
+    key!("sandbox", "seccomp", String, "\"required\"", "seccomp-bpf system-call allow-list: \"required\", \"best_effort\" or \"off\""),
     key!("sandbox", "cgroup", String, "\"best_effort\"", "a cgroup per hound where the hierarchy is writable: \"required\", \"best_effort\" or \"off\""),
     // ---- [daemon]
     key!("daemon", "socket", String, "\"/run/houndpool/houndd.sock\"", "path of the Unix socket clients connect to"),
@@ -876,14 +877,31 @@ fn sandbox_settings(v: &Values) -> Result<SandboxPolicy, SharedError> {
             .find(|k| k.section == "sandbox" && k.key == layer.name())
             .map(|k| k.key)
             .unwrap_or("?");
-        let mode = match v.choice("sandbox", key, &["best_effort", "required", "off"])? {
+        let words: &[&str] = if layer == Layer::Namespaces {
+            &["best_effort", "required", "off", "auto"]
+        } else {
+            &["best_effort", "required", "off"]
+        };
+        let mode = match v.choice("sandbox", key, words)? {
             "required" => LayerMode::Required,
             "off" => LayerMode::Off,
+            "auto" => auto_namespaces(),
             _ => LayerMode::BestEffort,
         };
         layers.push((layer, mode));
     }
     Ok(SandboxPolicy { layers })
+}
+
+/// What `[sandbox] namespaces = "auto"` means here: required when this process runs as root
+/// (uid 0 can always unshare), best-effort otherwise.
+fn auto_namespaces() -> LayerMode {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        LayerMode::Required
+    } else {
+        LayerMode::BestEffort
+    }
 }
 
 /// Parses an octal file mode: "0600", "600" or "0o600" (a TOML integer is taken as is).
@@ -1193,7 +1211,11 @@ impl Config {
                         .find(|l| l.name() == layer)
                         .map(|l| self.sandbox.mode(*l))
                         .unwrap_or_default();
+                    // "auto" stands for the mode it gives on this machine.
                     s(match mode {
+                        _ if layer == Layer::Namespaces.name() && mode == auto_namespaces() => {
+                            "auto"
+                        }
                         LayerMode::Required => "required",
                         LayerMode::BestEffort => "best_effort",
                         LayerMode::Off => "off",
@@ -1401,7 +1423,30 @@ mod tests {
             }
         );
         assert_eq!(c.sandbox.mode(Layer::Seccomp), LayerMode::Required);
-        assert_eq!(c.sandbox.mode(Layer::Landlock), LayerMode::BestEffort);
+        assert_eq!(c.sandbox.mode(Layer::Rlimits), LayerMode::BestEffort);
+    }
+
+    #[test]
+    fn sandbox_defaults_are_safe_and_can_be_relaxed() {
+        let c = Config::load("", env(&[])).unwrap();
+        for l in [
+            Layer::NoNewPrivs,
+            Layer::Capabilities,
+            Layer::Landlock,
+            Layer::Seccomp,
+        ] {
+            assert_eq!(c.sandbox.mode(l), LayerMode::Required, "{}", l.name());
+        }
+        assert_eq!(c.sandbox.mode(Layer::Namespaces), auto_namespaces());
+        let relaxed = Config::load(
+            "[sandbox]\nlandlock = \"best_effort\"\nnamespaces = \"required\"",
+            env(&[("HOUNDPOOL_SANDBOX_SECCOMP", "off")]),
+        )
+        .unwrap();
+        assert_eq!(relaxed.sandbox.mode(Layer::Landlock), LayerMode::BestEffort);
+        assert_eq!(relaxed.sandbox.mode(Layer::Seccomp), LayerMode::Off);
+        assert_eq!(relaxed.sandbox.mode(Layer::Namespaces), LayerMode::Required);
+        assert!(Config::load("[sandbox]\nseccomp = \"auto\"", env(&[])).is_err());
     }
 
     #[test]

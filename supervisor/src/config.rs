@@ -160,7 +160,11 @@ pub struct PoolConfig {
     pub start_timeout: Duration,
     /// Address-space budget of each hound (RLIMIT_AS). Default 1 GiB.
     pub hound_memory_budget: u64,
-    /// Sandbox layer modes. Default: all best-effort.
+    /// Sandbox layer modes. Default: [`SandboxPolicy::safe_default`] — `no_new_privs`,
+    /// `capabilities`, `landlock` and `seccomp` required, `namespaces` required when this
+    /// process runs as root, the rest best-effort. A hound that cannot enforce a required layer
+    /// makes `build` fail with [`crate::PoolError::SandboxRequirement`]; opt out per layer with
+    /// `sandbox: SandboxPolicy::safe_default(..).with(layer, LayerMode::BestEffort)`.
     pub sandbox: SandboxPolicy,
     /// Whether hounds' stderr goes to the supervisor's stderr (else /dev/null). Default true.
     pub hound_stderr: bool,
@@ -210,7 +214,7 @@ impl Default for PoolConfig {
             collector_spin: Duration::from_micros(50),
             start_timeout: Duration::from_secs(10),
             hound_memory_budget: 1 << 30,
-            sandbox: SandboxPolicy::default(),
+            sandbox: SandboxPolicy::safe_default(nix::unistd::geteuid().is_root()),
             hound_stderr: true,
             prestart: true,
             hound_cgroup_memory: 512 << 20,

@@ -69,8 +69,15 @@ pub enum PoolError {
         /// Why.
         reason: String,
     },
-    /// A sandbox layer configured `required` is not enforced.
-    #[error("hound {slot}: required sandbox layer {layer} not enforced: {detail}")]
+    /// A sandbox layer configured `required` is not enforced. The message names the layer,
+    /// what the hound (the kernel) reported, and the setting that opts out.
+    #[error(
+        "hound {slot}: required sandbox layer {layer} not enforced: {detail} (to run without it, \
+         make the layer best-effort: `[sandbox] {layer} = \"best_effort\"` or \
+         HOUNDPOOL_SANDBOX_{env}=best_effort for houndd, `PoolConfig::sandbox` \
+         `.with(Layer::..., LayerMode::BestEffort)` in the library)",
+        env = layer.to_ascii_uppercase()
+    )]
     SandboxRequirement {
         /// Slot number.
         slot: u32,

@@ -2,8 +2,10 @@
 //!
 //! No `pre_exec` hook is installed, so std uses its posix_spawn fast path. The five descriptors
 //! the hound needs are duplicated without close-on-exec just before the spawn and closed just
-//! after it; everything else the supervisor owns is close-on-exec. The hound confines itself
-//! after exec (see `houndpool_hound::sandbox`).
+//! after it; everything else the supervisor owns is close-on-exec. The pool-wide `Setup` is
+//! queued on the control socket before the spawn, so the hound confines itself right after
+//! exec, before it waits for anything (see `houndpool_hound::sandbox`); only the slot-specific
+//! `Hello` comes later.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use houndpool_hound::{HoundFds, HOUND_ARG};
 use houndpool_protocol::frame::FRAME_HEADER_LEN;
 use houndpool_protocol::messages::{
-    ColdTarget, Hello, HoundLimits, HoundTuning, LayerMode, LayerStatus, Message, Ready,
+    ColdTarget, Hello, HoundLimits, HoundTuning, LayerMode, LayerStatus, Message, Ready, Setup,
     MAX_CONTROL_BODY,
 };
 use houndpool_protocol::region::{CompletionReader, RequestWriter, SupervisorRegions};
@@ -102,8 +104,8 @@ pub(crate) fn resolve_binary(which: &HoundBinary) -> Result<PathBuf, PoolError> 
     }
 }
 
-/// The Hello a hound of `slot` receives.
-pub(crate) fn hello(config: &PoolConfig, pool_id: [u8; 16], slot: u32, generation: u64) -> Hello {
+/// What every hound of the pool confines itself with (see [`Setup`]); nothing slot-specific.
+pub(crate) fn setup(config: &PoolConfig) -> Setup {
     let cold = match &config.cold {
         ColdConfig::None => ColdTarget::None,
         ColdConfig::Filesystem { root, prefix } => ColdTarget::Filesystem {
@@ -113,17 +115,16 @@ pub(crate) fn hello(config: &PoolConfig, pool_id: [u8; 16], slot: u32, generatio
         ColdConfig::S3(t) => ColdTarget::S3(t.clone()),
     };
     let clamp_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
-    Hello {
+    Setup {
         protocol_version: PROTOCOL_VERSION,
-        pool_id,
-        hound_id: slot,
-        generation,
         limits: HoundLimits {
             max_evidence_bytes: clamp_u32(config.max_evidence_bytes),
             max_output_bytes: clamp_u32(config.max_output_bytes),
             memory_budget_bytes: config.effective_memory_budget(),
             max_open_files: 64,
-            max_processes: 0,
+            // The hound itself: it starts no process (seccomp denies clone / fork as well).
+            // The kernel ignores RLIMIT_NPROC for uid 0; the pids cgroup bounds root hounds.
+            max_processes: 1,
             gzip_level: config.gzip_level,
         },
         cold,
@@ -132,6 +133,16 @@ pub(crate) fn hello(config: &PoolConfig, pool_id: [u8; 16], slot: u32, generatio
             spin_us: clamp_u32(config.hound_spin.as_micros() as usize),
             idle_poll_ms: clamp_u32(config.hound_idle_poll.as_millis() as usize).max(1),
         },
+    }
+}
+
+/// The Hello a hound of `slot` receives: only what depends on the slot.
+pub(crate) fn hello(pool_id: [u8; 16], slot: u32, generation: u64) -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        pool_id,
+        hound_id: slot,
+        generation,
     }
 }
 
@@ -159,8 +170,10 @@ fn inheritable(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, PoolError> {
 /// `cgroup_threadgroup_rwsem`; 7-24 ms measured on this project's machines). A replacement
 /// then costs only the handshake and the hound's self-confinement (~1.3 ms).
 ///
-/// The hound waits for its `Hello` without running any job code; it exits when the control
-/// socket closes (this value dropped, or the supervisor gone). Dropping it kills and reaps the
+/// The hound confines itself at once (its `Setup` is queued before the spawn) and then waits
+/// for its `Hello` without running any job code, for at most `houndpool_hound::HELLO_TIMEOUT`;
+/// the spawner replaces a spare older than ten minutes. It exits when the control socket
+/// closes (this value dropped, or the supervisor gone). Dropping it kills and reaps the
 /// process first (`child` is declared first, so it drops first), then removes the cgroup.
 pub(crate) struct Prestarted {
     child: ChildGuard,
@@ -211,6 +224,16 @@ pub(crate) fn prestart(
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(os("socketpair"))?;
+    // Queued before the spawn: the hound finds its Setup waiting and confines itself before
+    // it waits for anything. A fresh socket buffer always has room for one control datagram.
+    let mut frame = Vec::with_capacity(512);
+    Message::Setup(setup(config)).encode_frame(&mut frame)?;
+    send(
+        control.as_raw_fd(),
+        &frame,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(|e| failed(format!("queueing Setup: {e}")))?;
 
     let child = {
         let inherited = [
@@ -297,9 +320,11 @@ pub(crate) fn prestart(
     })
 }
 
-/// Completes a spawn: tells a prestarted hound its slot and generation (`Hello`), waits for its
-/// `Ready` and checks its sandbox report (with the supervisor's `cgroup` entry) against the
-/// configured requirements. Any failure kills and reaps the hound and removes its cgroup.
+/// Completes a spawn: tells a prestarted (already confined) hound its slot and generation
+/// (`Hello`), waits at most `start_timeout` for its `Ready` and checks its sandbox report (with
+/// the supervisor's `cgroup` entry) against the configured requirements: every `required`
+/// layer must be reported and enforced. Any failure kills and reaps the hound and removes its
+/// cgroup.
 pub(crate) fn handshake(
     p: Prestarted,
     config: &PoolConfig,
@@ -331,11 +356,15 @@ pub(crate) fn handshake(
             }
         }
     }
-    let hello = hello(config, pool_id, slot, generation);
-    let mut frame = Vec::with_capacity(512);
-    Message::Hello(hello).encode_frame(&mut frame)?;
-    send(control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL)
-        .map_err(|e| failed(format!("sending Hello: {e}")))?;
+    let mut frame = Vec::with_capacity(128);
+    Message::Hello(hello(pool_id, slot, generation)).encode_frame(&mut frame)?;
+    // A hound that could not confine itself has already answered (Ready with its partial
+    // report, or Fatal) and exited: a failed send is not the end, what it sent is still queued.
+    let sent = send(
+        control.as_raw_fd(),
+        &frame,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+    );
 
     let mut ready = match recv_message(&control, config.start_timeout) {
         Ok(Some(Message::Ready(r))) => r,
@@ -349,11 +378,15 @@ pub(crate) fn handshake(
             )))
         }
         Ok(None) => {
+            let sent = match sent {
+                Ok(_) => String::new(),
+                Err(e) => format!("; sending Hello failed: {e}"),
+            };
             return Err(failed(format!(
-                "no Ready within {:?} (or the hound exited: {})",
+                "no Ready within {:?} (or the hound exited: {}){sent}",
                 config.start_timeout,
                 guard.exit_status()
-            )))
+            )));
         }
         Err(e) => return Err(failed(e)),
     };
@@ -367,16 +400,9 @@ pub(crate) fn handshake(
     // sent anyway is replaced by the supervisor's own.
     ready.sandbox.layers.retain(|l| l.layer != Layer::Cgroup);
     ready.sandbox.layers.push(cgroup_layer);
-    for layer in &ready.sandbox.layers {
-        if config.sandbox.mode(layer.layer) == LayerMode::Required
-            && layer.status != LayerStatus::Enforced
-        {
-            return Err(PoolError::SandboxRequirement {
-                slot,
-                layer: layer.layer.name(),
-                detail: layer.detail.clone(),
-            });
-        }
+    check_required(&ready, config, slot)?;
+    if let Err(e) = sent {
+        return Err(failed(format!("sending Hello: {e}")));
     }
     let (writer, reader) = regions.split();
     Ok(Spawned {
@@ -392,6 +418,34 @@ pub(crate) fn handshake(
         spawn_time: spawn_time + begun.elapsed(),
         placed: placed_guard.take(),
     })
+}
+
+/// Refuses a report in which a `required` layer is not enforced, or missing (a hound that
+/// stopped before reaching it).
+fn check_required(ready: &Ready, config: &PoolConfig, slot: u32) -> Result<(), PoolError> {
+    for layer in Layer::ALL {
+        if config.sandbox.mode(layer) != LayerMode::Required {
+            continue;
+        }
+        match ready.sandbox.layers.iter().find(|l| l.layer == layer) {
+            Some(l) if l.status == LayerStatus::Enforced => {}
+            Some(l) => {
+                return Err(PoolError::SandboxRequirement {
+                    slot,
+                    layer: layer.name(),
+                    detail: l.detail.clone(),
+                })
+            }
+            None => {
+                return Err(PoolError::SandboxRequirement {
+                    slot,
+                    layer: layer.name(),
+                    detail: "not reported by the hound (it stopped before this layer)".into(),
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Starts one hound for `slot` from scratch: [`prestart`] then [`handshake`].
@@ -492,5 +546,90 @@ impl Drop for ChildGuard {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use houndpool_protocol::messages::{SandboxPolicy, SandboxReport};
+
+    fn ready(layers: &[(Layer, LayerStatus)]) -> Ready {
+        Ready {
+            pid: 1,
+            protocol_version: PROTOCOL_VERSION,
+            sandbox: SandboxReport {
+                layers: layers
+                    .iter()
+                    .map(|(layer, status)| LayerReport {
+                        layer: *layer,
+                        status: status.clone(),
+                        detail: format!("{} said so", layer.name()),
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    fn config() -> PoolConfig {
+        PoolConfig {
+            sandbox: SandboxPolicy::safe_default(false),
+            ..PoolConfig::default()
+        }
+    }
+
+    #[test]
+    fn every_required_layer_must_be_reported_enforced() {
+        let all: Vec<_> = Layer::ALL
+            .iter()
+            .map(|l| (*l, LayerStatus::Enforced))
+            .collect();
+        assert!(check_required(&ready(&all), &config(), 0).is_ok());
+
+        // A hound that stopped at Landlock: the partial report names it unavailable.
+        let partial: Vec<_> = Layer::ALL
+            .iter()
+            .take_while(|l| **l != Layer::Landlock)
+            .map(|l| (*l, LayerStatus::Enforced))
+            .chain([(Layer::Landlock, LayerStatus::Unavailable)])
+            .collect();
+        let err = check_required(&ready(&partial), &config(), 3).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(&err, PoolError::SandboxRequirement { slot: 3, layer: "landlock", detail } if detail == "landlock said so"),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("HOUNDPOOL_SANDBOX_LANDLOCK=best_effort"),
+            "{text}"
+        );
+
+        // Seccomp missing from the report altogether is refused too.
+        let no_seccomp: Vec<_> = all
+            .iter()
+            .filter(|(l, _)| *l != Layer::Seccomp)
+            .cloned()
+            .collect();
+        let err = check_required(&ready(&no_seccomp), &config(), 0).unwrap_err();
+        assert!(
+            matches!(&err, PoolError::SandboxRequirement { layer: "seccomp", detail, .. } if detail.contains("not reported")),
+            "{err:?}"
+        );
+
+        // Best-effort layers may be unavailable or missing.
+        let relaxed = PoolConfig {
+            sandbox: SandboxPolicy::safe_default(false)
+                .with(Layer::Landlock, LayerMode::BestEffort),
+            ..PoolConfig::default()
+        };
+        let mut partial = partial;
+        partial.extend(
+            Layer::ALL
+                .iter()
+                .skip_while(|l| **l != Layer::Landlock)
+                .skip(1)
+                .map(|l| (*l, LayerStatus::Enforced)),
+        );
+        assert!(check_required(&ready(&partial), &relaxed, 0).is_ok());
     }
 }

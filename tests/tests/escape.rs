@@ -196,3 +196,13 @@ fn exceeding_the_cgroup_limit_is_out_of_memory() {
     );
     assert!(s.oom_kills >= 1);
 }
+
+#[test]
+fn madvise_hwpoison_on_a_ring_page_kills_the_hound_with_sigsys() {
+    let _g = serial();
+    let (r, _) = run_attack("madvise_hwpoison");
+    assert!(
+        matches!(r, OutcomeKind::Failed(FailReason::HoundKilled { signal }) if signal == libc::SIGSYS),
+        "{r:?}"
+    );
+}

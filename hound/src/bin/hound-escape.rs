@@ -21,9 +21,13 @@
 //!   with ENOSYS (as on a kernel without Landlock), to exercise unavailable layers honestly.
 //! - `--as-nobody`: drop to uid/gid 65534 first (exercises the user-namespace path).
 //!
+//! Attacks include `read_mode_000` (a mode-0000 file in rw_dir: needs a capability),
+//! `write_huge_file` (past RLIMIT_FSIZE), `fcntl_setfl`, `madvise_hwpoison` and
+//! `madvise_dontneed` (the allocator's advice, must stay allowed).
+//!
 //! Hostile-hound mode: started by a pool (`HoundBinary::Path`) as
 //! `hound-escape --houndpool-hound CTRL,REQ,CMP,REQBELL,CMPBELL`, it plays a *compromised*
-//! hound: it speaks the real handshake, applies the real sandbox, then serves `Noop` jobs by
+//! hound: it reads the real `Setup`, applies the real sandbox, waits for `Hello`, then serves `Noop` jobs by
 //! echoing them — except a job whose body is `hostile:<attack>`, which makes it misbehave (see
 //! [`hostile`]). This is how the supervisor-side escape tests simulate a hound taken over by
 //! a payload: the production hound contains none of this.
@@ -348,6 +352,69 @@ fn attack(o: &Options) -> Outcome {
                 last()
             }
         }
+        "read_mode_000" => {
+            // A file nobody may read by its permission bits (created by the test, as root):
+            // only CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH would open it.
+            io(std::fs::read(o.rw_dir.join("mode-000")))
+        }
+        "write_huge_file" => {
+            // Twice the largest envelope: RLIMIT_FSIZE stops the write with EFBIG.
+            let path = o.rw_dir.join("huge");
+            let chunk = vec![0x5a; 1 << 20];
+            io(std::fs::File::create(&path).and_then(|mut f| {
+                for _ in 0..4 {
+                    f.write_all(&chunk)?;
+                }
+                Ok(())
+            }))
+        }
+        "fcntl_setfl" => {
+            // Clearing O_NONBLOCK on an inherited descriptor (stdout stands for a doorbell):
+            // file status flags live on the open file description, shared with its opener.
+            match nix::fcntl::fcntl(1, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty())) {
+                Ok(_) => Outcome::Allowed,
+                Err(e) => Outcome::Denied(e),
+            }
+        }
+        "madvise_hwpoison" => {
+            // SAFETY: anonymous private mapping of one page, only advised on.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if p == libc::MAP_FAILED {
+                return last();
+            }
+            // SAFETY: p is the page just mapped.
+            if unsafe { libc::madvise(p, 4096, libc::MADV_HWPOISON) } == 0 {
+                Outcome::Allowed
+            } else {
+                last()
+            }
+        }
+        "madvise_dontneed" => {
+            // What the allocator does: must stay allowed.
+            let v = vec![1u8; 1 << 20];
+            let p = v.as_ptr() as usize & !4095;
+            // SAFETY: a page-aligned range inside the live allocation `v` (rounded down to a
+            // page boundary, which is still the heap mapping); DONTNEED on private anonymous
+            // memory only zero-fills it, and `v` is not read afterwards.
+            let rc = unsafe {
+                libc::madvise((p + 8192) as *mut libc::c_void, 4096, libc::MADV_DONTNEED)
+            };
+            std::hint::black_box(&v);
+            if rc == 0 {
+                Outcome::Allowed
+            } else {
+                last()
+            }
+        }
         "backtrace" => {
             let text = std::backtrace::Backtrace::force_capture().to_string();
             std::hint::black_box(text);
@@ -445,17 +512,18 @@ mod hostile {
         let [control, req, cmp, req_bell, cmp_bell] =
             [0, 1, 2, 3, 4].map(|i| unsafe { OwnedFd::from_raw_fd(fds[i]) });
         let mut buf = vec![0u8; 128 * 1024];
-        let mut pfd = [nix::poll::PollFd::new(
-            control.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(10_000u16));
-        let n = match recv(control.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-            Ok(n) => n,
-            Err(e) => return die(&format!("recv Hello: {e}")),
+        // Setup is queued before the start: read it, confine, then wait for Hello confined.
+        let mut next_message = |timeout_ms: u16| -> Option<Message> {
+            let mut pfd = [nix::poll::PollFd::new(
+                control.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(timeout_ms));
+            let n = recv(control.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).ok()?;
+            Message::from_datagram(&buf[..n]).ok()
         };
-        let Ok(Message::Hello(hello)) = Message::from_datagram(&buf[..n]) else {
-            return die("expected Hello");
+        let Some(Message::Setup(setup)) = next_message(10_000) else {
+            return die("expected Setup");
         };
         // A second, private read-write view of the completion region: the "compromised" hound
         // can scribble over all of it, ring indices included.
@@ -486,7 +554,7 @@ mod hostile {
         let (mut reader, mut writer, status) = regions.split();
         let req_bell = Doorbell::from_fd(req_bell);
         let cmp_bell = Doorbell::from_fd(cmp_bell);
-        let rw_dirs = match &hello.cold {
+        let rw_dirs = match &setup.cold {
             ColdTarget::Filesystem { root, .. } => vec![PathBuf::from(root)],
             _ => vec![],
         };
@@ -499,13 +567,16 @@ mod hostile {
             ],
             rw_dirs,
             tcp_connect_port: None,
-            limits: hello.limits.clone(),
+            limits: setup.limits.clone(),
             expected_parent: parent,
         };
-        let report = match sandbox::apply(&hello.sandbox, &ctx) {
-            Ok(r) => r,
-            Err(e) => return die(&format!("sandbox: {e}")),
-        };
+        // A cold directory named `deny-landlock` simulates a kernel without Landlock (as the
+        // probe's `--deny-before landlock`), to test the supervisor's refusal end to end.
+        if ctx.rw_dirs.iter().any(|d| d.ends_with("deny-landlock")) {
+            super::deny_before("landlock");
+        }
+        let mut report = houndpool_protocol::messages::SandboxReport::default();
+        let applied = sandbox::apply_into(&setup.sandbox, &ctx, &mut report);
         let mut frame = Vec::new();
         let ready = Message::Ready(Ready {
             pid: std::process::id(),
@@ -515,9 +586,17 @@ mod hostile {
         if ready.encode_frame(&mut frame).is_err() {
             return die("encode Ready");
         }
+        if let Err(e) = applied {
+            // As the real hound: the partial report at once, then exit.
+            send_raw(control.as_raw_fd(), &frame);
+            return die(&format!("sandbox: {e}"));
+        }
+        let Some(Message::Hello(_)) = next_message(u16::MAX) else {
+            return die("expected Hello");
+        };
         send_raw(control.as_raw_fd(), &frame);
         status.set_state(HoundState::Idle);
-        let budget = hello.limits.memory_budget_bytes as usize;
+        let budget = setup.limits.memory_budget_bytes as usize;
         loop {
             let payload = match reader.peek() {
                 Ok(Some(p)) => p.to_vec(),
@@ -606,6 +685,13 @@ mod hostile {
                     // Infallible allocation past RLIMIT_AS: null → abort → EXIT_OUT_OF_MEMORY.
                     let v = vec![1u8; budget.saturating_mul(2).max(1 << 30)];
                     std::hint::black_box(&v);
+                }
+                Some(b"madvise_hwpoison") if raw_map != libc::MAP_FAILED => {
+                    // Poison a page of the shared completion region: with CAP_SYS_ADMIN this
+                    // would SIGBUS the supervisor at its next read. seccomp kills us first.
+                    // SAFETY: the first page of the mapping created above; madvise does not
+                    // touch memory this process reads afterwards (it is killed).
+                    unsafe { libc::madvise(raw_map, 4096, libc::MADV_HWPOISON) };
                 }
                 Some(b"cgroup_oom") => {
                     // Touch memory in 1 MiB steps, within RLIMIT_AS, past the cgroup limit.

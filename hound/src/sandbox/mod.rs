@@ -1,16 +1,21 @@
 //! The hound's self-confinement (ARCHITECTURE.md §3.4).
 //!
-//! [`apply`] is called by the hound right after the handshake, before it reads any job. It
-//! applies, in this order: fd hygiene, empty environment, no_new_privs, parent death signal,
-//! rlimits, namespaces, Landlock, seccomp — each according to its [`LayerMode`] — and returns a
+//! [`apply`] is called by the hound right after it read its `Setup` (the first control
+//! message, queued before the hound was started), before it waits for anything and before it
+//! reads any job. It applies, in this order: fd hygiene, empty environment, no_new_privs,
+//! parent death signal, rlimits, namespaces, capabilities, Landlock, seccomp — each according
+//! to its [`LayerMode`] — and returns a
 //! [`SandboxReport`] with one entry per layer it applies. [`Layer::Cgroup`] is not among them:
 //! the supervisor places the hound in its cgroup and adds that entry itself.
 //!
 //! Why this order: no_new_privs before anything that needs it; the death signal early so that
 //! a supervisor dying during setup takes the hound with it; rlimits while `setrlimit` is still
 //! allowed; namespaces before Landlock (which would refuse writing the user namespace's uid
-//! map); seccomp last, because it removes the calls the earlier layers use.
+//! map); capabilities after namespaces (root needs CAP_SYS_ADMIN to unshare; an unprivileged
+//! hound gains CAP_SETPCAP in its new user namespace and can then clear its bounding set);
+//! seccomp last, because it removes the calls the earlier layers use.
 
+mod capabilities;
 mod fds;
 mod landlock;
 mod namespaces;
@@ -27,6 +32,7 @@ use std::path::PathBuf;
 
 pub use process::EXIT_ORPHANED;
 pub use report::render_table;
+pub use rlimits::file_size_limit;
 
 /// What the hound keeps and needs after confinement.
 #[derive(Debug, Clone)]
@@ -45,7 +51,8 @@ pub struct SandboxContext {
     /// TCP sockets; with `None` there is no network at all.
     pub tcp_connect_port: Option<u16>,
     /// `memory_budget_bytes` (RLIMIT_AS), `max_open_files` (RLIMIT_NOFILE) and
-    /// `max_processes` (RLIMIT_NPROC) are applied; zero leaves a limit as it is.
+    /// `max_processes` (RLIMIT_NPROC, not for uid 0) are applied; zero leaves a limit as it
+    /// is. RLIMIT_FSIZE follows from `max_evidence_bytes` ([`file_size_limit`]).
     pub limits: HoundLimits,
     /// Pid of the supervisor. After arming the death signal the hound exits with
     /// [`EXIT_ORPHANED`] if its parent is not this process (the supervisor died before the
@@ -99,6 +106,7 @@ pub fn apply_into(
         }
         Ok(detail)
     })?;
+    r.layer(Layer::Capabilities, capabilities::apply)?;
     let landlock_required = policy.mode(Layer::Landlock) == LayerMode::Required;
     r.layer(Layer::Landlock, || {
         landlock::apply(&ctx.rw_dirs, ctx.tcp_connect_port, landlock_required)

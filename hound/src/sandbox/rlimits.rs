@@ -33,11 +33,42 @@ fn set(resource: Resource, name: &str, requested: u64) -> Result<String, String>
     })
 }
 
-/// Applies CORE=0 always; NOFILE, AS and NPROC when the configured value is non-zero (zero
-/// means "leave as is"). Soft and hard limits are both set, so the hound cannot raise them
-/// back. Returns the report detail.
+/// Room above the largest envelope in [`file_size_limit`]: a stored envelope is never larger
+/// than `max_envelope_len`, so this is slack, not a budget anything relies on.
+const FSIZE_MARGIN: u64 = 64 * 1024;
+
+/// RLIMIT_FSIZE of a hound: the largest envelope its evidence limit allows plus
+/// [`FSIZE_MARGIN`]. Every file a hound writes is one envelope (cold-store object, its temp file,
+/// or a spool entry), so a write beyond this is an attack or a bug.
+pub fn file_size_limit(limits: &HoundLimits) -> u64 {
+    let largest = houndpool_shared::cold::max_envelope_len(limits.max_evidence_bytes as usize);
+    (largest as u64).saturating_add(FSIZE_MARGIN)
+}
+
+/// Makes writes beyond RLIMIT_FSIZE fail with `EFBIG` instead of killing the hound with
+/// SIGXFSZ: the job that wrote fails with a typed storage error and the hound lives on.
+fn ignore_sigxfsz() -> Result<(), String> {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SIG_IGN installs no handler code, so no async-signal-safety question arises; the
+    // process is single-threaded while the sandbox is applied.
+    unsafe { signal(Signal::SIGXFSZ, SigHandler::SigIgn) }
+        .map(|_| ())
+        .map_err(|e| format!("signal(SIGXFSZ, SIG_IGN): {e}"))
+}
+
+/// Applies CORE=0 and FSIZE ([`file_size_limit`]) always; NOFILE, AS and NPROC when the
+/// configured value is non-zero (zero means "leave as is"). NPROC is not applied to uid 0,
+/// which the kernel exempts from it (the report says so; seccomp denies clone / fork and the
+/// pids cgroup bounds processes there). Soft and hard limits are both set, so the hound cannot
+/// raise them back. Returns the report detail.
 pub(crate) fn apply(limits: &HoundLimits) -> Result<String, String> {
     let mut parts = vec![set(Resource::RLIMIT_CORE, "core", 0)?];
+    ignore_sigxfsz()?;
+    parts.push(set(
+        Resource::RLIMIT_FSIZE,
+        "fsize",
+        file_size_limit(limits),
+    )?);
     if limits.max_open_files > 0 {
         parts.push(set(
             Resource::RLIMIT_NOFILE,
@@ -48,7 +79,9 @@ pub(crate) fn apply(limits: &HoundLimits) -> Result<String, String> {
     if limits.memory_budget_bytes > 0 {
         parts.push(set(Resource::RLIMIT_AS, "as", limits.memory_budget_bytes)?);
     }
-    if limits.max_processes > 0 {
+    if limits.max_processes > 0 && nix::unistd::getuid().is_root() {
+        parts.push("nproc not applied (the kernel exempts uid 0 from RLIMIT_NPROC)".into());
+    } else if limits.max_processes > 0 {
         parts.push(set(
             Resource::RLIMIT_NPROC,
             "nproc",
@@ -68,5 +101,28 @@ mod tests {
         assert_eq!(lowered(4096, 1024), 1024);
         assert_eq!(lowered(0, RLIM_INFINITY), 0);
         assert_eq!(lowered(1 << 30, RLIM_INFINITY), 1 << 30);
+    }
+
+    #[test]
+    fn file_size_limit_covers_the_largest_envelope() {
+        let limits = HoundLimits {
+            max_evidence_bytes: 1 << 20,
+            max_output_bytes: 1 << 20,
+            memory_budget_bytes: 0,
+            max_open_files: 64,
+            max_processes: 1,
+            gzip_level: 6,
+        };
+        let fsize = file_size_limit(&limits);
+        // Incompressible evidence: the envelope is larger than the evidence itself.
+        let noise: Vec<u8> = (0..(1u32 << 20))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let env = houndpool_protocol::envelope::encode(&noise, 9).unwrap();
+        assert!(env.len() as u64 <= fsize, "{} > {fsize}", env.len());
+        assert!(
+            fsize < (1 << 20) + (1 << 18),
+            "{fsize}: a margin, not a multiple"
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! The kernel runs every installed filter and keeps the most severe verdict
 //! (KILL_PROCESS > … > ERRNO > … > ALLOW); between two ERRNO verdicts the most recently
 //! installed filter wins. Hence:
-//! 1. kill filter: the kill-list → `KillProcess`, everything else → `Allow`;
+//! 1. kill filter: the kill-list, and `madvise` with memory-failure advice (`MADV_KILLED`),
+//!    → `KillProcess`, everything else → `Allow`;
 //! 2. ENOSYS filter: `clone3` → `Errno(ENOSYS)`, everything else → `Allow`;
 //! 3. allow-list filter (last, because after it `seccomp()` itself is refused): the allow-list
 //!    (with argument conditions) → `Allow`, plus the ENOSYS calls as pass-through `Allow` so that
@@ -72,12 +73,12 @@ fn rules_for(args: Args, own_pid: u32) -> Result<Vec<SeccompRule>, String> {
             libc::F_GETFD,
             libc::F_SETFD,
             libc::F_GETFL,
-            libc::F_SETFL,
             libc::F_DUPFD_CLOEXEC,
         ]
         .into_iter()
         .map(|cmd| rule(vec![cond(1, SeccompCmpOp::Eq, cmd as u64)?]))
         .collect::<Result<_, _>>()?,
+        Args::MadviseUsed => advice_rules(syscalls::MADV_ALLOWED)?,
         Args::InetTcpSocket => {
             let mut rules = Vec::new();
             for domain in [libc::AF_INET, libc::AF_INET6] {
@@ -94,6 +95,14 @@ fn rules_for(args: Args, own_pid: u32) -> Result<Vec<SeccompRule>, String> {
             rules
         }
     })
+}
+
+/// One rule per advice value: `madvise(addr, len, advice)` with argument 2 equal to it.
+fn advice_rules(advice: &[(i32, &str)]) -> Result<Vec<SeccompRule>, String> {
+    advice
+        .iter()
+        .map(|(a, _)| rule(vec![cond(2, SeccompCmpOp::Eq, *a as u64)?]))
+        .collect()
 }
 
 fn compile(
@@ -114,8 +123,11 @@ pub(crate) fn build(tcp_client: bool, own_pid: u32) -> Result<Programs, String> 
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("architecture {} unsupported: {e}", std::env::consts::ARCH))?;
 
-    let kill_rules: BTreeMap<i64, Vec<SeccompRule>> =
+    let mut kill_rules: BTreeMap<i64, Vec<SeccompRule>> =
         syscalls::killed().map(|k| (k.nr, Vec::new())).collect();
+    // madvise itself is allowed (with the advice values in MADV_ALLOWED); only the
+    // memory-failure advice kills.
+    kill_rules.insert(libc::SYS_madvise, advice_rules(syscalls::MADV_KILLED)?);
     let killed = kill_rules.len();
     let kill = compile(
         kill_rules,
@@ -185,8 +197,9 @@ pub(crate) fn apply(tcp_client: bool) -> Result<String, String> {
     }
     let s = programs.size;
     Ok(format!(
-        "allow-list of {} syscalls ({} with argument checks{}), {} attacker-only syscalls kill \
-         the process (SIGSYS), clone3 -> ENOSYS, everything else -> EPERM",
+        "allow-list of {} syscalls ({} with argument checks{}), {} attacker-only syscalls (and \
+         madvise with MADV_HWPOISON / MADV_SOFT_OFFLINE) kill the process (SIGSYS), clone3 -> \
+         ENOSYS, everything else -> EPERM",
         s.allowed,
         s.conditional,
         if tcp_client {
@@ -194,7 +207,7 @@ pub(crate) fn apply(tcp_client: bool) -> Result<String, String> {
         } else {
             ""
         },
-        s.killed
+        s.killed.saturating_sub(1)
     ))
 }
 
@@ -213,7 +226,8 @@ mod tests {
                 .filter(|a| a.need == Need::TcpClient)
                 .count()
         );
-        assert_eq!(plain.size.killed, syscalls::killed().count());
+        // The kill-list plus madvise with memory-failure advice.
+        assert_eq!(plain.size.killed, syscalls::killed().count() + 1);
         assert!(!plain.kill.is_empty() && !plain.enosys.is_empty() && !plain.allow.is_empty());
         // Conditional entries compile to more instructions than unconditional ones.
         assert!(tcp.allow.len() > plain.allow.len());
@@ -228,11 +242,16 @@ mod tests {
             Args::InetTcpSocket,
             Args::Fionbio,
             Args::FcntlBasic,
+            Args::MadviseUsed,
         ] {
             let rules = rules_for(args, 42).expect("rules build");
             assert_eq!(rules.is_empty(), args == Args::Any);
         }
         assert_eq!(rules_for(Args::InetTcpSocket, 1).map(|r| r.len()), Ok(4));
-        assert_eq!(rules_for(Args::FcntlBasic, 1).map(|r| r.len()), Ok(5));
+        assert_eq!(rules_for(Args::FcntlBasic, 1).map(|r| r.len()), Ok(4));
+        assert_eq!(
+            rules_for(Args::MadviseUsed, 1).map(|r| r.len()),
+            Ok(syscalls::MADV_ALLOWED.len())
+        );
     }
 }

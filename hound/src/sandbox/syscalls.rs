@@ -37,10 +37,41 @@ pub(crate) enum Args {
     InetTcpSocket,
     /// `ioctl(fd, FIONBIO, …)` only (non-blocking toggle of the HTTP client's socket).
     Fionbio,
-    /// `fcntl` with `F_GETFD`, `F_SETFD`, `F_GETFL`, `F_SETFL` or `F_DUPFD_CLOEXEC` only: no
-    /// seals, leases, locks or owner changes on the shared memfds or anything else.
+    /// `fcntl` with `F_GETFD`, `F_SETFD`, `F_GETFL` or `F_DUPFD_CLOEXEC` only: no `F_SETFL`
+    /// (file status flags such as `O_NONBLOCK` live on the open file description, which the
+    /// hound must not be able to change under anyone), no seals, leases, locks or owner
+    /// changes on the memfds or anything else.
     FcntlBasic,
+    /// `madvise` with one of [`MADV_ALLOWED`] only (what glibc malloc, std and memmap2 use).
+    /// [`MADV_KILLED`] kills the hound; any other advice is `EPERM`.
+    MadviseUsed,
 }
+
+/// Advice values a hound may give `madvise`: glibc's allocator returns freed memory with
+/// `MADV_DONTNEED` (heap trimming) and may use the (no)hugepage hints when its tunables ask for
+/// them; memmap2's `advise` maps to the access-pattern hints and `MADV_FREE`. Nothing here can
+/// affect another process: `MADV_DONTNEED` on the shared ring memfds only drops the hound's own
+/// page-table entries (the pages stay in the memfd), `MADV_FREE` is refused by the kernel on
+/// shared mappings.
+pub(crate) const MADV_ALLOWED: &[(i32, &str)] = &[
+    (libc::MADV_NORMAL, "MADV_NORMAL"),
+    (libc::MADV_RANDOM, "MADV_RANDOM"),
+    (libc::MADV_SEQUENTIAL, "MADV_SEQUENTIAL"),
+    (libc::MADV_WILLNEED, "MADV_WILLNEED"),
+    (libc::MADV_DONTNEED, "MADV_DONTNEED"),
+    (libc::MADV_FREE, "MADV_FREE"),
+    (libc::MADV_HUGEPAGE, "MADV_HUGEPAGE"),
+    (libc::MADV_NOHUGEPAGE, "MADV_NOHUGEPAGE"),
+];
+
+/// Advice values only an attacker gives: memory-failure injection. `MADV_HWPOISON` on a page
+/// of a shared ring would poison it for the supervisor too (SIGBUS on its next access); both
+/// need CAP_SYS_ADMIN, which the capabilities layer removes, and seccomp kills the hound at the
+/// first attempt anyway.
+pub(crate) const MADV_KILLED: &[(i32, &str)] = &[
+    (libc::MADV_HWPOISON, "MADV_HWPOISON"),
+    (libc::MADV_SOFT_OFFLINE, "MADV_SOFT_OFFLINE"),
+];
 
 /// One allowed system call.
 #[derive(Clone, Copy, Debug)]
@@ -91,7 +122,7 @@ pub(crate) const ALLOW: &[Allowed] = &[
     allow!(SYS_mmap, Always, NoExecProt),           // memmap2 maps ring memfds / cold files; malloc of large blocks
     allow!(SYS_munmap, Always, Any),                // memmap2 drop; free of large blocks
     allow!(SYS_mremap, Always, Any),                // realloc of large (mmapped) Vec buffers while compressing
-    allow!(SYS_madvise, Always, Any),               // memmap2 advise; glibc free trimming (MADV_DONTNEED)
+    allow!(SYS_madvise, Always, MadviseUsed),       // glibc free trimming (MADV_DONTNEED), memmap2 advise; see MADV_ALLOWED
     allow!(SYS_brk, Always, Any),                   // glibc malloc main-arena growth
     allow!(SYS_mprotect, Always, NoExecProt),       // glibc malloc heap growth; never to make memory executable
     allow!(SYS_msync, Always, Any),                 // memmap2 flush of a mapped file
@@ -109,7 +140,7 @@ pub(crate) const ALLOW: &[Allowed] = &[
     allow!(SYS_fstat, Always, Any),                 // std File::metadata, read_to_end size hint
     allow!(SYS_newfstatat, Always, Any),            // std fs::metadata on older glibc paths
     allow!(SYS_statx, Always, Any),                 // std fs::metadata / File::metadata (preferred by std)
-    allow!(SYS_fcntl, Always, FcntlBasic),          // O_NONBLOCK / CLOEXEC toggles, try_clone (F_DUPFD_CLOEXEC)
+    allow!(SYS_fcntl, Always, FcntlBasic),          // CLOEXEC flags, F_GETFL reads, try_clone (F_DUPFD_CLOEXEC)
     // --- filesystem cold store (paths confined by Landlock to the rw dirs) ---
     allow!(SYS_openat, Always, Any),                // open temp files, objects, directories (for fsync / listing)
     allow!(SYS_mkdirat, Always, Any),               // create key-prefix directories
@@ -312,6 +343,19 @@ mod tests {
         }
         let socket = allowed().find(|a| a.sym == "SYS_socket").map(|a| a.args);
         assert_eq!(socket, Some(Args::InetTcpSocket));
+    }
+
+    #[test]
+    fn killed_advice_is_never_allowed() {
+        for (advice, name) in MADV_KILLED {
+            assert!(
+                MADV_ALLOWED.iter().all(|(a, _)| a != advice),
+                "{name} must not be allowed"
+            );
+        }
+        for forbidden in [libc::MADV_REMOVE, libc::MADV_DONTFORK, libc::MADV_MERGEABLE] {
+            assert!(MADV_ALLOWED.iter().all(|(a, _)| *a != forbidden));
+        }
     }
 
     #[test]

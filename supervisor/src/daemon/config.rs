@@ -373,11 +373,15 @@ mod tests {
         assert_eq!(p.hound_memory_budget, d.hound_memory_budget);
         assert_eq!(p.hound_stderr, d.hound_stderr);
         assert_eq!(p.prestart, d.prestart);
-        assert!(p
-            .sandbox
-            .layers
-            .iter()
-            .all(|(_, m)| *m == Default::default()));
+        // The same safe defaults, layer by layer (namespaces "auto" = the library's root rule).
+        for layer in houndpool_protocol::messages::Layer::ALL {
+            assert_eq!(
+                p.sandbox.mode(layer),
+                d.sandbox.mode(layer),
+                "{}",
+                layer.name()
+            );
+        }
     }
 
     #[test]
