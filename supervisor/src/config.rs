@@ -160,6 +160,10 @@ pub struct PoolConfig {
     pub circuit_cooldown: Duration,
     /// Rotation of healthy hounds. Default none.
     pub rotation: Rotation,
+    /// How long a retiring hound (rotation, high-water mark) or one that reported a fatal
+    /// error may take to exit after being asked to (or after its `Fatal`) before it is
+    /// SIGKILLed (counted in `PoolStats::retire_kills`). Default 2 s.
+    pub retire_grace: Duration,
 }
 
 impl Default for PoolConfig {
@@ -200,6 +204,7 @@ impl Default for PoolConfig {
             },
             circuit_cooldown: Duration::from_secs(5),
             rotation: Rotation::default(),
+            retire_grace: Duration::from_secs(2),
         }
     }
 }
@@ -320,6 +325,15 @@ impl PoolConfig {
                 "circuit_cooldown",
                 format!("{:?}", self.circuit_cooldown),
                 "10 ms to 1 hour",
+            );
+        }
+        if self.retire_grace < Duration::from_millis(10)
+            || self.retire_grace > Duration::from_secs(600)
+        {
+            return bad(
+                "retire_grace",
+                format!("{:?}", self.retire_grace),
+                "10 ms to 10 minutes",
             );
         }
         if self.rotation.after_jobs == Some(0) {

@@ -661,6 +661,9 @@ impl Pool {
             circuit_opens: 0,
             rotations: 0,
             high_water_retirements: 0,
+            retire_kills: 0,
+            callback_panics: 0,
+            hound_log_suppressed: 0,
             circuit: CircuitState::from_u8(sh.circuit.load(Ordering::Relaxed)),
             degraded: false,
             size: SizeStats {
