@@ -2,7 +2,8 @@
 //!
 //! Started as `<exe> --houndpool-hound CTRL,REQ,CMP,REQBELL,CMPBELL` where the five numbers are
 //! inherited file descriptors: the control socket (SOCK_SEQPACKET), the request region memfd,
-//! the completion region memfd, the request doorbell and the completion doorbell (eventfds).
+//! the completion region memfd, the request doorbell and the completion doorbell (one end each
+//! of two pipes; the supervisor keeps the other ends, so no open file description is shared).
 //! Its life: read the `Hello` handshake, map the regions, open the cold store, confine itself
 //! (see [`sandbox`]), answer `Ready` with the sandbox report, then serve the request ring until
 //! told to shut down or until its supervisor disappears.

@@ -418,7 +418,7 @@ mod hostile {
     use houndpool_protocol::job::{CompletionHeader, CompletionStatus, RequestHeader};
     use houndpool_protocol::messages::{ColdTarget, Message, Ready, MAX_CONTROL_BODY};
     use houndpool_protocol::region::{HoundRegions, HoundState};
-    use houndpool_protocol::wake::Doorbell;
+    use houndpool_protocol::wake::{BellListener, BellRinger};
     use houndpool_protocol::PROTOCOL_VERSION;
     use nix::sys::socket::{recv, send, MsgFlags};
 
@@ -484,8 +484,8 @@ mod hostile {
             Err(e) => return die(&format!("map: {e}")),
         };
         let (mut reader, mut writer, status) = regions.split();
-        let req_bell = Doorbell::from_fd(req_bell);
-        let cmp_bell = Doorbell::from_fd(cmp_bell);
+        let req_bell = BellListener::from_fd(req_bell);
+        let cmp_bell = BellRinger::from_fd(cmp_bell);
         let rw_dirs = match &hello.cold {
             ColdTarget::Filesystem { root, .. } => vec![PathBuf::from(root)],
             _ => vec![],
