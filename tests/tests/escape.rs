@@ -211,6 +211,8 @@ fn exceeding_the_cgroup_limit_is_out_of_memory() {
 /// Runs `f` on its own thread and fails if it does not finish within `limit` (a hang guard,
 /// not a timing assertion: the limit is many times what the case needs).
 fn hang_guard<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    // Build (if stale) outside the guard: a build is not a hang.
+    let _ = escape_binary();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
@@ -232,6 +234,28 @@ fn clearing_o_nonblock_on_every_descriptor_cannot_stall_the_pool() {
     });
     assert!(matches!(r, OutcomeKind::TimedOut), "{r:?}");
     assert!(s.watchdog_kills >= 1, "{s:?}");
+}
+
+#[test]
+fn closing_its_doorbell_gets_the_hound_reaped() {
+    let _g = serial();
+    // The hound closes its end of the completion doorbell pipe and goes silent, control socket
+    // open. The supervisor reaps it as a finished hound (like a closed control socket) instead
+    // of spinning on a pipe that polls readable forever; the job, which does the same to the
+    // next hound, dies twice and is poison.
+    let (r, s) = hang_guard(Duration::from_secs(120), || {
+        run_attack_with("close_doorbell", |c| {
+            c.job_timeout = Duration::from_secs(30)
+        })
+    });
+    assert!(
+        matches!(r, OutcomeKind::Failed(FailReason::Poison { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.watchdog_kills, 0,
+        "reaped at once, not by the watchdog: {s:?}"
+    );
 }
 
 /// Bytes written by `tracing` in this test binary (a global subscriber, installed once, that
@@ -269,6 +293,7 @@ fn a_fatal_flood_is_a_violation_and_logs_little() {
     // issue's reproduction). One Fatal is the hound's last word; the next frame is a violation.
     let (r, s) = hang_guard(Duration::from_secs(120), || run_attack("fatal_flood"));
     let logged = bytes.load(std::sync::atomic::Ordering::Relaxed) - before;
+    eprintln!("fatal flood: {logged} bytes of log for the whole case");
     assert!(
         matches!(r, OutcomeKind::Failed(FailReason::ProtocolViolation { .. })),
         "{r:?}"

@@ -73,7 +73,7 @@ fn a_panicking_callback_is_contained_and_counted() {
     let pool = Pool::builder()
         .config(test_config(dir.path()))
         .on_outcome(|o| {
-            if o.job_id.0 % 2 == 0 {
+            if o.job_id.0.is_multiple_of(2) {
                 panic!("on_outcome panics on purpose (job {})", o.job_id.0);
             }
         })
@@ -92,14 +92,14 @@ fn a_panicking_callback_is_contained_and_counted() {
     assert!(by_id
         .values()
         .all(|o| matches!(o.result, OutcomeKind::Completed(_))));
-    let even = ids.iter().filter(|id| id.0 % 2 == 0).count() as u64;
+    let even = ids.iter().filter(|id| id.0.is_multiple_of(2)).count() as u64;
     // The collector is alive: one more job completes.
     let after = pool.submit(&Job::noop(b"after the panics")).unwrap();
     let o = collect(&rx, 1, Duration::from_secs(30));
     assert_eq!(o.len(), 1);
     assert_eq!(o[0].job_id, after.job_id);
     let stats = pool.shutdown(Duration::from_secs(5));
-    let panics = even + u64::from(after.job_id.0 % 2 == 0);
+    let panics = even + u64::from(after.job_id.0.is_multiple_of(2));
     assert_eq!(stats.callback_panics, panics, "{stats:?}");
     assert_eq!(stats.undelivered, 0, "{stats:?}");
     assert!(stats.identity_holds());

@@ -672,6 +672,21 @@ mod hostile {
                     *ignore_shutdown = true;
                     true
                 }
+                b"close_doorbell" => {
+                    // Close our end of the completion doorbell pipe (the fifth inherited fd),
+                    // keep the control socket open, and stop answering. A supervisor polling
+                    // the read end would see it readable (hung up) forever.
+                    let fd = std::env::args()
+                        .nth(2)
+                        .and_then(|a| a.split(',').nth(4).and_then(|f| f.parse::<RawFd>().ok()));
+                    if let Some(fd) = fd {
+                        // SAFETY: closing a descriptor this process owns; the `BellRinger`
+                        // wrapping it is never used again (this attack never returns).
+                        unsafe { libc::close(fd) };
+                    }
+                    std::thread::sleep(Duration::from_secs(120));
+                    true
+                }
                 _ => false,
             }
         }
