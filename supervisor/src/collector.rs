@@ -86,7 +86,7 @@ enum KillCause {
 
 /// `text` cut to at most [`HOUND_TEXT_MAX`] bytes (on a char boundary) with control
 /// characters escaped, so hound-supplied text can neither flood nor forge log lines.
-fn hound_text(text: &str) -> String {
+pub(crate) fn hound_text(text: &str) -> String {
     let mut end = text.len().min(HOUND_TEXT_MAX);
     while !text.is_char_boundary(end) {
         end -= 1;

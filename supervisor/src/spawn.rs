@@ -347,7 +347,11 @@ pub(crate) fn handshake(
     let mut ready = match recv_message(&control, config.start_timeout) {
         Ok(Some(Message::Ready(r))) => r,
         Ok(Some(Message::Fatal(f))) => {
-            return Err(failed(format!("hound refused to start: {}", f.message)))
+            // Hound text: truncated and escaped before it reaches an error or a log line.
+            return Err(failed(format!(
+                "hound refused to start: {}",
+                crate::collector::hound_text(&f.message)
+            )));
         }
         Ok(Some(other)) => {
             return Err(failed(format!(
