@@ -486,6 +486,7 @@ mod tests {
         assert!(bad(|c| c.high_water_hysteresis = 0.95).contains("hysteresis"));
         assert!(bad(|c| c.restart_intensity.max_restarts = 0).contains("restart_intensity"));
         assert!(bad(|c| c.rotation.after_jobs = Some(0)).contains("rotation"));
+        assert!(bad(|c| c.retire_grace = Duration::ZERO).contains("retire_grace"));
         assert!(bad(|c| c.hound_pids_limit = 0).contains("hound_pids_limit"));
         assert!(bad(|c| {
             c.size = PoolSize::Auto {
