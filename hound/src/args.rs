@@ -13,9 +13,9 @@ pub struct HoundFds {
     pub request_region: OwnedFd,
     /// Completion region memfd.
     pub completion_region: OwnedFd,
-    /// Request doorbell (eventfd the supervisor rings).
+    /// Request doorbell: the read end of a pipe whose write end only the supervisor holds.
     pub request_bell: OwnedFd,
-    /// Completion doorbell (eventfd the hound rings).
+    /// Completion doorbell: the write end of a pipe whose read end only the supervisor holds.
     pub completion_bell: OwnedFd,
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Started as `<exe> --houndpool-hound CTRL,REQ,CMP,REQBELL,CMPBELL` where the five numbers are
 //! inherited file descriptors: the control socket (SOCK_SEQPACKET), the request region memfd,
-//! the completion region memfd, the request doorbell and the completion doorbell (eventfds).
+//! the completion region memfd, the request doorbell and the completion doorbell (one end each
+//! of two pipes; the supervisor keeps the other ends, so no open file description is shared).
 //! Its life: read the `Setup` (pool-wide settings, queued by the supervisor before the start),
 //! map the regions, open the cold store, confine itself (see [`sandbox`]), wait — confined —
 //! for the `Hello` that assigns its slot, answer `Ready` with the sandbox report, then serve the

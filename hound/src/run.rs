@@ -12,7 +12,7 @@ use houndpool_protocol::messages::{
 use houndpool_protocol::region::{
     CompletionWriter, HoundRegions, HoundState, RequestReader, StatusWriter,
 };
-use houndpool_protocol::wake::Doorbell;
+use houndpool_protocol::wake::{BellListener, BellRinger};
 use houndpool_protocol::PROTOCOL_VERSION;
 use houndpool_shared::cold;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -118,8 +118,10 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         Err(e) => return fatal(&channel, EXIT_HANDSHAKE, format!("mapping regions: {e}")),
     };
     let (reader, writer, status) = regions.split();
-    let request_bell = Doorbell::from_fd(request_bell);
-    let completion_bell = Doorbell::from_fd(completion_bell);
+    // Our ends of the two doorbell pipes: we sleep on the request one and ring the completion
+    // one; the supervisor holds the other ends (no description is shared with it).
+    let request_bell = BellListener::from_fd(request_bell);
+    let completion_bell = BellRinger::from_fd(completion_bell);
 
     // Open the store before confinement: it may create its root directory.
     let (store, prefix) = open_store(&setup.cold);
@@ -222,9 +224,8 @@ fn fatal(channel: &Channel, code: i32, message: String) -> i32 {
 trait RawDoorbell {
     fn as_fd_raw(&self) -> std::os::fd::RawFd;
 }
-impl RawDoorbell for Doorbell {
+impl<T: std::os::fd::AsFd> RawDoorbell for T {
     fn as_fd_raw(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsFd;
         self.as_fd().as_raw_fd()
     }
 }
@@ -235,8 +236,8 @@ struct JobLoop {
     reader: RequestReader,
     writer: CompletionWriter,
     status: StatusWriter,
-    request_bell: Doorbell,
-    completion_bell: Doorbell,
+    request_bell: BellListener,
+    completion_bell: BellRinger,
     runner: JobRunner,
     /// Completions published while the supervisor slept, not yet announced by its doorbell.
     unannounced: Unannounced,
@@ -454,7 +455,7 @@ impl JobLoop {
 /// completions); announcing the new one is the caller's (`JobLoop::announce`).
 fn push_completion(
     writer: &mut CompletionWriter,
-    bell: &Doorbell,
+    bell: &BellRinger,
     channel: &mut Channel,
     parts: &[&[u8]],
 ) -> Result<(), HoundError> {

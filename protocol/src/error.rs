@@ -112,7 +112,7 @@ pub enum ProtocolError {
         /// What was wrong.
         reason: String,
     },
-    /// An operating-system call failed (memfd_create, ftruncate, fcntl seals, mmap, eventfd).
+    /// An operating-system call failed (memfd_create, ftruncate, fcntl seals, mmap, eventfd, pipe2).
     #[error("{op} failed: {source}")]
     Os {
         /// The call that failed.

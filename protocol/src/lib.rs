@@ -11,7 +11,8 @@
 //! * [`job`] — fixed little-endian headers of request and completion records in the rings.
 //! * [`ring`] — single-producer single-consumer byte rings of 8-byte-aligned records.
 //! * [`region`] — the memfd-backed regions that hold the rings, sealed before sharing.
-//! * [`wake`] — eventfd doorbells used to wake a sleeping peer.
+//! * [`wake`] — doorbells used to wake a sleeping peer (a pipe per direction per hound, so no
+//!   open file description is shared with a hound; an eventfd for wake-ups within a process).
 //! * [`envelope`] — the THCS v1 evidence envelope (gzip + SHA-256).
 #![forbid(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -32,9 +32,9 @@
 //! Y, if X precedes Y in S then B sees A or a later value. So either `F_p` precedes `F_c`, and
 //! the consumer's re-check sees the new tail (it does not sleep), or `F_c` precedes `F_p`, and
 //! the producer's load sees `sleeping == 1` — or the consumer's later `0`, which it stores only
-//! after it stopped waiting and before it re-checks the ring again — and rings. The eventfd
-//! counter keeps a ring until it is drained, so a ring that lands between the re-check and the
-//! `poll` is not lost either: `poll` returns at once. Both regions live in one physical memory
+//! after it stopped waiting and before it re-checks the ring again — and rings. The doorbell
+//! (a pipe per direction, see `wake`) keeps a ring until it is drained, so a ring that lands
+//! between the re-check and the `poll` is not lost either: `poll` returns at once. Both regions live in one physical memory
 //! shared by the two processes, so the hardware ordering the fences emit (`mfence` / `dmb ish`)
 //! holds across processes exactly as across threads. Loads of fields this process may not write
 //! are `Relaxed` (required for read-only mappings) followed by an `Acquire` fence where the

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use houndpool_protocol::region::{HoundRegions, RegionLayout, SupervisorRegions};
-use houndpool_protocol::wake::Doorbell;
+use houndpool_protocol::wake::bell_pipe;
 
 const RECORDS: u64 = 200_000;
 const WAIT: Duration = Duration::from_secs(2);
@@ -142,8 +142,8 @@ fn request_ring_no_lost_wakeup() {
     let (sup, hound) = regions("hp-wake-req");
     let (mut rw, cr) = sup.split();
     let (mut rr, _cw, st) = hound.split();
-    let bell = Arc::new(Doorbell::new().unwrap());
-    let hound_bell = Doorbell::from_fd(dup(std::os::fd::AsFd::as_fd(&*bell)));
+    // One pipe per direction: the supervisor keeps the write end, the hound the read end.
+    let (bell, hound_bell) = bell_pipe().unwrap();
     let consumed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
 
@@ -245,8 +245,8 @@ fn completion_ring_no_lost_wakeup() {
     let (sup, hound) = regions("hp-wake-cmp");
     let (_rw, mut cr) = sup.split();
     let (_rr, mut cw, _st) = hound.split();
-    let bell = Doorbell::new().unwrap();
-    let hound_bell = Doorbell::from_fd(dup(std::os::fd::AsFd::as_fd(&bell)));
+    // The hound keeps the write end, the supervisor the read end.
+    let (hound_bell, bell) = bell_pipe().unwrap();
     let failed = Arc::new(AtomicBool::new(false));
 
     let consumed = Arc::new(AtomicU64::new(0));

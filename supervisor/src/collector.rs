@@ -33,7 +33,7 @@ use houndpool_protocol::job::{
 };
 use houndpool_protocol::messages::{Message, Shutdown};
 use houndpool_protocol::region::{CompletionReader, HoundState};
-use houndpool_protocol::wake::Doorbell;
+use houndpool_protocol::wake::BellListener;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 use tracing::{debug, info, warn};
@@ -48,8 +48,18 @@ use crate::PoolError;
 // Pool::cancel, the collector's half.
 mod cancelling;
 
-/// Completions consumed from one hound before looking at the others.
+/// Completions consumed from one hound before looking at the others (a hound can only
+/// complete jobs it holds, so this also bounds to `max_in_flight_per_hound`).
 const COLLECT_BUDGET: usize = 256;
+/// Control datagrams read from one hound per housekeeping pass: the only legitimate one after
+/// `Ready` is a single `Fatal`, so a hound flooding its socket costs a few `recv` per pass.
+const CONTROL_BUDGET: usize = 4;
+/// Longest hound-supplied text (a `Fatal` message) kept and logged, in bytes.
+const HOUND_TEXT_MAX: usize = 512;
+/// Per-slot log budget for hound-triggered lines (Fatal text, violations): burst, then one
+/// line per `HOUND_LOG_REFILL`. Lines over budget are counted in `hound_log_suppressed`.
+const HOUND_LOG_BURST: u32 = 10;
+const HOUND_LOG_REFILL: Duration = Duration::from_secs(1);
 /// Period of housekeeping (control sockets, watchdog, stats mirrors) while busy.
 const HOUSEKEEPING: Duration = Duration::from_millis(2);
 /// Longest sleep of an idle collector.
@@ -63,13 +73,120 @@ fn jitter(x: f64) -> f64 {
 }
 
 /// Why the supervisor killed a hound.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum KillCause {
-    Watchdog,
+    /// The job `job_id` was at the front of the ring when its deadline passed. Only that job
+    /// is charged with `TimedOut` (if it completed meanwhile, nobody is).
+    Watchdog {
+        job_id: u64,
+    },
     Violation(String),
     Shutdown,
     /// `Pool::cancel` of this job, at the head of the hound's ring.
     Cancelled(u64),
+    /// Asked to exit (retirement `Shutdown`) or announced its end (`Fatal`), and still alive
+    /// `retire_grace` later. Its jobs are settled as after a crash.
+    ExitDeadline,
+}
+
+/// `text` cut to at most [`HOUND_TEXT_MAX`] bytes (on a char boundary) with control
+/// characters escaped, so hound-supplied text can neither flood nor forge log lines.
+pub(crate) fn hound_text(text: &str) -> String {
+    let mut end = text.len().min(HOUND_TEXT_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out: String = text[..end].chars().flat_map(char::escape_debug).collect();
+    if end < text.len() {
+        out.push_str(&format!("… ({} bytes)", text.len()));
+    }
+    out
+}
+
+/// A token bucket for hound-triggered log lines of one slot.
+#[derive(Debug, Clone)]
+struct LogBudget {
+    tokens: u32,
+    last_refill: Instant,
+}
+
+impl LogBudget {
+    fn new() -> Self {
+        LogBudget {
+            tokens: HOUND_LOG_BURST,
+            last_refill: Instant::now(),
+        }
+    }
+
+    /// Whether one more line may be logged now (takes a token).
+    fn take(&mut self) -> bool {
+        let refills = self.last_refill.elapsed().as_nanos() / HOUND_LOG_REFILL.as_nanos();
+        if refills > 0 {
+            let add = u32::try_from(refills).unwrap_or(u32::MAX);
+            self.tokens = self.tokens.saturating_add(add).min(HOUND_LOG_BURST);
+            self.last_refill = Instant::now();
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
+
+/// What a hound's death means for one job it held (pure; see `Collector::on_exit`).
+#[derive(Debug, Clone, PartialEq)]
+enum Settle {
+    /// The job ends with this outcome.
+    Outcome(OutcomeKind),
+    /// The job dies with the hound a second time: `Failed(Poison)`.
+    Poison,
+    /// The job goes to another hound; `charged`: this death counts against it.
+    Retry { charged: bool },
+}
+
+/// Settles job `job_id` (`front`: at the front of the ring; `deaths`: deaths it was already
+/// charged with) after its hound died with `death`, killed for `cause` if the supervisor
+/// killed it.
+fn settle(
+    cause: Option<&KillCause>,
+    front: bool,
+    job_id: u64,
+    deaths: u8,
+    out_of_memory: bool,
+    death: HoundDeath,
+) -> Settle {
+    match (cause, front) {
+        (Some(KillCause::Shutdown), _) => {
+            Settle::Outcome(OutcomeKind::Dropped(DropReason::Shutdown))
+        }
+        // `Pool::cancel` killed the hound for this job; its other jobs are retried uncharged.
+        (Some(KillCause::Cancelled(id)), _) if *id == job_id => {
+            Settle::Outcome(OutcomeKind::Dropped(DropReason::Cancelled))
+        }
+        // Only the job that was at the front when the deadline passed: if it completed between
+        // the check and the kill, the job now at the front did not time out.
+        (Some(KillCause::Watchdog { job_id: late }), true) if *late == job_id => {
+            Settle::Outcome(OutcomeKind::TimedOut)
+        }
+        (Some(KillCause::Watchdog { .. }), _) => Settle::Retry { charged: false },
+        (Some(KillCause::Violation(d)), true) => {
+            Settle::Outcome(OutcomeKind::Failed(FailReason::ProtocolViolation {
+                detail: d.clone(),
+            }))
+        }
+        (None | Some(KillCause::ExitDeadline), true) if out_of_memory => {
+            Settle::Outcome(OutcomeKind::Failed(FailReason::OutOfMemory))
+        }
+        (None | Some(KillCause::ExitDeadline), true) => match death {
+            HoundDeath::Signaled(sig) if sig == libc::SIGSYS => {
+                Settle::Outcome(OutcomeKind::Failed(FailReason::HoundKilled { signal: sig }))
+            }
+            _ if deaths.saturating_add(1) >= 2 => Settle::Poison,
+            _ => Settle::Retry { charged: true },
+        },
+        _ => Settle::Retry { charged: false },
+    }
 }
 
 /// A request to (re)fill a slot.
@@ -88,9 +205,15 @@ struct HoundProc {
     generation: u64,
     control: OwnedFd,
     reader: CompletionReader,
-    completion_bell: Doorbell,
+    /// Our read end of the hound's completion doorbell (never shared: drains never block).
+    completion_bell: BellListener,
     kill_cause: Option<KillCause>,
+    /// The hound's `Fatal` report (truncated, escaped). At most one per hound: any control
+    /// datagram after it is a protocol violation.
     fatal: Option<String>,
+    /// When a hound asked to exit (retirement) or that reported `Fatal` is SIGKILLed if it is
+    /// still alive (`PoolConfig::retire_grace`).
+    exit_by: Option<Instant>,
     started: Instant,
     /// Its cgroup (removed after the hound is reaped).
     placed: Option<Placed>,
@@ -133,6 +256,10 @@ struct Collector {
     cores: usize,
     /// Set by `on_exit` when it delivered a `KillCause::Cancelled` job's `Dropped(Cancelled)`.
     cancel_hit: bool,
+    /// Per-slot budget of hound-triggered log lines.
+    log_budget: Vec<LogBudget>,
+    /// First slot `collect_all` looks at (rotates, so no slot is always served first).
+    collect_start: usize,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -216,6 +343,8 @@ pub(crate) fn start(
         last_memory_sample: Instant::now(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cancel_hit: false,
+        log_budget: vec![LogBudget::new(); n],
+        collect_start: 0,
     };
     for s in spawned {
         c.install(s);
@@ -429,11 +558,24 @@ impl Collector {
         }
         self.sh.collector_sleeping.store(false, Ordering::SeqCst);
         self.sh.wake.drain();
-        for h in self.hounds.iter().flatten() {
+        let mut hung_up = Vec::new();
+        for (i, h) in self.hounds.iter().enumerate() {
+            let Some(h) = h else {
+                continue;
+            };
             h.reader.cancel_sleep();
-            h.completion_bell.drain();
+            // Our own non-blocking end: returns at once whatever the hound did to its end.
+            if h.completion_bell.drain().hung_up {
+                hung_up.push(i);
+            }
         }
         self.blocked = false;
+        // A hound that closed its doorbell's write end would make every later poll return at
+        // once (a busy collector); like a closed control socket, it means the hound is done.
+        for i in hung_up {
+            debug!(slot = i, "hound closed its completion doorbell; reaping it");
+            self.kill_and_reap(i, None);
+        }
     }
 
     fn defer_len(&self) -> usize {
@@ -447,7 +589,10 @@ impl Collector {
     /// Consumes completions from every live hound.
     fn collect_all(&mut self) -> bool {
         let mut work = false;
-        for i in 0..self.hounds.len() {
+        let n = self.hounds.len();
+        self.collect_start = (self.collect_start + 1) % n.max(1);
+        for k in 0..n {
+            let i = (self.collect_start + k) % n;
             let Some(h) = self.hounds[i].as_mut() else {
                 continue;
             };
@@ -479,7 +624,12 @@ impl Collector {
 
     fn violation(&mut self, i: usize, detail: String) {
         self.sh.counters.protocol_violations.inc();
-        warn!(slot = i, %detail, "hound violated the protocol; killing it");
+        let detail = hound_text(&detail);
+        if self.log_budget[i].take() {
+            warn!(slot = i, %detail, "hound violated the protocol; killing it");
+        } else {
+            self.sh.counters.hound_log_suppressed.inc();
+        }
         self.kill_and_reap(i, Some(KillCause::Violation(detail)));
     }
 
@@ -542,6 +692,7 @@ impl Collector {
                 completion_bell: s.completion_bell,
                 kill_cause: None,
                 fatal: None,
+                exit_by: None,
                 started: Instant::now(),
                 placed: s.placed,
                 retiring: false,
@@ -740,8 +891,16 @@ impl Collector {
             {
                 return;
             }
-            let _ = send(h.control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL);
+            // MSG_DONTWAIT: a hound that stopped reading its socket cannot block us; if the
+            // frame does not go out, the grace below still ends the hound.
+            let _ = send(
+                h.control.as_raw_fd(),
+                &frame,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            );
             h.shutdown_sent = true;
+            let by = Instant::now() + self.sh.config.retire_grace;
+            h.exit_by = Some(h.exit_by.map_or(by, |t| t.min(by)));
             debug!(slot = i, pid = h.pid, "retired hound asked to stop");
         }
     }
@@ -892,10 +1051,18 @@ impl Collector {
         let timeout = self.sh.config.job_timeout;
         let mut next: Option<Instant> = None;
         let mut expired = Vec::new();
+        let mut overstayed = Vec::new();
         for (i, h) in self.hounds.iter().enumerate() {
             let Some(h) = h else {
                 continue;
             };
+            if let Some(by) = h.exit_by {
+                if now >= by {
+                    overstayed.push(i);
+                    continue;
+                }
+                next = Some(next.map_or(by, |n: Instant| n.min(by)));
+            }
             let slot = &self.sh.slots[i];
             let st = h.reader.status();
             slot.reported_state.store(st.state, Ordering::Relaxed);
@@ -909,25 +1076,41 @@ impl Collector {
             }
             let deadline = conn.front_since + timeout;
             if now >= deadline {
-                expired.push(i);
+                // The job charged is the one at the front now, under the slot lock.
+                if let Some(front) = conn.inflight.front() {
+                    expired.push((i, front.job_id));
+                }
             } else {
                 next = Some(next.map_or(deadline, |n: Instant| n.min(deadline)));
             }
         }
         self.next_deadline = next;
-        for i in expired {
+        for (i, job_id) in expired {
             self.sh.counters.watchdog_kills.inc();
             warn!(
                 slot = i,
+                job = job_id,
                 ?timeout,
                 "hound made no progress before the deadline; killing it"
             );
-            self.kill_and_reap(i, Some(KillCause::Watchdog));
+            self.kill_and_reap(i, Some(KillCause::Watchdog { job_id }));
+        }
+        for i in overstayed {
+            self.sh.counters.retire_kills.inc();
+            warn!(
+                slot = i,
+                grace = ?self.sh.config.retire_grace,
+                "hound did not exit within the grace after Shutdown or Fatal; killing it"
+            );
+            self.kill_and_reap(i, Some(KillCause::ExitDeadline));
         }
     }
 
+    /// Reads at most [`CONTROL_BUDGET`] datagrams from hound `i`'s control socket. After
+    /// `Ready` the only message a hound may send is one `Fatal` (its last word, logged once,
+    /// truncated); a second `Fatal` or any other message is a protocol violation.
     fn read_control(&mut self, i: usize) {
-        loop {
+        for _ in 0..CONTROL_BUDGET {
             let Some(h) = self.hounds[i].as_mut() else {
                 return;
             };
@@ -948,9 +1131,28 @@ impl Collector {
                     return;
                 }
                 Ok(n) => match Message::from_datagram(&self.ctrl_buf[..n]) {
+                    Ok(Message::Fatal(_)) if h.fatal.is_some() => {
+                        self.violation(i, "a second Fatal message".into());
+                        return;
+                    }
                     Ok(Message::Fatal(f)) => {
-                        warn!(slot = i, pid = h.pid, message = %f.message, "hound reports a fatal error");
-                        h.fatal = Some(f.message);
+                        let message = hound_text(&f.message);
+                        if self.log_budget[i].take() {
+                            warn!(slot = i, pid = h.pid, %message, "hound reports a fatal error");
+                        } else {
+                            self.sh.counters.hound_log_suppressed.inc();
+                        }
+                        h.fatal = Some(message);
+                        // Its last word: it must now exit, within the grace.
+                        let by = Instant::now() + self.sh.config.retire_grace;
+                        h.exit_by = Some(h.exit_by.map_or(by, |t| t.min(by)));
+                        let next = self.next_deadline.map_or(by, |n| n.min(by));
+                        self.next_deadline = Some(next);
+                    }
+                    Ok(other) if h.fatal.is_some() => {
+                        let kind = other.kind().name();
+                        self.violation(i, format!("{kind} message after Fatal"));
+                        return;
                     }
                     Ok(other) => {
                         let kind = other.kind().name();
@@ -1067,37 +1269,34 @@ impl Collector {
                 if meta.cancelled {
                     continue; // its outcome was delivered when it was cancelled
                 }
-                let front = k == 0;
-                let verdict = match (&h.kill_cause, front) {
-                    (Some(KillCause::Cancelled(id)), _) if *id == meta.job_id => {
-                        self.cancel_hit = true;
-                        Some(OutcomeKind::Dropped(DropReason::Cancelled))
+                let settled = settle(
+                    h.kill_cause.as_ref(),
+                    k == 0,
+                    meta.job_id,
+                    meta.deaths,
+                    out_of_memory,
+                    death,
+                );
+                let verdict = match settled {
+                    Settle::Outcome(o) => {
+                        if matches!(o, OutcomeKind::Dropped(DropReason::Cancelled)) {
+                            self.cancel_hit = true;
+                        }
+                        Some(o)
                     }
-                    (Some(KillCause::Shutdown), _) => {
-                        Some(OutcomeKind::Dropped(DropReason::Shutdown))
-                    }
-                    (Some(KillCause::Watchdog), true) => Some(OutcomeKind::TimedOut),
-                    (Some(KillCause::Violation(d)), true) => {
-                        Some(OutcomeKind::Failed(FailReason::ProtocolViolation {
-                            detail: d.clone(),
+                    Settle::Poison => {
+                        meta.deaths = meta.deaths.saturating_add(1);
+                        sh.counters.poison.inc();
+                        Some(OutcomeKind::Failed(FailReason::Poison {
+                            last_death: death,
                         }))
                     }
-                    (None, true) if out_of_memory => {
-                        Some(OutcomeKind::Failed(FailReason::OutOfMemory))
-                    }
-                    (None, true) => match death {
-                        HoundDeath::Signaled(sig) if sig == libc::SIGSYS => {
-                            Some(OutcomeKind::Failed(FailReason::HoundKilled { signal: sig }))
-                        }
-                        _ => {
+                    Settle::Retry { charged } => {
+                        if charged {
                             meta.deaths = meta.deaths.saturating_add(1);
-                            (meta.deaths >= 2).then(|| {
-                                sh.counters.poison.inc();
-                                OutcomeKind::Failed(FailReason::Poison { last_death: death })
-                            })
                         }
-                    },
-                    _ => None,
+                        None
+                    }
                 };
                 if let Some(result) = verdict {
                     sh.deliver(Shared::outcome_for(&meta, meta.tries, result));
@@ -1178,7 +1377,14 @@ impl Collector {
             ));
         }
         if let Some(defer) = &sh.defer {
-            let left = defer.lock().unwrap_or_else(|p| p.into_inner()).drain_all();
+            // Closed under the same lock: a `submit` that passed its state check before the
+            // drain finds the queue closed and refuses (`ShutDown`) instead of queueing a job
+            // nobody would ever settle.
+            let left = {
+                let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
+                q.close();
+                q.drain_all()
+            };
             for p in left {
                 sh.deliver(Shared::outcome_for(
                     &p.meta,
@@ -1192,8 +1398,11 @@ impl Collector {
         let mut frame = Vec::new();
         let _ = Message::Shutdown(Shutdown { grace_ms: 1000 }).encode_frame(&mut frame);
         for h in self.hounds.iter().flatten() {
-            let _ = send(h.control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL);
-            let _ = h.completion_bell.ring();
+            let _ = send(
+                h.control.as_raw_fd(),
+                &frame,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            );
         }
         let until = Instant::now() + Duration::from_secs(1);
         for i in 0..self.hounds.len() {
@@ -1369,4 +1578,94 @@ fn interpret(
         }
     }
     Ok(OutcomeKind::Completed(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KILL: HoundDeath = HoundDeath::Signaled(libc::SIGKILL);
+
+    #[test]
+    fn a_timeout_is_charged_only_to_the_job_at_the_front_at_the_deadline() {
+        let cause = KillCause::Watchdog { job_id: 7 };
+        // Job 7 was late and is still at the front: it timed out.
+        assert_eq!(
+            settle(Some(&cause), true, 7, 0, false, KILL),
+            Settle::Outcome(OutcomeKind::TimedOut)
+        );
+        // Job 7 completed between the check and the kill: job 8, now at the front, did not
+        // time out and is not charged with the death either.
+        assert_eq!(
+            settle(Some(&cause), true, 8, 0, false, KILL),
+            Settle::Retry { charged: false }
+        );
+        assert_eq!(
+            settle(Some(&cause), false, 9, 1, false, KILL),
+            Settle::Retry { charged: false }
+        );
+    }
+
+    #[test]
+    fn crash_verdicts() {
+        // First death at the front: retried, charged; second: poison.
+        assert_eq!(
+            settle(None, true, 1, 0, false, KILL),
+            Settle::Retry { charged: true }
+        );
+        assert_eq!(settle(None, true, 1, 1, false, KILL), Settle::Poison);
+        // Jobs behind the front are retried uncharged.
+        assert_eq!(
+            settle(None, false, 2, 1, false, KILL),
+            Settle::Retry { charged: false }
+        );
+        // A hound that overstayed its exit grace is settled as a crash.
+        assert_eq!(
+            settle(Some(&KillCause::ExitDeadline), true, 1, 0, false, KILL),
+            Settle::Retry { charged: true }
+        );
+        assert_eq!(
+            settle(None, true, 1, 0, true, KILL),
+            Settle::Outcome(OutcomeKind::Failed(FailReason::OutOfMemory))
+        );
+        assert_eq!(
+            settle(None, true, 1, 0, false, HoundDeath::Signaled(libc::SIGSYS)),
+            Settle::Outcome(OutcomeKind::Failed(FailReason::HoundKilled {
+                signal: libc::SIGSYS
+            }))
+        );
+        assert_eq!(
+            settle(Some(&KillCause::Shutdown), false, 3, 0, false, KILL),
+            Settle::Outcome(OutcomeKind::Dropped(DropReason::Shutdown))
+        );
+        let v = KillCause::Violation("x".into());
+        assert!(matches!(
+            settle(Some(&v), true, 1, 0, false, KILL),
+            Settle::Outcome(OutcomeKind::Failed(FailReason::ProtocolViolation { .. }))
+        ));
+        assert_eq!(
+            settle(Some(&v), false, 2, 0, false, KILL),
+            Settle::Retry { charged: false }
+        );
+    }
+
+    #[test]
+    fn hound_text_is_bounded_and_escaped() {
+        let long = "é".repeat(1000);
+        let t = hound_text(&long);
+        assert!(t.len() <= HOUND_TEXT_MAX + 32, "{}", t.len());
+        assert!(t.ends_with("(2000 bytes)"), "{t}");
+        let forged = hound_text("ok\n2026-01-01 INFO forged line\r\u{1b}[31m");
+        assert!(!forged.contains('\n') && !forged.contains('\r') && !forged.contains('\u{1b}'));
+        assert_eq!(hound_text("short"), "short");
+    }
+
+    #[test]
+    fn log_budget_allows_a_burst_then_refuses() {
+        let mut b = LogBudget::new();
+        let allowed = (0..100).filter(|_| b.take()).count();
+        assert_eq!(allowed, HOUND_LOG_BURST as usize);
+        b.last_refill -= HOUND_LOG_REFILL * 3;
+        assert_eq!((0..100).filter(|_| b.take()).count(), 3);
+    }
 }

@@ -191,6 +191,10 @@ pub struct PoolConfig {
     pub circuit_cooldown: Duration,
     /// Rotation of healthy hounds. Default none.
     pub rotation: Rotation,
+    /// How long a retiring hound (rotation, high-water mark) or one that reported a fatal
+    /// error may take to exit after being asked to (or after its `Fatal`) before it is
+    /// SIGKILLed (counted in `PoolStats::retire_kills`). Default 2 s.
+    pub retire_grace: Duration,
 }
 
 impl Default for PoolConfig {
@@ -227,6 +231,7 @@ impl Default for PoolConfig {
             },
             circuit_cooldown: Duration::from_secs(5),
             rotation: Rotation::default(),
+            retire_grace: Duration::from_secs(2),
         }
     }
 }
@@ -347,6 +352,15 @@ impl PoolConfig {
                 "circuit_cooldown",
                 format!("{:?}", self.circuit_cooldown),
                 "10 ms to 1 hour",
+            );
+        }
+        if self.retire_grace < Duration::from_millis(10)
+            || self.retire_grace > Duration::from_secs(600)
+        {
+            return bad(
+                "retire_grace",
+                format!("{:?}", self.retire_grace),
+                "10 ms to 10 minutes",
             );
         }
         if self.rotation.after_jobs == Some(0) {
@@ -499,6 +513,7 @@ mod tests {
         assert!(bad(|c| c.high_water_hysteresis = 0.95).contains("hysteresis"));
         assert!(bad(|c| c.restart_intensity.max_restarts = 0).contains("restart_intensity"));
         assert!(bad(|c| c.rotation.after_jobs = Some(0)).contains("rotation"));
+        assert!(bad(|c| c.retire_grace = Duration::ZERO).contains("retire_grace"));
         assert!(bad(|c| c.hound_pids_limit = 0).contains("hound_pids_limit"));
         assert!(bad(|c| {
             c.size = PoolSize::Auto {

@@ -21,6 +21,8 @@ pub enum Pushed<T> {
     Evicted(T),
     /// Not queued: full and nothing of lower severity to evict. The item is handed back.
     Refused(T),
+    /// Not queued: the queue was closed (the pool is shutting down). The item is handed back.
+    Closed(T),
 }
 
 /// Entries per chunk of a lane: 1024 jobs' bookkeeping stays below glibc's mmap threshold, so a
@@ -113,6 +115,8 @@ pub struct DeferQueue<T> {
     lanes: [Lane<T>; 4],
     len: usize,
     limit: usize,
+    /// Set by `close`: every later `push` is refused with [`Pushed::Closed`].
+    closed: bool,
 }
 
 impl<T> DeferQueue<T> {
@@ -124,7 +128,14 @@ impl<T> DeferQueue<T> {
             lanes: std::array::from_fn(|_| Lane::with_first_chunk(limit)),
             len: 0,
             limit,
+            closed: false,
         }
+    }
+
+    /// Refuses every later `push` ([`Pushed::Closed`]). Call it with the queue's lock held
+    /// together with the final `drain_all`, so no item can arrive after the drain.
+    pub fn close(&mut self) {
+        self.closed = true;
     }
 
     /// Items queued.
@@ -134,6 +145,9 @@ impl<T> DeferQueue<T> {
 
     /// Queues `item` in `severity`'s lane, evicting per the module rule when full.
     pub fn push(&mut self, severity: Severity, item: T) -> Pushed<T> {
+        if self.closed {
+            return Pushed::Closed(item);
+        }
         if self.len < self.limit {
             self.lanes[severity as usize].push_back(item);
             self.len += 1;
@@ -262,6 +276,16 @@ mod tests {
         }
         assert_eq!(lane.pop_front(), None);
         assert!(lane.is_empty());
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_every_push() {
+        let mut q = DeferQueue::new(4);
+        q.push(Low, 1);
+        q.close();
+        assert_eq!(q.drain_all(), vec![1]);
+        assert_eq!(q.push(Critical, 2), Pushed::Closed(2));
+        assert_eq!(q.len(), 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use houndpool_protocol::job::{JobKind, RequestHeader, Severity, REQUEST_HEADER_LEN};
 use houndpool_protocol::messages::{LayerReport, SandboxReport};
 use houndpool_protocol::region::{RecordPos, RequestWriter};
-use houndpool_protocol::wake::Doorbell;
+use houndpool_protocol::wake::{BellRinger, Doorbell};
 use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -61,7 +61,8 @@ pub(crate) struct Pending {
 /// The submit-side half of a live hound.
 pub(crate) struct SlotConn {
     pub(crate) writer: RequestWriter,
-    pub(crate) bell: Doorbell,
+    /// Our end of the hound's request doorbell (never shared: rings never block).
+    pub(crate) bell: BellRinger,
     pub(crate) inflight: VecDeque<InFlight>,
     /// When the job at the front of `inflight` became the front (watchdog reference).
     pub(crate) front_since: Instant,
@@ -177,16 +178,41 @@ impl Shared {
         }
         self.latency.record(outcome.kind, outcome.latency);
         self.spans.close(&outcome);
+        // A panicking callback must not take the collector down (nor leave other outcomes
+        // undelivered): contained, counted, logged (on the 1st, 2nd, 4th, 8th, … panic, so a
+        // callback that always panics cannot flood the log), and delivery goes on.
+        let mut callback_ok = false;
         if let Some(cb) = &self.outcomes.callback {
-            cb(&outcome);
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&outcome)));
+            callback_ok = called.is_ok();
+            if let Err(panic) = called {
+                c.callback_panics.inc();
+                let n = c.callback_panics.get();
+                if n.is_power_of_two() {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic".into());
+                    warn!(
+                        job = outcome.job_id.0,
+                        panics = n,
+                        panic = %what,
+                        "on_outcome callback panicked; contained, delivery goes on"
+                    );
+                }
+            }
         }
         // A tracked job's outcome goes to its handle, not the shared channel.
         let Some(outcome) = self.tracked.offer(outcome) else {
             return;
         };
+        // Never blocks: a full channel counts the outcome as undelivered. It was counted in
+        // its terminal counter above either way, so the accounting identity stays exact;
+        // `undelivered` says how many of those the consumer never saw.
         let delivered = match &self.outcomes.tx {
             Some(tx) => tx.try_send(outcome).is_ok(),
-            None => self.outcomes.callback.is_some(),
+            None => callback_ok,
         };
         if !delivered {
             c.undelivered.inc();
@@ -685,6 +711,12 @@ impl Pool {
                         sh.counters.accepted.dec_sc();
                         return Err(sh.refuse(SubmitError::DeferQueueFull { limit }));
                     }
+                    // Shutdown drained and closed the queue after our state check: refused,
+                    // never accepted (no outcome is owed).
+                    Pushed::Closed(_) => {
+                        sh.counters.accepted.dec_sc();
+                        return Err(sh.refuse(SubmitError::ShutDown));
+                    }
                 }
                 sh.counters.deferred_total.inc();
                 sh.spans.event(meta.job_id, "deferred");
@@ -743,6 +775,9 @@ impl Pool {
             circuit_opens: 0,
             rotations: 0,
             high_water_retirements: 0,
+            retire_kills: 0,
+            callback_panics: 0,
+            hound_log_suppressed: 0,
             circuit: CircuitState::from_u8(sh.circuit.load(Ordering::Relaxed)),
             degraded: false,
             size: SizeStats {

@@ -2,10 +2,12 @@
 //!
 //! No `pre_exec` hook is installed, so std uses its posix_spawn fast path. The five descriptors
 //! the hound needs are duplicated without close-on-exec just before the spawn and closed just
-//! after it; everything else the supervisor owns is close-on-exec. The pool-wide `Setup` is
-//! queued on the control socket before the spawn, so the hound confines itself right after
-//! exec, before it waits for anything (see `houndpool_hound::sandbox`); only the slot-specific
-//! `Hello` comes later.
+//! after it; everything else the supervisor owns is close-on-exec. Of the two doorbell pipes
+//! the hound gets one end each and the supervisor keeps the other: no open file description
+//! the supervisor reads or writes is ever held by a hound (see `houndpool_protocol::wake`).
+//! The pool-wide `Setup` is queued on the control socket before the spawn, so the hound
+//! confines itself right after exec, before it waits for anything (see
+//! `houndpool_hound::sandbox`); only the slot-specific `Hello` comes later.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -19,7 +21,7 @@ use houndpool_protocol::messages::{
     MAX_CONTROL_BODY,
 };
 use houndpool_protocol::region::{CompletionReader, RequestWriter, SupervisorRegions};
-use houndpool_protocol::wake::Doorbell;
+use houndpool_protocol::wake::{bell_pipe, BellListener, BellRinger};
 use houndpool_protocol::PROTOCOL_VERSION;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -44,8 +46,10 @@ pub(crate) struct Spawned {
     pub(crate) control: OwnedFd,
     pub(crate) writer: RequestWriter,
     pub(crate) reader: CompletionReader,
-    pub(crate) request_bell: Doorbell,
-    pub(crate) completion_bell: Doorbell,
+    /// Our write end of the request doorbell pipe (the hound holds the read end).
+    pub(crate) request_bell: BellRinger,
+    /// Our read end of the completion doorbell pipe (the hound holds the write end).
+    pub(crate) completion_bell: BellListener,
     pub(crate) ready: Ready,
     pub(crate) spawn_time: Duration,
     /// The hound's cgroup, when per-hound cgroups are available.
@@ -179,8 +183,8 @@ pub(crate) struct Prestarted {
     child: ChildGuard,
     placed: PlacedGuard,
     regions: SupervisorRegions,
-    request_bell: Doorbell,
-    completion_bell: Doorbell,
+    request_bell: BellRinger,
+    completion_bell: BellListener,
     control: OwnedFd,
     cgroup_layer: LayerReport,
     started: Instant,
@@ -215,8 +219,10 @@ pub(crate) fn prestart(
     let failed = |reason: String| PoolError::SpawnFailed { slot, reason };
     let regions =
         SupervisorRegions::create(config.region_layout(), &format!("houndpool-{cgroup_name}"))?;
-    let request_bell = Doorbell::new()?;
-    let completion_bell = Doorbell::new()?;
+    // One pipe per direction (see `houndpool_protocol::wake`): we keep the end we use and
+    // hand the hound the other, so no open file description is shared with it.
+    let (request_bell, hound_request_bell) = bell_pipe()?;
+    let (hound_completion_bell, completion_bell) = bell_pipe()?;
     let (control, hound_end) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -240,8 +246,8 @@ pub(crate) fn prestart(
             inheritable(hound_end.as_fd())?,
             inheritable(regions.request_fd())?,
             inheritable(regions.completion_fd())?,
-            inheritable(request_bell.as_fd())?,
-            inheritable(completion_bell.as_fd())?,
+            inheritable(hound_request_bell.as_fd())?,
+            inheritable(hound_completion_bell.as_fd())?,
         ];
         let arg = HoundFds::format_arg(inherited.each_ref().map(|f| f.as_raw_fd()));
         let mut cmd = Command::new(binary);
@@ -261,7 +267,8 @@ pub(crate) fn prestart(
         // `inherited` drops here: the parent's inheritable copies are closed right away.
         child
     };
-    drop(hound_end);
+    // The hound's ends are the hound's alone from here on.
+    drop((hound_end, hound_request_bell, hound_completion_bell));
     let pid = child.id();
     let guard = ChildGuard(Some(child));
 
@@ -369,7 +376,11 @@ pub(crate) fn handshake(
     let mut ready = match recv_message(&control, config.start_timeout) {
         Ok(Some(Message::Ready(r))) => r,
         Ok(Some(Message::Fatal(f))) => {
-            return Err(failed(format!("hound refused to start: {}", f.message)))
+            // Hound text: truncated and escaped before it reaches an error or a log line.
+            return Err(failed(format!(
+                "hound refused to start: {}",
+                crate::collector::hound_text(&f.message)
+            )));
         }
         Ok(Some(other)) => {
             return Err(failed(format!(

@@ -67,6 +67,9 @@ pub(crate) struct Counters {
     pub(crate) circuit_opens: Counter,
     pub(crate) rotations: Counter,
     pub(crate) high_water_retirements: Counter,
+    pub(crate) retire_kills: Counter,
+    pub(crate) callback_panics: Counter,
+    pub(crate) hound_log_suppressed: Counter,
 }
 
 /// Pool size: what was decided at build and what runs now.
@@ -179,6 +182,15 @@ pub struct PoolStats {
     pub rotations: u64,
     /// Hounds retired because memory usage was above the high-water mark.
     pub high_water_retirements: u64,
+    /// Hounds SIGKILLed because they had not exited `retire_grace` after `Shutdown` (retired
+    /// by rotation or the high-water mark) or after their `Fatal` report.
+    pub retire_kills: u64,
+    /// `on_outcome` callback calls that panicked (contained; the outcome still went to the
+    /// channel).
+    pub callback_panics: u64,
+    /// Log lines about hound-supplied text (Fatal messages, violation details) left out by
+    /// the per-slot rate limit.
+    pub hound_log_suppressed: u64,
     /// The respawn circuit's state now.
     pub circuit: crate::CircuitState,
     /// True while the circuit is not closed (respawns held back).
@@ -247,5 +259,8 @@ impl Counters {
         s.circuit_opens = self.circuit_opens.get();
         s.rotations = self.rotations.get();
         s.high_water_retirements = self.high_water_retirements.get();
+        s.retire_kills = self.retire_kills.get();
+        s.callback_panics = self.callback_panics.get();
+        s.hound_log_suppressed = self.hound_log_suppressed.get();
     }
 }

@@ -70,11 +70,18 @@ fn hostile_config(dir: &Path) -> PoolConfig {
 
 /// Runs 10 good jobs, one hostile job, 10 good jobs; returns the hostile job's failure.
 fn run_attack(attack: &str) -> (OutcomeKind, houndpool::PoolStats) {
+    run_attack_with(attack, |_| {})
+}
+
+/// [`run_attack`] with a configuration edited by `edit`.
+fn run_attack_with(
+    attack: &str,
+    edit: impl FnOnce(&mut PoolConfig),
+) -> (OutcomeKind, houndpool::PoolStats) {
     let dir = tempfile::tempdir().unwrap();
-    let pool = Pool::builder()
-        .config(hostile_config(dir.path()))
-        .build()
-        .unwrap();
+    let mut config = hostile_config(dir.path());
+    edit(&mut config);
+    let pool = Pool::builder().config(config).build().unwrap();
     let rx = pool.outcomes().unwrap();
     let hostile_body = format!("hostile:{attack}");
     let mut ids = Vec::new();
@@ -205,4 +212,156 @@ fn madvise_hwpoison_on_a_ring_page_kills_the_hound_with_sigsys() {
         matches!(r, OutcomeKind::Failed(FailReason::HoundKilled { signal }) if signal == libc::SIGSYS),
         "{r:?}"
     );
+}
+
+// ---- Supervisor side: descriptors, budgets, deadlines (issue 9, items 1-3) ----------------
+// A hostile hound attacks what the supervisor shares with it. Each case runs under a hang
+// guard: a supervisor that blocks on a hound fails the test instead of hanging the suite.
+
+/// Runs `f` on its own thread and fails if it does not finish within `limit` (a hang guard,
+/// not a timing assertion: the limit is many times what the case needs).
+fn hang_guard<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    // Build (if stale) outside the guard: a build is not a hang.
+    let _ = escape_binary();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(limit) {
+        Ok(Ok(v)) => v,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("the pool hung: no result within {limit:?}"),
+    }
+}
+
+#[test]
+fn clearing_o_nonblock_on_every_descriptor_cannot_stall_the_pool() {
+    let _g = serial();
+    // The hound clears O_NONBLOCK on fds 0..64 and stops answering. The watchdog must still
+    // fire, the hound be replaced, the other jobs complete and shutdown finish.
+    let (r, s) = hang_guard(Duration::from_secs(120), || {
+        run_attack_with("block_fds", |c| c.job_timeout = Duration::from_secs(2))
+    });
+    assert!(matches!(r, OutcomeKind::TimedOut), "{r:?}");
+    assert!(s.watchdog_kills >= 1, "{s:?}");
+}
+
+#[test]
+fn closing_its_doorbell_gets_the_hound_reaped() {
+    let _g = serial();
+    // The hound closes its end of the completion doorbell pipe and goes silent, control socket
+    // open. The supervisor reaps it as a finished hound (like a closed control socket) instead
+    // of spinning on a pipe that polls readable forever; the job, which does the same to the
+    // next hound, dies twice and is poison.
+    let (r, s) = hang_guard(Duration::from_secs(120), || {
+        run_attack_with("close_doorbell", |c| {
+            c.job_timeout = Duration::from_secs(30)
+        })
+    });
+    assert!(
+        matches!(r, OutcomeKind::Failed(FailReason::Poison { .. })),
+        "{r:?}"
+    );
+    assert_eq!(
+        s.watchdog_kills, 0,
+        "reaped at once, not by the watchdog: {s:?}"
+    );
+}
+
+/// Bytes written by `tracing` in this test binary (a global subscriber, installed once, that
+/// counts what the fmt layer would have printed at the default `info` level).
+fn log_bytes() -> &'static std::sync::atomic::AtomicUsize {
+    use std::sync::atomic::AtomicUsize;
+    static BYTES: AtomicUsize = AtomicUsize::new(0);
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    struct Counting;
+    impl std::io::Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            BYTES.fetch_add(buf.len(), std::sync::atomic::Ordering::Relaxed);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    INSTALL.call_once(|| {
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(|| Counting)
+            .finish();
+        let _ = tracing::subscriber::set_global_default(sub);
+    });
+    &BYTES
+}
+
+#[test]
+fn a_fatal_flood_is_a_violation_and_logs_little() {
+    let _g = serial();
+    let bytes = log_bytes();
+    let before = bytes.load(std::sync::atomic::Ordering::Relaxed);
+    // The hound sends 11 KiB Fatal frames for 5 s (unthrottled: 1.29 GB of log in the
+    // issue's reproduction). One Fatal is the hound's last word; the next frame is a violation.
+    let (r, s) = hang_guard(Duration::from_secs(120), || run_attack("fatal_flood"));
+    let logged = bytes.load(std::sync::atomic::Ordering::Relaxed) - before;
+    eprintln!("fatal flood: {logged} bytes of log for the whole case");
+    assert!(
+        matches!(r, OutcomeKind::Failed(FailReason::ProtocolViolation { .. })),
+        "{r:?}"
+    );
+    assert!(s.protocol_violations >= 1, "{s:?}");
+    // The whole case (two pools' worth of start, 22 jobs, a kill, a respawn, shutdown) logs a
+    // few KiB; the flood itself at most one truncated message.
+    assert!(logged < 64 * 1024, "{logged} bytes of log");
+}
+
+#[test]
+fn a_hound_that_ignores_shutdown_is_killed_after_the_grace() {
+    let _g = serial();
+    hang_guard(Duration::from_secs(120), || {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = hostile_config(dir.path());
+        config.size = PoolSize::Fixed(1);
+        config.rotation.after_jobs = Some(10);
+        config.retire_grace = Duration::from_millis(300);
+        let pool = Pool::builder().config(config).build().unwrap();
+        let rx = pool.outcomes().unwrap();
+        let mut ids = vec![
+            pool.submit(&Job::noop(b"hostile:ignore_shutdown"))
+                .unwrap()
+                .job_id,
+        ];
+        let mut outs = collect(&rx, 1, Duration::from_secs(30));
+        // Keep the pool busy until the hostile hound was retired, ignored its Shutdown and was
+        // killed, and rotation went on (a second rotation needs the killed hound's slot).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut n = 0u32;
+        loop {
+            let s = pool.stats();
+            if s.retire_kills >= 1 && s.rotations >= 2 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rotation stalled: {s:?}");
+            for _ in 0..5 {
+                n += 1;
+                ids.push(
+                    pool.submit(&Job::noop(format!("job {n}").as_bytes()))
+                        .unwrap()
+                        .job_id,
+                );
+            }
+            outs.extend(collect(&rx, 5, Duration::from_secs(30)));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let by_id = assert_exactly_one_each(&ids, &outs);
+        for (id, o) in &by_id {
+            assert!(
+                matches!(o.result, OutcomeKind::Completed(_)),
+                "job {id}: {:?}",
+                o.result
+            );
+        }
+        let s = pool.shutdown(Duration::from_secs(5));
+        assert!(s.identity_holds(), "{s:?}");
+        assert_eq!(s.in_flight, 0, "{s:?}");
+    });
 }

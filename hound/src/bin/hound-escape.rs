@@ -485,7 +485,7 @@ mod hostile {
     use houndpool_protocol::job::{CompletionHeader, CompletionStatus, RequestHeader};
     use houndpool_protocol::messages::{ColdTarget, Message, Ready, MAX_CONTROL_BODY};
     use houndpool_protocol::region::{HoundRegions, HoundState};
-    use houndpool_protocol::wake::Doorbell;
+    use houndpool_protocol::wake::{BellListener, BellRinger};
     use houndpool_protocol::PROTOCOL_VERSION;
     use nix::sys::socket::{recv, send, MsgFlags};
 
@@ -552,8 +552,8 @@ mod hostile {
             Err(e) => return die(&format!("map: {e}")),
         };
         let (mut reader, mut writer, status) = regions.split();
-        let req_bell = Doorbell::from_fd(req_bell);
-        let cmp_bell = Doorbell::from_fd(cmp_bell);
+        let req_bell = BellListener::from_fd(req_bell);
+        let cmp_bell = BellRinger::from_fd(cmp_bell);
         let rw_dirs = match &setup.cold {
             ColdTarget::Filesystem { root, .. } => vec![PathBuf::from(root)],
             _ => vec![],
@@ -597,6 +597,8 @@ mod hostile {
         send_raw(control.as_raw_fd(), &frame);
         status.set_state(HoundState::Idle);
         let budget = setup.limits.memory_budget_bytes as usize;
+        // Set by `hostile:ignore_shutdown`: from then on `Shutdown` is ignored.
+        let mut ignore_shutdown = false;
         loop {
             let payload = match reader.peek() {
                 Ok(Some(p)) => p.to_vec(),
@@ -617,7 +619,9 @@ mod hostile {
                             Ok(n) => {
                                 if let Ok(Message::Shutdown(_)) = Message::from_datagram(&buf[..n])
                                 {
-                                    return 0;
+                                    if !ignore_shutdown {
+                                        return 0;
+                                    }
                                 }
                             }
                             Err(_) => {}
@@ -642,7 +646,13 @@ mod hostile {
                 // one, not an earlier job whose completion is still unread (or overwritten).
                 std::thread::sleep(Duration::from_millis(300));
             }
-            match body.strip_prefix(b"hostile:") {
+            let attack = body.strip_prefix(b"hostile:");
+            if let Some(a) = attack {
+                // The supervisor-side attacks (descriptors, budgets, deadlines) live apart;
+                // those that return let the job complete normally below.
+                let _ = supervisor_attacks::run(a, control.as_raw_fd(), &mut ignore_shutdown);
+            }
+            match attack {
                 None => {}
                 Some(b"garbage_completion") => {
                     if raw_map != libc::MAP_FAILED {
@@ -717,6 +727,101 @@ mod hostile {
             reader.advance();
             status.job_done();
             status.beat();
+        }
+    }
+
+    /// Attacks on the supervisor's descriptors, budgets and deadlines (issue 9, items 1-3).
+    /// Kept apart from the other hostile cases so the two halves of the escape suite merge
+    /// cleanly. `run` returns true if `attack` is one of these; it returns only for attacks
+    /// that then let the job complete normally.
+    mod supervisor_attacks {
+        use std::os::fd::RawFd;
+        use std::time::{Duration, Instant};
+
+        use houndpool_protocol::messages::{Fatal, Message, MAX_CONTROL_BODY};
+        use nix::sys::socket::{send, MsgFlags};
+
+        pub(crate) fn run(attack: &[u8], control: RawFd, ignore_shutdown: &mut bool) -> bool {
+            match attack {
+                b"block_fds" => {
+                    block_every_fd();
+                    // Stop answering: the job never completes, no doorbell is rung.
+                    std::thread::sleep(Duration::from_secs(120));
+                    true
+                }
+                b"fatal_flood" => {
+                    fatal_flood(control, Duration::from_secs(5));
+                    std::thread::sleep(Duration::from_secs(120));
+                    true
+                }
+                b"ignore_shutdown" => {
+                    *ignore_shutdown = true;
+                    true
+                }
+                b"close_doorbell" => {
+                    // Close our end of the completion doorbell pipe (the fifth inherited fd),
+                    // keep the control socket open, and stop answering. A supervisor polling
+                    // the read end would see it readable (hung up) forever.
+                    let fd = std::env::args()
+                        .nth(2)
+                        .and_then(|a| a.split(',').nth(4).and_then(|f| f.parse::<RawFd>().ok()));
+                    if let Some(fd) = fd {
+                        // SAFETY: closing a descriptor this process owns; the `BellRinger`
+                        // wrapping it is never used again (this attack never returns).
+                        unsafe { libc::close(fd) };
+                    }
+                    std::thread::sleep(Duration::from_secs(120));
+                    true
+                }
+                _ => false,
+            }
+        }
+
+        /// Clears O_NONBLOCK on every descriptor this process holds (fds 0..64: /proc is not
+        /// reachable inside the sandbox). With descriptions shared with the supervisor, this
+        /// would make the supervisor's reads and writes on them block.
+        pub(crate) fn block_every_fd() -> usize {
+            let mut cleared = 0;
+            for fd in 0..64 {
+                // SAFETY: F_GETFL / F_SETFL take and return integers; an unused fd gives EBADF.
+                let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                if flags < 0 {
+                    continue;
+                }
+                // SAFETY: as above.
+                if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } == 0 {
+                    cleared += 1;
+                }
+            }
+            eprintln!("hostile hound: cleared O_NONBLOCK on {cleared} descriptors");
+            cleared
+        }
+
+        /// Sends near-maximal `Fatal` frames on the control socket for `how_long`.
+        fn fatal_flood(control: RawFd, how_long: Duration) {
+            // 11 KiB, as in the issue's reproduction from outside.
+            let message = "F".repeat((11 * 1024).min(MAX_CONTROL_BODY as usize - 64));
+            let mut frame = Vec::new();
+            if Message::Fatal(Fatal { message })
+                .encode_frame(&mut frame)
+                .is_err()
+            {
+                return;
+            }
+            let until = Instant::now() + how_long;
+            let mut sent = 0u64;
+            while Instant::now() < until {
+                match send(
+                    control,
+                    &frame,
+                    MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(_) => sent += 1,
+                    Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_micros(50)),
+                    Err(_) => break,
+                }
+            }
+            eprintln!("hostile hound: sent {sent} Fatal frames");
         }
     }
 }
