@@ -234,6 +234,7 @@ pub(crate) fn classify_shared(e: &SharedError) -> (FailCode, String) {
         }
         SharedError::ColdRejected { .. } => FailCode::ColdStorageRejected,
         SharedError::ObjectTooLarge { .. } => FailCode::DecompressionLimit,
+        SharedError::AlreadyExists { .. } => FailCode::AlreadyExists,
         SharedError::Protocol(p) => return classify_protocol(p),
         _ => FailCode::Internal,
     };

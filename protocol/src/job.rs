@@ -257,6 +257,9 @@ pub enum FailCode {
     ColdStorageRejected = 7,
     /// (8) Any other failure inside the hound (I/O error, caught panic).
     Internal = 8,
+    /// (9) Create-only evacuate: other bytes are already stored under the object key (the
+    /// stored object is unchanged).
+    AlreadyExists = 9,
 }
 
 impl FailCode {
@@ -271,7 +274,8 @@ impl FailCode {
             6 => Ok(FailCode::NotFound),
             7 => Ok(FailCode::ColdStorageRejected),
             8 => Ok(FailCode::Internal),
-            _ => Err(malformed("fail code is not 1..=8")),
+            9 => Ok(FailCode::AlreadyExists),
+            _ => Err(malformed("fail code is not 1..=9")),
         }
     }
     /// Stable snake_case name.
@@ -285,13 +289,14 @@ impl FailCode {
             FailCode::NotFound => "not_found",
             FailCode::ColdStorageRejected => "cold_storage_rejected",
             FailCode::Internal => "internal",
+            FailCode::AlreadyExists => "already_exists",
         }
     }
 }
 
 impl FailCode {
     /// All codes, in wire order.
-    pub const ALL: [FailCode; 8] = [
+    pub const ALL: [FailCode; 9] = [
         FailCode::InvalidRequest,
         FailCode::EvidenceTooLarge,
         FailCode::IntegrityViolation,
@@ -300,6 +305,7 @@ impl FailCode {
         FailCode::NotFound,
         FailCode::ColdStorageRejected,
         FailCode::Internal,
+        FailCode::AlreadyExists,
     ];
 }
 
@@ -328,7 +334,7 @@ pub fn truncate_fail_message(message: &str) -> &str {
 /// 12 4  flags u32: bit 0 = spooled (Evacuate written to the local spool); others 0
 /// ```
 /// `parse` enforces: known kind; status 0 or 1; fail code 0 when ok and a known code
-/// (1..=8) when failed; no flag bits but bit 0, and bit 0 only on an ok Evacuate; and the
+/// (1..=9) when failed; no flag bits but bit 0, and bit 0 only on an ok Evacuate; and the
 /// body shape of the module table: an ok Evacuate body is exactly
 /// [`EVACUATE_RECEIPT_LEN`] bytes (its fields are checked by [`EvacuateReceipt::parse`]), an
 /// ok Erase body is one byte, 0 or 1 (whether the object existed), a failed body is UTF-8 of at most [`MAX_FAIL_MESSAGE`] bytes (see
@@ -381,7 +387,7 @@ impl CompletionHeader {
             1 if code == 0 => return Err(malformed("failed completion carries fail code 0")),
             1 => CompletionStatus::Failed(
                 FailCode::from_u16(code)
-                    .map_err(|_| malformed("failed completion fail code is not 1..=8"))?,
+                    .map_err(|_| malformed("failed completion fail code is not 1..=9"))?,
             ),
             _ => {
                 return Err(malformed(
@@ -526,13 +532,14 @@ mod tests {
                 "cold_storage_unavailable",
                 "not_found",
                 "cold_storage_rejected",
-                "internal"
+                "internal",
+                "already_exists"
             ]
         );
         assert!(JobKind::from_u8(6).is_err());
         assert!(Severity::from_u8(4).is_err());
         assert!(FailCode::from_u16(0).is_err());
-        assert!(FailCode::from_u16(9).is_err());
+        assert!(FailCode::from_u16(10).is_err());
     }
 
     #[test]

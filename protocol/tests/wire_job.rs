@@ -328,12 +328,12 @@ fn every_invalid_completion_field_is_rejected() {
             "failed completion carries fail code 0",
         ),
         (
-            completion_bytes(JobKind::Noop, 1, 9, 0, b""),
-            "failed completion fail code is not 1..=8",
+            completion_bytes(JobKind::Noop, 1, 10, 0, b""),
+            "failed completion fail code is not 1..=9",
         ),
         (
             completion_bytes(JobKind::Noop, 1, u16::MAX, 0, b""),
-            "failed completion fail code is not 1..=8",
+            "failed completion fail code is not 1..=9",
         ),
         (
             completion_bytes(JobKind::Noop, 0, 0, 2, b""),

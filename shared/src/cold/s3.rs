@@ -306,8 +306,11 @@ impl S3Store {
             .unwrap_or_default()
     }
 
-    /// One PutObject, retried. `Ok` only on a 2xx answer.
-    fn put_remote(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
+    /// One create-only PutObject, retried: `Ok(true)` when this request created the object
+    /// (2xx), `Ok(false)` when the server refused because the key exists (412 to
+    /// `If-None-Match: *`). A server that ignores the header answers 2xx and replaces; the
+    /// HEAD check in [`S3Store::put_create_only`] covers those (with a race window).
+    fn put_remote(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
         // Content-MD5 makes the server refuse (400 BadDigest) a body damaged in transit.
         let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(envelope));
         self.policy().run(|| {
@@ -318,16 +321,55 @@ impl S3Store {
                 .agent
                 .put(url.as_str())
                 .header("content-md5", md5.as_str())
+                // Create-only (RFC 9110 13.1.2): S3 answers 412 if the key exists.
+                .header("if-none-match", "*")
                 .send(envelope)
                 .map_err(|e| classify_ureq("put", e))?;
             let status = resp.status().as_u16();
             // Read the (small) body either way so the connection can be reused.
             let body = Self::error_body(&mut resp);
             if resp.status().is_success() {
-                return Ok(());
+                return Ok(true);
             }
-            Err(classify_status("put", status, &body))
+            match status {
+                412 => Ok(false),
+                // AWS: a concurrent conditional write of the same key is in progress.
+                409 => Err(Fail::Transient(format!(
+                    "put: HTTP 409: concurrent conditional write of {key}"
+                ))),
+                _ => Err(classify_status("put", status, &body)),
+            }
         })
+    }
+
+    /// Whether the object under `key` holds exactly `envelope` (GET bounded by its length).
+    fn remote_equals(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
+        match self.get_remote(key, envelope.len()) {
+            Ok(existing) => Ok(existing == envelope),
+            Err(Fail::Final(SharedError::ObjectTooLarge { .. })) => Ok(false),
+            // Deleted between the refusal and the GET: the caller may try again.
+            Err(Fail::Final(SharedError::NotFound { .. })) => Err(Fail::Transient(format!(
+                "put: {key} vanished while being compared"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create-only upload: HEAD, then a conditional PUT. An existing object with the same
+    /// bytes is success (idempotent retry), with other bytes [`SharedError::AlreadyExists`];
+    /// the stored object is never replaced by a server that honours `If-None-Match`. Cost:
+    /// one HEAD more than a plain PUT, and one GET when the key is taken.
+    fn put_create_only(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
+        let created = if self.head_remote(key)? {
+            false
+        } else {
+            self.put_remote(key, envelope)?
+        };
+        if created || self.remote_equals(key, envelope)? {
+            Ok(())
+        } else {
+            Err(Fail::Final(SharedError::AlreadyExists { key: key.into() }))
+        }
     }
 
     /// One GetObject, retried, refusing objects above `max_len` bytes.
@@ -553,7 +595,7 @@ impl S3Store {
                     continue;
                 }
             };
-            match self.put_remote(&record.key, &record.envelope) {
+            match self.put_create_only(&record.key, &record.envelope) {
                 Ok(()) => {
                     if spool.finish(claim).map_err(|e| io("spool remove", e))? {
                         tracing::info!(key = %record.key, "spooled envelope uploaded");
@@ -570,6 +612,18 @@ impl S3Store {
                     tracing::warn!(%reason, "cold target unavailable; draining stopped");
                     report.unavailable = Some(reason);
                     break;
+                }
+                Err(Fail::Final(SharedError::AlreadyExists { key })) => {
+                    // Other bytes reached the target under this key first; the spooled
+                    // evidence is kept for an operator, never dropped or forced over it.
+                    let name = claim.name().to_owned();
+                    let dest = spool
+                        .quarantine(claim)
+                        .map_err(|e| io("spool quarantine", e))?;
+                    tracing::error!(record = %name, %key, to = %dest.display(),
+                        "another object with different bytes exists under the spooled key; \
+                         quarantined, not uploaded");
+                    report.quarantined += 1;
                 }
                 Err(Fail::Final(e)) => {
                     spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
@@ -614,20 +668,27 @@ fn fail_into(f: Fail) -> SharedError {
 }
 
 impl ColdStore for S3Store {
-    /// PutObject; after transient failures the envelope is spooled (if possible). A direct
-    /// success also drops an older spooled record of the same key, so the drainer cannot
-    /// later replace the new object with it.
+    /// Create-only upload; after transient failures the envelope is spooled (if possible).
+    ///
+    /// A record already spooled (or being uploaded by a drainer) for the key counts as the
+    /// stored object: the same bytes are an idempotent `Spooled`, other bytes
+    /// [`SharedError::AlreadyExists`]. So a direct put never races a drainer uploading an
+    /// older record of the same key: both are create-only, and whichever lands first wins
+    /// while the other is refused (or found identical).
     fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
         validate_key(key)?;
-        match self.put_remote(key, envelope) {
-            Ok(()) => {
-                if let Some(spool) = &self.spool {
-                    if let Err(e) = spool.remove_pending(key) {
-                        tracing::warn!(%key, error = %e, "could not drop an obsolete spooled record");
-                    }
+        if let Some(spool) = &self.spool {
+            match spool.read(key, envelope.len()) {
+                Ok(Some(spooled)) if spooled == envelope => return Ok(PutOutcome::Spooled),
+                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => {
+                    return Err(SharedError::AlreadyExists { key: key.into() })
                 }
-                Ok(PutOutcome::Stored)
+                Ok(None) => {}
+                Err(e) => return Err(e),
             }
+        }
+        match self.put_create_only(key, envelope) {
+            Ok(()) => Ok(PutOutcome::Stored),
             Err(Fail::Final(e)) => Err(e),
             Err(Fail::Transient(reason)) => {
                 let Some(spool) = &self.spool else {
@@ -637,6 +698,9 @@ impl ColdStore for S3Store {
                     Ok(()) => {
                         tracing::warn!(%key, %reason, "cold target unavailable; envelope spooled");
                         Ok(PutOutcome::Spooled)
+                    }
+                    Err(spool::StoreError::Exists) => {
+                        Err(SharedError::AlreadyExists { key: key.into() })
                     }
                     Err(e) => Err(SharedError::ColdUnavailable {
                         reason: format!("{reason}; not spooled: {e}"),
