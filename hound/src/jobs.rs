@@ -69,6 +69,20 @@ impl JobRunner {
         }
     }
 
+    /// Takes new S3 endpoint addresses / CA from the supervisor. A CA the store refuses
+    /// makes every later storage job fail with that reason (the supervisor checked the PEM
+    /// already, so this does not happen in practice).
+    pub(crate) fn set_endpoints(
+        &mut self,
+        endpoints: &houndpool_protocol::messages::ColdEndpoints,
+    ) {
+        if let Ok(store) = &mut self.store {
+            if let Err(e) = store.set_endpoints(endpoints) {
+                self.store = Err(e.to_string());
+            }
+        }
+    }
+
     /// Executes the job whose header is `req` and body `body`.
     pub(crate) fn execute(&mut self, req: &RequestHeader, body: &[u8]) -> Executed {
         let ok = |body| Executed {

@@ -60,6 +60,9 @@ pub enum MessageKind {
     Shutdown = 3,
     /// hound → supervisor: last words before exiting non-zero.
     Fatal = 4,
+    /// supervisor → hound: resolved addresses of the S3 endpoint and the private CA
+    /// ([`ColdEndpoints`]); after Hello, and again whenever re-resolution changes them.
+    ColdEndpoints = 6,
     /// client → houndd: run a job ([`Submit`]).
     Submit = 16,
     /// houndd → client: accepted or refused ([`SubmitReply`]).
@@ -82,6 +85,7 @@ impl MessageKind {
             2 => Ok(MessageKind::Ready),
             3 => Ok(MessageKind::Shutdown),
             4 => Ok(MessageKind::Fatal),
+            6 => Ok(MessageKind::ColdEndpoints),
             16 => Ok(MessageKind::Submit),
             17 => Ok(MessageKind::SubmitReply),
             18 => Ok(MessageKind::Outcome),
@@ -98,6 +102,7 @@ impl MessageKind {
             MessageKind::Ready => "ready",
             MessageKind::Shutdown => "shutdown",
             MessageKind::Fatal => "fatal",
+            MessageKind::ColdEndpoints => "cold_endpoints",
             MessageKind::Submit => "submit",
             MessageKind::SubmitReply => "submit_reply",
             MessageKind::Outcome => "outcome",
@@ -150,6 +155,8 @@ pub enum Message {
     Shutdown(Shutdown),
     /// See [`Fatal`].
     Fatal(Fatal),
+    /// See [`ColdEndpoints`].
+    ColdEndpoints(ColdEndpoints),
 }
 
 impl Message {
@@ -160,6 +167,7 @@ impl Message {
             Message::Ready(_) => MessageKind::Ready,
             Message::Shutdown(_) => MessageKind::Shutdown,
             Message::Fatal(_) => MessageKind::Fatal,
+            Message::ColdEndpoints(_) => MessageKind::ColdEndpoints,
         }
     }
     /// Appends this message as one complete frame to `out`.
@@ -174,6 +182,7 @@ impl Message {
             Message::Ready(m) => codec::encode(name, m, limit)?,
             Message::Shutdown(m) => codec::encode(name, m, limit)?,
             Message::Fatal(m) => codec::encode(name, m, limit)?,
+            Message::ColdEndpoints(m) => codec::encode(name, m, limit)?,
         };
         write_frame(kind, &body, out)
     }
@@ -192,6 +201,7 @@ impl Message {
             MessageKind::Ready => Message::Ready(codec::decode(name, body, limit)?),
             MessageKind::Shutdown => Message::Shutdown(codec::decode(name, body, limit)?),
             MessageKind::Fatal => Message::Fatal(codec::decode(name, body, limit)?),
+            MessageKind::ColdEndpoints => Message::ColdEndpoints(codec::decode(name, body, limit)?),
             MessageKind::Submit
             | MessageKind::SubmitReply
             | MessageKind::Outcome
@@ -446,6 +456,26 @@ pub struct Shutdown {
 pub struct Fatal {
     /// Why the hound is about to exit.
     pub message: String,
+}
+
+/// supervisor → hound: where the S3 endpoint is and whom to trust there.
+///
+/// The hound has no resolver (no UDP, no `/etc/hosts` under its sandbox): the supervisor
+/// resolves the host the hound connects to (the endpoint's host, or `<bucket>.<host>` in
+/// virtual-host style) and sends the addresses; the hound keeps the name for the `Host`
+/// header, SigV4 and TLS SNI / certificate verification. Sent after Hello and again whenever
+/// re-resolution changes the set. Untrusted input for the hound only in the sense of any
+/// supervisor message (the supervisor is trusted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColdEndpoints {
+    /// The host name these addresses belong to (for logs and a consistency check).
+    pub host: String,
+    /// Addresses to connect to, in preference order (at most 16 are used); empty while the
+    /// name does not resolve.
+    pub addresses: Vec<std::net::SocketAddr>,
+    /// PEM certificates (`cold.ca_file`) trusted instead of the built-in web roots; `None`:
+    /// the built-in roots.
+    pub ca_pem: Option<String>,
 }
 
 // ---- daemon messages (houndd <-> clients, over the daemon's SOCK_STREAM Unix socket) ---------
@@ -897,7 +927,8 @@ impl DaemonMessage {
             MessageKind::Hello
             | MessageKind::Ready
             | MessageKind::Shutdown
-            | MessageKind::Fatal => return Err(wrong_channel(kind, "daemon socket")),
+            | MessageKind::Fatal
+            | MessageKind::ColdEndpoints => return Err(wrong_channel(kind, "daemon socket")),
         })
     }
 }

@@ -126,6 +126,8 @@ struct Collector {
     last_memory_sample: Instant,
     /// CPUs this process may use (`available_parallelism`, which honours quotas and cpusets).
     cores: usize,
+    /// Which resolved S3 endpoint set the hounds have.
+    endpoints: crate::cold::Pusher,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -208,6 +210,7 @@ pub(crate) fn start(
         rotating: None,
         last_memory_sample: Instant::now(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        endpoints: crate::cold::Pusher::default(),
     };
     for s in spawned {
         c.install(s);
@@ -855,6 +858,8 @@ impl Collector {
             }
             self.retire_tick();
         }
+        let hounds = self.hounds.iter().flatten().map(|h| &h.control);
+        self.endpoints.push(&self.sh.config, hounds);
         // Control sockets: a readable socket carries a message or an EOF.
         let mut readable = Vec::new();
         {
@@ -995,6 +1000,7 @@ impl Collector {
         let sh = self.sh.clone();
         let slot = &sh.slots[i];
         sh.counters.hound_exits.inc();
+        crate::cold::sweep_temps(&sh.config, |pid| pid == h.pid);
         // The hound is reaped: read its cgroup's OOM counter now; the cgroup itself is removed
         // after the respawn is ordered (rmdir of a memory cgroup costs milliseconds while the
         // kernel offlines it, and `remove` retries on EBUSY), so it never delays the
@@ -1260,6 +1266,11 @@ fn interpret(
         CompletionStatus::Ok => None,
         CompletionStatus::Failed(code) => Some(code),
     };
+    if code == Some(houndpool_protocol::job::FailCode::ColdStorageUnavailable)
+        || hdr.flags & COMPLETION_FLAG_SPOOLED != 0
+    {
+        crate::cold::note_unreachable(&sh.config);
+    }
     if let Some(code) = code {
         if body.len() > MAX_FAIL_MESSAGE {
             return Err(format!("failure message of {} bytes", body.len()));

@@ -160,6 +160,9 @@ pub struct PoolConfig {
     pub circuit_cooldown: Duration,
     /// Rotation of healthy hounds. Default none.
     pub rotation: Rotation,
+    /// Name resolution and TLS roots of an S3 cold target. Default: system resolver every
+    /// 30 s, built-in web roots.
+    pub cold_net: crate::cold::ColdNet,
 }
 
 impl Default for PoolConfig {
@@ -200,6 +203,7 @@ impl Default for PoolConfig {
             },
             circuit_cooldown: Duration::from_secs(5),
             rotation: Rotation::default(),
+            cold_net: crate::cold::ColdNet::default(),
         }
     }
 }

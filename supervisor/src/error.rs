@@ -78,6 +78,14 @@ pub enum PoolError {
         detail: String,
     },
     /// An operating-system call failed.
+    #[error("cold storage endpoint {host:?} does not resolve: {reason}")]
+    ColdEndpoint {
+        /// The host name the hounds would connect to.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
+    /// An operating-system call failed.
     #[error("{op} failed: {source}")]
     Os {
         /// What was attempted.

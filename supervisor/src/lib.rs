@@ -27,6 +27,7 @@
 
 mod cgroups;
 mod circuit;
+pub mod cold;
 mod collector;
 pub mod config;
 pub mod daemon;

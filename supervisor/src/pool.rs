@@ -375,6 +375,8 @@ impl PoolBuilder {
                 source,
             })?;
         }
+        crate::cold::sweep_temps(&config, houndpool_shared::cold::fs::pid_gone);
+        crate::cold::start(&mut config)?;
         let binary = spawn::resolve_binary(&config.hound_binary)?;
         let pool_id = *Uuid::now_v7().as_bytes();
         // One spare slot for rotation, so a replacement starts before its predecessor retires.

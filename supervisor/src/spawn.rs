@@ -336,6 +336,7 @@ pub(crate) fn handshake(
     Message::Hello(hello).encode_frame(&mut frame)?;
     send(control.as_raw_fd(), &frame, MsgFlags::MSG_NOSIGNAL)
         .map_err(|e| failed(format!("sending Hello: {e}")))?;
+    crate::cold::send_to(&control, config).map_err(failed)?;
 
     let mut ready = match recv_message(&control, config.start_timeout) {
         Ok(Some(Message::Ready(r))) => r,

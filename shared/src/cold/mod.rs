@@ -8,7 +8,7 @@ pub mod fs;
 pub mod s3;
 
 use crate::SharedError;
-use houndpool_protocol::messages::ColdTarget;
+use houndpool_protocol::messages::{ColdEndpoints, ColdTarget};
 
 /// Longest object key accepted.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -39,6 +39,11 @@ pub trait ColdStore: Send {
     /// Housekeeping the owner runs while idle (the S3 backend uploads its spool). Must return
     /// quickly: implementations bound the work they do per call. Default: nothing.
     fn background_work(&mut self) -> Result<(), SharedError> {
+        Ok(())
+    }
+    /// Takes the resolved addresses and trusted CA of a network target (control message
+    /// `ColdEndpoints`). Default: nothing to do (the filesystem store).
+    fn set_endpoints(&mut self, _endpoints: &ColdEndpoints) -> Result<(), SharedError> {
         Ok(())
     }
 }
@@ -87,6 +92,19 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
         ColdTarget::None => Err(SharedError::ColdNotConfigured),
         ColdTarget::Filesystem { root, .. } => Ok(Box::new(fs::FsStore::open(root)?)),
         ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open(t)?)),
+    }
+}
+
+/// Opens the backend inside a hound: like [`open`], but an S3 store never looks names up
+/// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
+/// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]).
+pub fn open_for_hound(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
+    match target {
+        ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open_pinned(
+            t,
+            s3::S3Tuning::default(),
+        )?)),
+        other => open(other),
     }
 }
 

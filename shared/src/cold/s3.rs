@@ -12,6 +12,7 @@
 //! the same key. Refusals (403, 404 bucket, 400, redirects) are [`SharedError::ColdRejected`]
 //! and are never spooled. See docs/S3.md.
 
+pub mod net;
 mod retry;
 mod spool;
 
@@ -27,7 +28,7 @@ use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
 use self::spool::Spool;
 use super::{validate_key, ColdStore, PutOutcome};
 use crate::SharedError;
-use houndpool_protocol::messages::S3Target;
+use houndpool_protocol::messages::{ColdEndpoints, S3Target};
 
 /// Lifetime of each presigned request URL. A URL is signed right before it is sent, so this
 /// only has to cover clock skew between this host and the server.
@@ -128,6 +129,44 @@ pub struct S3Store {
     description: String,
     /// When `background_work` last drained the spool (rate limit).
     last_drain: Option<std::time::Instant>,
+    /// Addresses handed in by [`S3Store::set_endpoints`] (or the system resolver).
+    resolver: net::PinnedResolver,
+    /// The private CA PEM the agent trusts, if any (see [`S3Store::set_endpoints`]).
+    ca_pem: Option<String>,
+}
+
+/// The HTTP agent of a store: no proxy, no redirects, statuses classified by us, the given
+/// resolver, and either the built-in web roots or exactly the certificates of `ca`.
+fn build_agent(
+    tuning: &S3Tuning,
+    resolver: net::PinnedResolver,
+    ca: Option<Vec<ureq::tls::Certificate<'static>>>,
+) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(certs) = ca {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    let config = ureq::Agent::config_builder()
+        // Statuses are classified here (transient / refusal), not turned into errors.
+        .http_status_as_error(false)
+        // A redirect from S3 means a wrong region or endpoint; presigned URLs cannot
+        // follow it anyway. The 3xx answer is returned and classified as a refusal.
+        .max_redirects(0)
+        // The hound's environment is empty; never pick a proxy up from variables.
+        .proxy(None)
+        .timeout_connect(Some(tuning.connect_timeout))
+        .timeout_per_read(Some(tuning.io_timeout))
+        .timeout_per_write(Some(tuning.io_timeout))
+        .user_agent(concat!("houndpool/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(2)
+        .max_idle_connections_per_host(2)
+        .tls_config(tls.build())
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        resolver,
+    )
 }
 
 impl fmt::Debug for S3Store {
@@ -223,22 +262,8 @@ impl S3Store {
             .as_deref()
             .map(|dir| Spool::new(dir, target.spool_limit_bytes))
             .transpose()?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            // Statuses are classified here (transient / refusal), not turned into errors.
-            .http_status_as_error(false)
-            // A redirect from S3 means a wrong region or endpoint; presigned URLs cannot
-            // follow it anyway. The 3xx answer is returned and classified as a refusal.
-            .max_redirects(0)
-            // The hound's environment is empty; never pick a proxy up from variables.
-            .proxy(None)
-            .timeout_connect(Some(tuning.connect_timeout))
-            .timeout_per_read(Some(tuning.io_timeout))
-            .timeout_per_write(Some(tuning.io_timeout))
-            .user_agent(concat!("houndpool/", env!("CARGO_PKG_VERSION")))
-            .max_idle_connections(2)
-            .max_idle_connections_per_host(2)
-            .build()
-            .into();
+        let resolver = net::PinnedResolver::default();
+        let agent = build_agent(&tuning, resolver.clone(), None);
         let description = format!(
             "s3 {}://{}{} bucket={} prefix={:?} region={} {} spool={}",
             endpoint.scheme(),
@@ -270,7 +295,45 @@ impl S3Store {
             verify: default_spool_verifier,
             description,
             last_drain: None,
+            resolver,
+            ca_pem: None,
         })
+    }
+
+    /// Like [`S3Store::open_with`], for a process without a resolver (the hound): host
+    /// names are never looked up, only the addresses given by [`S3Store::set_endpoints`]
+    /// are used (until then a named endpoint is a transient "host not found").
+    pub fn open_pinned(target: &S3Target, tuning: S3Tuning) -> Result<Self, SharedError> {
+        let store = Self::open_with(target, tuning)?;
+        let mut state = store
+            .resolver
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        state.addrs = Some((String::new(), Vec::new()));
+        drop(state);
+        Ok(store)
+    }
+
+    /// Uses `endpoints.addresses` for `endpoints.host` from now on (the host keeps being
+    /// used for `Host`, SigV4 and TLS SNI and certificate checks), and trusts exactly the
+    /// certificates of `endpoints.ca_pem` instead of the built-in web roots when it is set.
+    /// Changing the CA rebuilds the HTTP agent (open connections are dropped); changing only
+    /// the addresses affects new connections. Fails with [`SharedError::InvalidConfig`]
+    /// (`cold.ca_file`) on a PEM without certificates; the store is then unchanged.
+    pub fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+        if endpoints.ca_pem != self.ca_pem {
+            let certs = endpoints.ca_pem.as_deref().map(net::parse_ca).transpose()?;
+            self.agent = build_agent(&self.tuning, self.resolver.clone(), certs);
+            self.ca_pem = endpoints.ca_pem.clone();
+        }
+        let mut state = self
+            .resolver
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        state.addrs = Some((endpoints.host.clone(), endpoints.addresses.clone()));
+        Ok(())
     }
 
     /// Replaces the check applied to spooled envelopes before upload (default
@@ -758,6 +821,10 @@ impl ColdStore for S3Store {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+        S3Store::set_endpoints(self, endpoints)
     }
 
     /// Drains up to [`BACKGROUND_DRAIN_ITEMS`] spooled envelopes, at most once per
