@@ -569,6 +569,9 @@ pub struct Submit {
     /// Evidence (Noop, Encode, Evacuate), an envelope (Decode), or empty (Restore, Erase).
     #[serde(with = "bytes")]
     pub body: Vec<u8>,
+    /// A caller-chosen evidence key (Evacuate, Restore, Erase only; then `evidence_id` must
+    /// be `None`): the object is `<prefix><key>.thcs`. Rules: [`crate::job::check_evidence_key`].
+    pub key: Option<String>,
 }
 
 /// Why the daemon did not accept a submit.
@@ -1053,14 +1056,16 @@ mod tests {
             evidence_id: None,
             level: Some(3),
             body: b"ab".to_vec(),
+            key: None,
         }));
         // docs/PROTOCOL.md Part 4: request_id u64, kind u32, severity u32, evidence_id option,
-        // level option, body as u64 length + bytes. The Node client's test checks the same bytes.
+        // level option, body as u64 length + bytes, key option. The Node client's test checks
+        // the same bytes.
         assert_eq!(
             &out[crate::frame::FRAME_HEADER_LEN..],
             &[
                 5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0, 0, 0, 0,
-                b'a', b'b'
+                b'a', b'b', 0
             ]
         );
         // A byte string is encoded exactly like the `Vec<u8>` sequence it replaces.
@@ -1098,9 +1103,10 @@ mod tests {
             evidence_id: None,
             level: Some(3),
             body: b"ab".to_vec(),
+            key: None,
         }));
         assert_eq!(
-            documented_hex("`Submit { request_id: 5, kind: encode, severity: critical, evidence_id: None, level: Some(3), body: \"ab\" }` — 45 bytes"),
+            documented_hex("`Submit { request_id: 5, kind: encode, severity: critical, evidence_id: None, level: Some(3), body: \"ab\", key: None }` — 46 bytes"),
             hex::encode(&submit)
         );
         let reply = daemon_round_trip(DaemonMessage::SubmitReply(SubmitReply {
@@ -1217,6 +1223,7 @@ mod tests {
             evidence_id: None,
             level: None,
             body: vec![0; 5000],
+            key: None,
         });
         let mut out = Vec::new();
         assert!(matches!(

@@ -38,6 +38,13 @@ pub enum SubmitError {
         /// The job's kind.
         kind: JobKind,
     },
+    /// The job's evidence key is not acceptable (what is wrong is named), or a key was given
+    /// for a kind that stores nothing.
+    #[error("invalid evidence key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The pool is draining or stopped.
     #[error("pool is shutting down")]
     ShutDown,

@@ -47,6 +47,38 @@ pub(crate) struct InFlight {
     pub(crate) submitted_at: Instant,
 }
 
+/// Evidence keys of accepted jobs that have one, by job id. Unkeyed jobs never take the
+/// lock (one relaxed load of the count).
+#[derive(Debug, Default)]
+pub(crate) struct JobKeys {
+    count: AtomicUsize,
+    map: Mutex<std::collections::HashMap<u64, Box<str>>>,
+}
+
+impl JobKeys {
+    fn insert(&self, job_id: u64, key: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(job_id, key.into());
+        self.count.store(map.len(), Ordering::Relaxed);
+    }
+    fn remove(&self, job_id: u64) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&job_id);
+        self.count.store(map.len(), Ordering::Relaxed);
+    }
+    /// The key of a job, if it has one.
+    pub(crate) fn get(&self, job_id: u64) -> Option<Box<str>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&job_id).cloned()
+    }
+}
+
 /// A job held in supervisor memory (defer queue or retry queue): header + body bytes.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -129,6 +161,8 @@ pub(crate) struct Shared {
     max_evidence: usize,
     max_envelope: usize,
     pub(crate) key_prefix: Option<String>,
+    /// Evidence keys of accepted keyed jobs, until their outcome.
+    pub(crate) keys: JobKeys,
     pub(crate) sandbox_report: Mutex<Option<SandboxReport>>,
     /// Jobs in the collector's retry queue (mirror for stats).
     pub(crate) retrying: AtomicUsize,
@@ -156,6 +190,7 @@ pub(crate) struct PoolCgroupsShared {
 impl Shared {
     // The suggested collapse would move `outcome` inside a match guard.
     pub(crate) fn deliver(&self, outcome: Outcome) {
+        self.keys.remove(outcome.job_id.0);
         let c = &self.counters;
         match &outcome.result {
             OutcomeKind::Completed(_) => c.completed.inc_sc(),
@@ -297,9 +332,9 @@ impl Shared {
             SubmitError::PoolExhausted => c.refused_exhausted.inc(),
             SubmitError::DeferQueueFull { .. } => c.refused_defer_full.inc(),
             SubmitError::EvidenceTooLarge { .. } => c.refused_too_large.inc(),
-            SubmitError::EmptyEvidence { .. } | SubmitError::InvalidJob { .. } => {
-                c.refused_invalid.inc()
-            }
+            SubmitError::EmptyEvidence { .. }
+            | SubmitError::InvalidJob { .. }
+            | SubmitError::InvalidKey { .. } => c.refused_invalid.inc(),
             SubmitError::ShutDown => c.refused_shutdown.inc(),
         }
         e
@@ -443,6 +478,7 @@ impl PoolBuilder {
             max_evidence,
             max_envelope,
             key_prefix,
+            keys: JobKeys::default(),
             sandbox_report: Mutex::new(None),
             retrying: AtomicUsize::new(0),
             cgroups: PoolCgroupsShared {
@@ -510,7 +546,7 @@ impl Pool {
             }
             JobKind::Noop => sh.max_evidence,
             JobKind::Restore | JobKind::Erase => {
-                if job.evidence_id.is_none() || !job.body.is_empty() {
+                if job.evidence_id.is_none() == job.key.is_none() || !job.body.is_empty() {
                     return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
                 }
                 0
@@ -522,6 +558,23 @@ impl Pool {
                 max,
             }));
         }
+        let key = match job.key {
+            None => &[][..],
+            Some(_)
+                if !matches!(
+                    job.kind,
+                    JobKind::Evacuate | JobKind::Restore | JobKind::Erase
+                ) =>
+            {
+                return Err(sh.refuse(SubmitError::InvalidKey {
+                    reason: "a key is allowed only for evacuate, restore and erase",
+                }))
+            }
+            Some(k) => match houndpool_protocol::job::check_evidence_key(k.as_bytes()) {
+                Ok(k) => k.as_bytes(),
+                Err(reason) => return Err(sh.refuse(SubmitError::InvalidKey { reason })),
+            },
+        };
         let job_id = sh.next_job.fetch_add(1, Ordering::Relaxed);
         let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
         let header = RequestHeader {
@@ -531,6 +584,8 @@ impl Pool {
             severity: job.severity,
             attempt: 0,
             evidence_id: *evidence_id.as_bytes(),
+            // At most MAX_EVIDENCE_KEY (200) bytes, checked above.
+            key_len: key.len() as u16,
         }
         .to_bytes();
         let meta = InFlight {
@@ -551,16 +606,22 @@ impl Pool {
         // Count the acceptance before the job becomes visible to the collector, so no snapshot
         // sees its outcome before its acceptance; undone if it is not accepted after all.
         sh.counters.accepted.inc_sc();
-        if sh.try_place(&[&header, job.body], meta) {
+        if let Some(k) = job.key {
+            // Keyed jobs only (the receipt names the object by it); removed at the outcome.
+            sh.keys.insert(job_id, k);
+        }
+        if sh.try_place(&[&header, key, job.body], meta) {
             return Ok(ticket);
         }
         match sh.config.exhausted {
             PoolExhaustedAction::Drop => {
                 sh.counters.accepted.dec_sc();
+                sh.keys.remove(job_id);
                 Err(sh.refuse(SubmitError::PoolExhausted))
             }
             PoolExhaustedAction::Escalate => {
                 sh.counters.accepted.dec_sc();
+                sh.keys.remove(job_id);
                 sh.counters.escalations.inc();
                 let count = sh.counters.escalations.get();
                 let in_rings = sh.in_rings();
@@ -583,10 +644,12 @@ impl Pool {
             PoolExhaustedAction::Defer { limit } => {
                 let Some(defer) = &sh.defer else {
                     sh.counters.accepted.dec_sc();
+                    sh.keys.remove(job_id);
                     return Err(sh.refuse(SubmitError::PoolExhausted));
                 };
-                let mut bytes = Vec::with_capacity(REQUEST_HEADER_LEN + job.body.len());
+                let mut bytes = Vec::with_capacity(REQUEST_HEADER_LEN + key.len() + job.body.len());
                 bytes.extend_from_slice(&header);
+                bytes.extend_from_slice(key);
                 bytes.extend_from_slice(job.body);
                 let (pushed, was_empty) = {
                     let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
@@ -605,6 +668,7 @@ impl Pool {
                     }
                     Pushed::Refused(_) => {
                         sh.counters.accepted.dec_sc();
+                        sh.keys.remove(job_id);
                         return Err(sh.refuse(SubmitError::DeferQueueFull { limit }));
                     }
                 }

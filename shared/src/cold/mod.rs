@@ -56,6 +56,16 @@ pub fn object_key(prefix: &str, evidence_id: &[u8; 16]) -> String {
     )
 }
 
+/// The object key of a job: `<prefix><key>.thcs` for a caller-chosen evidence key (checked
+/// by `houndpool_protocol::job::check_evidence_key` before it gets here), else
+/// [`object_key`] of the evidence id.
+pub fn object_key_for(prefix: &str, evidence_id: &[u8; 16], key: Option<&str>) -> String {
+    match key {
+        Some(k) => format!("{prefix}{k}.thcs"),
+        None => object_key(prefix, evidence_id),
+    }
+}
+
 /// Checks that a key is usable by every backend: non-empty, at most [`MAX_KEY_LEN`] bytes, no
 /// NUL, not absolute, no `.` or `..` or empty path segment.
 pub fn validate_key(key: &str) -> Result<(), SharedError> {
