@@ -401,7 +401,14 @@ impl PoolBuilder {
         let mut config = self.config;
         config.validate()?;
         if let ColdConfig::Filesystem { root, .. } = &mut config.cold {
-            std::fs::create_dir_all(&*root).map_err(|source| PoolError::Os {
+            // 0700: evidence is private to the user the hounds run as (the store creates
+            // its files 0600 and directories 0700 too).
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&*root)
+            .map_err(|source| PoolError::Os {
                 op: "create cold storage directory",
                 source,
             })?;
