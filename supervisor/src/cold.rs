@@ -244,9 +244,17 @@ pub(crate) fn send_to(control: &impl AsRawFd, config: &PoolConfig) -> Result<(),
 }
 
 /// Remembers which endpoint set the live hounds have; pushes a newer one to all of them.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Pusher {
     sent: u64,
+}
+
+impl Default for Pusher {
+    /// Every hound got at least the set of the first resolution (generation 1) at its
+    /// handshake; a newer one is pushed (a hound may get a set twice: harmless).
+    fn default() -> Self {
+        Pusher { sent: 1 }
+    }
 }
 
 impl Pusher {
@@ -261,11 +269,6 @@ impl Pusher {
             return;
         };
         let generation = live.0.generation.load(Ordering::Acquire);
-        if self.sent == 0 {
-            // Hounds got the then-current set at their handshake.
-            self.sent = generation;
-            return;
-        }
         if generation == self.sent {
             return;
         }

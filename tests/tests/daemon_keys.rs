@@ -179,3 +179,29 @@ fn origin_keys_restore_evacuate_create_only_and_erase_through_the_daemon() {
         Err((RefuseReason::InvalidJob, _))
     ));
 }
+
+#[test]
+fn verify_refuses_a_file_larger_than_any_envelope_without_reading_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.thcs");
+    std::fs::write(
+        &good,
+        houndpool_protocol::envelope::encode(b"evidence", 6).unwrap(),
+    )
+    .unwrap();
+    // Sparse: takes no disk space, and reading it would take minutes.
+    let huge = std::fs::File::create(dir.path().join("huge.thcs")).unwrap();
+    huge.set_len(houndpool_protocol::envelope::MAX_ENVELOPE_LEN + 1)
+        .unwrap();
+    let out = Command::new(houndd_binary())
+        .arg("verify")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("larger than the largest possible envelope"),
+        "{text}"
+    );
+    assert!(text.contains("1 envelopes verified, 1 bad"), "{text}");
+}
