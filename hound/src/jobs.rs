@@ -69,8 +69,37 @@ impl JobRunner {
         }
     }
 
-    /// Executes the job whose header is `req` and body `body`.
+    /// Takes new S3 endpoint addresses / CA from the supervisor. A CA the store refuses
+    /// makes every later storage job fail with that reason (the supervisor checked the PEM
+    /// already, so this does not happen in practice).
+    pub(crate) fn set_endpoints(
+        &mut self,
+        endpoints: &houndpool_protocol::messages::ColdEndpoints,
+    ) {
+        if let Ok(store) = &mut self.store {
+            if let Err(e) = store.set_endpoints(endpoints) {
+                self.store = Err(e.to_string());
+            }
+        }
+    }
+
+    /// Executes the job whose header is `req` and body `body` (which starts with the evidence
+    /// key when the header announces one).
     pub(crate) fn execute(&mut self, req: &RequestHeader, body: &[u8]) -> Executed {
+        let (key, body) = match req.split_key(body) {
+            Ok(split) => split,
+            Err(e) => {
+                return Executed {
+                    header: CompletionHeader {
+                        job_id: req.job_id,
+                        kind: req.kind,
+                        status: CompletionStatus::Failed(FailCode::InvalidRequest),
+                        flags: 0,
+                    },
+                    body: Body::Message(e.to_string()),
+                }
+            }
+        };
         let ok = |body| Executed {
             header: CompletionHeader {
                 job_id: req.job_id,
@@ -84,16 +113,16 @@ impl JobRunner {
             JobKind::Noop => Ok(ok(Body::Echo)),
             JobKind::Encode => self.encode(req, body).map(|()| ok(Body::Output)),
             JobKind::Decode => self.decode(body).map(|()| ok(Body::Output)),
-            JobKind::Evacuate => self.evacuate(req, body).map(|(receipt, spooled)| {
+            JobKind::Evacuate => self.evacuate(req, key, body).map(|(receipt, spooled)| {
                 let mut e = ok(Body::Receipt(receipt.to_bytes()));
                 if spooled {
                     e.header.flags |= COMPLETION_FLAG_SPOOLED;
                 }
                 e
             }),
-            JobKind::Restore => self.restore(req).map(|()| ok(Body::Output)),
+            JobKind::Restore => self.restore(req, key).map(|()| ok(Body::Output)),
             JobKind::Erase => self
-                .erase(req)
+                .erase(req, key)
                 .map(|existed| ok(Body::Byte([existed as u8]))),
         };
         result.unwrap_or_else(|(code, message)| Executed {
@@ -146,6 +175,7 @@ impl JobRunner {
     fn evacuate(
         &mut self,
         req: &RequestHeader,
+        key: Option<&str>,
         body: &[u8],
     ) -> Result<(EvacuateReceipt, bool), (FailCode, String)> {
         self.check_evidence(body)?;
@@ -153,7 +183,7 @@ impl JobRunner {
         let header = envelope::encode_into(body, u32::from(req.level), &mut self.output)
             .map_err(|e| classify_protocol(&e))?;
         let encode_ns = elapsed_ns(t0);
-        let key = cold::object_key(&self.prefix, &req.evidence_id);
+        let key = cold::object_key_for(&self.prefix, &req.evidence_id, key);
         let t1 = Instant::now();
         // Split borrows: the store and the output buffer are distinct fields.
         let envelope_bytes = &self.output;
@@ -177,8 +207,12 @@ impl JobRunner {
         ))
     }
 
-    fn restore(&mut self, req: &RequestHeader) -> Result<(), (FailCode, String)> {
-        let key = cold::object_key(&self.prefix, &req.evidence_id);
+    fn restore(
+        &mut self,
+        req: &RequestHeader,
+        key: Option<&str>,
+    ) -> Result<(), (FailCode, String)> {
+        let key = cold::object_key_for(&self.prefix, &req.evidence_id, key);
         let max_envelope = cold::max_envelope_len(self.limits.max_output_bytes as usize);
         let fetched = self
             .store()?
@@ -194,8 +228,12 @@ impl JobRunner {
         .map_err(|e| classify_protocol(&e))
     }
 
-    fn erase(&mut self, req: &RequestHeader) -> Result<bool, (FailCode, String)> {
-        let key = cold::object_key(&self.prefix, &req.evidence_id);
+    fn erase(
+        &mut self,
+        req: &RequestHeader,
+        key: Option<&str>,
+    ) -> Result<bool, (FailCode, String)> {
+        let key = cold::object_key_for(&self.prefix, &req.evidence_id, key);
         self.store()?.delete(&key).map_err(|e| classify_shared(&e))
     }
 }
@@ -234,6 +272,7 @@ pub(crate) fn classify_shared(e: &SharedError) -> (FailCode, String) {
         }
         SharedError::ColdRejected { .. } => FailCode::ColdStorageRejected,
         SharedError::ObjectTooLarge { .. } => FailCode::DecompressionLimit,
+        SharedError::AlreadyExists { .. } => FailCode::AlreadyExists,
         SharedError::Protocol(p) => return classify_protocol(p),
         _ => FailCode::Internal,
     };

@@ -161,7 +161,32 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         return fatal(&channel, EXIT_HANDSHAKE, e.to_string());
     }
 
-    let runner = JobRunner::new(setup.limits.clone(), store, prefix);
+    let mut runner = JobRunner::new(setup.limits.clone(), store, prefix);
+    if matches!(setup.cold, ColdTarget::S3(_)) {
+        // The supervisor sends the S3 endpoint's addresses right after Hello (we cannot
+        // resolve names under the sandbox); later changes arrive while idle.
+        match channel.recv_timeout(SETUP_TIMEOUT) {
+            Ok(Polled::Message(m)) => match *m {
+                Message::ColdEndpoints(e) => runner.set_endpoints(&e),
+                other => {
+                    return fatal(
+                        &channel,
+                        EXIT_HANDSHAKE,
+                        format!("expected ColdEndpoints, got {:?}", other.kind()),
+                    )
+                }
+            },
+            Ok(Polled::Nothing) => {
+                return fatal(
+                    &channel,
+                    EXIT_HANDSHAKE,
+                    "no ColdEndpoints after Hello".into(),
+                )
+            }
+            Ok(Polled::Closed) => return EXIT_ORPHANED,
+            Err(e) => return fatal(&channel, EXIT_HANDSHAKE, format!("handshake: {e}")),
+        }
+    }
     let mut lp = JobLoop {
         tuning: setup.tuning,
         channel,
@@ -196,7 +221,10 @@ fn open_store(
         ColdTarget::Filesystem { prefix, .. } => prefix.clone(),
         ColdTarget::S3(t) => t.prefix.clone(),
     };
-    (cold::open(target).map_err(|e| e.to_string()), prefix)
+    (
+        cold::open_for_hound(target).map_err(|e| e.to_string()),
+        prefix,
+    )
 }
 
 fn rw_dirs(target: &ColdTarget) -> Vec<PathBuf> {
@@ -323,6 +351,7 @@ impl JobLoop {
                             self.status.set_state(HoundState::Draining);
                             draining = true;
                         }
+                        Message::ColdEndpoints(e) => self.runner.set_endpoints(&e),
                         other => {
                             return fatal(
                                 &self.channel,

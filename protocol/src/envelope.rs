@@ -38,6 +38,9 @@ pub const MAGIC: [u8; 4] = *b"THCS";
 pub const VERSION: u16 = 1;
 /// Header length.
 pub const HEADER_LEN: usize = 78;
+/// The largest possible envelope: the header plus the largest compressed size the u32 field
+/// can declare. Anything longer is not a THCS v1 envelope and need not be read to know it.
+pub const MAX_ENVELOPE_LEN: u64 = HEADER_LEN as u64 + u32::MAX as u64;
 
 /// Highest gzip level; levels above it are clamped to it.
 pub const MAX_LEVEL: u32 = 9;

@@ -1,8 +1,10 @@
 //! Fixed little-endian headers of the records that travel through the rings.
 //!
-//! A request record's payload is a [`RequestHeader`] (32 bytes) followed by the job body
-//! (evidence bytes for Noop / Encode / Evacuate, an envelope for Decode, nothing for Restore
-//! and Erase, which name their object by `evidence_id`). A completion record's payload is a
+//! A request record's payload is a [`RequestHeader`] (32 bytes), then the evidence key if the
+//! header announces one (`key_len` bytes of ASCII, see [`check_evidence_key`]; Evacuate,
+//! Restore and Erase only), then the job body (evidence bytes for Noop / Encode / Evacuate, an
+//! envelope for Decode, nothing for Restore and Erase, which name their object by key or by
+//! `evidence_id`). A completion record's payload is a
 //! [`CompletionHeader`] (16 bytes) followed by a body that depends on kind and status:
 //!
 //! | kind      | ok body                         | failed body             |
@@ -150,11 +152,14 @@ pub const REQUEST_HEADER_LEN: usize = 32;
 /// 9  1  gzip level u8 (0..=9)
 /// 10 1  severity u8
 /// 11 1  attempt u8 (0 first try, 1 retry)
-/// 12 4  reserved, 0
+/// 12 2  key_len u16 (0: the object is named by evidence_id)
+/// 14 2  reserved, 0
 /// 16 16 evidence_id (UUID bytes)
 /// ```
-/// `parse` enforces: known kind and severity, level `0..=9`, attempt `0..=1`, reserved 0, and
-/// an empty body for Restore and Erase (which name their object by `evidence_id`).
+/// `parse` enforces: known kind and severity, level `0..=9`, attempt `0..=1`, reserved 0,
+/// `key_len` 0 except for Evacuate, Restore and Erase, at least `key_len` bytes after the
+/// header, and for Restore and Erase nothing after the key. The key text itself is checked
+/// by [`RequestHeader::split_key`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestHeader {
     /// Pool-unique job id.
@@ -169,6 +174,38 @@ pub struct RequestHeader {
     pub attempt: u8,
     /// Evidence id (UUID bytes).
     pub evidence_id: [u8; 16],
+    /// Length of the evidence key that follows the header (0: none).
+    pub key_len: u16,
+}
+
+/// Longest caller-chosen evidence key.
+pub const MAX_EVIDENCE_KEY: usize = 200;
+
+/// Checks a caller-chosen evidence key: 1..=200 bytes of ASCII letters, digits and `- _ . :`,
+/// the first one a letter or digit, no `..`. Such a key is one path segment with no tricks,
+/// and `<category>:<64 hex sha256>` (the origin's evidence signature) is one. Returns what is
+/// wrong otherwise.
+pub fn check_evidence_key(key: &[u8]) -> Result<&str, &'static str> {
+    if key.is_empty() {
+        return Err("evidence key is empty");
+    }
+    if key.len() > MAX_EVIDENCE_KEY {
+        return Err("evidence key is longer than 200 bytes");
+    }
+    if !key[0].is_ascii_alphanumeric() {
+        return Err("evidence key does not start with a letter or digit");
+    }
+    if !key
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    {
+        return Err("evidence key has a character other than A-Z a-z 0-9 - _ . :");
+    }
+    if key.windows(2).any(|w| w == b"..") {
+        return Err("evidence key contains \"..\"");
+    }
+    // All ASCII, checked above.
+    std::str::from_utf8(key).map_err(|_| "evidence key is not UTF-8")
 }
 
 impl RequestHeader {
@@ -183,7 +220,8 @@ impl RequestHeader {
         b[9] = self.level;
         b[10] = self.severity as u8;
         b[11] = self.attempt;
-        // b[12..16]: reserved, 0.
+        b[12..14].copy_from_slice(&self.key_len.to_le_bytes());
+        // b[14..16]: reserved, 0.
         b[16..32].copy_from_slice(&self.evidence_id);
         b
     }
@@ -205,10 +243,17 @@ impl RequestHeader {
         if attempt > 1 {
             return Err(malformed("request attempt is neither 0 nor 1"));
         }
-        if le_u32(b, 12) != 0 {
-            return Err(malformed("request reserved bytes 12..16 are not 0"));
+        if le_u16(b, 14) != 0 {
+            return Err(malformed("request reserved bytes 14..16 are not 0"));
         }
-        if matches!(kind, JobKind::Restore | JobKind::Erase) && !body.is_empty() {
+        let key_len = le_u16(b, 12);
+        if key_len != 0 && !matches!(kind, JobKind::Evacuate | JobKind::Restore | JobKind::Erase) {
+            return Err(malformed("request key on a job that stores nothing"));
+        }
+        if body.len() < usize::from(key_len) {
+            return Err(malformed("request shorter than its announced key"));
+        }
+        if matches!(kind, JobKind::Restore | JobKind::Erase) && body.len() != usize::from(key_len) {
             return Err(malformed("restore or erase request carries a body"));
         }
         let mut evidence_id = [0u8; 16];
@@ -220,8 +265,28 @@ impl RequestHeader {
             severity,
             attempt,
             evidence_id,
+            key_len,
         };
         Ok((header, body))
+    }
+}
+
+impl RequestHeader {
+    /// Splits what follows the header into the evidence key (checked with
+    /// [`check_evidence_key`]) and the body. `rest` is the body returned by [`Self::parse`].
+    pub fn split_key<'a>(
+        &self,
+        rest: &'a [u8],
+    ) -> Result<(Option<&'a str>, &'a [u8]), ProtocolError> {
+        if self.key_len == 0 {
+            return Ok((None, rest));
+        }
+        let n = usize::from(self.key_len);
+        let (key, body) = rest
+            .split_at_checked(n)
+            .ok_or_else(|| malformed("request shorter than its announced key"))?;
+        let key = check_evidence_key(key).map_err(malformed)?;
+        Ok((Some(key), body))
     }
 }
 
@@ -257,6 +322,9 @@ pub enum FailCode {
     ColdStorageRejected = 7,
     /// (8) Any other failure inside the hound (I/O error, caught panic).
     Internal = 8,
+    /// (9) Create-only evacuate: other bytes are already stored under the object key (the
+    /// stored object is unchanged).
+    AlreadyExists = 9,
 }
 
 impl FailCode {
@@ -271,7 +339,8 @@ impl FailCode {
             6 => Ok(FailCode::NotFound),
             7 => Ok(FailCode::ColdStorageRejected),
             8 => Ok(FailCode::Internal),
-            _ => Err(malformed("fail code is not 1..=8")),
+            9 => Ok(FailCode::AlreadyExists),
+            _ => Err(malformed("fail code is not 1..=9")),
         }
     }
     /// Stable snake_case name.
@@ -285,13 +354,14 @@ impl FailCode {
             FailCode::NotFound => "not_found",
             FailCode::ColdStorageRejected => "cold_storage_rejected",
             FailCode::Internal => "internal",
+            FailCode::AlreadyExists => "already_exists",
         }
     }
 }
 
 impl FailCode {
     /// All codes, in wire order.
-    pub const ALL: [FailCode; 8] = [
+    pub const ALL: [FailCode; 9] = [
         FailCode::InvalidRequest,
         FailCode::EvidenceTooLarge,
         FailCode::IntegrityViolation,
@@ -300,6 +370,7 @@ impl FailCode {
         FailCode::NotFound,
         FailCode::ColdStorageRejected,
         FailCode::Internal,
+        FailCode::AlreadyExists,
     ];
 }
 
@@ -328,7 +399,7 @@ pub fn truncate_fail_message(message: &str) -> &str {
 /// 12 4  flags u32: bit 0 = spooled (Evacuate written to the local spool); others 0
 /// ```
 /// `parse` enforces: known kind; status 0 or 1; fail code 0 when ok and a known code
-/// (1..=8) when failed; no flag bits but bit 0, and bit 0 only on an ok Evacuate; and the
+/// (1..=9) when failed; no flag bits but bit 0, and bit 0 only on an ok Evacuate; and the
 /// body shape of the module table: an ok Evacuate body is exactly
 /// [`EVACUATE_RECEIPT_LEN`] bytes (its fields are checked by [`EvacuateReceipt::parse`]), an
 /// ok Erase body is one byte, 0 or 1 (whether the object existed), a failed body is UTF-8 of at most [`MAX_FAIL_MESSAGE`] bytes (see
@@ -381,7 +452,7 @@ impl CompletionHeader {
             1 if code == 0 => return Err(malformed("failed completion carries fail code 0")),
             1 => CompletionStatus::Failed(
                 FailCode::from_u16(code)
-                    .map_err(|_| malformed("failed completion fail code is not 1..=8"))?,
+                    .map_err(|_| malformed("failed completion fail code is not 1..=9"))?,
             ),
             _ => {
                 return Err(malformed(
@@ -526,13 +597,14 @@ mod tests {
                 "cold_storage_unavailable",
                 "not_found",
                 "cold_storage_rejected",
-                "internal"
+                "internal",
+                "already_exists"
             ]
         );
         assert!(JobKind::from_u8(6).is_err());
         assert!(Severity::from_u8(4).is_err());
         assert!(FailCode::from_u16(0).is_err());
-        assert!(FailCode::from_u16(9).is_err());
+        assert!(FailCode::from_u16(10).is_err());
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub enum MessageKind {
     /// supervisor → hound: the pool-wide settings the hound confines itself with, queued
     /// before the hound is started ([`Setup`]).
     Setup = 5,
+    /// supervisor → hound: resolved addresses of the S3 endpoint and the private CA
+    /// ([`ColdEndpoints`]); after Hello, and again whenever re-resolution changes them.
+    ColdEndpoints = 6,
     /// client → houndd: run a job ([`Submit`]).
     Submit = 16,
     /// houndd → client: accepted or refused ([`SubmitReply`]).
@@ -90,6 +93,7 @@ impl MessageKind {
             3 => Ok(MessageKind::Shutdown),
             4 => Ok(MessageKind::Fatal),
             5 => Ok(MessageKind::Setup),
+            6 => Ok(MessageKind::ColdEndpoints),
             16 => Ok(MessageKind::Submit),
             17 => Ok(MessageKind::SubmitReply),
             18 => Ok(MessageKind::Outcome),
@@ -109,6 +113,7 @@ impl MessageKind {
             MessageKind::Shutdown => "shutdown",
             MessageKind::Fatal => "fatal",
             MessageKind::Setup => "setup",
+            MessageKind::ColdEndpoints => "cold_endpoints",
             MessageKind::Submit => "submit",
             MessageKind::SubmitReply => "submit_reply",
             MessageKind::Outcome => "outcome",
@@ -165,6 +170,8 @@ pub enum Message {
     Fatal(Fatal),
     /// See [`Setup`].
     Setup(Setup),
+    /// See [`ColdEndpoints`].
+    ColdEndpoints(ColdEndpoints),
 }
 
 impl Message {
@@ -176,6 +183,7 @@ impl Message {
             Message::Shutdown(_) => MessageKind::Shutdown,
             Message::Fatal(_) => MessageKind::Fatal,
             Message::Setup(_) => MessageKind::Setup,
+            Message::ColdEndpoints(_) => MessageKind::ColdEndpoints,
         }
     }
     /// Appends this message as one complete frame to `out`.
@@ -191,6 +199,7 @@ impl Message {
             Message::Shutdown(m) => codec::encode(name, m, limit)?,
             Message::Fatal(m) => codec::encode(name, m, limit)?,
             Message::Setup(m) => codec::encode(name, m, limit)?,
+            Message::ColdEndpoints(m) => codec::encode(name, m, limit)?,
         };
         write_frame(kind, &body, out)
     }
@@ -210,6 +219,7 @@ impl Message {
             MessageKind::Shutdown => Message::Shutdown(codec::decode(name, body, limit)?),
             MessageKind::Fatal => Message::Fatal(codec::decode(name, body, limit)?),
             MessageKind::Setup => Message::Setup(codec::decode(name, body, limit)?),
+            MessageKind::ColdEndpoints => Message::ColdEndpoints(codec::decode(name, body, limit)?),
             MessageKind::Submit
             | MessageKind::SubmitReply
             | MessageKind::Outcome
@@ -542,6 +552,26 @@ pub struct Fatal {
     pub message: String,
 }
 
+/// supervisor → hound: where the S3 endpoint is and whom to trust there.
+///
+/// The hound has no resolver (no UDP, no `/etc/hosts` under its sandbox): the supervisor
+/// resolves the host the hound connects to (the endpoint's host, or `<bucket>.<host>` in
+/// virtual-host style) and sends the addresses; the hound keeps the name for the `Host`
+/// header, SigV4 and TLS SNI / certificate verification. Sent after Hello and again whenever
+/// re-resolution changes the set. Untrusted input for the hound only in the sense of any
+/// supervisor message (the supervisor is trusted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColdEndpoints {
+    /// The host name these addresses belong to (for logs and a consistency check).
+    pub host: String,
+    /// Addresses to connect to, in preference order (at most 16 are used); empty while the
+    /// name does not resolve.
+    pub addresses: Vec<std::net::SocketAddr>,
+    /// PEM certificates (`cold.ca_file`) trusted instead of the built-in web roots; `None`:
+    /// the built-in roots.
+    pub ca_pem: Option<String>,
+}
+
 // ---- daemon messages (houndd <-> clients, over the daemon's SOCK_STREAM Unix socket) ---------
 
 /// Limit on the body of a daemon message that carries no evidence ([`SubmitReply`],
@@ -633,6 +663,9 @@ pub struct Submit {
     /// Evidence (Noop, Encode, Evacuate), an envelope (Decode), or empty (Restore, Erase).
     #[serde(with = "bytes")]
     pub body: Vec<u8>,
+    /// A caller-chosen evidence key (Evacuate, Restore, Erase only; then `evidence_id` must
+    /// be `None`): the object is `<prefix><key>.thcs`. Rules: [`crate::job::check_evidence_key`].
+    pub key: Option<String>,
 }
 
 /// Why the daemon did not accept a submit.
@@ -1067,6 +1100,7 @@ impl DaemonMessage {
             | MessageKind::Shutdown
             | MessageKind::Fatal
             | MessageKind::Setup => return Err(wrong_channel(kind, "daemon socket")),
+            | MessageKind::ColdEndpoints => return Err(wrong_channel(kind, "daemon socket")),
         })
     }
 }
@@ -1260,14 +1294,16 @@ mod tests {
             evidence_id: None,
             level: Some(3),
             body: b"ab".to_vec(),
+            key: None,
         }));
         // docs/PROTOCOL.md Part 4: request_id u64, kind u32, severity u32, evidence_id option,
-        // level option, body as u64 length + bytes. The Node client's test checks the same bytes.
+        // level option, body as u64 length + bytes, key option. The Node client's test checks
+        // the same bytes.
         assert_eq!(
             &out[crate::frame::FRAME_HEADER_LEN..],
             &[
                 5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0, 1, 3, 2, 0, 0, 0, 0, 0, 0, 0,
-                b'a', b'b'
+                b'a', b'b', 0
             ]
         );
         // A byte string is encoded exactly like the `Vec<u8>` sequence it replaces.
@@ -1305,9 +1341,10 @@ mod tests {
             evidence_id: None,
             level: Some(3),
             body: b"ab".to_vec(),
+            key: None,
         }));
         assert_eq!(
-            documented_hex("`Submit { request_id: 5, kind: encode, severity: critical, evidence_id: None, level: Some(3), body: \"ab\" }` — 45 bytes"),
+            documented_hex("`Submit { request_id: 5, kind: encode, severity: critical, evidence_id: None, level: Some(3), body: \"ab\", key: None }` — 46 bytes"),
             hex::encode(&submit)
         );
         let reply = daemon_round_trip(DaemonMessage::SubmitReply(SubmitReply {
@@ -1424,6 +1461,7 @@ mod tests {
             evidence_id: None,
             level: None,
             body: vec![0; 5000],
+            key: None,
         });
         let mut out = Vec::new();
         assert!(matches!(

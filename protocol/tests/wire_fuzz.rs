@@ -128,6 +128,7 @@ fn seeds() -> Vec<Vec<u8>> {
             severity: Severity::Critical,
             attempt: 1,
             evidence_id: [9; 16],
+            key_len: 0,
         }
         .to_bytes()
         .to_vec(),

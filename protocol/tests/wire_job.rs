@@ -43,6 +43,7 @@ fn request() -> impl Strategy<Value = (RequestHeader, Vec<u8>)> {
                     severity,
                     attempt,
                     evidence_id,
+                    key_len: 0,
                 };
                 (h, body)
             },
@@ -183,8 +184,9 @@ fn request_layout_is_exact() {
         severity: Severity::High,
         attempt: 1,
         evidence_id: [0xee; 16],
+        key_len: 0x0304,
     };
-    let mut expected = vec![8, 7, 6, 5, 4, 3, 2, 1, 2, 6, 2, 1, 0, 0, 0, 0];
+    let mut expected = vec![8, 7, 6, 5, 4, 3, 2, 1, 2, 6, 2, 1, 4, 3, 0, 0];
     expected.extend([0xee; 16]);
     assert_eq!(h.to_bytes().to_vec(), expected);
     assert_eq!(REQUEST_HEADER_LEN, 32);
@@ -225,6 +227,7 @@ fn good_request() -> [u8; REQUEST_HEADER_LEN] {
         severity: Severity::Low,
         attempt: 0,
         evidence_id: [0; 16],
+        key_len: 0,
     }
     .to_bytes()
 }
@@ -246,10 +249,10 @@ fn every_invalid_request_field_is_rejected() {
         (9, 255, "request gzip level is above 9"),
         (10, 4, "request severity is not 0..=3"),
         (11, 2, "request attempt is neither 0 nor 1"),
-        (12, 1, "request reserved bytes 12..16 are not 0"),
-        (13, 1, "request reserved bytes 12..16 are not 0"),
-        (14, 1, "request reserved bytes 12..16 are not 0"),
-        (15, 0x80, "request reserved bytes 12..16 are not 0"),
+        (12, 1, "request key on a job that stores nothing"),
+        (13, 1, "request key on a job that stores nothing"),
+        (14, 1, "request reserved bytes 14..16 are not 0"),
+        (15, 0x80, "request reserved bytes 14..16 are not 0"),
     ];
     for (at, value, why) in cases {
         let mut bad = good;
@@ -328,12 +331,12 @@ fn every_invalid_completion_field_is_rejected() {
             "failed completion carries fail code 0",
         ),
         (
-            completion_bytes(JobKind::Noop, 1, 9, 0, b""),
-            "failed completion fail code is not 1..=8",
+            completion_bytes(JobKind::Noop, 1, 10, 0, b""),
+            "failed completion fail code is not 1..=9",
         ),
         (
             completion_bytes(JobKind::Noop, 1, u16::MAX, 0, b""),
-            "failed completion fail code is not 1..=8",
+            "failed completion fail code is not 1..=9",
         ),
         (
             completion_bytes(JobKind::Noop, 0, 0, 2, b""),
@@ -419,4 +422,66 @@ fn every_fail_code_round_trips_in_a_completion() {
         let bytes = payload(&h.to_bytes(), msg);
         assert_eq!(CompletionHeader::parse(&bytes).unwrap(), (h, msg));
     }
+}
+
+#[test]
+fn evidence_keys_travel_after_the_header_and_are_checked() {
+    let origin = format!("injection:{}", "7e".repeat(32));
+    for kind in [JobKind::Evacuate, JobKind::Restore, JobKind::Erase] {
+        let h = RequestHeader {
+            job_id: 9,
+            kind,
+            level: 6,
+            severity: Severity::High,
+            attempt: 0,
+            evidence_id: [0; 16],
+            key_len: origin.len() as u16,
+        };
+        let body: &[u8] = if kind == JobKind::Evacuate {
+            b"evidence"
+        } else {
+            b""
+        };
+        let mut raw = h.to_bytes().to_vec();
+        raw.extend_from_slice(origin.as_bytes());
+        raw.extend_from_slice(body);
+        let (parsed, rest) = RequestHeader::parse(&raw).unwrap();
+        assert_eq!(parsed, h);
+        let (key, rest) = parsed.split_key(rest).unwrap();
+        assert_eq!((key, rest), (Some(origin.as_str()), body));
+        // Announced but missing, or followed by a body on restore / erase.
+        assert_eq!(
+            reason(RequestHeader::parse(&raw[..REQUEST_HEADER_LEN + 3])),
+            "request shorter than its announced key"
+        );
+        if kind != JobKind::Evacuate {
+            let mut extra = raw.clone();
+            extra.push(b'x');
+            assert_eq!(
+                reason(RequestHeader::parse(&extra)),
+                "restore or erase request carries a body"
+            );
+        }
+    }
+    for (bad, why) in [
+        (&b""[..], "evidence key is empty"),
+        (
+            b".hidden",
+            "evidence key does not start with a letter or digit",
+        ),
+        (
+            b"a/../b",
+            "evidence key has a character other than A-Z a-z 0-9 - _ . :",
+        ),
+        (b"a..b", "evidence key contains \"..\""),
+        (
+            b"a b",
+            "evidence key has a character other than A-Z a-z 0-9 - _ . :",
+        ),
+    ] {
+        assert_eq!(check_evidence_key(bad), Err(why));
+    }
+    assert!(check_evidence_key(&[b'a'; 201]).is_err());
+    assert!(check_evidence_key(&[b'a'; 200]).is_ok());
+    assert!(check_evidence_key(b"0190a0b0-0000-7000-8000-000000000001").is_ok());
 }

@@ -123,6 +123,8 @@ pub static KEYS: &[KeyInfo] = &[
     key!("cold", "path_style", Bool, "true", "S3 path-style addressing (endpoint/bucket/key) instead of virtual-host style"),
     key!("cold", "spool_dir", String, "\"\"", "absolute directory where envelopes wait while S3 is unreachable; empty: no spool (evacuations fail instead)"),
     key!("cold", "spool_limit_bytes", Integer, "1073741824", "most bytes the spool may hold"),
+    key!("cold", "ca_file", String, "\"\"", "PEM file of the CA certificate(s) trusted for an https:// S3 endpoint instead of the built-in web roots; empty: the built-in roots"),
+    key!("cold", "resolve_interval_ms", Integer, "30000", "how often the supervisor re-resolves the S3 endpoint's host name for the hounds, milliseconds (also soon after a hound finds the endpoint unreachable)"),
     // ---- [sandbox]
     key!("sandbox", "fd_hygiene", String, "\"best_effort\"", "close every inherited descriptor: \"required\", \"best_effort\" or \"off\""),
     key!("sandbox", "environment", String, "\"best_effort\"", "clear the environment: \"required\", \"best_effort\" or \"off\""),
@@ -277,6 +279,10 @@ pub struct S3Settings {
     pub spool_limit_bytes: u64,
     /// Credentials from the environment.
     pub credentials: S3Credentials,
+    /// CA bundle trusted instead of the built-in web roots, if any.
+    pub ca_file: Option<PathBuf>,
+    /// Re-resolution period of the endpoint's host name.
+    pub resolve_interval: std::time::Duration,
 }
 
 /// Which cold store.
@@ -772,6 +778,14 @@ fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSetti
     let region = v.string("cold", "region")?;
     let path_style = v.boolean("cold", "path_style")?;
     let spool_dir = v.string("cold", "spool_dir")?;
+    let ca_file = v.string("cold", "ca_file")?;
+    let resolve_interval_ms = v.int(
+        "cold",
+        "resolve_interval_ms",
+        1000,
+        86_400_000,
+        "milliseconds from 1000 to 86400000",
+    )?;
     let spool_limit_bytes = v.int(
         "cold",
         "spool_limit_bytes",
@@ -862,6 +876,8 @@ fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSetti
                 spool_dir,
                 spool_limit_bytes,
                 credentials: s3_credentials(env)?,
+                ca_file: (!ca_file.is_empty()).then(|| PathBuf::from(ca_file)),
+                resolve_interval: std::time::Duration::from_millis(resolve_interval_ms),
             })
         }
     };
@@ -1205,6 +1221,13 @@ impl Config {
                 ("cold", "spool_limit_bytes") => {
                     int(s3.map(|t| t.spool_limit_bytes).unwrap_or(1 << 30))
                 }
+                ("cold", "ca_file") => s3
+                    .and_then(|t| t.ca_file.as_deref())
+                    .map(path)
+                    .unwrap_or(s("")),
+                ("cold", "resolve_interval_ms") => int(s3.map_or(30_000, |t| {
+                    u64::try_from(t.resolve_interval.as_millis()).unwrap_or(u64::MAX)
+                })),
                 ("sandbox", layer) => {
                     let mode = Layer::ALL
                         .iter()

@@ -42,6 +42,15 @@ pub enum SharedError {
         /// The key.
         key: String,
     },
+    /// Create-only write refused: another object with different bytes is already stored under
+    /// the key (the same bytes again are an idempotent success, never this error).
+    #[error(
+        "object {key:?} already exists with different contents; evidence is never overwritten"
+    )]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
     /// The object is larger than the caller allows to be read.
     #[error("object {key:?} is {len} bytes, above the limit of {max}")]
     ObjectTooLarge {

@@ -32,10 +32,20 @@ fn all_names(root: &Path) -> Vec<String> {
     out
 }
 
+/// Temp files (not the temp directory itself) anywhere below `root`.
 fn temp_files(root: &Path) -> Vec<String> {
     all_names(root)
         .into_iter()
         .filter(|n| n.rsplit('/').next().unwrap().starts_with(".tmp-"))
+        .filter(|n| !root.join(n).is_dir())
+        .collect()
+}
+
+/// Every name below `root` but the (possibly present) temp directory.
+fn visible_names(root: &Path) -> Vec<String> {
+    all_names(root)
+        .into_iter()
+        .filter(|n| n != ".tmp-work")
         .collect()
 }
 
@@ -67,14 +77,22 @@ fn open_creates_and_canonicalises_the_root() {
 }
 
 #[test]
-fn round_trip_overwrite_and_no_temp_files_left() {
+fn round_trip_create_only_and_no_temp_files_left() {
     let (_d, mut s) = store();
     let key = "evidence/2026/0190a0b0-0000-7000-8000-000000000001.thcs";
     assert_eq!(s.put(key, b"first version").unwrap(), PutOutcome::Stored);
     assert_eq!(s.get(key, 1024).unwrap(), b"first version");
     assert_eq!(std::fs::read(s.root().join(key)).unwrap(), b"first version");
-    s.put(key, b"second").unwrap();
-    assert_eq!(s.get(key, 1024).unwrap(), b"second");
+    // The same bytes again: idempotent success (the retry after a crash).
+    assert_eq!(s.put(key, b"first version").unwrap(), PutOutcome::Stored);
+    // Other bytes (longer, shorter, same length): refused, the object unchanged.
+    for other in [&b"second"[..], b"first version, longer", b"FIRST VERSION"] {
+        match s.put(key, other) {
+            Err(SharedError::AlreadyExists { key: k }) => assert_eq!(k, key),
+            got => panic!("expected AlreadyExists, got {got:?}"),
+        }
+    }
+    assert_eq!(s.get(key, 1024).unwrap(), b"first version");
     s.put("top-level.thcs", b"").unwrap();
     assert_eq!(s.get("top-level.thcs", 0).unwrap(), b"");
     assert!(temp_files(s.root()).is_empty(), "{:?}", all_names(s.root()));
@@ -202,7 +220,11 @@ fn invalid_keys_are_refused_everywhere() {
         s.put(&long, b"x"),
         Err(SharedError::InvalidKey { .. })
     ));
-    assert!(all_names(s.root()).is_empty(), "{:?}", all_names(s.root()));
+    assert!(
+        visible_names(s.root()).is_empty(),
+        "{:?}",
+        all_names(s.root())
+    );
 }
 
 #[test]
@@ -217,59 +239,133 @@ fn failed_directory_creation_leaves_nothing_visible() {
             other => panic!("expected ColdIo for {key}, got {other:?}"),
         }
     }
-    assert_eq!(all_names(s.root()), ["blocker"]);
+    assert_eq!(visible_names(s.root()), ["blocker"]);
     assert!(s.list("").unwrap() == ["blocker"]);
 }
 
 #[test]
-fn failed_rename_after_writing_removes_the_temp_file() {
+fn failed_link_after_writing_removes_the_temp_file() {
     let (_d, mut s) = store();
-    // The final name is a non-empty directory: the temp file is created, written and
-    // fsynced, then rename(2) fails (EISDIR). The temp file must be gone afterwards.
+    // The final name is a directory: the temp file is created, written and fsynced, then
+    // link(2) finds the name taken by something that is not an object. The temp file must be
+    // gone afterwards and the directory untouched.
     std::fs::create_dir_all(s.root().join("ev/target.thcs/inner")).unwrap();
     match s.put("ev/target.thcs", &[1u8; 4096]) {
         Err(SharedError::ColdIo { op, key, .. }) => {
-            assert_eq!(op, "put: rename");
+            assert_eq!(op, "put: compare existing");
             assert_eq!(key, "ev/target.thcs");
         }
         other => panic!("expected ColdIo, got {other:?}"),
     }
     assert!(temp_files(s.root()).is_empty(), "{:?}", all_names(s.root()));
     assert_eq!(
-        all_names(s.root()),
+        visible_names(s.root()),
         ["ev", "ev/target.thcs", "ev/target.thcs/inner"]
     );
     assert!(s.list("").unwrap().is_empty());
 }
 
 #[test]
-fn readers_never_see_a_partial_object_while_it_is_replaced() {
-    let (_d, mut writer) = store();
+fn concurrent_writers_of_one_key_one_wins_the_others_are_refused_or_idempotent() {
+    let (_d, writer) = store();
     let root = writer.root().to_path_buf();
     let key = "ev/hot.thcs";
+    // Eight writers race on one key: four with bytes A, four with bytes B. Exactly one
+    // version is stored; writers of that version succeed (created or idempotent), writers
+    // of the other one get AlreadyExists. Readers meanwhile see nothing or a whole version.
     let a = vec![b'a'; 256 * 1024];
     let b = vec![b'b'; 128 * 1024];
-    writer.put(key, &a).unwrap();
-
     let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
+    let results: Vec<(bool, Result<PutOutcome, SharedError>)> = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let mut reader = FsStore::open(&root).unwrap();
-            let mut reads = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let got = reader.get(key, 1 << 20).unwrap();
-                assert!(got == a || got == b, "torn read of {} bytes", got.len());
-                reads += 1;
+                match reader.get(key, 1 << 20) {
+                    Ok(got) => assert!(got == a || got == b, "torn read of {} bytes", got.len()),
+                    Err(SharedError::NotFound { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
             }
-            reads
         });
-        for i in 0..60 {
-            writer.put(key, if i % 2 == 0 { &b } else { &a }).unwrap();
-        }
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let (root, a, b) = (&root, &a, &b);
+                scope.spawn(move || {
+                    let mut w = FsStore::open(root).unwrap();
+                    let is_a = i % 2 == 0;
+                    (is_a, w.put(key, if is_a { a } else { b }))
+                })
+            })
+            .collect();
+        let results = writers.into_iter().map(|w| w.join().unwrap()).collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        assert!(reader.join().unwrap() > 0);
+        reader.join().unwrap();
+        results
     });
-    assert!(temp_files(&root).is_empty());
+    let stored = std::fs::read(root.join(key)).unwrap();
+    let winner_is_a = stored == a;
+    assert!(winner_is_a || stored == b);
+    for (is_a, r) in results {
+        if is_a == winner_is_a {
+            assert_eq!(r.unwrap(), PutOutcome::Stored);
+        } else {
+            assert!(matches!(r, Err(SharedError::AlreadyExists { .. })), "{r:?}");
+        }
+    }
+    assert!(temp_files(&root).is_empty(), "{:?}", all_names(&root));
+}
+
+#[test]
+fn objects_are_0600_and_directories_0700() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = FsStore::open(dir.path().join("new/root")).unwrap();
+    s.put("ev/2026/x.thcs", b"envelope").unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&s.root().join("ev/2026/x.thcs")), 0o600);
+    for d in ["", "ev", "ev/2026", ".tmp-work"] {
+        assert_eq!(mode(&s.root().join(d)), 0o700, "{d:?}");
+    }
+    assert_eq!(mode(&dir.path().join("new")), 0o700);
+}
+
+#[test]
+fn sweep_removes_only_temp_files_of_gone_writers() {
+    use houndpool_shared::cold::fs::{pid_gone, sweep_temps};
+    let (_d, mut s) = store();
+    s.put("ev/x.thcs", b"kept").unwrap();
+    let tmp = s.root().join(".tmp-work");
+    let me = std::process::id();
+    // A writer that is gone: a child we started and reaped.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    assert!(pid_gone(dead));
+    assert!(!pid_gone(me));
+    for name in [
+        format!(".tmp-{dead}-00000000000000aa"),
+        format!(".tmp-{me}-00000000000000bb"),
+        ".tmp-notapid-cc".to_string(),
+    ] {
+        std::fs::write(tmp.join(name), b"partial").unwrap();
+    }
+    assert_eq!(sweep_temps(s.root(), pid_gone).unwrap(), 1);
+    let mut left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            format!(".tmp-{me}-00000000000000bb"),
+            ".tmp-notapid-cc".into()
+        ]
+    );
+    assert_eq!(s.get("ev/x.thcs", 10).unwrap(), b"kept");
+    // A store that never wrote anything has nothing to sweep.
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(sweep_temps(empty.path(), |_| true).unwrap(), 0);
 }
 
 #[test]

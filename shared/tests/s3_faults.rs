@@ -149,10 +149,13 @@ fn respond(mut conn: TcpStream, act: Act) {
 }
 
 const OK: Act = Act::Status(200, "", b"");
+/// The HEAD of a create-only put finding no object.
+const ABSENT: Act = Act::Status(404, "", b"");
 
 #[test]
 fn server_errors_and_throttling_are_retried_with_the_same_signed_upload() {
     let fake = Fake::start(vec![
+        ABSENT,
         Act::Status(503, "", b"<Error><Code>SlowDown</Code></Error>"),
         Act::Status(429, "", b""),
         OK,
@@ -160,8 +163,9 @@ fn server_errors_and_throttling_are_retried_with_the_same_signed_upload() {
     let mut s = fake.store(None);
     let body = b"envelope bytes";
     assert_eq!(s.put("ev/k.thcs", body).unwrap(), PutOutcome::Stored);
-    let seen = fake.seen();
-    assert_eq!(seen.len(), 3);
+    let mut seen = fake.seen();
+    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.remove(0).method, "HEAD", "create-only: HEAD first");
     let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(body));
     for req in &seen {
         assert_eq!(req.method, "PUT");
@@ -175,12 +179,38 @@ fn server_errors_and_throttling_are_retried_with_the_same_signed_upload() {
         assert_eq!(req.header("content-md5"), Some(md5.as_str()));
         assert_eq!(req.header("content-length"), Some("14"));
         assert_eq!(req.body, body);
+        assert_eq!(req.header("if-none-match"), Some("*"), "conditional put");
     }
+}
+
+#[test]
+fn a_taken_key_is_compared_same_bytes_succeed_other_bytes_are_refused() {
+    // The server honours If-None-Match (412), then the GET tells same from different bytes.
+    let same = Fake::start(vec![
+        ABSENT,
+        Act::Status(412, "", b"<Error><Code>PreconditionFailed</Code></Error>"),
+        Act::Status(200, "", b"envelope"),
+    ]);
+    assert_eq!(
+        same.store(None).put("k", b"envelope").unwrap(),
+        PutOutcome::Stored
+    );
+    let methods: Vec<_> = same.seen().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["HEAD", "PUT", "GET"]);
+    // HEAD finds it (a server without conditional puts): no PUT at all.
+    let other = Fake::start(vec![OK, Act::Status(200, "", b"other bytes")]);
+    match other.store(None).put("k", b"envelope") {
+        Err(SharedError::AlreadyExists { key }) => assert_eq!(key, "k"),
+        got => panic!("expected AlreadyExists, got {got:?}"),
+    }
+    let methods: Vec<_> = other.seen().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["HEAD", "GET"]);
 }
 
 #[test]
 fn hangups_and_request_timeouts_are_transient() {
     let fake = Fake::start(vec![
+        ABSENT,
         Act::Hangup,
         Act::Status(
             400,
@@ -191,7 +221,7 @@ fn hangups_and_request_timeouts_are_transient() {
     ]);
     let mut s = fake.store(None);
     assert_eq!(s.put("k", b"x").unwrap(), PutOutcome::Stored);
-    assert_eq!(fake.seen().len(), 3);
+    assert_eq!(fake.seen().len(), 4);
 }
 
 #[test]

@@ -132,7 +132,7 @@ fn erasing_a_spooled_envelope_before_upload_means_it_is_never_uploaded() {
 }
 
 #[test]
-fn a_direct_put_supersedes_an_older_spooled_version() {
+fn a_spooled_record_holds_its_key_against_direct_puts_and_drainers() {
     let mut server = Server::start();
     let spool = tempfile::tempdir().unwrap();
     let mut s = server.store(Some(spool.path()), 1 << 20);
@@ -140,10 +140,45 @@ fn a_direct_put_supersedes_an_older_spooled_version() {
     server.stop();
     assert_eq!(s.put("ev/k.thcs", b"OK old").unwrap(), PutOutcome::Spooled);
     server.restart();
-    assert_eq!(s.put("ev/k.thcs", b"OK new").unwrap(), PutOutcome::Stored);
+    // The spooled evidence was reported stored: other bytes never replace it, the same
+    // bytes are an idempotent success.
+    assert!(matches!(
+        s.put("ev/k.thcs", b"OK new"),
+        Err(SharedError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.put("ev/k.thcs", b"OK old").unwrap(), PutOutcome::Spooled);
+    assert_eq!(s.drain_spool(10).unwrap().uploaded, 1);
+    assert!(matches!(
+        s.put("ev/k.thcs", b"OK new"),
+        Err(SharedError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.get("ev/k.thcs", 100).unwrap(), b"OK old");
+
+    // A drainer uploading a claimed record races direct puts of other bytes from another
+    // store on the same spool: whatever the interleaving, the spooled version ends up at the
+    // target and every direct put is refused.
+    for round in 0..5 {
+        let key = format!("ev/race-{round}.thcs");
+        server.stop();
+        assert_eq!(s.put(&key, b"OK spooled").unwrap(), PutOutcome::Spooled);
+        server.restart();
+        let mut direct = server.store(Some(spool.path()), 1 << 20);
+        std::thread::scope(|scope| {
+            let drainer = scope.spawn(|| s.drain_spool(10).unwrap());
+            for _ in 0..5 {
+                match direct.put(&key, b"OK direct") {
+                    Err(SharedError::AlreadyExists { .. }) => {}
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+            drainer.join().unwrap();
+        });
+        assert_eq!(
+            std::fs::read(server.object_path(&key)).unwrap(),
+            b"OK spooled"
+        );
+    }
     assert!(spool_files(spool.path()).is_empty());
-    assert_eq!(s.drain_spool(10).unwrap().uploaded, 0);
-    assert_eq!(s.get("ev/k.thcs", 100).unwrap(), b"OK new");
 }
 
 #[test]

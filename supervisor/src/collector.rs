@@ -260,6 +260,8 @@ struct Collector {
     log_budget: Vec<LogBudget>,
     /// First slot `collect_all` looks at (rotates, so no slot is always served first).
     collect_start: usize,
+    /// Which resolved S3 endpoint set the hounds have.
+    endpoints: crate::cold::Pusher,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -345,6 +347,7 @@ pub(crate) fn start(
         cancel_hit: false,
         log_budget: vec![LogBudget::new(); n],
         collect_start: 0,
+        endpoints: crate::cold::Pusher::default(),
     };
     for s in spawned {
         c.install(s);
@@ -1024,6 +1027,8 @@ impl Collector {
             }
             self.retire_tick();
         }
+        let hounds = self.hounds.iter().flatten().map(|h| &h.control);
+        self.endpoints.push(&self.sh.config, hounds);
         // Control sockets: a readable socket carries a message or an EOF.
         let mut readable = Vec::new();
         {
@@ -1207,6 +1212,7 @@ impl Collector {
         let sh = self.sh.clone();
         let slot = &sh.slots[i];
         sh.counters.hound_exits.inc();
+        crate::cold::sweep_temps(&sh.config, |pid| pid == h.pid);
         // The hound is reaped: read its cgroup's OOM counter now; the cgroup itself is removed
         // after the respawn is ordered (rmdir of a memory cgroup costs milliseconds while the
         // kernel offlines it, and `remove` retries on EBUSY), so it never delays the
@@ -1493,6 +1499,11 @@ fn interpret(
         CompletionStatus::Ok => None,
         CompletionStatus::Failed(code) => Some(code),
     };
+    if code == Some(houndpool_protocol::job::FailCode::ColdStorageUnavailable)
+        || hdr.flags & COMPLETION_FLAG_SPOOLED != 0
+    {
+        crate::cold::note_unreachable(&sh.config);
+    }
     if let Some(code) = code {
         if body.len() > MAX_FAIL_MESSAGE {
             return Err(format!("failure message of {} bytes", body.len()));
@@ -1503,9 +1514,10 @@ fn interpret(
         }));
     }
     let key = || {
-        sh.key_prefix
-            .as_deref()
-            .map(|p| houndpool_shared::cold::object_key(p, &job.evidence_id))
+        sh.key_prefix.as_deref().map(|p| {
+            let key = sh.keys.get(job.job_id);
+            houndpool_shared::cold::object_key_for(p, &job.evidence_id, key.as_deref())
+        })
     };
     let mut r = Receipt {
         hound,

@@ -195,6 +195,9 @@ pub struct PoolConfig {
     /// error may take to exit after being asked to (or after its `Fatal`) before it is
     /// SIGKILLed (counted in `PoolStats::retire_kills`). Default 2 s.
     pub retire_grace: Duration,
+    /// Name resolution and TLS roots of an S3 cold target. Default: system resolver every
+    /// 30 s, built-in web roots.
+    pub cold_net: crate::cold::ColdNet,
 }
 
 impl Default for PoolConfig {
@@ -232,6 +235,7 @@ impl Default for PoolConfig {
             circuit_cooldown: Duration::from_secs(5),
             rotation: Rotation::default(),
             retire_grace: Duration::from_secs(2),
+            cold_net: crate::cold::ColdNet::default(),
         }
     }
 }

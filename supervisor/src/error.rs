@@ -39,6 +39,13 @@ pub enum SubmitError {
         /// The job's kind.
         kind: JobKind,
     },
+    /// The job's evidence key is not acceptable (what is wrong is named), or a key was given
+    /// for a kind that stores nothing.
+    #[error("invalid evidence key: {reason}")]
+    InvalidKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The pool is draining or stopped.
     #[error("pool is shutting down")]
     ShutDown,
@@ -85,6 +92,14 @@ pub enum PoolError {
         layer: &'static str,
         /// Why.
         detail: String,
+    },
+    /// An operating-system call failed.
+    #[error("cold storage endpoint {host:?} does not resolve: {reason}")]
+    ColdEndpoint {
+        /// The host name the hounds would connect to.
+        host: String,
+        /// What the resolver said.
+        reason: String,
     },
     /// An operating-system call failed.
     #[error("{op} failed: {source}")]

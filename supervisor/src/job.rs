@@ -30,6 +30,10 @@ pub struct Job<'a> {
     pub evidence_id: Option<Uuid>,
     /// gzip level for Encode / Evacuate (0..=9); the pool's default when absent.
     pub level: Option<u8>,
+    /// A caller-chosen evidence key naming the object `<prefix><key>.thcs` instead of the
+    /// evidence id (Evacuate, Restore, Erase only; e.g. the origin's `<category>:<sha256 hex>`
+    /// signature). Checked at submit (`houndpool_protocol::job::check_evidence_key`).
+    pub key: Option<&'a str>,
 }
 
 impl<'a> Job<'a> {
@@ -40,6 +44,7 @@ impl<'a> Job<'a> {
             body,
             evidence_id: None,
             level: None,
+            key: None,
         }
     }
     /// Echo `body` (transport measurement).
@@ -71,6 +76,19 @@ impl<'a> Job<'a> {
             evidence_id: Some(id),
             ..Self::new(JobKind::Erase, &[])
         }
+    }
+    /// Read the evidence stored under the caller-chosen `key` back from cold storage.
+    pub fn restore_key(key: &'a str) -> Self {
+        Self::new(JobKind::Restore, &[]).with_key(key)
+    }
+    /// Delete the evidence stored under the caller-chosen `key`.
+    pub fn erase_key(key: &'a str) -> Self {
+        Self::new(JobKind::Erase, &[]).with_key(key)
+    }
+    /// Names the object by a caller-chosen evidence key (Evacuate, Restore, Erase).
+    pub fn with_key(mut self, key: &'a str) -> Self {
+        self.key = Some(key);
+        self
     }
     /// Sets the severity.
     pub fn with_severity(mut self, severity: Severity) -> Self {

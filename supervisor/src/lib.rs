@@ -28,6 +28,7 @@
 mod cancel;
 mod cgroups;
 mod circuit;
+pub mod cold;
 mod collector;
 pub mod config;
 #[cfg(feature = "daemon")]

@@ -51,6 +51,38 @@ pub(crate) struct InFlight {
     pub(crate) cancelled: bool,
 }
 
+/// Evidence keys of accepted jobs that have one, by job id. Unkeyed jobs never take the
+/// lock (one relaxed load of the count).
+#[derive(Debug, Default)]
+pub(crate) struct JobKeys {
+    count: AtomicUsize,
+    map: Mutex<std::collections::HashMap<u64, Box<str>>>,
+}
+
+impl JobKeys {
+    fn insert(&self, job_id: u64, key: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(job_id, key.into());
+        self.count.store(map.len(), Ordering::Relaxed);
+    }
+    fn remove(&self, job_id: u64) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&job_id);
+        self.count.store(map.len(), Ordering::Relaxed);
+    }
+    /// The key of a job, if it has one.
+    pub(crate) fn get(&self, job_id: u64) -> Option<Box<str>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&job_id).cloned()
+    }
+}
+
 /// A job held in supervisor memory (defer queue or retry queue): header + body bytes.
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -134,6 +166,8 @@ pub(crate) struct Shared {
     max_evidence: usize,
     max_envelope: usize,
     pub(crate) key_prefix: Option<String>,
+    /// Evidence keys of accepted keyed jobs, until their outcome.
+    pub(crate) keys: JobKeys,
     pub(crate) sandbox_report: Mutex<Option<SandboxReport>>,
     /// Jobs in the collector's retry queue (mirror for stats).
     pub(crate) retrying: AtomicUsize,
@@ -169,6 +203,7 @@ pub(crate) struct PoolCgroupsShared {
 impl Shared {
     // The suggested collapse would move `outcome` inside a match guard.
     pub(crate) fn deliver(&self, outcome: Outcome) {
+        self.keys.remove(outcome.job_id.0);
         let c = &self.counters;
         match &outcome.result {
             OutcomeKind::Completed(_) => c.completed.inc_sc(),
@@ -336,9 +371,9 @@ impl Shared {
             SubmitError::PoolExhausted => c.refused_exhausted.inc(),
             SubmitError::DeferQueueFull { .. } => c.refused_defer_full.inc(),
             SubmitError::EvidenceTooLarge { .. } => c.refused_too_large.inc(),
-            SubmitError::EmptyEvidence { .. } | SubmitError::InvalidJob { .. } => {
-                c.refused_invalid.inc()
-            }
+            SubmitError::EmptyEvidence { .. }
+            | SubmitError::InvalidJob { .. }
+            | SubmitError::InvalidKey { .. } => c.refused_invalid.inc(),
             SubmitError::ShutDown => c.refused_shutdown.inc(),
         }
         e
@@ -405,7 +440,14 @@ impl PoolBuilder {
         let mut config = self.config;
         config.validate()?;
         if let ColdConfig::Filesystem { root, .. } = &mut config.cold {
-            std::fs::create_dir_all(&*root).map_err(|source| PoolError::Os {
+            // 0700: evidence is private to the user the hounds run as (the store creates
+            // its files 0600 and directories 0700 too).
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&*root)
+            .map_err(|source| PoolError::Os {
                 op: "create cold storage directory",
                 source,
             })?;
@@ -414,6 +456,8 @@ impl PoolBuilder {
                 source,
             })?;
         }
+        crate::cold::sweep_temps(&config, houndpool_shared::cold::fs::pid_gone);
+        crate::cold::start(&mut config)?;
         let binary = spawn::resolve_binary(&config.hound_binary)?;
         let pool_id = *Uuid::now_v7().as_bytes();
         // One spare slot for rotation, so a replacement starts before its predecessor retires.
@@ -480,6 +524,7 @@ impl PoolBuilder {
             max_evidence,
             max_envelope,
             key_prefix,
+            keys: JobKeys::default(),
             sandbox_report: Mutex::new(None),
             retrying: AtomicUsize::new(0),
             cgroups: PoolCgroupsShared {
@@ -588,7 +633,7 @@ impl Pool {
             }
             JobKind::Noop => sh.max_evidence,
             JobKind::Restore | JobKind::Erase => {
-                if job.evidence_id.is_none() || !job.body.is_empty() {
+                if job.evidence_id.is_none() == job.key.is_none() || !job.body.is_empty() {
                     return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
                 }
                 0
@@ -600,6 +645,23 @@ impl Pool {
                 max,
             }));
         }
+        let key = match job.key {
+            None => &[][..],
+            Some(_)
+                if !matches!(
+                    job.kind,
+                    JobKind::Evacuate | JobKind::Restore | JobKind::Erase
+                ) =>
+            {
+                return Err(sh.refuse(SubmitError::InvalidKey {
+                    reason: "a key is allowed only for evacuate, restore and erase",
+                }))
+            }
+            Some(k) => match houndpool_protocol::job::check_evidence_key(k.as_bytes()) {
+                Ok(k) => k.as_bytes(),
+                Err(reason) => return Err(sh.refuse(SubmitError::InvalidKey { reason })),
+            },
+        };
         let job_id = sh.next_job.fetch_add(1, Ordering::Relaxed);
         let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
         let header = RequestHeader {
@@ -609,6 +671,8 @@ impl Pool {
             severity: job.severity,
             attempt: 0,
             evidence_id: *evidence_id.as_bytes(),
+            // At most MAX_EVIDENCE_KEY (200) bytes, checked above.
+            key_len: key.len() as u16,
         }
         .to_bytes();
         let meta = InFlight {
@@ -632,7 +696,7 @@ impl Pool {
         }
         sh.spans
             .open(job_id, job.kind, job.severity, job.body.len());
-        let r = self.place_or_apply(job, ticket, &header, meta);
+        let r = self.place_or_apply(job, ticket, &header, key, meta);
         if r.is_err() {
             sh.spans.discard(job_id);
             if track.is_some() {
@@ -648,23 +712,31 @@ impl Pool {
         job: &Job<'_>,
         ticket: Ticket,
         header: &[u8],
+        key: &[u8],
         meta: InFlight,
     ) -> Result<Ticket, SubmitError> {
         let sh = &*self.shared;
+        let job_id = meta.job_id;
         // Count the acceptance before the job becomes visible to the collector, so no snapshot
         // sees its outcome before its acceptance; undone if it is not accepted after all.
         sh.counters.accepted.inc_sc();
-        if sh.try_place(&[header, job.body], meta) {
+        if let Some(k) = job.key {
+            // Keyed jobs only (the receipt names the object by it); removed at the outcome.
+            sh.keys.insert(job_id, k);
+        }
+        if sh.try_place(&[header, key, job.body], meta) {
             sh.spans.event(meta.job_id, "placed in a ring");
             return Ok(ticket);
         }
         match sh.config.exhausted {
             PoolExhaustedAction::Drop => {
                 sh.counters.accepted.dec_sc();
+                sh.keys.remove(job_id);
                 Err(sh.refuse(SubmitError::PoolExhausted))
             }
             PoolExhaustedAction::Escalate => {
                 sh.counters.accepted.dec_sc();
+                sh.keys.remove(job_id);
                 sh.counters.escalations.inc();
                 let count = sh.counters.escalations.get();
                 let in_rings = sh.in_rings();
@@ -687,10 +759,12 @@ impl Pool {
             PoolExhaustedAction::Defer { limit } => {
                 let Some(defer) = &sh.defer else {
                     sh.counters.accepted.dec_sc();
+                    sh.keys.remove(job_id);
                     return Err(sh.refuse(SubmitError::PoolExhausted));
                 };
-                let mut bytes = Vec::with_capacity(REQUEST_HEADER_LEN + job.body.len());
+                let mut bytes = Vec::with_capacity(REQUEST_HEADER_LEN + key.len() + job.body.len());
                 bytes.extend_from_slice(header);
+                bytes.extend_from_slice(key);
                 bytes.extend_from_slice(job.body);
                 let (pushed, was_empty) = {
                     let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
@@ -709,6 +783,7 @@ impl Pool {
                     }
                     Pushed::Refused(_) => {
                         sh.counters.accepted.dec_sc();
+                        sh.keys.remove(job_id);
                         return Err(sh.refuse(SubmitError::DeferQueueFull { limit }));
                     }
                     // Shutdown drained and closed the queue after our state check: refused,

@@ -372,6 +372,9 @@ pub(crate) fn handshake(
         &frame,
         MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
     );
+    if sent.is_ok() {
+        crate::cold::send_to(&control, config).map_err(failed)?;
+    }
 
     let mut ready = match recv_message(&control, config.start_timeout) {
         Ok(Some(Message::Ready(r))) => r,

@@ -102,6 +102,7 @@ fn a_client_that_stops_reading_is_disconnected_and_counted_others_are_served() {
                     evidence_id: None,
                     level: None,
                     body: body.clone(),
+                    key: None,
                 })
                 .encode_frame(&mut f, 1 << 20)
                 .unwrap();

@@ -299,3 +299,88 @@ fn every_configuration_key_is_documented() {
         );
     }
 }
+
+#[test]
+fn the_pod_is_hardened_budgeted_and_fenced() {
+    let docs = documents();
+    let deployments = kind(&docs, "Deployment");
+    for d in &deployments {
+        let pod = pod(d);
+        assert_eq!(
+            pod.spec["automountServiceAccountToken"].as_bool(),
+            Some(false),
+            "no service-account token in the pod"
+        );
+        for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+            let t = pod.houndd[probe]["timeoutSeconds"].as_u64();
+            let period = pod.houndd[probe]["periodSeconds"].as_u64().unwrap_or(10);
+            assert!(
+                t.is_some_and(|t| t >= 1 && t <= period),
+                "{probe}: timeoutSeconds {t:?} (period {period})"
+            );
+        }
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        let selects = |sel: &Value| {
+            sel["matchLabels"]
+                .as_mapping()
+                .is_some_and(|m| m.iter().all(|(k, v)| &labels[s(k)] == v))
+        };
+        let pdbs = kind(&docs, "PodDisruptionBudget");
+        assert!(
+            pdbs.iter().any(|p| selects(&p["spec"]["selector"])),
+            "no PodDisruptionBudget selects the Deployment's pods"
+        );
+        let policies = kind(&docs, "NetworkPolicy");
+        let policy = policies
+            .iter()
+            .find(|p| selects(&p["spec"]["podSelector"]))
+            .expect("a NetworkPolicy selects the Deployment's pods");
+        let types: Vec<&str> = policy["spec"]["policyTypes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(s)
+            .collect();
+        assert!(types.contains(&"Egress"));
+        // Egress: the S3 endpoint's port and DNS, nothing else.
+        let env = houndd_env(&pod, &kind(&docs, "ConfigMap"));
+        let endpoint = &env["HOUNDPOOL_COLD_ENDPOINT"];
+        let (scheme, rest) = endpoint.split_once("://").unwrap();
+        let authority = rest.split('/').next().unwrap();
+        let s3_port: u16 = match authority.rsplit_once(':') {
+            Some((_, p)) => p.parse().unwrap(),
+            None if scheme == "https" => 443,
+            None => 80,
+        };
+        let mut ports: Vec<u64> = policy["spec"]["egress"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r["ports"].as_sequence().cloned().unwrap_or_default())
+            .map(|p| p["port"].as_u64().expect("numeric egress port"))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports, vec![53, u64::from(s3_port)]);
+    }
+    // The image the docs use: multi-stage, non-root, houndd and hound only.
+    let dockerfile = std::fs::read_to_string(manifest_dir().join("../Dockerfile")).unwrap();
+    assert!(
+        dockerfile.matches("\nFROM ").count() + usize::from(dockerfile.starts_with("FROM ")) >= 2
+    );
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert!(
+        !user.starts_with("0") && !user.starts_with("root"),
+        "USER {user}"
+    );
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY --from="))
+        .collect();
+    assert_eq!(copied.len(), 2, "{copied:?}");
+    assert!(copied.iter().any(|l| l.contains("/houndd ")));
+    assert!(copied.iter().any(|l| l.contains("/hound ")));
+}

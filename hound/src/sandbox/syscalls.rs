@@ -146,6 +146,7 @@ pub(crate) const ALLOW: &[Allowed] = &[
     allow!(SYS_mkdirat, Always, Any),               // create key-prefix directories
     allow!(SYS_unlinkat, Always, Any),              // erase objects; remove temp files after a failed write
     allow!(SYS_renameat2, Always, Any),             // atomic publish: rename temp file over the object
+    allow!(SYS_linkat, Always, Any),                // create-only publish: link the temp file to the key
     allow!(SYS_getdents64, Always, Any),            // list objects (read_dir)
     // --- control socket (SOCK_SEQPACKET) and HTTP socket data ---
     allow!(SYS_recvmsg, Always, Any),               // control frames (with or without ancillary data)
@@ -192,6 +193,7 @@ pub(crate) const ALLOW_ARCH: &[Allowed] = &[
     allow!(SYS_poll, Always, Any),                  // glibc poll() uses the legacy call on x86-64
     allow!(SYS_rename, Always, Any),                // std fs::rename -> glibc rename() on x86-64
     allow!(SYS_renameat, Always, Any),              // renameat() on older glibc
+    allow!(SYS_link, Always, Any),                  // std fs::hard_link -> glibc link() on x86-64
     allow!(SYS_mkdir, Always, Any),                 // std fs::create_dir -> glibc mkdir() on x86-64
     allow!(SYS_unlink, Always, Any),                // std fs::remove_file -> glibc unlink() on x86-64
     allow!(SYS_rmdir, Always, Any),                 // std fs::remove_dir -> glibc rmdir() on x86-64

@@ -1,22 +1,29 @@
 //! Filesystem cold store (the embedded default).
 //!
 //! Layout: the object under key `k` is the regular file `<root>/k`; '/' in a key makes
-//! subdirectories. Writes are atomic and durable:
-//! 1. create the key's missing parent directories one by one, fsyncing each new directory's
-//!    parent so the new entry survives a crash;
-//! 2. create a fresh temp file `.tmp-<pid>-<random hex>` in the target directory (`O_EXCL`);
+//! subdirectories. In-flight writes live in `<root>/.tmp-work/` (a name no key can take).
+//! Writes are create-only, atomic and durable:
+//! 1. create the key's missing parent directories one by one (mode 0700), fsyncing each new
+//!    directory's parent so the new entry survives a crash;
+//! 2. create a fresh temp file `.tmp-work/.tmp-<pid>-<random hex>` (`O_EXCL`, mode 0600): the
+//!    writer's pid is part of the name so that [`sweep_temps`] can remove the temp files of
+//!    writers that died;
 //! 3. write the whole envelope, `fsync` the file;
-//! 4. `rename` it onto the final name (atomic replace within one directory);
-//! 5. `fsync` the directory so the rename itself is durable.
+//! 4. `link(2)` it to the final name, which never replaces an existing entry (`EEXIST`);
+//! 5. `fsync` the object's directory so the new entry is durable, then unlink the temp file.
 //!
-//! On any failure before the rename the temp file is removed, so no partial object is ever
-//! visible under the key (a reader sees the old object or the new one, never a mix). A failure
-//! of step 5 is reported although the complete object is already visible; retrying the put is
-//! idempotent. Temp files left behind by a crash are never listed and never returned.
+//! When the final name already exists, its bytes are compared with the envelope: the same
+//! bytes are an idempotent success (a retry after a crash), other bytes are
+//! [`SharedError::AlreadyExists`] and the stored object is left untouched. No partial object
+//! is ever visible under a key. Temp files left behind by a crash are never listed and never
+//! returned; [`sweep_temps`] removes them once their writer is gone.
+//!
+//! Modes: objects 0600, directories created by the store 0700 (evidence is private to the
+//! user the hounds run as).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{validate_key, ColdStore, PutOutcome};
@@ -25,6 +32,15 @@ use crate::SharedError;
 /// File-name prefix of in-flight writes. Keys with a segment starting with it are refused, so
 /// an object can never be mistaken for a temp file (or vice versa).
 pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Directory below the root holding in-flight writes (starts with [`TEMP_PREFIX`], so no
+/// key can name it and `list` never descends into it).
+pub const TEMP_DIR: &str = ".tmp-work";
+
+/// Mode of stored objects.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of directories the store creates.
+pub const DIR_MODE: u32 = 0o700;
 
 /// How many random temp names `put` tries before giving up (a collision needs the same pid and
 /// the same 64 random bits, so more than one attempt is already paranoia).
@@ -50,7 +66,11 @@ impl FsStore {
     pub fn open(root: impl AsRef<Path>) -> Result<Self, SharedError> {
         let root = root.as_ref();
         let shown = || root.display().to_string();
-        fs::create_dir_all(root).map_err(|e| cold_io("open: create root", shown(), e))?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(root)
+            .map_err(|e| cold_io("open: create root", shown(), e))?;
         let root = fs::canonicalize(root).map_err(|e| cold_io("open: canonicalize", shown(), e))?;
         let meta = fs::metadata(&root).map_err(|e| cold_io("open: stat", shown(), e))?;
         if !meta.is_dir() {
@@ -80,6 +100,25 @@ impl FsStore {
         Ok(self.root.join(key))
     }
 
+    /// Whether the regular file at `path` holds exactly `bytes` (reads at most
+    /// `bytes.len() + 1` bytes of it).
+    fn same_bytes(&self, path: &Path, bytes: &[u8]) -> io::Result<bool> {
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "the key names something that is not a regular file",
+            ));
+        }
+        let mut existing = Vec::with_capacity(bytes.len());
+        file.take(bytes.len() as u64 + 1)
+            .read_to_end(&mut existing)?;
+        Ok(existing == bytes)
+    }
+
     /// Creates the directories of `key`'s parent segments that are missing, fsyncing the
     /// parent of each one created. An existing non-directory in the way makes a later step
     /// fail with `ENOTDIR`.
@@ -91,7 +130,7 @@ impl FsStore {
         for seg in dirs.split('/') {
             let parent = dir.clone();
             dir.push(seg);
-            match fs::create_dir(&dir) {
+            match fs::DirBuilder::new().mode(DIR_MODE).create(&dir) {
                 Ok(()) => sync_dir(&parent).map_err(|e| cold_io("put: fsync dir", key, e))?,
                 // Possibly created concurrently by another hound; if it is not a directory
                 // the next step fails with ENOTDIR.
@@ -104,30 +143,50 @@ impl FsStore {
 }
 
 impl ColdStore for FsStore {
-    /// Atomic, durable put (see the module docs for the exact sequence). Replaces an existing
-    /// object under the same key atomically. Never leaves a temp file behind on error (short of
-    /// a crash, and of the cleanup `unlink` itself failing).
+    /// Create-only, atomic, durable put (see the module docs for the exact sequence). An
+    /// existing object with the same bytes is an idempotent success; with other bytes the put
+    /// fails with [`SharedError::AlreadyExists`] and the object is unchanged. Never leaves a
+    /// temp file behind on error (short of a crash, and of the cleanup `unlink` itself
+    /// failing). Costs one extra read of the existing object when the key is taken.
     fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
         let path = self.path_of(key)?;
         // `path` is `root` joined with a non-empty relative key, so it always has a parent.
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.create_parents(key)?;
+        let temp_dir = self.root.join(TEMP_DIR);
+        match fs::DirBuilder::new().mode(DIR_MODE).create(&temp_dir) {
+            Ok(()) => sync_dir(&self.root).map_err(|e| cold_io("put: fsync dir", key, e))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(cold_io("put: create temp dir", key, e)),
+        }
 
         let (tmp_path, mut file) =
-            create_temp(&dir).map_err(|e| cold_io("put: create temp", key, e))?;
+            create_temp(&temp_dir).map_err(|e| cold_io("put: create temp", key, e))?;
         let written = file
             .write_all(envelope)
             .map_err(|e| ("put: write", e))
             .and_then(|()| file.sync_all().map_err(|e| ("put: fsync", e)));
         drop(file);
-        let renamed =
-            written.and_then(|()| fs::rename(&tmp_path, &path).map_err(|e| ("put: rename", e)));
-        if let Err((op, e)) = renamed {
-            // Best effort: the error that matters is the original one.
-            let _ = fs::remove_file(&tmp_path);
-            return Err(cold_io(op, key, e));
+        let linked = written.and_then(|()| match fs::hard_link(&tmp_path, &path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(("put: link", e)),
+        });
+        // The temp name is never needed again: linked, refused, or failed.
+        let removed = fs::remove_file(&tmp_path);
+        let created = linked.map_err(|(op, e)| cold_io(op, key, e))?;
+        if !created {
+            return match self.same_bytes(&path, envelope) {
+                Ok(true) => Ok(PutOutcome::Stored),
+                Ok(false) => Err(SharedError::AlreadyExists { key: key.into() }),
+                Err(e) => Err(cold_io("put: compare existing", key, e)),
+            };
         }
         sync_dir(&dir).map_err(|e| cold_io("put: fsync dir", key, e))?;
+        if let Err(e) = removed {
+            // The object is stored; a leftover temp file is swept once this writer is gone.
+            tracing::debug!(temp = %tmp_path.display(), error = %e, "temp file not removed");
+        }
         Ok(PutOutcome::Stored)
     }
 
@@ -256,13 +315,71 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
             fastrand::u64(..)
         );
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .open(&path)
+        {
             Ok(file) => return Ok((path, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
             Err(e) => return Err(e),
         }
     }
     Err(last)
+}
+
+/// Removes the temp files of writers that are gone: every `.tmp-<pid>-…` in
+/// `<root>/.tmp-work/` whose `pid` makes `gone(pid)` true. Returns how many were removed.
+/// Names that do not parse are left alone. Cost: one `readdir` of the temp directory (it only
+/// ever holds in-flight writes), no walk of the store. A missing root or temp directory is
+/// nothing to sweep.
+///
+/// The supervisor calls it before its first hound starts (with "no such process" as `gone`)
+/// and after each hound death (with that hound's pid).
+pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize> {
+    let dir = root.join(TEMP_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if is_missing(&e) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(TEMP_PREFIX))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if gone(pid) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Whether no process with this pid exists (`kill(pid, 0)` fails with `ESRCH`). A pid that
+/// exists (even one we may not signal) counts as alive, so a sweep never removes the temp
+/// file of a live writer of this pid namespace.
+pub fn pid_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 /// Makes `dir`'s entries (creations, renames, removals) durable.

@@ -8,7 +8,7 @@ pub mod fs;
 pub mod s3;
 
 use crate::SharedError;
-use houndpool_protocol::messages::ColdTarget;
+use houndpool_protocol::messages::{ColdEndpoints, ColdTarget};
 
 /// Longest object key accepted.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -41,6 +41,11 @@ pub trait ColdStore: Send {
     fn background_work(&mut self) -> Result<(), SharedError> {
         Ok(())
     }
+    /// Takes the resolved addresses and trusted CA of a network target (control message
+    /// `ColdEndpoints`). Default: nothing to do (the filesystem store).
+    fn set_endpoints(&mut self, _endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+        Ok(())
+    }
 }
 
 /// The object key of an evidence id: `<prefix><uuid>.thcs` (hyphenated lowercase UUID).
@@ -49,6 +54,16 @@ pub fn object_key(prefix: &str, evidence_id: &[u8; 16]) -> String {
         "{prefix}{}.thcs",
         uuid::Uuid::from_bytes(*evidence_id).hyphenated()
     )
+}
+
+/// The object key of a job: `<prefix><key>.thcs` for a caller-chosen evidence key (checked
+/// by `houndpool_protocol::job::check_evidence_key` before it gets here), else
+/// [`object_key`] of the evidence id.
+pub fn object_key_for(prefix: &str, evidence_id: &[u8; 16], key: Option<&str>) -> String {
+    match key {
+        Some(k) => format!("{prefix}{k}.thcs"),
+        None => object_key(prefix, evidence_id),
+    }
 }
 
 /// Checks that a key is usable by every backend: non-empty, at most [`MAX_KEY_LEN`] bytes, no
@@ -87,6 +102,19 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
         ColdTarget::None => Err(SharedError::ColdNotConfigured),
         ColdTarget::Filesystem { root, .. } => Ok(Box::new(fs::FsStore::open(root)?)),
         ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open(t)?)),
+    }
+}
+
+/// Opens the backend inside a hound: like [`open`], but an S3 store never looks names up
+/// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
+/// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]).
+pub fn open_for_hound(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
+    match target {
+        ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open_pinned(
+            t,
+            s3::S3Tuning::default(),
+        )?)),
+        other => open(other),
     }
 }
 

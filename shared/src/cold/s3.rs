@@ -12,6 +12,7 @@
 //! the same key. Refusals (403, 404 bucket, 400, redirects) are [`SharedError::ColdRejected`]
 //! and are never spooled. See docs/S3.md.
 
+pub mod net;
 mod retry;
 mod spool;
 
@@ -27,7 +28,7 @@ use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
 use self::spool::Spool;
 use super::{validate_key, ColdStore, PutOutcome};
 use crate::SharedError;
-use houndpool_protocol::messages::S3Target;
+use houndpool_protocol::messages::{ColdEndpoints, S3Target};
 
 /// Lifetime of each presigned request URL. A URL is signed right before it is sent, so this
 /// only has to cover clock skew between this host and the server.
@@ -128,6 +129,44 @@ pub struct S3Store {
     description: String,
     /// When `background_work` last drained the spool (rate limit).
     last_drain: Option<std::time::Instant>,
+    /// Addresses handed in by [`S3Store::set_endpoints`] (or the system resolver).
+    resolver: net::PinnedResolver,
+    /// The private CA PEM the agent trusts, if any (see [`S3Store::set_endpoints`]).
+    ca_pem: Option<String>,
+}
+
+/// The HTTP agent of a store: no proxy, no redirects, statuses classified by us, the given
+/// resolver, and either the built-in web roots or exactly the certificates of `ca`.
+fn build_agent(
+    tuning: &S3Tuning,
+    resolver: net::PinnedResolver,
+    ca: Option<Vec<ureq::tls::Certificate<'static>>>,
+) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(certs) = ca {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    let config = ureq::Agent::config_builder()
+        // Statuses are classified here (transient / refusal), not turned into errors.
+        .http_status_as_error(false)
+        // A redirect from S3 means a wrong region or endpoint; presigned URLs cannot
+        // follow it anyway. The 3xx answer is returned and classified as a refusal.
+        .max_redirects(0)
+        // The hound's environment is empty; never pick a proxy up from variables.
+        .proxy(None)
+        .timeout_connect(Some(tuning.connect_timeout))
+        .timeout_per_read(Some(tuning.io_timeout))
+        .timeout_per_write(Some(tuning.io_timeout))
+        .user_agent(concat!("houndpool/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(2)
+        .max_idle_connections_per_host(2)
+        .tls_config(tls.build())
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        resolver,
+    )
 }
 
 impl fmt::Debug for S3Store {
@@ -223,22 +262,8 @@ impl S3Store {
             .as_deref()
             .map(|dir| Spool::new(dir, target.spool_limit_bytes))
             .transpose()?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            // Statuses are classified here (transient / refusal), not turned into errors.
-            .http_status_as_error(false)
-            // A redirect from S3 means a wrong region or endpoint; presigned URLs cannot
-            // follow it anyway. The 3xx answer is returned and classified as a refusal.
-            .max_redirects(0)
-            // The hound's environment is empty; never pick a proxy up from variables.
-            .proxy(None)
-            .timeout_connect(Some(tuning.connect_timeout))
-            .timeout_per_read(Some(tuning.io_timeout))
-            .timeout_per_write(Some(tuning.io_timeout))
-            .user_agent(concat!("houndpool/", env!("CARGO_PKG_VERSION")))
-            .max_idle_connections(2)
-            .max_idle_connections_per_host(2)
-            .build()
-            .into();
+        let resolver = net::PinnedResolver::default();
+        let agent = build_agent(&tuning, resolver.clone(), None);
         let description = format!(
             "s3 {}://{}{} bucket={} prefix={:?} region={} {} spool={}",
             endpoint.scheme(),
@@ -270,7 +295,45 @@ impl S3Store {
             verify: default_spool_verifier,
             description,
             last_drain: None,
+            resolver,
+            ca_pem: None,
         })
+    }
+
+    /// Like [`S3Store::open_with`], for a process without a resolver (the hound): host
+    /// names are never looked up, only the addresses given by [`S3Store::set_endpoints`]
+    /// are used (until then a named endpoint is a transient "host not found").
+    pub fn open_pinned(target: &S3Target, tuning: S3Tuning) -> Result<Self, SharedError> {
+        let store = Self::open_with(target, tuning)?;
+        let mut state = store
+            .resolver
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        state.addrs = Some((String::new(), Vec::new()));
+        drop(state);
+        Ok(store)
+    }
+
+    /// Uses `endpoints.addresses` for `endpoints.host` from now on (the host keeps being
+    /// used for `Host`, SigV4 and TLS SNI and certificate checks), and trusts exactly the
+    /// certificates of `endpoints.ca_pem` instead of the built-in web roots when it is set.
+    /// Changing the CA rebuilds the HTTP agent (open connections are dropped); changing only
+    /// the addresses affects new connections. Fails with [`SharedError::InvalidConfig`]
+    /// (`cold.ca_file`) on a PEM without certificates; the store is then unchanged.
+    pub fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+        if endpoints.ca_pem != self.ca_pem {
+            let certs = endpoints.ca_pem.as_deref().map(net::parse_ca).transpose()?;
+            self.agent = build_agent(&self.tuning, self.resolver.clone(), certs);
+            self.ca_pem = endpoints.ca_pem.clone();
+        }
+        let mut state = self
+            .resolver
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        state.addrs = Some((endpoints.host.clone(), endpoints.addresses.clone()));
+        Ok(())
     }
 
     /// Replaces the check applied to spooled envelopes before upload (default
@@ -306,8 +369,11 @@ impl S3Store {
             .unwrap_or_default()
     }
 
-    /// One PutObject, retried. `Ok` only on a 2xx answer.
-    fn put_remote(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
+    /// One create-only PutObject, retried: `Ok(true)` when this request created the object
+    /// (2xx), `Ok(false)` when the server refused because the key exists (412 to
+    /// `If-None-Match: *`). A server that ignores the header answers 2xx and replaces; the
+    /// HEAD check in [`S3Store::put_create_only`] covers those (with a race window).
+    fn put_remote(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
         // Content-MD5 makes the server refuse (400 BadDigest) a body damaged in transit.
         let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(envelope));
         self.policy().run(|| {
@@ -318,16 +384,55 @@ impl S3Store {
                 .agent
                 .put(url.as_str())
                 .header("content-md5", md5.as_str())
+                // Create-only (RFC 9110 13.1.2): S3 answers 412 if the key exists.
+                .header("if-none-match", "*")
                 .send(envelope)
                 .map_err(|e| classify_ureq("put", e))?;
             let status = resp.status().as_u16();
             // Read the (small) body either way so the connection can be reused.
             let body = Self::error_body(&mut resp);
             if resp.status().is_success() {
-                return Ok(());
+                return Ok(true);
             }
-            Err(classify_status("put", status, &body))
+            match status {
+                412 => Ok(false),
+                // AWS: a concurrent conditional write of the same key is in progress.
+                409 => Err(Fail::Transient(format!(
+                    "put: HTTP 409: concurrent conditional write of {key}"
+                ))),
+                _ => Err(classify_status("put", status, &body)),
+            }
         })
+    }
+
+    /// Whether the object under `key` holds exactly `envelope` (GET bounded by its length).
+    fn remote_equals(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
+        match self.get_remote(key, envelope.len()) {
+            Ok(existing) => Ok(existing == envelope),
+            Err(Fail::Final(SharedError::ObjectTooLarge { .. })) => Ok(false),
+            // Deleted between the refusal and the GET: the caller may try again.
+            Err(Fail::Final(SharedError::NotFound { .. })) => Err(Fail::Transient(format!(
+                "put: {key} vanished while being compared"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create-only upload: HEAD, then a conditional PUT. An existing object with the same
+    /// bytes is success (idempotent retry), with other bytes [`SharedError::AlreadyExists`];
+    /// the stored object is never replaced by a server that honours `If-None-Match`. Cost:
+    /// one HEAD more than a plain PUT, and one GET when the key is taken.
+    fn put_create_only(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
+        let created = if self.head_remote(key)? {
+            false
+        } else {
+            self.put_remote(key, envelope)?
+        };
+        if created || self.remote_equals(key, envelope)? {
+            Ok(())
+        } else {
+            Err(Fail::Final(SharedError::AlreadyExists { key: key.into() }))
+        }
     }
 
     /// One GetObject, retried, refusing objects above `max_len` bytes.
@@ -553,7 +658,7 @@ impl S3Store {
                     continue;
                 }
             };
-            match self.put_remote(&record.key, &record.envelope) {
+            match self.put_create_only(&record.key, &record.envelope) {
                 Ok(()) => {
                     if spool.finish(claim).map_err(|e| io("spool remove", e))? {
                         tracing::info!(key = %record.key, "spooled envelope uploaded");
@@ -570,6 +675,18 @@ impl S3Store {
                     tracing::warn!(%reason, "cold target unavailable; draining stopped");
                     report.unavailable = Some(reason);
                     break;
+                }
+                Err(Fail::Final(SharedError::AlreadyExists { key })) => {
+                    // Other bytes reached the target under this key first; the spooled
+                    // evidence is kept for an operator, never dropped or forced over it.
+                    let name = claim.name().to_owned();
+                    let dest = spool
+                        .quarantine(claim)
+                        .map_err(|e| io("spool quarantine", e))?;
+                    tracing::error!(record = %name, %key, to = %dest.display(),
+                        "another object with different bytes exists under the spooled key; \
+                         quarantined, not uploaded");
+                    report.quarantined += 1;
                 }
                 Err(Fail::Final(e)) => {
                     spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
@@ -614,20 +731,27 @@ fn fail_into(f: Fail) -> SharedError {
 }
 
 impl ColdStore for S3Store {
-    /// PutObject; after transient failures the envelope is spooled (if possible). A direct
-    /// success also drops an older spooled record of the same key, so the drainer cannot
-    /// later replace the new object with it.
+    /// Create-only upload; after transient failures the envelope is spooled (if possible).
+    ///
+    /// A record already spooled (or being uploaded by a drainer) for the key counts as the
+    /// stored object: the same bytes are an idempotent `Spooled`, other bytes
+    /// [`SharedError::AlreadyExists`]. So a direct put never races a drainer uploading an
+    /// older record of the same key: both are create-only, and whichever lands first wins
+    /// while the other is refused (or found identical).
     fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
         validate_key(key)?;
-        match self.put_remote(key, envelope) {
-            Ok(()) => {
-                if let Some(spool) = &self.spool {
-                    if let Err(e) = spool.remove_pending(key) {
-                        tracing::warn!(%key, error = %e, "could not drop an obsolete spooled record");
-                    }
+        if let Some(spool) = &self.spool {
+            match spool.read(key, envelope.len()) {
+                Ok(Some(spooled)) if spooled == envelope => return Ok(PutOutcome::Spooled),
+                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => {
+                    return Err(SharedError::AlreadyExists { key: key.into() })
                 }
-                Ok(PutOutcome::Stored)
+                Ok(None) => {}
+                Err(e) => return Err(e),
             }
+        }
+        match self.put_create_only(key, envelope) {
+            Ok(()) => Ok(PutOutcome::Stored),
             Err(Fail::Final(e)) => Err(e),
             Err(Fail::Transient(reason)) => {
                 let Some(spool) = &self.spool else {
@@ -637,6 +761,9 @@ impl ColdStore for S3Store {
                     Ok(()) => {
                         tracing::warn!(%key, %reason, "cold target unavailable; envelope spooled");
                         Ok(PutOutcome::Spooled)
+                    }
+                    Err(spool::StoreError::Exists) => {
+                        Err(SharedError::AlreadyExists { key: key.into() })
                     }
                     Err(e) => Err(SharedError::ColdUnavailable {
                         reason: format!("{reason}; not spooled: {e}"),
@@ -694,6 +821,10 @@ impl ColdStore for S3Store {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+        S3Store::set_endpoints(self, endpoints)
     }
 
     /// Drains up to [`BACKGROUND_DRAIN_ITEMS`] spooled envelopes, at most once per

@@ -90,17 +90,24 @@ enum Command {
         /// The daemon's socket.
         #[arg(long, default_value = "/run/houndpool/houndd.sock")]
         socket: PathBuf,
-        /// Job kind: evacuate (to cold storage), encode, decode (FILE is an envelope) or noop.
+        /// Job kind: evacuate (to cold storage), encode, decode (FILE is an envelope), noop,
+        /// or restore / erase (by --key, no FILE).
         #[arg(long, default_value = "evacuate")]
         kind: String,
         /// Severity: low, medium, high or critical.
         #[arg(long, default_value = "medium")]
         severity: String,
+        /// Evidence key naming the object `<prefix><KEY>.thcs` (e.g. the origin's
+        /// `injection:<sha256 hex>`): evacuate exactly one FILE under it, or restore / erase it.
+        #[arg(long)]
+        key: Option<String>,
+        /// restore: where to write the restored evidence.
+        #[arg(long)]
+        out: Option<PathBuf>,
         /// Print one JSON object per line instead of text.
         #[arg(long)]
         json: bool,
         /// Files to submit, one job each.
-        #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Configuration tools.
@@ -145,9 +152,19 @@ fn main() -> ExitCode {
             socket,
             kind,
             severity,
+            key,
+            out,
             json,
             files,
-        } => submit(&socket, &kind, &severity, json, &files),
+        } => submit(
+            &socket,
+            &kind,
+            &severity,
+            key.as_deref(),
+            out.as_deref(),
+            json,
+            &files,
+        ),
         Command::Config {
             action: ConfigAction::Check { file },
         } => config_check(file.as_deref()),
@@ -365,6 +382,28 @@ fn demo(seconds: f64, hounds: Option<usize>, data_dir: PathBuf, seed: u64) -> Re
     })
 }
 
+/// Reads a file that should hold one envelope, refusing (before reading any of it) one larger
+/// than the largest possible envelope, and never reading more than that bound.
+fn read_envelope_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    const MAX: u64 = houndpool_protocol::envelope::MAX_ENVELOPE_LEN;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    if len > MAX {
+        return Err(format!(
+            "{len} bytes, larger than the largest possible envelope ({MAX} bytes); not read"
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX {
+        return Err(format!("grew beyond {MAX} bytes while being read"));
+    }
+    Ok(bytes)
+}
+
 fn verify(dir: &Path) -> Res {
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()).into());
@@ -383,11 +422,9 @@ fn verify(dir: &Path) -> Res {
             if path.extension().is_none_or(|e| e != "thcs") {
                 continue;
             }
-            let result = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| {
-                    houndpool_protocol::envelope::verify(&bytes).map_err(|e| e.to_string())
-                });
+            let result = read_envelope_file(&path).and_then(|bytes| {
+                houndpool_protocol::envelope::verify(&bytes).map_err(|e| e.to_string())
+            });
             match result {
                 Ok(_) => good += 1,
                 Err(reason) => {
@@ -570,7 +607,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBuf]) -> Res {
+fn submit(
+    socket: &Path,
+    kind: &str,
+    severity: &str,
+    key: Option<&str>,
+    out: Option<&Path>,
+    json: bool,
+    files: &[PathBuf],
+) -> Res {
     use houndpool::daemon::client::Client;
     use houndpool_protocol::messages::{JobOutcome, OutcomeResult};
     use std::collections::HashMap;
@@ -580,10 +625,27 @@ fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBu
         JobKind::Encode,
         JobKind::Decode,
         JobKind::Noop,
+        JobKind::Restore,
+        JobKind::Erase,
     ]
     .into_iter()
     .find(|k| k.name() == kind)
-    .ok_or_else(|| format!("--kind {kind}: one of evacuate, encode, decode, noop"))?;
+    .ok_or_else(|| {
+        format!("--kind {kind}: one of evacuate, encode, decode, noop, restore, erase")
+    })?;
+    let by_key = matches!(kind, JobKind::Restore | JobKind::Erase);
+    let labels: Vec<PathBuf> = match (kind, key) {
+        (JobKind::Restore | JobKind::Erase, Some(k)) if files.is_empty() => vec![PathBuf::from(k)],
+        (JobKind::Restore | JobKind::Erase, _) => {
+            return Err("--kind restore / erase need --key KEY and no FILE".into())
+        }
+        (JobKind::Evacuate, Some(_)) if files.len() != 1 => {
+            return Err("--key names one object: give exactly one FILE".into())
+        }
+        (JobKind::Evacuate, _) | (_, None) if !files.is_empty() => files.to_vec(),
+        (_, None) => return Err("give at least one FILE".into()),
+        (_, Some(_)) => return Err("--key is allowed with evacuate, restore and erase only".into()),
+    };
     let severity = Severity::ALL
         .into_iter()
         .find(|s| s.name() == severity)
@@ -595,12 +657,20 @@ fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBu
     let mut ok = true;
     let print = |file: &Path, o: &JobOutcome| -> bool {
         let id = uuid::Uuid::from_bytes(o.evidence_id);
-        let (result, done) = match &o.result {
+        let (result, mut done) = match &o.result {
             OutcomeResult::Completed(_) => ("completed", true),
             OutcomeResult::Failed { .. } => ("failed", false),
             OutcomeResult::TimedOut => ("timed_out", false),
             OutcomeResult::Dropped { .. } => ("dropped", false),
         };
+        if let (Some(path), OutcomeResult::Completed(r)) = (out, &o.result) {
+            if let Some(evidence) = &r.payload {
+                if let Err(e) = std::fs::write(path, evidence) {
+                    eprintln!("houndd: writing {}: {e}", path.display());
+                    done = false;
+                }
+            }
+        }
         if json {
             let mut v = serde_json::json!({
                 "file": file.display().to_string(),
@@ -617,8 +687,15 @@ fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBu
                     v["sha256"] = serde_json::json!(r.sha256.map(|h| hex(&h)));
                     v["spooled"] = serde_json::json!(r.spooled);
                 }
-                OutcomeResult::Failed { kind, message, .. } => {
+                OutcomeResult::Failed {
+                    kind,
+                    code,
+                    message,
+                } => {
                     v["reason"] = serde_json::json!(kind.name());
+                    if let Ok(c) = houndpool_protocol::job::FailCode::from_u16(*code) {
+                        v["code"] = serde_json::json!(c.name());
+                    }
                     v["message"] = serde_json::json!(message);
                 }
                 OutcomeResult::Dropped { reason, .. } => {
@@ -654,15 +731,21 @@ fn submit(socket: &Path, kind: &str, severity: &str, json: bool, files: &[PathBu
         }
         done
     };
-    for file in files {
+    for file in &labels {
         while pending.len() >= WINDOW {
             let o = client.next_outcome()?;
             if let Some(f) = pending.remove(&o.job_id) {
                 ok &= print(f, &o);
             }
         }
-        let body = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-        match client.submit(kind, severity, body)? {
+        let body = if by_key {
+            Vec::new()
+        } else {
+            std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?
+        };
+        let request =
+            client.send_submit_full(kind, severity, None, key.map(str::to_owned), None, body)?;
+        match client.wait_reply(request)? {
             Ok(job_id) => {
                 pending.insert(job_id, file);
             }

@@ -104,6 +104,22 @@ impl Client {
         level: Option<u8>,
         body: Vec<u8>,
     ) -> Result<u64, DaemonError> {
+        self.send_submit_full(kind, severity, evidence_id, None, level, body)
+    }
+
+    /// Like [`Client::send_submit`], naming the object by a caller-chosen evidence `key`
+    /// (Evacuate, Restore, Erase; the object is `<prefix><key>.thcs`, e.g. the origin's
+    /// `<category>:<sha256 hex>`). The daemon refuses a bad key (`invalid_job`, saying why);
+    /// with a key, `evidence_id` must be `None`.
+    pub fn send_submit_full(
+        &mut self,
+        kind: JobKind,
+        severity: Severity,
+        evidence_id: Option<[u8; 16]>,
+        key: Option<String>,
+        level: Option<u8>,
+        body: Vec<u8>,
+    ) -> Result<u64, DaemonError> {
         let request_id = self.next_request;
         self.next_request += 1;
         self.send(&DaemonMessage::Submit(Submit {
@@ -113,6 +129,7 @@ impl Client {
             evidence_id,
             level,
             body,
+            key,
         }))?;
         Ok(request_id)
     }

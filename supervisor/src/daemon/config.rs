@@ -164,6 +164,14 @@ fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
             None => HoundBinary::Auto,
         },
         cold,
+        cold_net: match &c.cold.backend {
+            ColdBackend::S3(s) => crate::cold::ColdNet {
+                ca_file: s.ca_file.clone(),
+                resolve_interval: s.resolve_interval,
+                ..Default::default()
+            },
+            _ => Default::default(),
+        },
         max_evidence_bytes: p.max_evidence_bytes,
         max_output_bytes: p.max_output_bytes,
         gzip_level: p.gzip_level,

@@ -268,7 +268,7 @@ fn refuse_reason(e: &SubmitError) -> RefuseReason {
         SubmitError::DeferQueueFull { .. } => RefuseReason::DeferQueueFull,
         SubmitError::EvidenceTooLarge { .. } => RefuseReason::EvidenceTooLarge,
         SubmitError::EmptyEvidence { .. } => RefuseReason::EmptyEvidence,
-        SubmitError::InvalidJob { .. } => RefuseReason::InvalidJob,
+        SubmitError::InvalidJob { .. } | SubmitError::InvalidKey { .. } => RefuseReason::InvalidJob,
         SubmitError::ShutDown => RefuseReason::ShuttingDown,
     }
 }
@@ -404,12 +404,38 @@ fn submit(state: &State, conn: &Conn, live: &Live, s: &Submit) -> (SubmitReply, 
             format!("gzip level {level} is not in 0..=9"),
         );
     }
+    if let Some(key) = &s.key {
+        if !matches!(
+            s.kind,
+            houndpool_protocol::job::JobKind::Evacuate
+                | houndpool_protocol::job::JobKind::Restore
+                | houndpool_protocol::job::JobKind::Erase
+        ) {
+            return refused(
+                RefuseReason::InvalidJob,
+                format!(
+                    "a key is allowed only for evacuate, restore and erase, not {}",
+                    s.kind.name()
+                ),
+            );
+        }
+        if s.evidence_id.is_some() {
+            return refused(
+                RefuseReason::InvalidJob,
+                "a job with a key must not also carry an evidence_id".into(),
+            );
+        }
+        if let Err(why) = houndpool_protocol::job::check_evidence_key(key.as_bytes()) {
+            return refused(RefuseReason::InvalidJob, why.into());
+        }
+    }
     let job = Job {
         kind: s.kind,
         severity: s.severity,
         body: &s.body,
         evidence_id: s.evidence_id.map(Uuid::from_bytes),
         level: s.level,
+        key: s.key.as_deref(),
     };
     match state.pool.submit(&job) {
         Ok(ticket) => {

@@ -329,6 +329,7 @@ pub fn submit_frame(request_id: u64, kind: houndpool::JobKind, body: Vec<u8>) ->
         evidence_id: None,
         level: None,
         body,
+        key: None,
     })
     .encode_frame(&mut f, 1 << 24)
     .expect("encode a submit");

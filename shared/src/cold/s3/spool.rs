@@ -3,15 +3,17 @@
 //!
 //! Layout of the spool directory (created on first use, mode 0700):
 //! - `<h>.spool`: one pending envelope, `h` = lowercase hex SHA-256 of its object key, so the
-//!   same key always maps to the same file (spooling a key twice replaces, never duplicates);
+//!   same key always maps to the same file (records are create-only: spooling a key again
+//!   with the same bytes is a no-op, with other bytes it is refused);
 //! - `<h>.spool.claim-<pid>-<unix-secs>-<random>`: an entry a drainer has claimed (atomic
 //!   rename; the random part keeps two claims of successive records of one key distinct);
 //! - `.tmp-<pid>-<random>`: a record being written (never read; removed when stale);
 //! - `quarantine/`: records that failed verification, kept for an operator.
 //!
 //! A record is `"HPSPOOL1"`, the key length (u16 big-endian), the key (UTF-8), then the
-//! envelope bytes. Records are written atomically: temp file (0600), write, fsync, rename,
-//! fsync directory. The key stored inside must hash to the file name, otherwise the record
+//! envelope bytes. Records are written atomically: temp file (0600), write, fsync, link
+//! (never replacing), fsync directory. The spool directory is created 0700 and its parent
+//! fsynced, so the new directory survives a crash together with the first record. The key stored inside must hash to the file name, otherwise the record
 //! is treated as corrupt.
 
 use std::fs::{self, File, OpenOptions};
@@ -131,6 +133,8 @@ impl Claim {
 pub(super) enum StoreError {
     /// Accepting it would take the spool above its limit.
     Full { used: u64, record: u64, limit: u64 },
+    /// A record with other bytes is already spooled for the key.
+    Exists,
     /// A filesystem operation failed.
     Io(io::Error),
 }
@@ -146,6 +150,7 @@ impl std::fmt::Display for StoreError {
                 f,
                 "spool full: {used} bytes used + {record} bytes record > limit {limit}"
             ),
+            StoreError::Exists => write!(f, "another record is spooled for the key"),
             StoreError::Io(e) => write!(f, "spool write failed: {e}"),
         }
     }
@@ -217,11 +222,20 @@ impl Spool {
         }
     }
 
+    /// Creates the spool directory (0700) if missing and fsyncs its parent, so the directory
+    /// entry is as durable as the records written into it.
     fn ensure_dir(&self) -> io::Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(&self.dir)
+            .create(&self.dir)?;
+        match self.dir.parent() {
+            Some(parent) => Self::sync_dir(parent),
+            None => Ok(()),
+        }
     }
 
     fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -269,8 +283,9 @@ impl Spool {
         Ok(used)
     }
 
-    /// Writes `envelope` for `key` atomically, replacing an earlier pending record of the same
-    /// key. Refuses when the spool would exceed its limit. `key` must be valid (at most
+    /// Writes `envelope` for `key` atomically and create-only: if a pending record of the key
+    /// exists, the same bytes are success (nothing written) and other bytes
+    /// [`StoreError::Exists`]. Refuses when the spool would exceed its limit. `key` must be valid (at most
     /// [`MAX_KEY_LEN`] bytes).
     pub fn store(&self, key: &str, envelope: &[u8]) -> Result<(), StoreError> {
         let key_len = u16::try_from(key.len())
@@ -302,14 +317,27 @@ impl Spool {
             f.write_all(envelope)?;
             f.sync_all()?;
             drop(f);
-            fs::rename(&tmp, self.dir.join(format!("{}{SUFFIX}", stem_of(key))))?;
-            Self::sync_dir(&self.dir)
+            let dest = self.dir.join(format!("{}{SUFFIX}", stem_of(key)));
+            match fs::hard_link(&tmp, &dest) {
+                Ok(()) => Self::sync_dir(&self.dir).map(|()| true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
         })();
-        if result.is_err() {
-            // Best effort: the temp file may not exist (open failed) or be gone already.
-            let _ = fs::remove_file(&tmp);
+        // Best effort: the temp file may not exist (open failed); linked or not, its name is
+        // no longer needed.
+        let _ = fs::remove_file(&tmp);
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => match self.read(key, envelope.len()) {
+                Ok(Some(existing)) if existing == envelope => Ok(()),
+                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => Err(StoreError::Exists),
+                // Uploaded (or erased) since: nothing spooled any more, try again once.
+                Ok(None) => self.store(key, envelope),
+                Err(e) => Err(StoreError::Io(io::Error::other(e.to_string()))),
+            },
+            Err(e) => Err(StoreError::Io(e)),
         }
-        result.map_err(StoreError::Io)
     }
 
     /// Names of the pending file and of every claim of `key` present now.
@@ -382,19 +410,6 @@ impl Spool {
             return Ok(Some(buf));
         }
         Ok(None)
-    }
-
-    /// Removes the pending record of `key` only (after a direct upload made it obsolete).
-    /// Returns whether there was one.
-    pub fn remove_pending(&self, key: &str) -> io::Result<bool> {
-        match fs::remove_file(self.dir.join(format!("{}{SUFFIX}", stem_of(key)))) {
-            Ok(()) => {
-                Self::sync_dir(&self.dir)?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// Removes every record of `key`, pending and claimed (erasure). Returns whether any
@@ -647,9 +662,10 @@ mod tests {
     fn store_read_replace_remove() {
         let (_d, sp) = spool(1 << 20);
         assert_eq!(sp.read("k/1", 100).unwrap(), None);
-        sp.store("k/1", b"first").unwrap();
         sp.store("k/1", b"second").unwrap();
-        assert_eq!(sp.count().unwrap(), 1, "same key replaces");
+        sp.store("k/1", b"second").unwrap();
+        assert!(matches!(sp.store("k/1", b"other"), Err(StoreError::Exists)));
+        assert_eq!(sp.count().unwrap(), 1, "create-only: one record per key");
         assert_eq!(
             sp.read("k/1", 100).unwrap().as_deref(),
             Some(&b"second"[..])
@@ -666,7 +682,7 @@ mod tests {
         assert!(sp.remove_all("k/1").unwrap());
         assert!(!sp.remove_all("k/1").unwrap());
         assert_eq!(sp.read("k/1", 100).unwrap(), None);
-        assert!(sp.remove_pending("k/2").unwrap());
+        assert!(sp.remove_all("k/2").unwrap());
         assert_eq!(sp.count().unwrap(), 0);
     }
 
