@@ -1099,7 +1099,7 @@ impl DaemonMessage {
             | MessageKind::Ready
             | MessageKind::Shutdown
             | MessageKind::Fatal
-            | MessageKind::Setup => return Err(wrong_channel(kind, "daemon socket")),
+            | MessageKind::Setup
             | MessageKind::ColdEndpoints => return Err(wrong_channel(kind, "daemon socket")),
         })
     }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use houndpool_protocol::messages::{Cancel, CancelReply, CancelResult, DaemonMessage};
 use super::{encode, Conn, Item, Router};
 use crate::daemon::{Live, State};
 use crate::JobId;
+use houndpool_protocol::messages::{Cancel, CancelReply, CancelResult, DaemonMessage};
 
 impl Router {
     /// Removes the route of `job_id` if connection `conn` owns it; returns its request id and
@@ -15,9 +15,10 @@ impl Router {
     fn take_route(&self, job_id: u64, conn: u64) -> Option<(u64, usize)> {
         let mut g = self.lock();
         match g.routes.get(&job_id) {
-            Some((c, _, _)) if c.id == conn => {
-                g.routes.remove(&job_id).map(|(_, r, reserved)| (r, reserved))
-            }
+            Some((c, _, _)) if c.id == conn => g
+                .routes
+                .remove(&job_id)
+                .map(|(_, r, reserved)| (r, reserved)),
             _ => None,
         }
     }
