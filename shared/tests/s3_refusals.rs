@@ -37,7 +37,8 @@ fn wrong_credentials_are_rejected_and_never_spooled() {
         tuning.retry_budget = Duration::from_secs(20);
         let mut s = S3Store::open_with(&target, tuning).unwrap();
         let started = Instant::now();
-        assert_rejected(s.put("ev/a.thcs", b"data"), "put", &[403]);
+        // A put is create-only: its HEAD check is the first request the server refuses.
+        assert_rejected(s.put("ev/a.thcs", b"data"), "head", &[403]);
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "a refusal was retried"
@@ -115,7 +116,8 @@ fn an_untrusted_https_endpoint_is_rejected_not_spooled() {
     let mut s = server.store(Some(spool.path()), 1 << 20);
     match s.put("ev/a.thcs", b"data") {
         Err(SharedError::ColdRejected { op, status, reason }) => {
-            assert_eq!((op, status), ("put", 0));
+            // The create-only HEAD check is the first request; TLS refuses it.
+            assert_eq!((op, status), ("head", 0));
             assert!(reason.contains("certificate"), "{reason}");
         }
         other => panic!("{other:?}"),
