@@ -43,9 +43,15 @@ fn put_get_list_delete_round_trip() {
     assert!(s.list("nothing/").unwrap().is_empty());
     assert_eq!(s.list("").unwrap().len(), objects.len());
 
-    // Overwrite replaces the whole object.
-    s.put("ev/small.thcs", b"replaced").unwrap();
-    assert_eq!(s.get("ev/small.thcs", 100).unwrap(), b"replaced");
+    // Create-only: other bytes under a taken key are refused and the object stays; the same
+    // bytes again (a retry after a crash) are an idempotent success.
+    let before = s.get("ev/small.thcs", 100).unwrap();
+    assert!(matches!(
+        s.put("ev/small.thcs", b"replaced"),
+        Err(SharedError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.get("ev/small.thcs", 100).unwrap(), before);
+    s.put("ev/small.thcs", &before).unwrap();
 
     // Erase: existed, then gone, then "did not exist".
     assert!(s.delete("ev/small.thcs").unwrap());

@@ -197,11 +197,23 @@ impl Collector for PoolMetrics {
                 MetricType::Histogram,
             )?;
             for h in self.pool.latency() {
+                // The snapshot's buckets are cumulative; the encoder accumulates itself and
+                // takes each bucket's own count.
+                let mut below = 0;
+                let own: Vec<(f64, u64)> = h
+                    .buckets
+                    .iter()
+                    .map(|&(bound, cumulative)| {
+                        let n = cumulative.saturating_sub(below);
+                        below = cumulative;
+                        (bound, n)
+                    })
+                    .collect();
                 m.encode_family(&[("kind", h.kind.name())])?
                     .encode_histogram::<Vec<(String, String)>>(
                         h.sum_seconds,
                         h.count,
-                        &h.buckets,
+                        &own,
                         None,
                     )?;
             }

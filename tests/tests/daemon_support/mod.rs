@@ -225,6 +225,17 @@ impl Daemon {
             }
             if let Ok((200, _)) = http_get(self.ops, "/readyz") {
                 if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                    // That probe connection is accepted and closed asynchronously: wait until
+                    // the daemon has seen both, so no test counts it as one of its own.
+                    let settled = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < settled
+                        && !(self
+                            .metric("houndpool_daemon_connections_total")
+                            .is_some_and(|n| n >= 1.0)
+                            && self.metric("houndpool_daemon_connections_open") == Some(0.0))
+                    {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     return;
                 }
             }
