@@ -45,7 +45,7 @@ fn temp_files(root: &Path) -> Vec<String> {
 fn visible_names(root: &Path) -> Vec<String> {
     all_names(root)
         .into_iter()
-        .filter(|n| n != ".tmp-work")
+        .filter(|n| n != ".writing")
         .collect()
 }
 
@@ -323,7 +323,7 @@ fn objects_are_0600_and_directories_0700() {
     s.put("ev/2026/x.thcs", b"envelope").unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&s.root().join("ev/2026/x.thcs")), 0o600);
-    for d in ["", "ev", "ev/2026", ".tmp-work"] {
+    for d in ["", "ev", "ev/2026", ".writing"] {
         assert_eq!(mode(&s.root().join(d)), 0o700, "{d:?}");
     }
     assert_eq!(mode(&dir.path().join("new")), 0o700);
@@ -334,7 +334,7 @@ fn sweep_removes_only_temp_files_of_gone_writers() {
     use houndpool_shared::cold::fs::{pid_gone, sweep_temps};
     let (_d, mut s) = store();
     s.put("ev/x.thcs", b"kept").unwrap();
-    let tmp = s.root().join(".tmp-work");
+    let tmp = s.root().join(".writing");
     let me = std::process::id();
     // A writer that is gone: a child we started and reaped.
     let mut child = std::process::Command::new("true").spawn().unwrap();

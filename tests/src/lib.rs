@@ -11,6 +11,29 @@ use houndpool::{
     ColdConfig, HoundBinary, JobId, Outcome, Pool, PoolConfig, PoolExhaustedAction, PoolSize,
 };
 
+/// A `cargo` command (the one running the tests, else `cargo` on PATH) without the variables
+/// cargo sets for this test crate (CARGO_PKG_NAME, CARGO_MANIFEST_DIR, ...). Build scripts that
+/// declare them with rerun-if-env-changed (ring does) would otherwise be rebuilt by this inner
+/// cargo, and again by the next outer one: without them both see the same environment.
+pub fn cargo_command() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    for (k, _) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_BIN_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                k,
+                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 /// The real `hound` executable of this workspace.
 ///
 /// `cargo test --workspace` builds it (the hound package has integration tests, so cargo builds
@@ -35,8 +58,7 @@ pub fn hound_binary() -> PathBuf {
             return bin;
         }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
+        let mut cmd = cargo_command();
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cmd.arg("--release");
@@ -47,6 +69,29 @@ pub fn hound_binary() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// The test-only `hound-escape` binary (hound feature `escape-test`) next to the `hound` binary,
+/// built when missing or older than the sources it is made of (same rule as [`hound_binary`]).
+pub fn escape_binary() -> PathBuf {
+    let bin = hound_binary().with_file_name("hound-escape");
+    if !is_fresh(&bin) {
+        let status = cargo_command()
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "houndpool-hound",
+                "--features",
+                "escape-test",
+                "--bin",
+                "hound-escape",
+            ])
+            .status()
+            .expect("cargo build hound-escape");
+        assert!(status.success(), "building hound-escape failed");
+    }
+    bin
 }
 
 /// Whether `bin` exists and is newer than every source file of the crates it is built from.

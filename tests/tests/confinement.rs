@@ -163,26 +163,3 @@ fn a_required_layer_the_kernel_lacks_fails_build_naming_layer_and_opt_out() {
     assert_eq!(landlock.status.name(), "unavailable", "{landlock:?}");
     pool.shutdown(Duration::from_secs(5));
 }
-
-/// The `hound-escape` binary next to the `hound` binary, built (or found up to date) by cargo.
-fn escape_binary() -> std::path::PathBuf {
-    let bin = hound_binary().with_file_name("hound-escape");
-    {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "houndpool-hound",
-                "--features",
-                "escape-test",
-                "--bin",
-                "hound-escape",
-            ])
-            .status()
-            .expect("cargo build hound-escape");
-        assert!(status.success(), "building hound-escape failed");
-    }
-    bin
-}

@@ -4,7 +4,6 @@
 //! tree must not contain the daemon's crates.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use houndpool_tests::*;
 
@@ -15,32 +14,12 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A cargo command without the variables cargo sets for this test crate: build scripts that
-/// watch them (ring does) would otherwise be rebuilt by the inner and again the outer cargo.
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    for (k, _) in std::env::vars_os() {
-        let Some(k) = k.to_str() else { continue };
-        if k.starts_with("CARGO_PKG_")
-            || k.starts_with("CARGO_BIN_")
-            || k.starts_with("CARGO_MANIFEST_")
-            || matches!(
-                k,
-                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "OUT_DIR"
-            )
-        {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
 #[test]
 fn an_outside_crate_without_default_features_awaits_jobs() {
     let _g = serial();
     let ws = workspace();
     let dir = tempfile::tempdir().unwrap();
-    let out = cargo()
+    let out = cargo_command()
         .args(["run", "--quiet", "--offline", "--manifest-path"])
         .arg(ws.join("tests/embedder/Cargo.toml"))
         .arg("--")
@@ -62,7 +41,7 @@ fn an_outside_crate_without_default_features_awaits_jobs() {
 
 #[test]
 fn the_lean_library_has_none_of_the_daemon_crates() {
-    let out = cargo()
+    let out = cargo_command()
         .args([
             "tree",
             "--offline",

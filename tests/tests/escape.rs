@@ -3,58 +3,11 @@
 //! job tells it to. Each case: the supervisor survives, records the typed reason, replaces the
 //! hound, and the other jobs complete. Results are tabulated in docs/SECURITY.md.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use houndpool::{FailReason, HoundBinary, Job, OutcomeKind, Pool, PoolConfig, PoolSize};
 use houndpool_tests::*;
-
-/// The `hound-escape` binary (feature `escape-test`), built if missing or stale.
-fn escape_binary() -> PathBuf {
-    let hound = hound_binary();
-    let bin = hound.with_file_name("hound-escape");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hound/src");
-    let newest_src = walk_newest(&src);
-    let fresh = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .is_ok_and(|built| newest_src.is_none_or(|s| s <= built));
-    if !fresh {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "houndpool-hound",
-                "--features",
-                "escape-test",
-                "--bin",
-                "hound-escape",
-            ])
-            .status()
-            .expect("cargo build hound-escape");
-        assert!(status.success(), "building hound-escape failed");
-    }
-    bin
-}
-
-fn walk_newest(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        } else if let Ok(m) = meta.modified() {
-            newest = Some(newest.map_or(m, |n: std::time::SystemTime| n.max(m)));
-        }
-    }
-    newest
-}
 
 fn hostile_config(dir: &Path) -> PoolConfig {
     PoolConfig {

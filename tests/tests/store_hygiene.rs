@@ -37,13 +37,13 @@ fn killed_hounds_leave_no_temp_files_and_evidence_is_private() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(root.join(".tmp-work"))
+            .create(root.join(".writing"))
             .unwrap();
     }
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let stale = root.join(format!(".tmp-work/.tmp-{dead}-00000000deadbeef"));
+    let stale = root.join(format!(".writing/.tmp-{dead}-00000000deadbeef"));
     std::fs::write(&stale, b"partial").unwrap();
 
     let config = PoolConfig {

@@ -1,11 +1,11 @@
 //! Filesystem cold store (the embedded default).
 //!
 //! Layout: the object under key `k` is the regular file `<root>/k`; '/' in a key makes
-//! subdirectories. In-flight writes live in `<root>/.tmp-work/` (a name no key can take).
+//! subdirectories. In-flight writes live in `<root>/.writing/` (a name no key can take).
 //! Writes are create-only, atomic and durable:
 //! 1. create the key's missing parent directories one by one (mode 0700), fsyncing each new
 //!    directory's parent so the new entry survives a crash;
-//! 2. create a fresh temp file `.tmp-work/.tmp-<pid>-<random hex>` (`O_EXCL`, mode 0600): the
+//! 2. create a fresh temp file `.writing/.tmp-<pid>-<random hex>` (`O_EXCL`, mode 0600): the
 //!    writer's pid is part of the name so that [`sweep_temps`] can remove the temp files of
 //!    writers that died;
 //! 3. write the whole envelope, `fsync` the file;
@@ -35,7 +35,7 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 
 /// Directory below the root holding in-flight writes (starts with [`TEMP_PREFIX`], so no
 /// key can name it and `list` never descends into it).
-pub const TEMP_DIR: &str = ".tmp-work";
+pub const TEMP_DIR: &str = ".writing";
 
 /// Mode of stored objects.
 pub const FILE_MODE: u32 = 0o600;
@@ -330,7 +330,7 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
 }
 
 /// Removes the temp files of writers that are gone: every `.tmp-<pid>-…` in
-/// `<root>/.tmp-work/` whose `pid` makes `gone(pid)` true. Returns how many were removed.
+/// `<root>/.writing/` whose `pid` makes `gone(pid)` true. Returns how many were removed.
 /// Names that do not parse are left alone. Cost: one `readdir` of the temp directory (it only
 /// ever holds in-flight writes), no walk of the store. A missing root or temp directory is
 /// nothing to sweep.

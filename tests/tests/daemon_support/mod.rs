@@ -34,28 +34,7 @@ pub fn houndd_binary() -> PathBuf {
             return bin;
         }
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        // cargo passes a test the variables it sets for the test crate (CARGO_PKG_NAME,
-        // CARGO_MANIFEST_DIR, ...). Build scripts that declare them with rerun-if-env-changed
-        // (ring does) would then be rebuilt by this inner cargo, and again by the next outer
-        // one: remove them so both see the same environment.
-        for (k, _) in std::env::vars_os() {
-            let Some(k) = k.to_str() else { continue };
-            if k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_BIN_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || matches!(
-                    k,
-                    "CARGO_CRATE_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(k);
-            }
-        }
+        let mut cmd = houndpool_tests::cargo_command();
         cmd.args(["build", "--quiet", "--workspace", "--bins"]);
         if release {
             cmd.arg("--release");
