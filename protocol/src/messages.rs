@@ -567,7 +567,7 @@ pub struct ColdEndpoints {
     /// Addresses to connect to, in preference order (at most 16 are used); empty while the
     /// name does not resolve.
     pub addresses: Vec<std::net::SocketAddr>,
-    /// PEM certificates (`cold.ca_file`) trusted instead of the built-in web roots; `None`:
+    /// PEM certificates (`cold.ca_file`) trusted in addition to the built-in web roots; `None`:
     /// the built-in roots.
     pub ca_pem: Option<String>,
 }

@@ -123,7 +123,7 @@ pub static KEYS: &[KeyInfo] = &[
     key!("cold", "path_style", Bool, "true", "S3 path-style addressing (endpoint/bucket/key) instead of virtual-host style"),
     key!("cold", "spool_dir", String, "\"\"", "absolute directory where envelopes wait while S3 is unreachable; empty: no spool (evacuations fail instead)"),
     key!("cold", "spool_limit_bytes", Integer, "1073741824", "most bytes the spool may hold"),
-    key!("cold", "ca_file", String, "\"\"", "PEM file of the CA certificate(s) trusted for an https:// S3 endpoint instead of the built-in web roots; empty: the built-in roots"),
+    key!("cold", "ca_file", String, "\"\"", "PEM file of CA certificate(s) trusted for an https:// S3 endpoint in addition to the built-in web roots; empty: the built-in roots only"),
     key!("cold", "resolve_interval_ms", Integer, "30000", "how often the supervisor re-resolves the S3 endpoint's host name for the hounds, milliseconds (also soon after a hound finds the endpoint unreachable)"),
     // ---- [sandbox]
     key!("sandbox", "fd_hygiene", String, "\"best_effort\"", "close every inherited descriptor: \"required\", \"best_effort\" or \"off\""),
@@ -279,7 +279,7 @@ pub struct S3Settings {
     pub spool_limit_bytes: u64,
     /// Credentials from the environment.
     pub credentials: S3Credentials,
-    /// CA bundle trusted instead of the built-in web roots, if any.
+    /// CA bundle trusted in addition to the built-in web roots, if any.
     pub ca_file: Option<PathBuf>,
     /// Re-resolution period of the endpoint's host name.
     pub resolve_interval: std::time::Duration,

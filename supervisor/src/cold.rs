@@ -49,7 +49,7 @@ impl Resolve for SystemResolver {
 /// Network settings of an S3 cold target (ignored for other targets).
 #[derive(Debug, Clone)]
 pub struct ColdNet {
-    /// PEM file of the CA(s) the hounds trust for `https` endpoints instead of the built-in
+    /// PEM file of the CA(s) the hounds trust for `https` endpoints in addition to the built-in
     /// web roots (`cold.ca_file`). Read by the supervisor at build (at most 48 KiB, at least
     /// one certificate); certificates are verified inside the hound. Default none.
     pub ca_file: Option<PathBuf>,

@@ -136,14 +136,22 @@ pub struct S3Store {
 }
 
 /// The HTTP agent of a store: no proxy, no redirects, statuses classified by us, the given
-/// resolver, and either the built-in web roots or exactly the certificates of `ca`.
+/// resolver, and the built-in web roots, plus the certificates of `ca` when there is one.
 fn build_agent(
     tuning: &S3Tuning,
     resolver: net::PinnedResolver,
     ca: Option<Vec<ureq::tls::Certificate<'static>>>,
 ) -> ureq::Agent {
     let mut tls = ureq::tls::TlsConfig::builder();
-    if let Some(certs) = ca {
+    if let Some(private) = ca {
+        // ureq trusts either its built-in roots or a list: the list is the same Mozilla
+        // roots (compiled in, no file is read under the sandbox) followed by the private CA.
+        let mut certs: Vec<ureq::tls::Certificate<'static>> =
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
+                .collect();
+        certs.extend(private);
         tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
     }
     let config = ureq::Agent::config_builder()
@@ -317,7 +325,7 @@ impl S3Store {
 
     /// Uses `endpoints.addresses` for `endpoints.host` from now on (the host keeps being
     /// used for `Host`, SigV4 and TLS SNI and certificate checks), and trusts exactly the
-    /// certificates of `endpoints.ca_pem` instead of the built-in web roots when it is set.
+    /// certificates of `endpoints.ca_pem` in addition to the built-in web roots when it is set.
     /// Changing the CA rebuilds the HTTP agent (open connections are dropped); changing only
     /// the addresses affects new connections. Fails with [`SharedError::InvalidConfig`]
     /// (`cold.ca_file`) on a PEM without certificates; the store is then unchanged.
