@@ -9,7 +9,7 @@ use houndpool_protocol::job::{
 };
 use houndpool_protocol::messages::HoundLimits;
 use houndpool_protocol::ProtocolError;
-use houndpool_shared::cold::{self, ColdStore, PutOutcome};
+use houndpool_shared::cold::{self, ColdStore, PutItem, PutOutcome};
 use houndpool_shared::SharedError;
 
 /// Where the body of a completion lives.
@@ -39,6 +39,17 @@ pub(crate) struct JobRunner {
     prefix: String,
     output: Vec<u8>,
     fetched: Vec<u8>,
+    /// The Evacuate jobs of the batch being collected, in request order.
+    batch: Vec<Staged>,
+    /// Envelope buffers, one per batch member, reused across batches.
+    envelopes: Vec<Vec<u8>>,
+}
+
+/// One Evacuate job of a batch: encoded (waiting for the store) or already failed.
+struct Staged {
+    req: RequestHeader,
+    /// Object key, envelope header and encode time; or why the job failed before storing.
+    state: Result<(String, envelope::EnvelopeHeader, u64), (FailCode, String)>,
 }
 
 impl JobRunner {
@@ -53,7 +64,116 @@ impl JobRunner {
             prefix,
             output: Vec::new(),
             fetched: Vec::new(),
+            batch: Vec::new(),
+            envelopes: Vec::new(),
         }
+    }
+
+    /// Adds the Evacuate job `req` / `body` to the batch: checks and encodes it now (into a
+    /// buffer of its own), stores it in [`JobRunner::finish_batch`]. The request bytes are not
+    /// needed after this returns.
+    pub(crate) fn stage_evacuate(&mut self, req: &RequestHeader, body: &[u8]) {
+        let n = self.batch.len();
+        if self.envelopes.len() <= n {
+            self.envelopes.push(Vec::new());
+        }
+        let state = req
+            .split_key(body)
+            .map_err(|e| (FailCode::InvalidRequest, e.to_string()))
+            .and_then(|(key, body)| {
+                self.check_evidence(body)?;
+                let t0 = Instant::now();
+                let header =
+                    envelope::encode_into(body, u32::from(req.level), &mut self.envelopes[n])
+                        .map_err(|e| classify_protocol(&e))?;
+                let key = cold::object_key_for(&self.prefix, &req.evidence_id, key);
+                Ok((key, header, elapsed_ns(t0)))
+            });
+        self.batch.push(Staged { req: *req, state });
+    }
+
+    /// Stores every encoded envelope of the batch with one [`ColdStore::put_batch`] (group
+    /// commit / concurrent uploads) and returns the batch's completions in request order. A
+    /// `Completed` is produced only for an item the store reported durable. Each receipt's
+    /// `store_ns` is the time of the whole `put_batch` call. Empties the batch.
+    pub(crate) fn finish_batch(&mut self) -> Vec<Executed> {
+        let batch = std::mem::take(&mut self.batch);
+        let items: Vec<PutItem<'_>> = batch
+            .iter()
+            .zip(&self.envelopes)
+            .filter_map(|(st, env)| match &st.state {
+                Ok((key, _, _)) => Some(PutItem { key, envelope: env }),
+                Err(_) => None,
+            })
+            .collect();
+        let t1 = Instant::now();
+        let mut stored = match &mut self.store {
+            Ok(s) if !items.is_empty() => s.put_batch(&items),
+            Ok(_) => Vec::new(),
+            Err(why) => items
+                .iter()
+                .map(|_| {
+                    Err(houndpool_shared::SharedError::ColdUnavailable {
+                        reason: why.clone(),
+                    })
+                })
+                .collect(),
+        }
+        .into_iter();
+        let store_ns = elapsed_ns(t1);
+        let store_failed = self.store.is_err();
+        batch
+            .into_iter()
+            .map(|st| {
+                let req = st.req;
+                let result = st.state.and_then(|(_, header, encode_ns)| {
+                    let outcome = match stored.next() {
+                        Some(r) => r.map_err(|e| {
+                            if store_failed {
+                                (FailCode::ColdStorageUnavailable, e.to_string())
+                            } else {
+                                classify_shared(&e)
+                            }
+                        })?,
+                        None => {
+                            return Err((
+                                FailCode::Internal,
+                                "the store returned fewer results than items".into(),
+                            ))
+                        }
+                    };
+                    Ok((
+                        EvacuateReceipt {
+                            evidence_id: req.evidence_id,
+                            original_size: header.original_size,
+                            compressed_size: header.compressed_size,
+                            sha256: header.sha256,
+                            encode_ns,
+                            store_ns,
+                        },
+                        outcome == PutOutcome::Spooled,
+                    ))
+                });
+                match result {
+                    Ok((receipt, spooled)) => Executed {
+                        header: CompletionHeader {
+                            job_id: req.job_id,
+                            kind: req.kind,
+                            status: CompletionStatus::Ok,
+                            flags: if spooled { COMPLETION_FLAG_SPOOLED } else { 0 },
+                        },
+                        body: Body::Receipt(receipt.to_bytes()),
+                    },
+                    Err((code, message)) => failed(&req, code, &message),
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets a batch that did not finish (after a panic); its jobs' completions are the
+    /// caller's.
+    pub(crate) fn abandon_batch(&mut self) {
+        self.batch.clear();
     }
 
     /// The output buffer of the last job (valid for `Body::Output`).
@@ -86,6 +206,14 @@ impl JobRunner {
     /// Executes the job whose header is `req` and body `body` (which starts with the evidence
     /// key when the header announces one).
     pub(crate) fn execute(&mut self, req: &RequestHeader, body: &[u8]) -> Executed {
+        if req.kind == JobKind::Evacuate {
+            // A batch of one (the job loop batches several through the same two calls).
+            self.stage_evacuate(req, body);
+            return match self.finish_batch().pop() {
+                Some(done) => done,
+                None => failed(req, FailCode::Internal, "evacuation produced no completion"),
+            };
+        }
         let (key, body) = match req.split_key(body) {
             Ok(split) => split,
             Err(e) => {
@@ -113,29 +241,13 @@ impl JobRunner {
             JobKind::Noop => Ok(ok(Body::Echo)),
             JobKind::Encode => self.encode(req, body).map(|()| ok(Body::Output)),
             JobKind::Decode => self.decode(body).map(|()| ok(Body::Output)),
-            JobKind::Evacuate => self.evacuate(req, key, body).map(|(receipt, spooled)| {
-                let mut e = ok(Body::Receipt(receipt.to_bytes()));
-                if spooled {
-                    e.header.flags |= COMPLETION_FLAG_SPOOLED;
-                }
-                e
-            }),
+            JobKind::Evacuate => Err((FailCode::Internal, "evacuation is batched".into())),
             JobKind::Restore => self.restore(req, key).map(|()| ok(Body::Output)),
             JobKind::Erase => self
                 .erase(req, key)
                 .map(|existed| ok(Body::Byte([existed as u8]))),
         };
-        result.unwrap_or_else(|(code, message)| Executed {
-            header: CompletionHeader {
-                job_id: req.job_id,
-                kind: req.kind,
-                status: CompletionStatus::Failed(code),
-                flags: 0,
-            },
-            body: Body::Message(
-                houndpool_protocol::job::truncate_fail_message(&message).to_string(),
-            ),
-        })
+        result.unwrap_or_else(|(code, message)| failed(req, code, &message))
     }
 
     fn check_evidence(&self, body: &[u8]) -> Result<(), (FailCode, String)> {
@@ -172,41 +284,6 @@ impl JobRunner {
         }
     }
 
-    fn evacuate(
-        &mut self,
-        req: &RequestHeader,
-        key: Option<&str>,
-        body: &[u8],
-    ) -> Result<(EvacuateReceipt, bool), (FailCode, String)> {
-        self.check_evidence(body)?;
-        let t0 = Instant::now();
-        let header = envelope::encode_into(body, u32::from(req.level), &mut self.output)
-            .map_err(|e| classify_protocol(&e))?;
-        let encode_ns = elapsed_ns(t0);
-        let key = cold::object_key_for(&self.prefix, &req.evidence_id, key);
-        let t1 = Instant::now();
-        // Split borrows: the store and the output buffer are distinct fields.
-        let envelope_bytes = &self.output;
-        let outcome = match &mut self.store {
-            Ok(s) => s
-                .put(&key, envelope_bytes)
-                .map_err(|e| classify_shared(&e))?,
-            Err(why) => return Err((FailCode::ColdStorageUnavailable, why.clone())),
-        };
-        let store_ns = elapsed_ns(t1);
-        Ok((
-            EvacuateReceipt {
-                evidence_id: req.evidence_id,
-                original_size: header.original_size,
-                compressed_size: header.compressed_size,
-                sha256: header.sha256,
-                encode_ns,
-                store_ns,
-            },
-            outcome == PutOutcome::Spooled,
-        ))
-    }
-
     fn restore(
         &mut self,
         req: &RequestHeader,
@@ -235,6 +312,19 @@ impl JobRunner {
     ) -> Result<bool, (FailCode, String)> {
         let key = cold::object_key_for(&self.prefix, &req.evidence_id, key);
         self.store()?.delete(&key).map_err(|e| classify_shared(&e))
+    }
+}
+
+/// The completion of a job that failed with `code`.
+pub(crate) fn failed(req: &RequestHeader, code: FailCode, message: &str) -> Executed {
+    Executed {
+        header: CompletionHeader {
+            job_id: req.job_id,
+            kind: req.kind,
+            status: CompletionStatus::Failed(code),
+            flags: 0,
+        },
+        body: Body::Message(houndpool_protocol::job::truncate_fail_message(message).to_string()),
     }
 }
 

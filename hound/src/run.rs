@@ -418,24 +418,24 @@ impl JobLoop {
         Ok(fds[1].revents().is_some_and(|r| !r.is_empty()))
     }
 
-    /// Executes the record at the head of the request ring, if any.
+    /// Executes the record at the head of the request ring, if any (a run of Evacuate jobs
+    /// as one batch, see [`JobLoop::step_batch`]).
     fn step(&mut self) -> Result<Step, HoundError> {
         let Some(payload) = self.reader.peek()? else {
             return Ok(Step::Empty);
         };
         self.status.set_state(HoundState::Busy);
         let (req, body) = RequestHeader::parse(payload)?;
+        if req.kind == JobKind::Evacuate {
+            return self.step_batch();
+        }
         self.status.set_current_job(req.job_id);
         let runner = &mut self.runner;
         let executed = catch_unwind(AssertUnwindSafe(|| runner.execute(&req, body)));
         let (executed, panicked) = match executed {
             Ok(e) => (e, false),
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
+                let what = panic_text(&*panic);
                 (
                     crate::jobs::Executed {
                         header: houndpool_protocol::job::CompletionHeader {
@@ -477,6 +477,107 @@ impl JobLoop {
             Step::Worked
         })
     }
+}
+
+/// Most Evacuate jobs stored as one batch (one group commit, or one round of concurrent
+/// uploads).
+const BATCH_MAX_JOBS: usize = 64;
+/// A batch takes no further job once its evidence adds up to this many bytes (its first job
+/// is always taken, whatever its size), bounding the envelope buffers a batch holds.
+const BATCH_MAX_BYTES: usize = 4 << 20;
+
+impl JobLoop {
+    /// Stores the Evacuate jobs waiting at the head of the request ring as one batch: takes
+    /// what is there now (never waits for more), up to [`BATCH_MAX_JOBS`] /
+    /// [`BATCH_MAX_BYTES`], stopping at the first job of another kind; encodes each as it is
+    /// taken; stores them all with one `put_batch`; then publishes their completions in
+    /// request order (the supervisor matches each completion with the front of its
+    /// in-flight queue). A job alone is a batch of one, so it is not delayed.
+    ///
+    /// The request cursor moves past each job as it is taken: the supervisor keeps a record's
+    /// bytes until it consumes the record's completion, and only the hound reads its cursor.
+    fn step_batch(&mut self) -> Result<Step, HoundError> {
+        let runner = &mut self.runner;
+        let reader = &mut self.reader;
+        let status = &self.status;
+        let mut taken: Vec<RequestHeader> = Vec::new();
+        let collected = catch_unwind(AssertUnwindSafe(|| {
+            let mut bytes = 0usize;
+            while taken.len() < BATCH_MAX_JOBS && bytes < BATCH_MAX_BYTES {
+                // A record that cannot be read or parsed ends the batch; the next `step`
+                // reports it.
+                let Ok(Some(payload)) = reader.peek() else {
+                    break;
+                };
+                let Ok((req, body)) = RequestHeader::parse(payload) else {
+                    break;
+                };
+                if req.kind != JobKind::Evacuate
+                    || (!taken.is_empty() && bytes.saturating_add(body.len()) > BATCH_MAX_BYTES)
+                {
+                    break;
+                }
+                status.set_current_job(req.job_id);
+                taken.push(req);
+                runner.stage_evacuate(&req, body);
+                bytes = bytes.saturating_add(body.len());
+                reader.advance();
+                status.beat();
+            }
+            runner.finish_batch()
+        }));
+        let (done, panicked) = match collected {
+            Ok(done) => (done, false),
+            Err(panic) => {
+                self.runner.abandon_batch();
+                let what = panic_text(&*panic);
+                let done = taken
+                    .iter()
+                    .map(|req| {
+                        crate::jobs::failed(
+                            req,
+                            houndpool_protocol::job::FailCode::Internal,
+                            &format!("hound panicked: {what}"),
+                        )
+                    })
+                    .collect();
+                (done, true)
+            }
+        };
+        for executed in done {
+            let head: [u8; COMPLETION_HEADER_LEN] = executed.header.to_bytes();
+            let body_bytes: &[u8] = match &executed.body {
+                Body::Receipt(r) => r,
+                Body::Message(m) => m.as_bytes(),
+                // Evacuate completions carry a receipt or a message only.
+                Body::Echo | Body::Output | Body::Byte(_) => &[],
+            };
+            push_completion(
+                &mut self.writer,
+                &self.completion_bell,
+                &mut self.channel,
+                &[&head, body_bytes],
+            )?;
+            self.announce()?;
+            self.status.job_done();
+            self.status.beat();
+        }
+        self.status.set_current_job(0);
+        Ok(if panicked {
+            Step::Panicked
+        } else {
+            Step::Worked
+        })
+    }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Pushes a completion, waiting (spin, then short sleeps) while the ring is full. A full ring

@@ -23,11 +23,29 @@ pub enum PutOutcome {
     Spooled,
 }
 
+/// One envelope of a [`ColdStore::put_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct PutItem<'a> {
+    /// Object key (validated by the backend, as for `put`).
+    pub key: &'a str,
+    /// The envelope bytes.
+    pub envelope: &'a [u8],
+}
+
 /// A cold-storage backend. Implementations must make `put` atomic: after an error no partial
 /// object is visible under the key.
 pub trait ColdStore: Send {
     /// Stores `envelope` under `key`, atomically, replacing nothing partial.
     fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError>;
+    /// Stores several envelopes; returns one result per item, in the order of `items`, each
+    /// with exactly the meaning [`ColdStore::put`] would give it. Nothing is returned before
+    /// every `Ok` in the answer is as durable as `put` makes it, so a caller may report them
+    /// in any order once this returns. Backends override it to share work between the items
+    /// (the filesystem store syncs a batch together, the S3 store uploads several at once);
+    /// the default calls `put` for each item in turn.
+    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, SharedError>> {
+        items.iter().map(|i| self.put(i.key, i.envelope)).collect()
+    }
     /// Reads the object under `key`; refuses objects larger than `max_len` without reading them.
     fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError>;
     /// Deletes the object; returns whether it existed.
