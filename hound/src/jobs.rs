@@ -69,6 +69,14 @@ impl JobRunner {
         }
     }
 
+    /// Most Evacuate jobs one batch should hold, as the store prefers (1 without a store).
+    pub(crate) fn max_batch(&self) -> usize {
+        match &self.store {
+            Ok(s) => s.max_batch().max(1),
+            Err(_) => 1,
+        }
+    }
+
     /// Adds the Evacuate job `req` / `body` to the batch: checks and encodes it now (into a
     /// buffer of its own), stores it in [`JobRunner::finish_batch`]. The request bytes are not
     /// needed after this returns.

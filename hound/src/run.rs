@@ -124,7 +124,7 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
     let completion_bell = BellRinger::from_fd(completion_bell);
 
     // Open the store before confinement: it may create its root directory.
-    let (store, prefix) = open_store(&setup.cold);
+    let (store, prefix) = open_store(&setup.cold, setup.tuning.s3_concurrency);
     let ctx = SandboxContext {
         keep_fds: vec![
             channel.raw_fd(),
@@ -133,6 +133,7 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         ],
         rw_dirs: rw_dirs(&setup.cold),
         tcp_connect_port: tcp_port(&setup.cold),
+        threads: matches!(setup.cold, ColdTarget::S3(_)) && setup.tuning.s3_concurrency > 1,
         limits: setup.limits.clone(),
         expected_parent: parent,
     };
@@ -212,6 +213,7 @@ fn ready(report: SandboxReport) -> Message {
 
 fn open_store(
     target: &ColdTarget,
+    s3_concurrency: u16,
 ) -> (
     Result<Box<dyn houndpool_shared::cold::ColdStore>, String>,
     String,
@@ -222,7 +224,7 @@ fn open_store(
         ColdTarget::S3(t) => t.prefix.clone(),
     };
     (
-        cold::open_for_hound(target).map_err(|e| e.to_string()),
+        cold::open_for_hound(target, usize::from(s3_concurrency)).map_err(|e| e.to_string()),
         prefix,
     )
 }
@@ -488,8 +490,8 @@ const BATCH_MAX_BYTES: usize = 4 << 20;
 
 impl JobLoop {
     /// Stores the Evacuate jobs waiting at the head of the request ring as one batch: takes
-    /// what is there now (never waits for more), up to [`BATCH_MAX_JOBS`] /
-    /// [`BATCH_MAX_BYTES`], stopping at the first job of another kind; encodes each as it is
+    /// what is there now (never waits for more), up to [`BATCH_MAX_JOBS`] (or the store's
+    /// `max_batch`, the S3 upload concurrency) / [`BATCH_MAX_BYTES`], stopping at the first job of another kind; encodes each as it is
     /// taken; stores them all with one `put_batch`; then publishes their completions in
     /// request order (the supervisor matches each completion with the front of its
     /// in-flight queue). A job alone is a batch of one, so it is not delayed.
@@ -503,7 +505,8 @@ impl JobLoop {
         let mut taken: Vec<RequestHeader> = Vec::new();
         let collected = catch_unwind(AssertUnwindSafe(|| {
             let mut bytes = 0usize;
-            while taken.len() < BATCH_MAX_JOBS && bytes < BATCH_MAX_BYTES {
+            let max_jobs = BATCH_MAX_JOBS.min(runner.max_batch());
+            while taken.len() < max_jobs && bytes < BATCH_MAX_BYTES {
                 // A record that cannot be read or parsed ends the batch; the next `step`
                 // reports it.
                 let Ok(Some(payload)) = reader.peek() else {

@@ -272,6 +272,28 @@ fn no_signals_to_the_parent_and_no_new_processes() {
     fx.run("thread", &[]).assert_denied("thread", "EPERM");
 }
 
+/// An S3 hound with upload threads may `clone` with the exact thread flags, and nothing else:
+/// every way to make a process is still refused.
+#[test]
+fn upload_threads_start_but_processes_do_not() {
+    let fx = Fixture::new();
+    let t = ["--threads"];
+    fx.run("thread", &t).assert_allowed("thread");
+    fx.run("fork", &t).assert_denied("fork", "EPERM");
+    fx.run("clone_process", &t)
+        .assert_denied("clone_process", "EPERM");
+    fx.run("clone_no_thread", &t)
+        .assert_denied("clone_no_thread", "EPERM");
+    #[cfg(target_arch = "x86_64")]
+    {
+        fx.run("fork_raw", &t).assert_denied("fork_raw", "EPERM");
+        fx.run("vfork_raw", &t).assert_denied("vfork_raw", "EPERM");
+    }
+    // Without the mode, the same raw calls are refused too.
+    fx.run("clone_process", &[])
+        .assert_denied("clone_process", "EPERM");
+}
+
 #[test]
 fn memory_beyond_the_budget_is_refused() {
     let fx = Fixture::new();

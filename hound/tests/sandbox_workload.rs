@@ -91,6 +91,7 @@ fn child(dir: &Path) -> R<()> {
         ],
         rw_dirs: vec![cold.clone()],
         tcp_connect_port: None,
+        threads: false,
         limits: HoundLimits {
             max_evidence_bytes: 1 << 20,
             max_output_bytes: 1 << 20,

@@ -299,6 +299,9 @@ pub struct HoundTuning {
     pub spin_us: u32,
     /// Longest single sleep before re-checking the ring and the control channel, milliseconds.
     pub idle_poll_ms: u32,
+    /// Most S3 uploads the hound runs at once, each on its own thread (`cold.s3_concurrency`;
+    /// 1: one at a time, no thread). Ignored by other cold targets.
+    pub s3_concurrency: u16,
 }
 
 /// Cold storage target as the hound needs it.

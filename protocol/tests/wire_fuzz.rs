@@ -63,6 +63,7 @@ fn seeds() -> Vec<Vec<u8>> {
         tuning: HoundTuning {
             spin_us: 1,
             idle_poll_ms: 2,
+            s3_concurrency: 16,
         },
     };
     let ready = Ready {

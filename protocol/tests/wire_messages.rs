@@ -104,6 +104,7 @@ fn setup() -> impl Strategy<Value = Setup> {
             tuning: HoundTuning {
                 spin_us: t.0,
                 idle_poll_ms: t.1,
+                s3_concurrency: 16,
             },
         })
 }
@@ -261,6 +262,7 @@ fn documented_setup_example_bytes() {
         tuning: HoundTuning {
             spin_us: 50,
             idle_poll_ms: 100,
+            s3_concurrency: 16,
         },
     };
     let bytes = encode(&Message::Setup(setup.clone()));
@@ -282,14 +284,15 @@ fn documented_setup_example_bytes() {
         "00000000",         //   LayerMode::Required = 0
         "32000000",         // tuning.spin_us
         "64000000",         // tuning.idle_poll_ms
+        "1000",             // tuning.s3_concurrency
     ]
     .concat();
-    // magic, version 1, kind 5 = Setup, body_len 75, reserved.
-    let header = "48504652 0100 0500 4b000000 00000000".replace(' ', "");
-    assert_eq!(body.len() / 2, 75);
+    // magic, version 1, kind 5 = Setup, body_len 77, reserved.
+    let header = "48504652 0100 0500 4d000000 00000000".replace(' ', "");
+    assert_eq!(body.len() / 2, 77);
     assert_eq!(hex::encode(&bytes), format!("{header}{body}"));
     assert_eq!(
-        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 75 bytes"),
+        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 77 bytes"),
         hex::encode(&bytes)
     );
     assert_eq!(
@@ -422,6 +425,7 @@ fn non_canonical_bool_and_option_refused() {
         tuning: HoundTuning {
             spin_us: 0,
             idle_poll_ms: 0,
+            s3_concurrency: 16,
         },
     });
     let bytes = encode(&m);

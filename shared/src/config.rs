@@ -124,6 +124,7 @@ pub static KEYS: &[KeyInfo] = &[
     key!("cold", "spool_dir", String, "\"\"", "absolute directory where envelopes wait while S3 is unreachable; empty: no spool (evacuations fail instead)"),
     key!("cold", "spool_limit_bytes", Integer, "1073741824", "most bytes the spool may hold"),
     key!("cold", "ca_file", String, "\"\"", "PEM file of CA certificate(s) trusted for an https:// S3 endpoint in addition to the built-in web roots; empty: the built-in roots only"),
+    key!("cold", "s3_concurrency", Integer, "16", "most S3 uploads each hound runs at once, 1 to 64 (1: one at a time, no upload threads); must stay below pool.hound_pids_limit"),
     key!("cold", "resolve_interval_ms", Integer, "30000", "how often the supervisor re-resolves the S3 endpoint's host name for the hounds, milliseconds (also soon after a hound finds the endpoint unreachable)"),
     // ---- [sandbox]
     key!("sandbox", "fd_hygiene", String, "\"best_effort\"", "close every inherited descriptor: \"required\", \"best_effort\" or \"off\""),
@@ -283,6 +284,8 @@ pub struct S3Settings {
     pub ca_file: Option<PathBuf>,
     /// Re-resolution period of the endpoint's host name.
     pub resolve_interval: std::time::Duration,
+    /// Most uploads each hound runs at once (`cold.s3_concurrency`).
+    pub concurrency: u16,
 }
 
 /// Which cold store.
@@ -786,6 +789,7 @@ fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSetti
         86_400_000,
         "milliseconds from 1000 to 86400000",
     )?;
+    let s3_concurrency = v.int("cold", "s3_concurrency", 1, 64, "a number from 1 to 64")?;
     let spool_limit_bytes = v.int(
         "cold",
         "spool_limit_bytes",
@@ -878,6 +882,7 @@ fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSetti
                 credentials: s3_credentials(env)?,
                 ca_file: (!ca_file.is_empty()).then(|| PathBuf::from(ca_file)),
                 resolve_interval: std::time::Duration::from_millis(resolve_interval_ms),
+                concurrency: u16::try_from(s3_concurrency).unwrap_or(64),
             })
         }
     };
@@ -1225,6 +1230,7 @@ impl Config {
                     .and_then(|t| t.ca_file.as_deref())
                     .map(path)
                     .unwrap_or(s("")),
+                ("cold", "s3_concurrency") => int(s3.map_or(16, |t| u64::from(t.concurrency))),
                 ("cold", "resolve_interval_ms") => int(s3.map_or(30_000, |t| {
                     u64::try_from(t.resolve_interval.as_millis()).unwrap_or(u64::MAX)
                 })),

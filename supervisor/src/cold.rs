@@ -46,6 +46,11 @@ impl Resolve for SystemResolver {
     }
 }
 
+/// Default of [`ColdNet::s3_concurrency`].
+pub const DEFAULT_S3_CONCURRENCY: u16 = 16;
+/// Largest [`ColdNet::s3_concurrency`].
+pub const MAX_S3_CONCURRENCY: u16 = 64;
+
 /// Network settings of an S3 cold target (ignored for other targets).
 #[derive(Debug, Clone)]
 pub struct ColdNet {
@@ -55,6 +60,11 @@ pub struct ColdNet {
     pub ca_file: Option<PathBuf>,
     /// How often the endpoint's name is re-resolved (`cold.resolve_interval_ms`). Default 30 s.
     pub resolve_interval: Duration,
+    /// Most uploads each hound runs at once (`cold.s3_concurrency`), 1 to 64: the Evacuate
+    /// jobs waiting in a hound's ring are uploaded together on that many threads, each
+    /// completion still published in request order. 1 uploads one at a time and the hound
+    /// starts no thread. Default 16.
+    pub s3_concurrency: u16,
     /// The resolver. Default [`SystemResolver`].
     pub resolver: Arc<dyn Resolve>,
     /// The running resolution: set by the pool at build; leave it at its default.
@@ -71,6 +81,7 @@ impl Default for ColdNet {
         ColdNet {
             ca_file: None,
             resolve_interval: Duration::from_secs(30),
+            s3_concurrency: DEFAULT_S3_CONCURRENCY,
             resolver: Arc::new(SystemResolver),
             live: Live::default(),
         }

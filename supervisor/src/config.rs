@@ -326,6 +326,18 @@ impl PoolConfig {
                 "1 to 4096",
             );
         }
+        let conc = self.cold_net.s3_concurrency;
+        if !(1..=crate::cold::MAX_S3_CONCURRENCY).contains(&conc) {
+            return bad("cold_net.s3_concurrency", conc.to_string(), "1 to 64");
+        }
+        if matches!(self.cold, ColdConfig::S3(_)) && u32::from(conc) >= self.hound_pids_limit {
+            // The hound and its upload threads all count against its pids cgroup.
+            return bad(
+                "cold_net.s3_concurrency",
+                conc.to_string(),
+                "below hound_pids_limit (a hound's upload threads count against it)",
+            );
+        }
         let mark = self.high_water_mark;
         if !(mark > 0.0 && mark <= 1.0) {
             return bad("high_water_mark", mark.to_string(), "a share in (0, 1]");
@@ -519,6 +531,8 @@ mod tests {
         assert!(bad(|c| c.rotation.after_jobs = Some(0)).contains("rotation"));
         assert!(bad(|c| c.retire_grace = Duration::ZERO).contains("retire_grace"));
         assert!(bad(|c| c.hound_pids_limit = 0).contains("hound_pids_limit"));
+        assert!(bad(|c| c.cold_net.s3_concurrency = 0).contains("s3_concurrency"));
+        assert!(bad(|c| c.cold_net.s3_concurrency = 65).contains("s3_concurrency"));
         assert!(bad(|c| {
             c.size = PoolSize::Auto {
                 per_hound_budget: 1 << 30,

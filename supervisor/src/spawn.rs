@@ -119,6 +119,12 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
         ColdConfig::S3(t) => ColdTarget::S3(t.clone()),
     };
     let clamp_u32 = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let s3_concurrency = config.cold_net.s3_concurrency.max(1);
+    // An S3 hound with concurrent uploads starts threads, which RLIMIT_NPROC counts (per
+    // user, with every other process of the user): no useful value allows them, so it is
+    // left as inherited there. Processes stay impossible (seccomp admits `clone` with the
+    // thread flags only); the pids cgroup bounds the threads. See docs/SECURITY.md.
+    let threads = matches!(config.cold, ColdConfig::S3(_)) && s3_concurrency > 1;
     Setup {
         protocol_version: PROTOCOL_VERSION,
         limits: HoundLimits {
@@ -126,9 +132,10 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
             max_output_bytes: clamp_u32(config.max_output_bytes),
             memory_budget_bytes: config.effective_memory_budget(),
             max_open_files: 64,
-            // The hound itself: it starts no process (seccomp denies clone / fork as well).
-            // The kernel ignores RLIMIT_NPROC for uid 0; the pids cgroup bounds root hounds.
-            max_processes: 1,
+            // The hound itself: it starts no process (seccomp denies fork and clone without
+            // the thread flags as well). The kernel ignores RLIMIT_NPROC for uid 0; the pids
+            // cgroup bounds root hounds. 0 = left as inherited (upload threads, above).
+            max_processes: if threads { 0 } else { 1 },
             gzip_level: config.gzip_level,
         },
         cold,
@@ -136,6 +143,7 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
         tuning: HoundTuning {
             spin_us: clamp_u32(config.hound_spin.as_micros() as usize),
             idle_poll_ms: clamp_u32(config.hound_idle_poll.as_millis() as usize).max(1),
+            s3_concurrency,
         },
     }
 }

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod s3;
+
 use crossbeam_channel::Receiver;
 use houndpool::{
     ColdConfig, HoundBinary, JobId, Outcome, Pool, PoolConfig, PoolExhaustedAction, PoolSize,

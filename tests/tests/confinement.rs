@@ -163,3 +163,82 @@ fn a_required_layer_the_kernel_lacks_fails_build_naming_layer_and_opt_out() {
     assert_eq!(landlock.status.name(), "unavailable", "{landlock:?}");
     pool.shutdown(Duration::from_secs(5));
 }
+
+/// One thread as /proc sees it: (tid, Seccomp, NoNewPrivs).
+type ThreadSeen = (i32, Option<u32>, Option<u32>);
+
+/// Seccomp / NoNewPrivs of every thread of `pid` (from /proc/PID/task/*/status), or `None`
+/// once the process is gone.
+fn threads_of(pid: i32) -> Option<Vec<ThreadSeen>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let Ok(tid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue; // the thread ended meanwhile
+        };
+        let dec = |n: &str| field(&status, n).and_then(|v| v.parse().ok());
+        out.push((tid, dec("Seccomp"), dec("NoNewPrivs")));
+    }
+    Some(out)
+}
+
+/// An S3 hound with concurrent uploads starts threads after confinement: seen from outside
+/// while it uploads, every one of its threads is in seccomp filter mode with no_new_privs.
+#[test]
+fn upload_threads_of_an_s3_hound_are_confined() {
+    use houndpool_tests::s3::{free_port, s3_config, Server};
+    let _g = serial();
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = Server::start(port, data.path());
+    let config = PoolConfig {
+        size: PoolSize::Fixed(1),
+        prestart: false,
+        ..s3_config(data.path(), port, None, 8)
+    };
+    let (pool, rx) = start(config);
+    let pid = pid_of(&pool, 0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (most, checked) = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            let (mut most, mut checked) = (0usize, 0usize);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Some(threads) = threads_of(pid) else {
+                    break;
+                };
+                for (tid, seccomp, nnp) in &threads {
+                    assert_eq!(*seccomp, Some(2), "hound {pid} thread {tid}: Seccomp");
+                    assert_eq!(*nnp, Some(1), "hound {pid} thread {tid}: NoNewPrivs");
+                    checked += 1;
+                }
+                most = most.max(threads.len());
+            }
+            (most, checked)
+        });
+        let mut accepted = 0;
+        for round in 0..20u32 {
+            for n in 0..32u32 {
+                let ev = format!("upload {round} {n} ").repeat(64);
+                if pool.submit(&Job::evacuate(ev.as_bytes())).is_ok() {
+                    accepted += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = collect(&rx, accepted, Duration::from_secs(120));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(out.len(), accepted);
+        for o in &out {
+            assert!(matches!(o.result, OutcomeKind::Completed(_)), "{o:?}");
+        }
+        watcher.join().expect("watcher")
+    });
+    assert!(most > 1, "never saw an upload thread (at most {most} task)");
+    assert!(checked > 0);
+    pool.shutdown(Duration::from_secs(5));
+}

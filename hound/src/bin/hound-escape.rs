@@ -20,6 +20,12 @@
 //!   `unshare` fail with EPERM (as Docker's default profile does) or the Landlock syscalls fail
 //!   with ENOSYS (as on a kernel without Landlock), to exercise unavailable layers honestly.
 //! - `--as-nobody`: drop to uid/gid 65534 first (exercises the user-namespace path).
+//! - `--threads`: confine as an S3 hound with upload threads (seccomp allows `clone` with the
+//!   thread flags only).
+//!
+//! Process-creation attacks: `fork` (libc), `fork_raw` / `vfork_raw` (the x86-64 syscalls),
+//! `clone_process` (`clone(SIGCHLD)`), `clone_no_thread` (the thread flags without
+//! `CLONE_THREAD`); `thread` starts a std thread (allowed with `--threads` only).
 //!
 //! Attacks include `read_mode_000` (a mode-0000 file in rw_dir: needs a capability),
 //! `write_huge_file` (past RLIMIT_FSIZE), `fcntl_setfl`, `madvise_hwpoison` and
@@ -54,6 +60,7 @@ struct Options {
     target: PathBuf,
     deny_before: Option<String>,
     as_nobody: bool,
+    threads: bool,
 }
 
 fn usage(msg: &str) -> ! {
@@ -83,6 +90,7 @@ fn parse() -> Options {
         target: PathBuf::from("/tmp/hound-escape-outside"),
         deny_before: None,
         as_nobody: false,
+        threads: false,
     };
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -106,6 +114,7 @@ fn parse() -> Options {
             "--target" => o.target = PathBuf::from(value()),
             "--deny-before" => o.deny_before = Some(value()),
             "--as-nobody" => o.as_nobody = true,
+            "--threads" => o.threads = true,
             other => usage(&format!("unknown flag {other}")),
         }
     }
@@ -211,6 +220,24 @@ fn write_inside(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(sub.join("erase-me"))
 }
 
+/// A raw process-creating syscall (no libc wrapper, so no fallback hides the verdict). A child
+/// that was created exits at once; the parent reports `Allowed`.
+fn raw_child(nr: libc::c_long, args: [libc::c_long; 5]) -> Outcome {
+    // SAFETY: every tried call either fails (nothing happens) or creates a child that runs
+    // only the `_exit` below: with a null stack argument a clone child runs on a copy of the
+    // parent's stack (or, with CLONE_VM, on the same one, which it leaves at once through a
+    // raw exit without returning from this frame).
+    let rc = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4]) };
+    match rc {
+        -1 => last(),
+        // SAFETY: _exit is async-signal-safe and never returns. (Were a clone with CLONE_VM
+        // allowed, parent and child would briefly share this stack: the test fails then
+        // either way, by the `allowed` line or by a crash.)
+        0 => unsafe { libc::_exit(0) },
+        _ => Outcome::Allowed,
+    }
+}
+
 fn attack(o: &Options) -> Outcome {
     let ppid = nix::unistd::getppid().as_raw();
     match o.attack.as_str() {
@@ -272,7 +299,29 @@ fn attack(o: &Options) -> Outcome {
                 _ => Outcome::Allowed,
             }
         }
-        "thread" => io(std::thread::Builder::new().spawn(|| ())),
+        "thread" => match std::thread::Builder::new().spawn(|| 7) {
+            // Joined, so a thread that started also ran to its end under the filters.
+            Ok(handle) => match handle.join() {
+                Ok(7) => Outcome::Allowed,
+                _ => Outcome::Denied(Errno::EIO),
+            },
+            Err(e) => io::<()>(Err(e)),
+        },
+        #[cfg(target_arch = "x86_64")]
+        "fork_raw" => raw_child(libc::SYS_fork, [0; 5]),
+        #[cfg(target_arch = "x86_64")]
+        "vfork_raw" => raw_child(libc::SYS_vfork, [0; 5]),
+        "clone_process" => raw_child(libc::SYS_clone, [libc::SIGCHLD as libc::c_long, 0, 0, 0, 0]),
+        "clone_no_thread" => {
+            // The thread flags minus CLONE_THREAD (and CLONE_SIGHAND, which needs it without
+            // CLONE_VM sharing rules): a process sharing memory, as an attacker would try.
+            let flags = libc::CLONE_VM
+                | libc::CLONE_FS
+                | libc::CLONE_FILES
+                | libc::CLONE_SYSVSEM
+                | libc::SIGCHLD;
+            raw_child(libc::SYS_clone, [flags as libc::c_long, 0, 0, 0, 0])
+        }
         "mount" => {
             let dir = CString::new(o.rw_dir.as_os_str().as_bytes())
                 .unwrap_or_else(|_| usage("rw_dir contains NUL"));
@@ -452,6 +501,7 @@ fn main() {
         keep_fds: vec![1, 2],
         rw_dirs: vec![o.rw_dir.clone()],
         tcp_connect_port: o.tcp_port,
+        threads: o.threads,
         limits: HoundLimits {
             max_evidence_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
@@ -567,6 +617,7 @@ mod hostile {
             ],
             rw_dirs,
             tcp_connect_port: None,
+            threads: false,
             limits: setup.limits.clone(),
             expected_parent: parent,
         };

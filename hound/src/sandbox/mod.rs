@@ -50,6 +50,11 @@ pub struct SandboxContext {
     /// host network namespace, Landlock allows TCP connect to this port only and seccomp allows
     /// TCP sockets; with `None` there is no network at all.
     pub tcp_connect_port: Option<u16>,
+    /// Whether the hound starts threads after confinement (S3 uploads with
+    /// `cold.s3_concurrency` > 1): seccomp then allows `clone` with the thread flags only (see
+    /// `syscalls::THREAD_CLONE_FLAGS`), never a new process. Threads created after confinement
+    /// inherit every layer (seccomp filters, Landlock domain, no_new_privs, rlimits).
+    pub threads: bool,
     /// `memory_budget_bytes` (RLIMIT_AS), `max_open_files` (RLIMIT_NOFILE) and
     /// `max_processes` (RLIMIT_NPROC, not for uid 0) are applied; zero leaves a limit as it
     /// is. RLIMIT_FSIZE follows from `max_evidence_bytes` ([`file_size_limit`]).
@@ -112,7 +117,7 @@ pub fn apply_into(
         landlock::apply(&ctx.rw_dirs, ctx.tcp_connect_port, landlock_required)
     })?;
     r.layer(Layer::Seccomp, || {
-        seccomp::apply(ctx.tcp_connect_port.is_some())
+        seccomp::apply(ctx.tcp_connect_port.is_some(), ctx.threads)
     })?;
     Ok(())
 }

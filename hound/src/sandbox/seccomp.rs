@@ -79,6 +79,11 @@ fn rules_for(args: Args, own_pid: u32) -> Result<Vec<SeccompRule>, String> {
         .map(|cmd| rule(vec![cond(1, SeccompCmpOp::Eq, cmd as u64)?]))
         .collect::<Result<_, _>>()?,
         Args::MadviseUsed => advice_rules(syscalls::MADV_ALLOWED)?,
+        Args::ThreadClone => vec![rule(vec![cond(
+            0,
+            SeccompCmpOp::Eq,
+            syscalls::THREAD_CLONE_FLAGS,
+        )?])?],
         Args::InetTcpSocket => {
             let mut rules = Vec::new();
             for domain in [libc::AF_INET, libc::AF_INET6] {
@@ -119,7 +124,7 @@ fn compile(
 }
 
 /// Compiles the three filters for this architecture without installing them.
-pub(crate) fn build(tcp_client: bool, own_pid: u32) -> Result<Programs, String> {
+pub(crate) fn build(tcp_client: bool, threads: bool, own_pid: u32) -> Result<Programs, String> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| format!("architecture {} unsupported: {e}", std::env::consts::ARCH))?;
 
@@ -150,7 +155,9 @@ pub(crate) fn build(tcp_client: bool, own_pid: u32) -> Result<Programs, String> 
     let mut allow_rules = BTreeMap::new();
     let mut conditional = 0;
     for entry in syscalls::allowed() {
-        if entry.need == Need::TcpClient && !tcp_client {
+        if (entry.need == Need::TcpClient && !tcp_client)
+            || (entry.need == Need::Threads && !threads)
+        {
             continue;
         }
         let rules = rules_for(entry.args, own_pid)?;
@@ -184,8 +191,8 @@ pub(crate) fn build(tcp_client: bool, own_pid: u32) -> Result<Programs, String> 
 
 /// Installs the three filters on the calling thread (the hound is single-threaded), allow-list
 /// last. Returns the report detail, or why the layer is not in force.
-pub(crate) fn apply(tcp_client: bool) -> Result<String, String> {
-    let programs = build(tcp_client, std::process::id())?;
+pub(crate) fn apply(tcp_client: bool, threads: bool) -> Result<String, String> {
+    let programs = build(tcp_client, threads, std::process::id())?;
     for (name, program) in [
         ("kill-list", &programs.kill),
         ("clone3 ENOSYS", &programs.enosys),
@@ -202,10 +209,11 @@ pub(crate) fn apply(tcp_client: bool) -> Result<String, String> {
          ENOSYS, everything else -> EPERM",
         s.allowed,
         s.conditional,
-        if tcp_client {
-            "; TCP client calls included"
-        } else {
-            ""
+        match (tcp_client, threads) {
+            (true, true) => "; TCP client calls and thread-only clone included",
+            (true, false) => "; TCP client calls included",
+            (false, true) => "; thread-only clone included",
+            (false, false) => "",
         },
         s.killed.saturating_sub(1)
     ))
@@ -217,8 +225,15 @@ mod tests {
 
     #[test]
     fn filters_compile_for_this_architecture() {
-        let plain = build(false, 1234).expect("filters compile");
-        let tcp = build(true, 1234).expect("filters compile");
+        let plain = build(false, false, 1234).expect("filters compile");
+        let tcp = build(true, false, 1234).expect("filters compile");
+        let threads = build(true, true, 1234).expect("filters compile");
+        assert_eq!(
+            threads.size.allowed - tcp.size.allowed,
+            syscalls::allowed()
+                .filter(|a| a.need == Need::Threads)
+                .count()
+        );
         assert!(plain.size.allowed < tcp.size.allowed);
         assert_eq!(
             tcp.size.allowed - plain.size.allowed,
@@ -243,6 +258,7 @@ mod tests {
             Args::Fionbio,
             Args::FcntlBasic,
             Args::MadviseUsed,
+            Args::ThreadClone,
         ] {
             let rules = rules_for(args, 42).expect("rules build");
             assert_eq!(rules.is_empty(), args == Args::Any);

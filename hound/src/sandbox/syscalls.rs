@@ -19,6 +19,8 @@ pub(crate) enum Need {
     Always,
     /// Only a hound with an outbound TCP endpoint (the S3 backend).
     TcpClient,
+    /// Only a hound that starts upload threads (S3 backend with `cold.s3_concurrency` > 1).
+    Threads,
 }
 
 /// Restriction on the arguments of an allowed call; a call that does not satisfy it gets the
@@ -42,10 +44,37 @@ pub(crate) enum Args {
     /// hound must not be able to change under anyone), no seals, leases, locks or owner
     /// changes on the memfds or anything else.
     FcntlBasic,
+    /// `clone(flags, …)` with `flags` exactly [`THREAD_CLONE_FLAGS`]: a new thread of this
+    /// process, never a new process (see [`THREAD_CLONE_FLAGS`] for why that is sufficient).
+    ThreadClone,
     /// `madvise` with one of [`MADV_ALLOWED`] only (what glibc malloc, std and memmap2 use).
     /// [`MADV_KILLED`] kills the hound; any other advice is `EPERM`.
     MadviseUsed,
 }
+
+/// The only `clone` flags word a hound may pass: what glibc's `pthread_create` passes (after
+/// `clone3` answered `ENOSYS`), exit signal 0.
+///
+/// Why this cannot make a process: `CLONE_THREAD` puts the child in the caller's thread group
+/// (the kernel requires `CLONE_SIGHAND` with it, and `CLONE_VM` with that), so it shares the
+/// hound's memory, descriptors, filesystem context, credentials, rlimits, seccomp filters
+/// (a thread inherits the filters of the thread that created it), Landlock domain and
+/// no_new_privs; it dies with the hound (a SIGKILL or exit_group ends the whole group) and
+/// cannot exec (`execve` is on the kill-list). No namespace flag (`CLONE_NEW*`), no
+/// `CLONE_PIDFD`, `CLONE_PTRACE`, `CLONE_UNTRACED`, `CLONE_VFORK` or `CLONE_PARENT` is in the
+/// word, and the comparison is for equality, so any other combination is refused (`EPERM`).
+/// The kernel reads the low 32 bits of the legacy `clone` flags word, which is exactly what the
+/// filter compares. `fork`, `vfork` (x86-64) are not allowed at all and `clone3` (whose flags
+/// live in memory, out of seccomp's reach) answers `ENOSYS`.
+pub(crate) const THREAD_CLONE_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM
+    | libc::CLONE_SETTLS
+    | libc::CLONE_PARENT_SETTID
+    | libc::CLONE_CHILD_CLEARTID) as u64;
 
 /// Advice values a hound may give `madvise`: glibc's allocator returns freed memory with
 /// `MADV_DONTNEED` (heap trimming) and may use the (no)hugepage hints when its tunables ask for
@@ -184,6 +213,10 @@ pub(crate) const ALLOW: &[Allowed] = &[
     allow!(SYS_getpeername, TcpClient, Any),        // peer address (HTTP client bookkeeping)
     allow!(SYS_ioctl, TcpClient, Fionbio),          // set_nonblocking on the TCP socket
     allow!(SYS_shutdown, TcpClient, Any),           // half-close the HTTP connection
+    // --- upload threads (S3 with cold.s3_concurrency > 1; threads start after confinement) ---
+    allow!(SYS_clone, Threads, ThreadClone),        // pthread_create: the thread flags exactly, see THREAD_CLONE_FLAGS
+    allow!(SYS_set_robust_list, Threads, Any),      // glibc registers each new thread's robust futex list
+    allow!(SYS_rseq, Threads, Any),                 // glibc registers each new thread's restartable sequence area
 ];
 
 /// What the job loop needs on x86-64 only (legacy calls that newer architectures never had).
@@ -282,11 +315,11 @@ pub(crate) const ENOSYS: &[Listed] = &[
 ];
 
 /// Calls refused with the default `EPERM`, listed so that a test keeps them out of the
-/// allow-list: the hound is single-threaded and never starts processes.
+/// allow-list: the hound never starts processes (`clone` is allowed for threads only, with
+/// the exact flags of [`THREAD_CLONE_FLAGS`], and only with `Need::Threads`).
 #[cfg(test)]
 #[rustfmt::skip]
 pub(crate) const NEVER_ALLOW: &[Listed] = &[
-    listed!(SYS_clone),              // new threads / processes
     listed!(SYS_socketpair),         // new local channels
     listed!(SYS_bind),               // servers
     listed!(SYS_listen),             // (same)
@@ -333,6 +366,42 @@ mod tests {
         let allowed: BTreeSet<i64> = allowed().map(|a| a.nr).collect();
         for l in NEVER_ALLOW.iter().chain(killed()).chain(ENOSYS.iter()) {
             assert!(!allowed.contains(&l.nr), "{} must not be allowed", l.sym);
+        }
+    }
+
+    #[test]
+    fn clone_is_for_threads_only() {
+        let clone: Vec<_> = allowed().filter(|a| a.nr == libc::SYS_clone).collect();
+        assert_eq!(clone.len(), 1);
+        assert_eq!(clone[0].need, Need::Threads);
+        assert_eq!(clone[0].args, Args::ThreadClone);
+        let flags = THREAD_CLONE_FLAGS;
+        assert_ne!(flags & libc::CLONE_THREAD as u64, 0);
+        assert_eq!(
+            flags & 0xff,
+            0,
+            "no exit signal: a thread, not a child process"
+        );
+        for forbidden in [
+            libc::CLONE_VFORK,
+            libc::CLONE_PARENT,
+            libc::CLONE_PTRACE,
+            libc::CLONE_UNTRACED,
+            libc::CLONE_PIDFD,
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWCGROUP,
+        ] {
+            assert_eq!(flags & forbidden as u64, 0, "{forbidden:#x}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let allowed: BTreeSet<i64> = allowed().map(|a| a.nr).collect();
+            assert!(!allowed.contains(&libc::SYS_fork) && !allowed.contains(&libc::SYS_vfork));
         }
     }
 

@@ -78,7 +78,9 @@ pub enum BatchSync {
     PerFile,
     /// One `syncfs(2)` on the store's filesystem covers every temp file of the batch. Writes
     /// back everything dirty on that filesystem (other programs' data included), so its cost
-    /// depends on the neighbours; the hound's seccomp policy allows the call.
+    /// depends on the neighbours. Not for hounds: their seccomp policy does not allow
+    /// `syncfs` (it would let a hound force writeback of everyone's data), so there every
+    /// item would fail with `put: syncfs` (EPERM).
     Syncfs,
 }
 

@@ -46,6 +46,14 @@ pub trait ColdStore: Send {
     fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, SharedError>> {
         items.iter().map(|i| self.put(i.key, i.envelope)).collect()
     }
+    /// Most items a caller should pass to one [`ColdStore::put_batch`]: more would only make
+    /// the first of them wait longer for its result. Default: no limit of the store's own (the
+    /// filesystem store; the caller bounds its batches). The S3 store answers its upload
+    /// concurrency, so a batch takes about as long as one upload (retries included) and a
+    /// job's result is never held back behind a queue of uploads.
+    fn max_batch(&self) -> usize {
+        usize::MAX
+    }
     /// Reads the object under `key`; refuses objects larger than `max_len` without reading them.
     fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError>;
     /// Deletes the object; returns whether it existed.
@@ -125,12 +133,19 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
 
 /// Opens the backend inside a hound: like [`open`], but an S3 store never looks names up
 /// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
-/// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]).
-pub fn open_for_hound(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
+/// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]), and runs up to `s3_concurrency`
+/// uploads at once ([`s3::S3Tuning::concurrency`]).
+pub fn open_for_hound(
+    target: &ColdTarget,
+    s3_concurrency: usize,
+) -> Result<Box<dyn ColdStore>, SharedError> {
     match target {
         ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open_pinned(
             t,
-            s3::S3Tuning::default(),
+            s3::S3Tuning {
+                concurrency: s3_concurrency,
+                ..s3::S3Tuning::default()
+            },
         )?)),
         other => open(other),
     }

@@ -1,6 +1,8 @@
 //! S3-compatible cold store: rusty-s3 (sans-IO SigV4 presigning) + ureq (blocking HTTP/1.1,
-//! rustls for `https` endpoints). No threads, no async: one [`ureq::Agent`] per store, its
-//! connections reused.
+//! rustls for `https` endpoints). No async: one [`ureq::Agent`] per store, its connections
+//! reused. [`ColdStore::put_batch`] runs up to [`S3Tuning::concurrency`] create-only uploads
+//! at once on scoped threads that live for the batch (every other call is one request at a
+//! time on the caller's thread).
 //!
 //! Keys are used verbatim: the caller builds them with [`crate::cold::object_key`] from the
 //! target's prefix, exactly as for the filesystem store.
@@ -18,6 +20,8 @@ mod spool;
 
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,7 +30,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
 use self::spool::Spool;
-use super::{validate_key, ColdStore, PutOutcome};
+use super::{validate_key, ColdStore, PutItem, PutOutcome};
 use crate::SharedError;
 use houndpool_protocol::messages::{ColdEndpoints, S3Target};
 
@@ -60,11 +64,23 @@ pub struct S3Tuning {
     /// A drainer's claim older than this is taken to belong to a dead or hung process and is
     /// returned to the queue. Must exceed the longest upload (attempts × I/O time).
     pub claim_stale_after: Duration,
+    /// Most create-only uploads one [`ColdStore::put_batch`] runs at once, each on its own
+    /// thread (values below 1 count as 1, above [`MAX_CONCURRENCY`] as that). 1 uploads one
+    /// after the other on the caller's thread, starting no thread. Pool key
+    /// `cold.s3_concurrency`.
+    pub concurrency: usize,
 }
+
+/// Largest accepted [`S3Tuning::concurrency`].
+pub const MAX_CONCURRENCY: usize = 64;
+
+/// Stack of an upload thread: ureq, rustls and SigV4 need far less; kept small because a
+/// hound's address space is bounded (RLIMIT_AS).
+const UPLOAD_STACK: usize = 256 * 1024;
 
 impl Default for S3Tuning {
     /// 4 attempts, 200 ms base backoff capped at 5 s, 30 s budget, 5 s connect timeout,
-    /// 30 s I/O timeout, claims stale after 15 minutes.
+    /// 30 s I/O timeout, claims stale after 15 minutes, 16 uploads at once per batch.
     fn default() -> Self {
         S3Tuning {
             attempts: 4,
@@ -74,6 +90,7 @@ impl Default for S3Tuning {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             claim_stale_after: Duration::from_secs(15 * 60),
+            concurrency: 16,
         }
     }
 }
@@ -166,8 +183,9 @@ fn build_agent(
         .timeout_per_read(Some(tuning.io_timeout))
         .timeout_per_write(Some(tuning.io_timeout))
         .user_agent(concat!("houndpool/", env!("CARGO_PKG_VERSION")))
-        .max_idle_connections(2)
-        .max_idle_connections_per_host(2)
+        // One kept-alive connection per concurrent upload, so a batch reuses them.
+        .max_idle_connections(tuning.concurrency.clamp(2, MAX_CONCURRENCY))
+        .max_idle_connections_per_host(tuning.concurrency.clamp(2, MAX_CONCURRENCY))
         .tls_config(tls.build())
         .build();
     ureq::Agent::with_parts(
@@ -610,6 +628,51 @@ impl S3Store {
         }))
     }
 
+    /// [`ColdStore::put`] on a shared store: spool writes take `spool_lock`.
+    fn put_shared(
+        &self,
+        key: &str,
+        envelope: &[u8],
+        spool_lock: &Mutex<()>,
+    ) -> Result<PutOutcome, SharedError> {
+        validate_key(key)?;
+        if let Some(spool) = &self.spool {
+            match spool.read(key, envelope.len()) {
+                Ok(Some(spooled)) if spooled == envelope => return Ok(PutOutcome::Spooled),
+                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => {
+                    return Err(SharedError::AlreadyExists { key: key.into() })
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.put_create_only(key, envelope) {
+            Ok(()) => Ok(PutOutcome::Stored),
+            Err(Fail::Final(e)) => Err(e),
+            Err(Fail::Transient(reason)) => {
+                let Some(spool) = &self.spool else {
+                    return Err(SharedError::ColdUnavailable { reason });
+                };
+                let stored = {
+                    let _one_writer = spool_lock.lock().unwrap_or_else(|e| e.into_inner());
+                    spool.store(key, envelope)
+                };
+                match stored {
+                    Ok(()) => {
+                        tracing::warn!(%key, %reason, "cold target unavailable; envelope spooled");
+                        Ok(PutOutcome::Spooled)
+                    }
+                    Err(spool::StoreError::Exists) => {
+                        Err(SharedError::AlreadyExists { key: key.into() })
+                    }
+                    Err(e) => Err(SharedError::ColdUnavailable {
+                        reason: format!("{reason}; not spooled: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+
     /// Uploads up to `max_items` spooled envelopes, oldest first, each under the key it was
     /// spooled for, and removes them from the spool once the target acknowledged them.
     ///
@@ -747,38 +810,67 @@ impl ColdStore for S3Store {
     /// older record of the same key: both are create-only, and whichever lands first wins
     /// while the other is refused (or found identical).
     fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
-        validate_key(key)?;
-        if let Some(spool) = &self.spool {
-            match spool.read(key, envelope.len()) {
-                Ok(Some(spooled)) if spooled == envelope => return Ok(PutOutcome::Spooled),
-                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => {
-                    return Err(SharedError::AlreadyExists { key: key.into() })
-                }
-                Ok(None) => {}
-                Err(e) => return Err(e),
-            }
+        self.put_shared(key, envelope, &Mutex::new(()))
+    }
+
+    /// Runs up to [`S3Tuning::concurrency`] [`ColdStore::put`]s at once: that many scoped
+    /// threads (the caller's among them) take the items in turn and each does exactly what
+    /// `put` does for its item (HEAD + conditional PUT, retries, spooling), over the agent's
+    /// shared keep-alive connections. Returns when every item has its result, in item order.
+    /// Spool writes are serialised (its size limit is checked per write). A thread that cannot
+    /// be started (the sandbox's limits) only lowers the concurrency; with none the caller
+    /// uploads everything itself. Cost: one thread start per extra worker per batch.
+    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, SharedError>> {
+        let spool_lock = Mutex::new(());
+        let workers = self
+            .tuning
+            .concurrency
+            .clamp(1, MAX_CONCURRENCY)
+            .min(items.len());
+        if workers <= 1 {
+            return items
+                .iter()
+                .map(|i| self.put_shared(i.key, i.envelope, &spool_lock))
+                .collect();
         }
-        match self.put_create_only(key, envelope) {
-            Ok(()) => Ok(PutOutcome::Stored),
-            Err(Fail::Final(e)) => Err(e),
-            Err(Fail::Transient(reason)) => {
-                let Some(spool) = &self.spool else {
-                    return Err(SharedError::ColdUnavailable { reason });
-                };
-                match spool.store(key, envelope) {
-                    Ok(()) => {
-                        tracing::warn!(%key, %reason, "cold target unavailable; envelope spooled");
-                        Ok(PutOutcome::Spooled)
-                    }
-                    Err(spool::StoreError::Exists) => {
-                        Err(SharedError::AlreadyExists { key: key.into() })
-                    }
-                    Err(e) => Err(SharedError::ColdUnavailable {
-                        reason: format!("{reason}; not spooled: {e}"),
-                    }),
+        let results: Vec<Mutex<Option<Result<PutOutcome, SharedError>>>> =
+            items.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let this = &*self;
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                break;
+            };
+            let r = this.put_shared(item.key, item.envelope, &spool_lock);
+            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..workers {
+                let started = std::thread::Builder::new()
+                    .name("s3-upload".into())
+                    .stack_size(UPLOAD_STACK)
+                    .spawn_scoped(scope, work);
+                if let Err(e) = started {
+                    tracing::debug!(error = %e, "upload thread not started; fewer uploads at once");
+                    break;
                 }
             }
-        }
+            work();
+        });
+        results
+            .into_iter()
+            .zip(items)
+            .map(|(r, item)| {
+                r.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| {
+                        Err(SharedError::ColdUnavailable {
+                            reason: format!("put {}: no upload ran", item.key),
+                        })
+                    })
+            })
+            .collect()
     }
 
     /// The spooled record first (newest version, and readable while the target is down),
@@ -829,6 +921,11 @@ impl ColdStore for S3Store {
 
     fn describe(&self) -> String {
         self.description.clone()
+    }
+
+    /// [`S3Tuning::concurrency`] (clamped to 1..=[`MAX_CONCURRENCY`]): one round of uploads.
+    fn max_batch(&self) -> usize {
+        self.tuning.concurrency.clamp(1, MAX_CONCURRENCY)
     }
 
     fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {

@@ -27,6 +27,7 @@ pub fn fast_tuning() -> S3Tuning {
         connect_timeout: Duration::from_secs(2),
         io_timeout: Duration::from_secs(10),
         claim_stale_after: Duration::from_secs(600),
+        concurrency: 8,
     }
 }
 

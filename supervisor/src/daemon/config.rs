@@ -168,6 +168,7 @@ fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
             ColdBackend::S3(s) => crate::cold::ColdNet {
                 ca_file: s.ca_file.clone(),
                 resolve_interval: s.resolve_interval,
+                s3_concurrency: s.concurrency,
                 ..Default::default()
             },
             _ => Default::default(),
