@@ -165,7 +165,8 @@ pub(crate) const ALLOW: &[Allowed] = &[
     allow!(SYS_lseek, Always, Any),                 // std File seek / stream_position
     allow!(SYS_close, Always, Any),                 // closing cold-store files and sockets
     allow!(SYS_fsync, Always, Any),                 // atomic write: fsync temp file, then fsync the directory
-    allow!(SYS_fdatasync, Always, Any),             // File::sync_data
+    allow!(SYS_fdatasync, Always, Any),             // File::sync_data (group commit: one per temp file)
+    allow!(SYS_sync_file_range, Always, Any),       // group commit: start writeback of a batch's temp files (own files only)
     allow!(SYS_fstat, Always, Any),                 // std File::metadata, read_to_end size hint
     allow!(SYS_newfstatat, Always, Any),            // std fs::metadata on older glibc paths
     allow!(SYS_statx, Always, Any),                 // std fs::metadata / File::metadata (preferred by std)

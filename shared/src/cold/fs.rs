@@ -13,8 +13,8 @@
 //! 5. `fsync` the object's directory so the new entry is durable, then unlink the temp file.
 //!
 //! [`ColdStore::put_batch`] runs the same steps for several envelopes as a group commit: every
-//! temp file is written first, then all of them are made durable together (one `fdatasync`
-//! round or one `syncfs(2)`, see [`BatchSync`]), then each is linked to its key, then each
+//! temp file is written first (its writeback started, then closed), then all of them are made
+//! durable together (one `fdatasync` round or one `syncfs(2)`, see [`BatchSync`]), then each is linked to its key, then each
 //! distinct object directory is fsynced once, and only then are the results returned. So no
 //! `Ok` is ever returned for an envelope whose data or directory entry is not yet on disk.
 //!
@@ -72,8 +72,11 @@ pub struct FsStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BatchSync {
     /// `fdatasync` each temp file in turn (data and size; the temp file's own directory entry
-    /// is never needed after a crash). The default: measured faster than `syncfs` on ext4
-    /// here (see docs/BENCHMARKS.md), and it never waits for other writers' dirty data.
+    /// is never needed after a crash), their writeback having been started together. The
+    /// default, and what hounds use: it touches only the store's own files, so its cost never
+    /// depends on other programs' dirty data. (On a shared, busy ext4 disk `syncfs` was
+    /// faster for batches of 16 and more, see docs/BENCHMARKS.md; it is not the default
+    /// because one call writes back everything dirty on the filesystem.)
     #[default]
     PerFile,
     /// One `syncfs(2)` on the store's filesystem covers every temp file of the batch. Writes
@@ -118,10 +121,8 @@ struct Staged {
     path: PathBuf,
     /// Its directory.
     dir: PathBuf,
-    /// The temp file's path.
+    /// The temp file's path (written and closed, not yet synced).
     tmp: PathBuf,
-    /// The temp file, open until it is synced.
-    file: Option<File>,
 }
 
 impl FsStore {
@@ -220,13 +221,14 @@ impl FsStore {
     }
 
     /// Steps 1-2 of a put for one item: validates the key, creates its parent directories and
-    /// (once per batch) the temp directory, and writes the envelope to a fresh temp file, not
-    /// yet synced. On error nothing of the item is left behind.
+    /// (once per batch) the temp directory, and writes the envelope to a fresh temp file,
+    /// starts its writeback and closes it, not yet synced. Returns the object's path and the
+    /// temp file's. On error nothing of the item is left behind.
     fn stage(
         &self,
         item: &PutItem<'_>,
         temp_dir_ready: &mut bool,
-    ) -> Result<(PathBuf, PathBuf, File), SharedError> {
+    ) -> Result<(PathBuf, PathBuf), SharedError> {
         let key = item.key;
         let path = self.path_of(key)?;
         self.create_parents(key)?;
@@ -246,7 +248,8 @@ impl FsStore {
             let _ = fs::remove_file(&tmp);
             return Err(cold_io("put: write", key, e));
         }
-        Ok((path, tmp, file))
+        start_writeback(&file);
+        Ok((path, tmp))
     }
 }
 
@@ -277,7 +280,7 @@ impl ColdStore for FsStore {
         let mut temp_dir_ready = false;
         for (idx, item) in items.iter().enumerate() {
             match self.stage(item, &mut temp_dir_ready) {
-                Ok((path, tmp, file)) => {
+                Ok((path, tmp)) => {
                     note!(self, Op::Write(item.key.to_owned()));
                     // `path` is `root` joined with a non-empty relative key: it has a parent.
                     let dir = path.parent().unwrap_or(&self.root).to_path_buf();
@@ -286,7 +289,6 @@ impl ColdStore for FsStore {
                         path,
                         dir,
                         tmp,
-                        file: Some(file),
                     });
                 }
                 Err(e) => results[idx] = Some(Err(e)),
@@ -295,9 +297,14 @@ impl ColdStore for FsStore {
         // 2. one sync round for the batch.
         match self.batch_sync {
             BatchSync::PerFile => {
-                for st in &mut staged {
-                    if let Some(file) = st.file.take() {
-                        if let Err(e) = file.sync_data() {
+                // Each temp file's writeback was started when it was written (`stage`), so
+                // the filesystem allocated and wrote them together and these fdatasyncs mostly
+                // find their data (and the journal commit holding it) done. The file is opened
+                // again: a batch never holds more than one descriptor open (RLIMIT_NOFILE).
+                for st in &staged {
+                    if results[st.idx].is_none() {
+                        let synced = File::open(&st.tmp).and_then(|f| f.sync_data());
+                        if let Err(e) = synced {
                             results[st.idx] =
                                 Some(Err(cold_io("put: fdatasync", items[st.idx].key, e)));
                         } else {
@@ -307,9 +314,10 @@ impl ColdStore for FsStore {
                 }
             }
             BatchSync::Syncfs => {
-                let synced = match staged.first().and_then(|st| st.file.as_ref()) {
-                    Some(file) => syncfs(file),
-                    None => Ok(()),
+                let synced = if staged.is_empty() {
+                    Ok(())
+                } else {
+                    File::open(&self.root).and_then(|root| syncfs(&root))
                 };
                 match synced {
                     Ok(()) if !staged.is_empty() => note!(self, Op::Syncfs),
@@ -321,9 +329,6 @@ impl ColdStore for FsStore {
                                 Some(Err(cold_io("put: syncfs", items[st.idx].key, e)));
                         }
                     }
-                }
-                for st in &mut staged {
-                    st.file = None;
                 }
             }
         }
@@ -591,6 +596,15 @@ pub fn pid_gone(pid: u32) -> bool {
     // SAFETY: kill with signal 0 sends nothing; it only checks that the pid exists.
     let rc = unsafe { libc::kill(pid, 0) };
     rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// `sync_file_range(SYNC_FILE_RANGE_WRITE)` over the whole of `file`: starts writeback of its
+/// dirty pages without waiting and without any durability promise (a hint; errors ignored).
+fn start_writeback(file: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads the descriptor number, which `file` keeps open for
+    // the call; offset 0 and length 0 mean "to the end of the file".
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
 /// `syncfs(2)` on the filesystem holding `file`: writes back everything dirty on it.
