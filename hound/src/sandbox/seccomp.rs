@@ -189,8 +189,8 @@ pub(crate) fn build(tcp_client: bool, threads: bool, own_pid: u32) -> Result<Pro
     })
 }
 
-/// Installs the three filters on the calling thread (the hound is single-threaded), allow-list
-/// last. Returns the report detail, or why the layer is not in force.
+/// Installs the three filters on the calling thread (the hound is single-threaded while it
+/// confines itself; threads it starts later inherit the filters), allow-list last. Returns the report detail, or why the layer is not in force.
 pub(crate) fn apply(tcp_client: bool, threads: bool) -> Result<String, String> {
     let programs = build(tcp_client, threads, std::process::id())?;
     for (name, program) in [

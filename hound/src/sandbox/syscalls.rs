@@ -1,10 +1,11 @@
 //! The seccomp policy of a sandboxed hound, as data: one entry per line, each with the reason
 //! the job loop needs it (or, for the kill-list, why only an attacker would call it).
 //!
-//! The job loop this list was derived for is single-threaded std Rust: memmap2 over the ring
-//! memfds, flate2 (zlib-rs) and sha2 (pure computation), eventfd doorbells, a SOCK_SEQPACKET
-//! control socket, a filesystem cold store written atomically (temp file, fsync, rename, fsync
-//! dir) and, when the S3 backend is configured, a blocking HTTP client over TCP. It was checked
+//! The job loop this list was derived for is std Rust, single-threaded except for the S3 upload
+//! threads (`Need::Threads`, started after confinement): memmap2 over the ring memfds, flate2
+//! (zlib-rs) and sha2 (pure computation), eventfd doorbells, a SOCK_SEQPACKET control socket, a
+//! filesystem cold store written atomically in batches (temp files, writeback, fdatasync, link,
+//! fsync dir) and, when the S3 backend is configured, a blocking HTTP client over TCP. It was checked
 //! by running `tests/sandbox_workload.rs` and `hound-escape` under `strace -f` with the filter
 //! in force (every `EPERM` a denied call would produce shows up in the trace); see
 //! docs/SECURITY.md.
