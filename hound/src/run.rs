@@ -162,6 +162,9 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         return fatal(&channel, EXIT_HANDSHAKE, e.to_string());
     }
 
+    if ctx.threads {
+        limit_malloc_arenas();
+    }
     let mut runner = JobRunner::new(setup.limits.clone(), store, prefix);
     if matches!(setup.cold, ColdTarget::S3(_)) {
         // The supervisor sends the S3 endpoint's addresses right after Hello (we cannot
@@ -200,6 +203,21 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         unannounced: Unannounced::default(),
     };
     lp.serve()
+}
+
+/// Caps glibc's malloc at two arenas before upload threads exist. Each new arena reserves 64 MiB
+/// of address space, which counts against the hound's RLIMIT_AS memory budget: sixteen upload
+/// threads could otherwise reserve most of it and leave a large envelope's allocation to fail.
+/// Upload threads mostly wait on the network, so sharing arenas costs nothing measurable.
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallopt only sets a tunable of the allocator; it is called while the hound
+        // is still single-threaded (before any upload thread starts).
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
 }
 
 /// The `Ready` answer carrying `report`.
