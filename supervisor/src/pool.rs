@@ -1,22 +1,20 @@
-//! The pool: shared state, the submit path, building and shutting down.
+//! The pool: the submit path, building and shutting down (the books they share with the
+//! collector are in `state.rs`).
 //!
 //! Threads: the caller's threads run `submit`; one **collector** thread (`houndpool-collector`)
 //! consumes completions, delivers outcomes, watches hounds, retries and drains the defer queue;
 //! one **spawner** thread (`houndpool-spawner`) starts replacement hounds so that a slow spawn
 //! never stalls completions. See docs/ARCHITECTURE.md for who owns what.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-use houndpool_protocol::job::{JobKind, RequestHeader, Severity, REQUEST_HEADER_LEN};
-use houndpool_protocol::messages::{LayerReport, SandboxReport};
-use houndpool_protocol::region::{RecordPos, RequestWriter};
-use houndpool_protocol::wake::{BellRinger, Doorbell};
-use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
+use crossbeam_channel::Receiver;
+use houndpool_protocol::job::{JobKind, RequestHeader, REQUEST_HEADER_LEN};
+use houndpool_protocol::region::RecordPos;
+use houndpool_protocol::wake::Doorbell;
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -24,386 +22,18 @@ use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::{DeferQueue, Pushed};
 use crate::job::{CancelResult, DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
+use crate::state::{
+    Books, CgroupState, EscalationEvent, InFlight, JobKeys, OutcomeSink, Pending, Slot, DRAINING,
+    RUNNING,
+};
 use crate::stats::{Counters, HoundStats, PoolStats, SizeStats};
 use crate::tracked::Tracked;
 use crate::{cgroups, collector, spawn, PoolError, SubmitError};
 
-pub(crate) const RUNNING: u8 = 0;
-pub(crate) const DRAINING: u8 = 1;
-pub(crate) const STOPPED: u8 = 2;
-
-/// Bookkeeping of one accepted job while it is in a ring, the defer queue or the retry queue.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct InFlight {
-    pub(crate) job_id: u64,
-    pub(crate) evidence_id: [u8; 16],
-    pub(crate) kind: JobKind,
-    pub(crate) severity: Severity,
-    pub(crate) body_len: u32,
-    pub(crate) pos: RecordPos,
-    /// Hound deaths this job was at the front of the ring for.
-    pub(crate) deaths: u8,
-    /// Hounds this job has been given to (1 on first placement).
-    pub(crate) tries: u8,
-    pub(crate) submitted_at: Instant,
-    /// `Pool::cancel` withdrew it while it sat behind another job in a ring: its outcome was
-    /// delivered then; whatever the hound reports for it later is discarded.
-    pub(crate) cancelled: bool,
-}
-
-/// Evidence keys of accepted jobs that have one, by job id. Unkeyed jobs never take the
-/// lock (one relaxed load of the count).
-#[derive(Debug, Default)]
-pub(crate) struct JobKeys {
-    count: AtomicUsize,
-    map: Mutex<std::collections::HashMap<u64, Box<str>>>,
-}
-
-impl JobKeys {
-    fn insert(&self, job_id: u64, key: &str) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(job_id, key.into());
-        self.count.store(map.len(), Ordering::Relaxed);
-    }
-    fn remove(&self, job_id: u64) {
-        if self.count.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&job_id);
-        self.count.store(map.len(), Ordering::Relaxed);
-    }
-    /// The key of a job, if it has one.
-    pub(crate) fn get(&self, job_id: u64) -> Option<Box<str>> {
-        if self.count.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&job_id).cloned()
-    }
-}
-
-/// A job held in supervisor memory (defer queue or retry queue): header + body bytes.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) meta: InFlight,
-}
-
-/// The submit-side half of a live hound.
-pub(crate) struct SlotConn {
-    pub(crate) writer: RequestWriter,
-    /// Our end of the hound's request doorbell (never shared: rings never block).
-    pub(crate) bell: BellRinger,
-    pub(crate) inflight: VecDeque<InFlight>,
-    /// When the job at the front of `inflight` became the front (watchdog reference).
-    pub(crate) front_since: Instant,
-}
-
-/// One hound slot, shared by submitters and the collector.
-pub(crate) struct Slot {
-    pub(crate) id: u32,
-    /// False while the slot is empty, being refilled, or its hound is being killed.
-    pub(crate) accepting: AtomicBool,
-    /// Mirror of `conn.inflight.len()` for lock-free load balancing.
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) conn: Mutex<Option<SlotConn>>,
-    pub(crate) pid: AtomicU32,
-    pub(crate) generation: AtomicU64,
-    pub(crate) completed: AtomicU64,
-    /// Mirrors of the hound's self-reported state and heartbeat (untrusted, for stats).
-    pub(crate) reported_state: AtomicU32,
-    pub(crate) heartbeat: AtomicU64,
-}
-
-impl Slot {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<SlotConn>> {
-        // A panic while holding this lock cannot leave the ring inconsistent (the writer
-        // publishes atomically), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// An escalation event (`PoolExhaustedAction::Escalate`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EscalationEvent {
-    /// Kind of the refused job.
-    pub kind: JobKind,
-    /// Severity of the refused job.
-    pub severity: Severity,
-    /// Its body length.
-    pub body_len: usize,
-    /// Jobs in rings at the time.
-    pub in_rings: usize,
-    /// Total escalations so far (including this one).
-    pub count: u64,
-}
-
-type Callback = Box<dyn Fn(&Outcome) + Send + Sync>;
-
-/// Delivers outcomes without ever blocking.
-pub(crate) struct OutcomeSink {
-    tx: Option<Sender<Outcome>>,
-    callback: Option<Callback>,
-}
-
-/// State shared by the pool handle, the collector and the spawner.
-pub(crate) struct Shared {
-    pub(crate) config: PoolConfig,
-    pub(crate) slots: Box<[Slot]>,
-    pub(crate) counters: Counters,
-    next_job: AtomicU64,
-    rr: AtomicUsize,
-    pub(crate) defer: Option<Mutex<DeferQueue<Pending>>>,
-    /// Rung to wake the collector (deferred work, spawns, shutdown).
-    pub(crate) wake: Doorbell,
-    pub(crate) collector_sleeping: AtomicBool,
-    pub(crate) state: AtomicU8,
-    pub(crate) drain_deadline: Mutex<Option<Instant>>,
-    pub(crate) outcomes: OutcomeSink,
-    escalation_tx: Sender<EscalationEvent>,
-    /// Largest body per kind class: evidence (Noop/Encode/Evacuate) and envelope (Decode).
-    max_evidence: usize,
-    max_envelope: usize,
-    pub(crate) key_prefix: Option<String>,
-    /// Evidence keys of accepted keyed jobs, until their outcome.
-    pub(crate) keys: JobKeys,
-    pub(crate) sandbox_report: Mutex<Option<SandboxReport>>,
-    /// Jobs in the collector's retry queue (mirror for stats).
-    pub(crate) retrying: AtomicUsize,
-    /// Per-hound cgroups (the manager is taken and removed at shutdown).
-    pub(crate) cgroups: PoolCgroupsShared,
-    /// The size decision made at build.
-    pub(crate) sizing: SizingDecision,
-    /// Hounds the pool aims to run now (≤ slots).
-    pub(crate) target: AtomicUsize,
-    /// Mirror of the collector's circuit state (`CircuitState::to_u8`).
-    pub(crate) circuit: AtomicU8,
-    /// The high-water mark share in force (`f64` bits); starts at the configured one.
-    pub(crate) high_water: AtomicU64,
-    /// Pid of the spawner's prestarted spare hound, 0 when there is none (mirror for stats).
-    pub(crate) spare_pid: AtomicU32,
-    /// Per-job handles of tracked jobs without an outcome yet.
-    pub(crate) tracked: crate::tracked::Registry,
-    /// Cancel requests for the collector.
-    pub(crate) cancels: crate::cancel::Requests,
-    /// Submit→outcome latency by job kind.
-    pub(crate) latency: crate::latency::Latency,
-    /// Per-job tracing spans (only while a subscriber enables them).
-    pub(crate) spans: crate::spans::Spans,
-}
-
-/// The cgroup part of [`Shared`].
-pub(crate) struct PoolCgroupsShared {
-    pub(crate) manager: Mutex<Option<HoundCgroups>>,
-    pub(crate) layer: LayerReport,
-    pub(crate) limits: Option<ContainerLimits>,
-}
-
-impl Shared {
-    // The suggested collapse would move `outcome` inside a match guard.
-    pub(crate) fn deliver(&self, outcome: Outcome) {
-        self.keys.remove(outcome.job_id.0);
-        let c = &self.counters;
-        match &outcome.result {
-            OutcomeKind::Completed(_) => c.completed.inc_sc(),
-            OutcomeKind::Failed(_) => c.failed.inc_sc(),
-            OutcomeKind::TimedOut => c.timed_out.inc_sc(),
-            OutcomeKind::Dropped(_) => c.dropped.inc_sc(),
-        }
-        self.latency.record(outcome.kind, outcome.latency);
-        self.spans.close(&outcome);
-        // A panicking callback must not take the collector down (nor leave other outcomes
-        // undelivered): contained, counted, logged (on the 1st, 2nd, 4th, 8th, … panic, so a
-        // callback that always panics cannot flood the log), and delivery goes on.
-        let mut callback_ok = false;
-        if let Some(cb) = &self.outcomes.callback {
-            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&outcome)));
-            callback_ok = called.is_ok();
-            if let Err(panic) = called {
-                c.callback_panics.inc();
-                let n = c.callback_panics.get();
-                if n.is_power_of_two() {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic".into());
-                    warn!(
-                        job = outcome.job_id.0,
-                        panics = n,
-                        panic = %what,
-                        "on_outcome callback panicked; contained, delivery goes on"
-                    );
-                }
-            }
-        }
-        // A tracked job's outcome goes to its handle, not the shared channel.
-        let Some(outcome) = self.tracked.offer(outcome) else {
-            return;
-        };
-        // Never blocks: a full channel counts the outcome as undelivered. It was counted in
-        // its terminal counter above either way, so the accounting identity stays exact;
-        // `undelivered` says how many of those the consumer never saw.
-        let delivered = match &self.outcomes.tx {
-            Some(tx) => tx.try_send(outcome).is_ok(),
-            None => callback_ok,
-        };
-        if !delivered {
-            c.undelivered.inc();
-        }
-    }
-
-    pub(crate) fn outcome_for(meta: &InFlight, attempts: u8, result: OutcomeKind) -> Outcome {
-        Outcome {
-            job_id: JobId(meta.job_id),
-            evidence_id: Uuid::from_bytes(meta.evidence_id),
-            kind: meta.kind,
-            severity: meta.severity,
-            attempts,
-            latency: meta.submitted_at.elapsed(),
-            result,
-        }
-    }
-
-    /// Rings the collector's doorbell if it announced sleep.
-    pub(crate) fn nudge_collector(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.collector_sleeping.load(Ordering::SeqCst) {
-            let _ = self.wake.ring();
-        }
-    }
-
-    /// Copies `parts` into the least-loaded accepting hound's ring. Returns false if no hound
-    /// has room. Critical sections are a bounded memcpy plus O(1) bookkeeping.
-    pub(crate) fn try_place(&self, parts: &[&[u8]], meta: InFlight) -> bool {
-        let n = self.slots.len();
-        let max = self.config.max_in_flight_per_hound;
-        let start = self.rr.fetch_add(1, Ordering::Relaxed) % n;
-        // Pick the least loaded accepting slot, ties broken by the rotating start.
-        let mut best: Option<(usize, usize)> = None;
-        for i in 0..n {
-            let idx = (start + i) % n;
-            let s = &self.slots[idx];
-            if !s.accepting.load(Ordering::Acquire) {
-                continue;
-            }
-            let load = s.in_flight.load(Ordering::Relaxed);
-            if load < max && best.is_none_or(|(_, b)| load < b) {
-                best = Some((idx, load));
-                if load == 0 {
-                    break;
-                }
-            }
-        }
-        let Some((first, _)) = best else {
-            return false;
-        };
-        let order =
-            std::iter::once(first).chain((0..n).map(|i| (start + i) % n).filter(|&i| i != first));
-        // First pass: never wait for a slot lock the collector holds (it may be preempted
-        // holding it, and a contended std mutex sleeps on a futex: a wake-up costs tens of µs on
-        // a VM) — take the next slot instead. Only if every slot was busy, wait in a second
-        // pass (the critical sections are a memcpy and O(1) bookkeeping).
-        for wait in [false, true] {
-            if let Some(placed) = self.try_place_pass(order.clone(), parts, meta, wait) {
-                return placed;
-            }
-        }
-        false
-    }
-
-    /// One pass of [`Self::try_place`] over `order`: `Some(true)` placed, `Some(false)` no slot
-    /// with room exists, `None` some slot was skipped because its lock was taken (`!wait`).
-    fn try_place_pass(
-        &self,
-        order: impl Iterator<Item = usize>,
-        parts: &[&[u8]],
-        meta: InFlight,
-        wait: bool,
-    ) -> Option<bool> {
-        let max = self.config.max_in_flight_per_hound;
-        let mut skipped = false;
-        for idx in order {
-            let slot = &self.slots[idx];
-            if !slot.accepting.load(Ordering::Acquire) {
-                continue;
-            }
-            let mut guard = if wait {
-                slot.lock()
-            } else {
-                match slot.conn.try_lock() {
-                    Ok(g) => g,
-                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-                    Err(std::sync::TryLockError::WouldBlock) => {
-                        skipped = true;
-                        continue;
-                    }
-                }
-            };
-            let Some(conn) = guard.as_mut() else {
-                continue;
-            };
-            if conn.inflight.len() >= max {
-                continue;
-            }
-            match conn.writer.try_push(parts) {
-                Ok(Some(pos)) => {
-                    if conn.inflight.is_empty() {
-                        conn.front_since = Instant::now();
-                    }
-                    conn.inflight.push_back(InFlight { pos, ..meta });
-                    slot.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
-                    if conn.writer.hound_sleeping() {
-                        let _ = conn.bell.ring();
-                    }
-                    return Some(true);
-                }
-                Ok(None) | Err(_) => continue,
-            }
-        }
-        (!skipped).then_some(false)
-    }
-
-    fn refuse(&self, e: SubmitError) -> SubmitError {
-        let c = &self.counters;
-        match e {
-            SubmitError::PoolExhausted => c.refused_exhausted.inc(),
-            SubmitError::DeferQueueFull { .. } => c.refused_defer_full.inc(),
-            SubmitError::EvidenceTooLarge { .. } => c.refused_too_large.inc(),
-            SubmitError::EmptyEvidence { .. }
-            | SubmitError::InvalidJob { .. }
-            | SubmitError::InvalidKey { .. } => c.refused_invalid.inc(),
-            SubmitError::ShutDown => c.refused_shutdown.inc(),
-        }
-        e
-    }
-
-    /// The high-water mark share in force.
-    pub(crate) fn high_water_mark(&self) -> f64 {
-        f64::from_bits(self.high_water.load(Ordering::Relaxed))
-    }
-
-    /// The fewest hounds the high-water mark may shrink the pool to.
-    pub(crate) fn min_size(&self) -> usize {
-        match self.config.size {
-            crate::config::PoolSize::Auto { min, .. } => min.max(1),
-            crate::config::PoolSize::Fixed(_) => 1,
-        }
-    }
-
-    pub(crate) fn in_rings(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| s.in_flight.load(Ordering::Relaxed))
-            .sum()
-    }
-}
-
 /// A pool of sandboxed hound processes. Cheap to share (`&Pool` is `Sync`); dropping it shuts
 /// the pool down with no grace period.
 pub struct Pool {
-    shared: Arc<Shared>,
+    shared: Arc<Books>,
     outcome_rx: Option<Receiver<Outcome>>,
     escalation_rx: Receiver<EscalationEvent>,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
@@ -412,7 +42,7 @@ pub struct Pool {
 /// Builds a [`Pool`].
 pub struct PoolBuilder {
     config: PoolConfig,
-    callback: Option<Callback>,
+    callback: Option<crate::state::Callback>,
 }
 
 impl PoolBuilder {
@@ -505,7 +135,7 @@ impl PoolBuilder {
                 heartbeat: AtomicU64::new(0),
             })
             .collect();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Books {
             config,
             slots,
             counters: Counters::default(),
@@ -516,10 +146,7 @@ impl PoolBuilder {
             collector_sleeping: AtomicBool::new(false),
             state: AtomicU8::new(RUNNING),
             drain_deadline: Mutex::new(None),
-            outcomes: OutcomeSink {
-                tx: outcome_tx,
-                callback: self.callback,
-            },
+            outcomes: OutcomeSink::new(outcome_tx, self.callback),
             escalation_tx,
             max_evidence,
             max_envelope,
@@ -527,7 +154,7 @@ impl PoolBuilder {
             keys: JobKeys::default(),
             sandbox_report: Mutex::new(None),
             retrying: AtomicUsize::new(0),
-            cgroups: PoolCgroupsShared {
+            cgroups: CgroupState {
                 manager: Mutex::new(pool_cgroups.manager),
                 layer: pool_cgroups.layer,
                 limits: pool_cgroups.limits,
@@ -774,7 +401,7 @@ impl Pool {
                 match pushed {
                     Pushed::Queued => {}
                     Pushed::Evicted(victim) => {
-                        let o = Shared::outcome_for(
+                        let o = Books::outcome_for(
                             &victim.meta,
                             0,
                             OutcomeKind::Dropped(DropReason::Evicted { by: job.severity }),

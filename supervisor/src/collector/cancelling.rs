@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::{Collector, KillCause};
 use crate::job::{CancelResult, DropReason, OutcomeKind};
-use crate::pool::Shared;
+use crate::state::Books;
 
 impl Collector {
     /// Answers every pending cancel request. Returns whether there was any.
@@ -27,7 +27,7 @@ impl Collector {
         if let Some(k) = self.retry.iter().position(|p| p.meta.job_id == id) {
             if let Some(p) = self.retry.remove(k) {
                 sh.retrying.store(self.retry.len(), Ordering::Relaxed);
-                let o = Shared::outcome_for(
+                let o = Books::outcome_for(
                     &p.meta,
                     p.meta.tries.saturating_sub(1),
                     OutcomeKind::Dropped(DropReason::Cancelled),
@@ -76,7 +76,7 @@ impl Collector {
             return match marked {
                 // Behind another job: withdrawn; what the hound reports for it is discarded.
                 Some(meta) => {
-                    let o = Shared::outcome_for(
+                    let o = Books::outcome_for(
                         &meta,
                         meta.tries.saturating_sub(1),
                         OutcomeKind::Dropped(DropReason::Cancelled),

@@ -1,0 +1,104 @@
+//! The end of the pool: when the drain is done, and `finish` (drop what is left, stop and reap
+//! every hound).
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use houndpool_protocol::messages::{Message, Shutdown};
+use nix::sys::socket::{send, MsgFlags};
+use tracing::{info, warn};
+
+use super::{Collector, KillCause};
+use crate::job::{DropReason, OutcomeKind};
+use crate::state::{Books, STOPPED};
+
+impl Collector {
+    pub(super) fn drain_done(&self) -> bool {
+        let deadline = *self
+            .sh
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return true;
+        }
+        self.retry.is_empty() && self.defer_len() == 0 && self.sh.in_rings() == 0
+    }
+
+    /// Ends the pool: drops what is left, stops and reaps every hound.
+    pub(super) fn finish(&mut self) {
+        self.finishing = true;
+        let sh = self.sh.clone();
+        for s in sh.slots.iter() {
+            s.accepting.store(false, Ordering::Release);
+        }
+        // Hounds still holding jobs: the grace period is over.
+        for i in 0..self.hounds.len() {
+            if self.hounds[i].is_some() && sh.slots[i].in_flight.load(Ordering::Relaxed) > 0 {
+                self.kill_and_reap(i, Some(KillCause::Shutdown));
+            }
+        }
+        for p in self.retry.drain(..) {
+            sh.deliver(Books::outcome_for(
+                &p.meta,
+                p.meta.tries,
+                OutcomeKind::Dropped(DropReason::Shutdown),
+            ));
+        }
+        if let Some(defer) = &sh.defer {
+            // Closed under the same lock: a `submit` that passed its state check before the
+            // drain finds the queue closed and refuses (`ShutDown`) instead of queueing a job
+            // nobody would ever settle.
+            let left = {
+                let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
+                q.close();
+                q.drain_all()
+            };
+            for p in left {
+                sh.deliver(Books::outcome_for(
+                    &p.meta,
+                    0,
+                    OutcomeKind::Dropped(DropReason::Shutdown),
+                ));
+            }
+        }
+        sh.retrying.store(0, Ordering::Relaxed);
+        // Ask the idle hounds to exit, give them a moment, then make sure.
+        let mut frame = Vec::new();
+        let _ = Message::Shutdown(Shutdown { grace_ms: 1000 }).encode_frame(&mut frame);
+        for h in self.hounds.iter().flatten() {
+            let _ = send(
+                h.control.as_raw_fd(),
+                &frame,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+            );
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        for i in 0..self.hounds.len() {
+            let Some(h) = self.hounds[i].as_mut() else {
+                continue;
+            };
+            let mut exited = false;
+            while Instant::now() < until {
+                match h.child.0.as_mut().map(|c| c.try_wait()) {
+                    Some(Ok(Some(_))) | None => {
+                        exited = true;
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            if !exited {
+                warn!(slot = i, "hound did not exit after Shutdown; killing it");
+            }
+            self.kill_and_reap(i, None);
+        }
+        self.orders = None;
+        while let Ok(r) = self.results.try_recv() {
+            drop(r);
+        }
+        sh.state.store(STOPPED, Ordering::Release);
+        info!(stats = ?sh.counters.completed.get(), "houndpool stopped");
+    }
+}
