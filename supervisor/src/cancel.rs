@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 
-use crate::job::{CancelResult, DropReason, OutcomeKind};
+use crate::job::machine::{self, JobState};
+use crate::job::CancelResult;
 use crate::state::{Books, STOPPED};
 
 /// How often a waiting `cancel` checks whether the pool stopped under it.
@@ -25,8 +26,10 @@ pub(crate) fn from_defer_queue(sh: &Books, id: u64) -> bool {
         .remove_first(|p| p.meta.job_id == id);
     match taken {
         Some(p) => {
-            let o = Books::outcome_for(&p.meta, 0, OutcomeKind::Dropped(DropReason::Cancelled));
-            sh.deliver(o);
+            let from = JobState::Deferred {
+                lane: p.meta.severity,
+            };
+            sh.conclude(&p.meta, machine::cancel(&from));
             true
         }
         None => false,

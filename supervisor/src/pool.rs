@@ -21,7 +21,8 @@ use uuid::Uuid;
 use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::{DeferQueue, Pushed};
-use crate::job::{CancelResult, DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
+use crate::job::machine::{self, History, JobState};
+use crate::job::{CancelResult, Job, JobId, Outcome, Ticket};
 use crate::state::{
     Books, CgroupState, EscalationEvent, InFlight, JobKeys, OutcomeSink, Pending, Slot, DRAINING,
     RUNNING,
@@ -122,19 +123,7 @@ impl PoolBuilder {
             PoolExhaustedAction::Defer { limit } => Some(Mutex::new(DeferQueue::new(limit))),
             _ => None,
         };
-        let slots = (0..n as u32)
-            .map(|id| Slot {
-                id,
-                accepting: AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
-                conn: Mutex::new(None),
-                pid: AtomicU32::new(0),
-                generation: AtomicU64::new(0),
-                completed: AtomicU64::new(0),
-                reported_state: AtomicU32::new(0),
-                heartbeat: AtomicU64::new(0),
-            })
-            .collect();
+        let slots = (0..n as u32).map(Slot::new).collect();
         let shared = Arc::new(Books {
             config,
             slots,
@@ -309,8 +298,7 @@ impl Pool {
             severity: job.severity,
             body_len: job.body.len() as u32,
             pos: RecordPos { start: 0, end: 0 },
-            deaths: 0,
-            tries: 1,
+            history: History::default(),
             submitted_at: Instant::now(),
             cancelled: false,
         };
@@ -351,7 +339,7 @@ impl Pool {
             // Keyed jobs only (the receipt names the object by it); removed at the outcome.
             sh.keys.insert(job_id, k);
         }
-        if sh.try_place(&[header, key, job.body], meta) {
+        if sh.try_place(&[header, key, job.body], meta, JobState::Submitted) {
             sh.spans.event(meta.job_id, "placed in a ring");
             return Ok(ticket);
         }
@@ -393,20 +381,23 @@ impl Pool {
                 bytes.extend_from_slice(header);
                 bytes.extend_from_slice(key);
                 bytes.extend_from_slice(job.body);
+                // Its lane in the queue: the state machine's `Deferred { lane }`.
+                let lane = match machine::defer(&JobState::Submitted, job.severity).next {
+                    JobState::Deferred { lane } => lane,
+                    _ => job.severity,
+                };
                 let (pushed, was_empty) = {
                     let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
                     let was_empty = q.len() == 0;
-                    (q.push(job.severity, Pending { bytes, meta }), was_empty)
+                    (q.push(lane, Pending { bytes, meta }), was_empty)
                 };
                 match pushed {
                     Pushed::Queued => {}
                     Pushed::Evicted(victim) => {
-                        let o = Books::outcome_for(
-                            &victim.meta,
-                            0,
-                            OutcomeKind::Dropped(DropReason::Evicted { by: job.severity }),
-                        );
-                        sh.deliver(o);
+                        let from = JobState::Deferred {
+                            lane: victim.meta.severity,
+                        };
+                        sh.conclude(&victim.meta, machine::evict(&from, job.severity));
                     }
                     Pushed::Refused(_) => {
                         sh.counters.accepted.dec_sc();
@@ -534,7 +525,7 @@ impl Pool {
                 slot: slot.id,
                 pid: (pid != 0).then_some(pid),
                 generation: slot.generation.load(Ordering::Relaxed),
-                in_flight: slot.in_flight.load(Ordering::Relaxed),
+                in_flight: slot.in_flight(),
                 completed: slot.completed.load(Ordering::Relaxed),
                 reported_state: slot.reported_state.load(Ordering::Relaxed),
                 heartbeat: slot.heartbeat.load(Ordering::Relaxed),

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::config::PoolConfig;
 use crate::defer::DeferQueue;
+use crate::job::machine::{self, History, JobState, Step};
 use crate::job::{CancelResult, JobId, Outcome, OutcomeKind};
 use crate::stats::Counters;
 use crate::SubmitError;
@@ -29,6 +30,7 @@ pub(crate) const DRAINING: u8 = 1;
 pub(crate) const STOPPED: u8 = 2;
 
 /// Bookkeeping of one accepted job while it is in a ring, the defer queue or the retry queue.
+/// Where it is says its [`JobState`] (see [`InFlight::state_in_ring`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct InFlight {
     pub(crate) job_id: u64,
@@ -37,14 +39,19 @@ pub(crate) struct InFlight {
     pub(crate) severity: Severity,
     pub(crate) body_len: u32,
     pub(crate) pos: RecordPos,
-    /// Hound deaths this job was at the front of the ring for.
-    pub(crate) deaths: u8,
-    /// Hounds this job has been given to (1 on first placement).
-    pub(crate) tries: u8,
+    /// Hounds it was given to, and deaths charged to it.
+    pub(crate) history: History,
     pub(crate) submitted_at: Instant,
     /// `Pool::cancel` withdrew it while it sat behind another job in a ring: its outcome was
     /// delivered then; whatever the hound reports for it later is discarded.
     pub(crate) cancelled: bool,
+}
+
+impl InFlight {
+    /// Its state at position `front` (or behind it) of `slot`'s in-flight list.
+    pub(crate) fn state_in_ring(&self, slot: u32, front: bool) -> JobState {
+        JobState::in_ring(slot, front, self.history, self.cancelled)
+    }
 }
 
 /// Evidence keys of accepted jobs that have one, by job id. Unkeyed jobs never take the
@@ -86,14 +93,58 @@ pub(crate) struct Pending {
     pub(crate) meta: InFlight,
 }
 
-/// The submit-side half of a live hound.
+/// The submit-side half of a live hound. Its in-flight list is changed only through
+/// [`Slot`]'s methods, which keep `Slot::in_flight` and `front_since` right.
 pub(crate) struct SlotConn {
-    pub(crate) writer: RequestWriter,
+    writer: RequestWriter,
     /// Our end of the hound's request doorbell (never shared: rings never block).
-    pub(crate) bell: BellRinger,
-    pub(crate) inflight: VecDeque<InFlight>,
+    bell: BellRinger,
+    inflight: VecDeque<InFlight>,
     /// When the job at the front of `inflight` became the front (watchdog reference).
-    pub(crate) front_since: Instant,
+    front_since: Instant,
+}
+
+impl SlotConn {
+    /// A live hound's request ring writer and doorbell, with room for `capacity` jobs.
+    pub(crate) fn new(writer: RequestWriter, bell: BellRinger, capacity: usize) -> Self {
+        SlotConn {
+            writer,
+            bell,
+            inflight: VecDeque::with_capacity(capacity),
+            front_since: Instant::now(),
+        }
+    }
+
+    /// The job at the front of the ring (running, or the next the hound takes).
+    pub(crate) fn front(&self) -> Option<&InFlight> {
+        self.inflight.front()
+    }
+
+    /// Since when the front job has been the front (the watchdog's reference).
+    pub(crate) fn front_since(&self) -> Instant {
+        self.front_since
+    }
+
+    /// Position of job `job_id` in the ring, unless it was cancelled already.
+    pub(crate) fn position_live(&self, job_id: u64) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|m| m.job_id == job_id && !m.cancelled)
+    }
+
+    /// Marks the job at position `k` cancelled (its record stays until the hound passes it);
+    /// returns its bookkeeping as it was before.
+    pub(crate) fn mark_cancelled(&mut self, k: usize) -> Option<InFlight> {
+        let m = self.inflight.get_mut(k)?;
+        let before = *m;
+        m.cancelled = true;
+        Some(before)
+    }
+
+    /// The jobs it held, front first (the hound is gone).
+    pub(crate) fn into_jobs(self) -> VecDeque<InFlight> {
+        self.inflight
+    }
 }
 
 /// One hound slot, shared by submitters and the collector.
@@ -102,8 +153,8 @@ pub(crate) struct Slot {
     /// False while the slot is empty, being refilled, or its hound is being killed.
     pub(crate) accepting: AtomicBool,
     /// Mirror of `conn.inflight.len()` for lock-free load balancing.
-    pub(crate) in_flight: AtomicUsize,
-    pub(crate) conn: Mutex<Option<SlotConn>>,
+    in_flight: AtomicUsize,
+    conn: Mutex<Option<SlotConn>>,
     pub(crate) pid: AtomicU32,
     pub(crate) generation: AtomicU64,
     pub(crate) completed: AtomicU64,
@@ -113,10 +164,62 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    /// An empty slot.
+    pub(crate) fn new(id: u32) -> Self {
+        Slot {
+            id,
+            accepting: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            conn: Mutex::new(None),
+            pid: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            reported_state: AtomicU32::new(0),
+            heartbeat: AtomicU64::new(0),
+        }
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Option<SlotConn>> {
         // A panic while holding this lock cannot leave the ring inconsistent (the writer
         // publishes atomically), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Jobs in this slot's ring (a relaxed mirror, for load balancing and stats).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Gives the slot a new hound's connection (empty ring).
+    pub(crate) fn install(&self, conn: SlotConn) {
+        let mut guard = self.lock();
+        self.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+        *guard = Some(conn);
+    }
+
+    /// Takes the connection of a dead hound, with the jobs it held.
+    pub(crate) fn take_conn(&self) -> Option<SlotConn> {
+        let conn = self.lock().take();
+        self.in_flight.store(0, Ordering::Relaxed);
+        conn
+    }
+
+    /// Removes the front job of `conn` (this slot's, locked by the caller): the next job
+    /// becomes the front now.
+    pub(crate) fn pop_front(&self, conn: &mut SlotConn) -> Option<InFlight> {
+        let meta = conn.inflight.pop_front()?;
+        conn.front_since = Instant::now();
+        self.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+        Some(meta)
+    }
+
+    /// Appends a placed job to `conn` (this slot's, locked by the caller).
+    fn push_back(&self, conn: &mut SlotConn, meta: InFlight) {
+        if conn.inflight.is_empty() {
+            conn.front_since = Instant::now();
+        }
+        conn.inflight.push_back(meta);
+        self.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
     }
 }
 
@@ -313,6 +416,15 @@ impl Books {
         }
     }
 
+    /// Delivers the outcome `step` names for the job of `meta`, if it names one. Returns
+    /// where the job is now.
+    pub(crate) fn conclude(&self, meta: &InFlight, step: Step) -> JobState {
+        if let Some(v) = step.outcome {
+            self.deliver(Self::outcome_for(meta, v.attempts, v.result));
+        }
+        step.next
+    }
+
     /// Rings the collector's doorbell if it announced sleep.
     pub(crate) fn nudge_collector(&self) {
         std::sync::atomic::fence(Ordering::SeqCst);
@@ -321,9 +433,10 @@ impl Books {
         }
     }
 
-    /// Copies `parts` into the least-loaded accepting hound's ring. Returns false if no hound
-    /// has room. Critical sections are a bounded memcpy plus O(1) bookkeeping.
-    pub(crate) fn try_place(&self, parts: &[&[u8]], meta: InFlight) -> bool {
+    /// Copies `parts` into the least-loaded accepting hound's ring: the job, in state `from`
+    /// (`Submitted`, `Deferred` or `Retrying`), is placed ([`machine::place`]). Returns false if
+    /// no hound has room. Critical sections are a bounded memcpy plus O(1) bookkeeping.
+    pub(crate) fn try_place(&self, parts: &[&[u8]], meta: InFlight, from: JobState) -> bool {
         let n = self.slots.len();
         let max = self.config.max_in_flight_per_hound;
         let start = self.rr.fetch_add(1, Ordering::Relaxed) % n;
@@ -335,7 +448,7 @@ impl Books {
             if !s.accepting.load(Ordering::Acquire) {
                 continue;
             }
-            let load = s.in_flight.load(Ordering::Relaxed);
+            let load = s.in_flight();
             if load < max && best.is_none_or(|(_, b)| load < b) {
                 best = Some((idx, load));
                 if load == 0 {
@@ -353,7 +466,7 @@ impl Books {
         // a VM) — take the next slot instead. Only if every slot was busy, wait in a second
         // pass (the critical sections are a memcpy and O(1) bookkeeping).
         for wait in [false, true] {
-            if let Some(placed) = self.try_place_pass(order.clone(), parts, meta, wait) {
+            if let Some(placed) = self.try_place_pass(order.clone(), parts, meta, from, wait) {
                 return placed;
             }
         }
@@ -367,6 +480,7 @@ impl Books {
         order: impl Iterator<Item = usize>,
         parts: &[&[u8]],
         meta: InFlight,
+        from: JobState,
         wait: bool,
     ) -> Option<bool> {
         let max = self.config.max_in_flight_per_hound;
@@ -396,11 +510,15 @@ impl Books {
             }
             match conn.writer.try_push(parts) {
                 Ok(Some(pos)) => {
-                    if conn.inflight.is_empty() {
-                        conn.front_since = Instant::now();
-                    }
-                    conn.inflight.push_back(InFlight { pos, ..meta });
-                    slot.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+                    let history = machine::place(&from, slot.id).next.history();
+                    slot.push_back(
+                        conn,
+                        InFlight {
+                            pos,
+                            history,
+                            ..meta
+                        },
+                    );
                     if conn.writer.hound_sleeping() {
                         let _ = conn.bell.ring();
                     }
@@ -440,9 +558,6 @@ impl Books {
     }
 
     pub(crate) fn in_rings(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|s| s.in_flight.load(Ordering::Relaxed))
-            .sum()
+        self.slots.iter().map(Slot::in_flight).sum()
     }
 }

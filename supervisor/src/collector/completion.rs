@@ -1,8 +1,9 @@
 //! Completions: each one (untrusted) is checked against the job at the front of its hound's
 //! ring and turned into that job's outcome, or into the reason the hound must be killed.
 
+use std::fmt;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
@@ -11,56 +12,148 @@ use houndpool_protocol::job::{
 };
 
 use super::HoundProc;
+use crate::job::machine;
 use crate::job::{FailReason, OutcomeKind, Receipt};
-use crate::state::Books;
+use crate::state::{Books, InFlight};
+
+/// What a hound did that it may not: the reason it is killed. The job at its front then fails
+/// with `ProtocolViolation`, this text (escaped) as the detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Violation {
+    /// The completion ring, a record in it or a completion header is malformed.
+    Malformed(String),
+    /// A completion from a hound whose slot is closed.
+    SlotClosed,
+    /// A completion while no job is in flight.
+    NothingInFlight { job_id: u64 },
+    /// A completion for another job than the one at the front.
+    NotNext { job_id: u64, next: u64 },
+    /// A completion of another kind than its job's.
+    WrongKind { reported: JobKind, job: JobKind },
+    /// The spooled flag on a job that stores nothing.
+    SpooledWithoutStore,
+    /// A failure message longer than `MAX_FAIL_MESSAGE`.
+    FailMessageTooLong { len: usize },
+    /// A Noop echo of another length than the request.
+    EchoLength { len: usize, request: u32 },
+    /// An Encode envelope whose header does not parse.
+    Envelope(String),
+    /// An envelope naming another original size than the evidence's.
+    EnvelopeSize { original: u32, evidence: u32 },
+    /// An Evacuate receipt that does not parse.
+    Receipt(String),
+    /// A receipt naming another evidence id.
+    ReceiptEvidenceId,
+    /// A receipt naming another original size than the evidence's.
+    ReceiptSize { original: u32, evidence: u32 },
+    /// Decoded output above `max_output_bytes`.
+    OutputTooLarge { len: usize, max: usize },
+    /// An Erase body other than one 0/1 byte.
+    EraseBody,
+    /// A control datagram larger than the receive buffer.
+    ControlDatagram { len: usize },
+    /// A second `Fatal` message.
+    SecondFatal,
+    /// A message after `Fatal`.
+    AfterFatal { kind: &'static str },
+    /// A control message a hound may not send after `Ready`.
+    UnexpectedControl { kind: &'static str },
+    /// A control frame that does not decode.
+    MalformedControl(String),
+    /// The control socket failed.
+    ControlSocket(String),
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Malformed(e) => f.write_str(e),
+            Violation::SlotClosed => f.write_str("completion from a hound whose slot is closed"),
+            Violation::NothingInFlight { job_id } => {
+                write!(f, "completion for job {job_id} with no job in flight")
+            }
+            Violation::NotNext { job_id, next } => {
+                write!(f, "completion for job {job_id} but job {next} is next")
+            }
+            Violation::WrongKind { reported, job } => write!(
+                f,
+                "completion kind {} for a {} job",
+                reported.name(),
+                job.name()
+            ),
+            Violation::SpooledWithoutStore => {
+                f.write_str("spooled flag on a job that stores nothing")
+            }
+            Violation::FailMessageTooLong { len } => write!(f, "failure message of {len} bytes"),
+            Violation::EchoLength { len, request } => {
+                write!(f, "echo of {len} bytes for a {request}-byte request")
+            }
+            Violation::Envelope(e) => write!(f, "envelope: {e}"),
+            Violation::EnvelopeSize { original, evidence } => write!(
+                f,
+                "envelope of {original} original bytes for {evidence} bytes of evidence"
+            ),
+            Violation::Receipt(e) => f.write_str(e),
+            Violation::ReceiptEvidenceId => f.write_str("receipt names another evidence id"),
+            Violation::ReceiptSize { original, evidence } => write!(
+                f,
+                "receipt says {original} original bytes for {evidence} bytes of evidence"
+            ),
+            Violation::OutputTooLarge { len, max } => write!(
+                f,
+                "decoded output of {len} bytes exceeds the limit of {max}"
+            ),
+            Violation::EraseBody => f.write_str("erase completion body is not one 0/1 byte"),
+            Violation::ControlDatagram { len } => write!(f, "control datagram of {len} bytes"),
+            Violation::SecondFatal => f.write_str("a second Fatal message"),
+            Violation::AfterFatal { kind } => write!(f, "{kind} message after Fatal"),
+            Violation::UnexpectedControl { kind } => {
+                write!(f, "unexpected control message {kind}")
+            }
+            Violation::MalformedControl(e) => write!(f, "malformed control frame: {e}"),
+            Violation::ControlSocket(e) => write!(f, "control socket error: {e}"),
+        }
+    }
+}
 
 /// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
-/// delivers its outcome and frees its ring space. `Err` means the hound must be killed.
+/// delivers its outcome ([`machine::complete`]) and frees its ring space. `Err` means the
+/// hound must be killed.
 pub(super) fn handle_completion(
     sh: &Books,
     i: usize,
     h: &HoundProc,
     payload: &[u8],
-) -> Result<(), String> {
-    let (hdr, body) = CompletionHeader::parse(payload).map_err(|e| e.to_string())?;
+) -> Result<(), Violation> {
+    let (hdr, body) =
+        CompletionHeader::parse(payload).map_err(|e| Violation::Malformed(e.to_string()))?;
     let slot = &sh.slots[i];
     let (meta, result) = {
         let mut guard = slot.lock();
-        let conn = guard
-            .as_mut()
-            .ok_or_else(|| "completion from a hound whose slot is closed".to_string())?;
-        let front = conn
-            .inflight
-            .front()
-            .ok_or_else(|| format!("completion for job {} with no job in flight", hdr.job_id))?;
+        let conn = guard.as_mut().ok_or(Violation::SlotClosed)?;
+        let no_job = Violation::NothingInFlight { job_id: hdr.job_id };
+        let front = conn.front().ok_or(no_job.clone())?;
         if front.job_id != hdr.job_id {
-            return Err(format!(
-                "completion for job {} but job {} is next",
-                hdr.job_id, front.job_id
-            ));
+            return Err(Violation::NotNext {
+                job_id: hdr.job_id,
+                next: front.job_id,
+            });
         }
         if front.kind != hdr.kind {
-            return Err(format!(
-                "completion kind {} for a {} job",
-                hdr.kind.name(),
-                front.kind.name()
-            ));
+            return Err(Violation::WrongKind {
+                reported: hdr.kind,
+                job: front.kind,
+            });
         }
         let result = interpret(sh, i as u32, front, &hdr, body)?;
-        let meta = conn
-            .inflight
-            .pop_front()
-            .ok_or_else(|| "in-flight queue emptied under the lock".to_string())?;
-        conn.front_since = Instant::now();
-        slot.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+        let meta = slot.pop_front(conn).ok_or(no_job)?;
         (meta, result)
     };
     h.reader.release_requests(meta.pos.end);
     slot.completed.fetch_add(1, Ordering::Relaxed);
-    if meta.cancelled {
-        return Ok(()); // withdrawn by Pool::cancel: its outcome was delivered then
-    }
-    sh.deliver(Books::outcome_for(&meta, meta.tries, result));
+    // A record `Pool::cancel` withdrew is discarded: its outcome was delivered then.
+    let step = machine::complete(&meta.state_in_ring(i as u32, true), result);
+    sh.conclude(&meta, step);
     Ok(())
 }
 
@@ -68,12 +161,12 @@ pub(super) fn handle_completion(
 fn interpret(
     sh: &Books,
     hound: u32,
-    job: &crate::state::InFlight,
+    job: &InFlight,
     hdr: &CompletionHeader,
     body: &[u8],
-) -> Result<OutcomeKind, String> {
+) -> Result<OutcomeKind, Violation> {
     if hdr.flags & COMPLETION_FLAG_SPOOLED != 0 && job.kind != JobKind::Evacuate {
-        return Err("spooled flag on a job that stores nothing".into());
+        return Err(Violation::SpooledWithoutStore);
     }
     let code = match hdr.status {
         CompletionStatus::Ok => None,
@@ -86,7 +179,7 @@ fn interpret(
     }
     if let Some(code) = code {
         if body.len() > MAX_FAIL_MESSAGE {
-            return Err(format!("failure message of {} bytes", body.len()));
+            return Err(Violation::FailMessageTooLong { len: body.len() });
         }
         return Ok(OutcomeKind::Failed(FailReason::Job {
             code,
@@ -106,21 +199,21 @@ fn interpret(
     match job.kind {
         JobKind::Noop => {
             if body.len() != job.body_len as usize {
-                return Err(format!(
-                    "echo of {} bytes for a {}-byte request",
-                    body.len(),
-                    job.body_len
-                ));
+                return Err(Violation::EchoLength {
+                    len: body.len(),
+                    request: job.body_len,
+                });
             }
             r.payload = Some(body.to_vec());
         }
         JobKind::Encode => {
-            let eh = envelope::parse_header(body).map_err(|e| format!("envelope: {e}"))?;
+            let eh =
+                envelope::parse_header(body).map_err(|e| Violation::Envelope(e.to_string()))?;
             if eh.original_size != job.body_len {
-                return Err(format!(
-                    "envelope of {} original bytes for {} bytes of evidence",
-                    eh.original_size, job.body_len
-                ));
+                return Err(Violation::EnvelopeSize {
+                    original: eh.original_size,
+                    evidence: job.body_len,
+                });
             }
             r.original_size = Some(u64::from(eh.original_size));
             r.compressed_size = Some(u64::from(eh.compressed_size));
@@ -128,15 +221,15 @@ fn interpret(
             r.payload = Some(body.to_vec());
         }
         JobKind::Evacuate => {
-            let rc = EvacuateReceipt::parse(body).map_err(|e| e.to_string())?;
+            let rc = EvacuateReceipt::parse(body).map_err(|e| Violation::Receipt(e.to_string()))?;
             if rc.evidence_id != job.evidence_id {
-                return Err("receipt names another evidence id".into());
+                return Err(Violation::ReceiptEvidenceId);
             }
             if rc.original_size != job.body_len {
-                return Err(format!(
-                    "receipt says {} original bytes for {} bytes of evidence",
-                    rc.original_size, job.body_len
-                ));
+                return Err(Violation::ReceiptSize {
+                    original: rc.original_size,
+                    evidence: job.body_len,
+                });
             }
             r.key = key();
             r.original_size = Some(u64::from(rc.original_size));
@@ -148,11 +241,10 @@ fn interpret(
         }
         JobKind::Restore | JobKind::Decode => {
             if body.len() > sh.config.max_output_bytes {
-                return Err(format!(
-                    "decoded output of {} bytes exceeds the limit of {}",
-                    body.len(),
-                    sh.config.max_output_bytes
-                ));
+                return Err(Violation::OutputTooLarge {
+                    len: body.len(),
+                    max: sh.config.max_output_bytes,
+                });
             }
             if job.kind == JobKind::Restore {
                 r.key = key();
@@ -164,7 +256,7 @@ fn interpret(
             match body {
                 [0] => r.existed = Some(false),
                 [1] => r.existed = Some(true),
-                _ => return Err("erase completion body is not one 0/1 byte".into()),
+                _ => return Err(Violation::EraseBody),
             }
             r.key = key();
         }

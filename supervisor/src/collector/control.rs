@@ -8,8 +8,10 @@ use houndpool_protocol::messages::Message;
 use nix::sys::socket::{recv, MsgFlags};
 use tracing::warn;
 
-use super::{Collector, KillCause, CONTROL_BUDGET};
+use super::completion::Violation;
+use super::{Collector, CONTROL_BUDGET};
 use crate::hound_text::hound_text;
+use crate::job::machine::KillCause;
 
 /// Per-slot log budget for hound-triggered lines (Fatal text, violations): burst, then one
 /// line per `HOUND_LOG_REFILL`. Lines over budget are counted in `hound_log_suppressed`.
@@ -48,9 +50,9 @@ impl LogBudget {
 }
 
 impl Collector {
-    pub(super) fn violation(&mut self, i: usize, detail: String) {
+    pub(super) fn violation(&mut self, i: usize, v: Violation) {
         self.sh.counters.protocol_violations.inc();
-        let detail = hound_text(&detail);
+        let detail = hound_text(&v.to_string());
         if self.log_budget[i].take() {
             warn!(slot = i, %detail, "hound violated the protocol; killing it");
         } else {
@@ -80,12 +82,12 @@ impl Collector {
                     return;
                 }
                 Ok(n) if n > self.ctrl_buf.len() => {
-                    self.violation(i, format!("control datagram of {n} bytes"));
+                    self.violation(i, Violation::ControlDatagram { len: n });
                     return;
                 }
                 Ok(n) => match Message::from_datagram(&self.ctrl_buf[..n]) {
                     Ok(Message::Fatal(_)) if h.fatal.is_some() => {
-                        self.violation(i, "a second Fatal message".into());
+                        self.violation(i, Violation::SecondFatal);
                         return;
                     }
                     Ok(Message::Fatal(f)) => {
@@ -104,22 +106,22 @@ impl Collector {
                     }
                     Ok(other) if h.fatal.is_some() => {
                         let kind = other.kind().name();
-                        self.violation(i, format!("{kind} message after Fatal"));
+                        self.violation(i, Violation::AfterFatal { kind });
                         return;
                     }
                     Ok(other) => {
                         let kind = other.kind().name();
-                        self.violation(i, format!("unexpected control message {kind}"));
+                        self.violation(i, Violation::UnexpectedControl { kind });
                         return;
                     }
                     Err(e) => {
-                        self.violation(i, format!("malformed control frame: {e}"));
+                        self.violation(i, Violation::MalformedControl(e.to_string()));
                         return;
                     }
                 },
                 Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => return,
                 Err(e) => {
-                    self.violation(i, format!("control socket error: {e}"));
+                    self.violation(i, Violation::ControlSocket(e.to_string()));
                     return;
                 }
             }

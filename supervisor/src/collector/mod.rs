@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::cgroups::Placed;
 use crate::circuit::Circuit;
+use crate::job::machine::{JobState, KillCause};
 use crate::spawn::ChildGuard;
 use crate::state::{Books, Pending, DRAINING};
 use crate::PoolError;
@@ -52,23 +53,6 @@ const HOUSEKEEPING: Duration = Duration::from_millis(2);
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 /// Period of the container memory sample (high-water mark).
 const MEMORY_SAMPLE: Duration = Duration::from_millis(250);
-
-/// Why the supervisor killed a hound.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum KillCause {
-    /// The job `job_id` was at the front of the ring when its deadline passed. Only that job
-    /// is charged with `TimedOut` (if it completed meanwhile, nobody is).
-    Watchdog {
-        job_id: u64,
-    },
-    Violation(String),
-    Shutdown,
-    /// `Pool::cancel` of this job, at the head of the hound's ring.
-    Cancelled(u64),
-    /// Asked to exit (retirement `Shutdown`) or announced its end (`Fatal`), and still alive
-    /// `retire_grace` later. Its jobs are settled as after a crash.
-    ExitDeadline,
-}
 
 /// The collector's view of a live hound.
 struct HoundProc {
@@ -367,7 +351,7 @@ impl Collector {
                     }
                     Ok(false) => break,
                     Err(e) => {
-                        violation = Some(e.to_string());
+                        violation = Some(completion::Violation::Malformed(e.to_string()));
                         break;
                     }
                 }
@@ -387,7 +371,10 @@ impl Collector {
         }
         let mut work = false;
         while let Some(p) = self.retry.front() {
-            if self.sh.try_place(&[&p.bytes], p.meta) {
+            let from = JobState::Retrying {
+                history: p.meta.history,
+            };
+            if self.sh.try_place(&[&p.bytes], p.meta, from) {
                 self.retry.pop_front();
                 work = true;
             } else {
@@ -404,7 +391,10 @@ impl Collector {
             // slot here; `submit` never holds a slot lock while taking the defer lock.
             let mut q = defer.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(p) = q.front() {
-                if self.sh.try_place(&[&p.bytes], p.meta) {
+                let from = JobState::Deferred {
+                    lane: p.meta.severity,
+                };
+                if self.sh.try_place(&[&p.bytes], p.meta, from) {
                     q.pop();
                     work = true;
                 } else {
@@ -476,15 +466,13 @@ impl Collector {
             let Some(conn) = guard.as_ref() else {
                 continue;
             };
-            if conn.inflight.is_empty() {
+            let Some(front) = conn.front() else {
                 continue;
-            }
-            let deadline = conn.front_since + timeout;
+            };
+            let deadline = conn.front_since() + timeout;
             if now >= deadline {
                 // The job charged is the one at the front now, under the slot lock.
-                if let Some(front) = conn.inflight.front() {
-                    expired.push((i, front.job_id));
-                }
+                expired.push((i, front.job_id));
             } else {
                 next = Some(next.map_or(deadline, |n: Instant| n.min(deadline)));
             }

@@ -9,9 +9,9 @@ use houndpool_protocol::messages::{Message, Shutdown};
 use nix::sys::socket::{send, MsgFlags};
 use tracing::{info, warn};
 
-use super::{Collector, KillCause};
-use crate::job::{DropReason, OutcomeKind};
-use crate::state::{Books, STOPPED};
+use super::Collector;
+use crate::job::machine::{self, JobState, KillCause};
+use crate::state::STOPPED;
 
 impl Collector {
     pub(super) fn drain_done(&self) -> bool {
@@ -35,16 +35,15 @@ impl Collector {
         }
         // Hounds still holding jobs: the grace period is over.
         for i in 0..self.hounds.len() {
-            if self.hounds[i].is_some() && sh.slots[i].in_flight.load(Ordering::Relaxed) > 0 {
+            if self.hounds[i].is_some() && sh.slots[i].in_flight() > 0 {
                 self.kill_and_reap(i, Some(KillCause::Shutdown));
             }
         }
         for p in self.retry.drain(..) {
-            sh.deliver(Books::outcome_for(
-                &p.meta,
-                p.meta.tries,
-                OutcomeKind::Dropped(DropReason::Shutdown),
-            ));
+            let from = JobState::Retrying {
+                history: p.meta.history,
+            };
+            sh.conclude(&p.meta, machine::shutdown(&from));
         }
         if let Some(defer) = &sh.defer {
             // Closed under the same lock: a `submit` that passed its state check before the
@@ -56,11 +55,10 @@ impl Collector {
                 q.drain_all()
             };
             for p in left {
-                sh.deliver(Books::outcome_for(
-                    &p.meta,
-                    0,
-                    OutcomeKind::Dropped(DropReason::Shutdown),
-                ));
+                let from = JobState::Deferred {
+                    lane: p.meta.severity,
+                };
+                sh.conclude(&p.meta, machine::shutdown(&from));
             }
         }
         sh.retrying.store(0, Ordering::Relaxed);

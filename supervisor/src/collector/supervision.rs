@@ -1,7 +1,6 @@
 //! Supervision: installing spawned hounds, respawn with back-off, the restart-intensity
 //! circuit, rotation, the high-water mark and retirement.
 
-use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -49,13 +48,11 @@ impl Collector {
         let i = s.slot as usize;
         let pid = s.child.id();
         let slot = &self.sh.slots[i];
-        *slot.lock() = Some(SlotConn {
-            writer: s.writer,
-            bell: s.request_bell,
-            inflight: VecDeque::with_capacity(self.sh.config.max_in_flight_per_hound),
-            front_since: Instant::now(),
-        });
-        slot.in_flight.store(0, Ordering::Relaxed);
+        slot.install(SlotConn::new(
+            s.writer,
+            s.request_bell,
+            self.sh.config.max_in_flight_per_hound,
+        ));
         slot.pid.store(pid, Ordering::Relaxed);
         slot.generation.store(s.generation, Ordering::Relaxed);
         self.next_generation[i] = self.next_generation[i].max(s.generation);
@@ -270,7 +267,7 @@ impl Collector {
             if !h.retiring || h.shutdown_sent {
                 continue;
             }
-            if self.sh.slots[i].in_flight.load(Ordering::Relaxed) > 0 {
+            if self.sh.slots[i].in_flight() > 0 {
                 continue;
             }
             if frame.is_empty()
