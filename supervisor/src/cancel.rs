@@ -3,14 +3,13 @@
 //! loop, so a cancel never races a completion or a hound death (see
 //! `collector/cancelling.rs` for the collector's half).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 
 use crate::job::machine::{self, JobState};
 use crate::job::CancelResult;
-use crate::state::{Books, STOPPED};
+use crate::state::Books;
 
 /// How often a waiting `cancel` checks whether the pool stopped under it.
 const POLL: Duration = Duration::from_millis(50);
@@ -38,7 +37,7 @@ pub(crate) fn from_defer_queue(sh: &Books, id: u64) -> bool {
 
 /// `Pool::cancel`.
 pub(crate) fn request(sh: &Books, id: u64) -> CancelResult {
-    if sh.state.load(Ordering::Acquire) == STOPPED {
+    if sh.is_stopped() {
         return CancelResult::NotFound;
     }
     if sh.cancels.on_collector_thread() {
@@ -58,7 +57,7 @@ pub(crate) fn request(sh: &Books, id: u64) -> CancelResult {
             Err(RecvTimeoutError::Disconnected) => return CancelResult::NotFound,
             Err(RecvTimeoutError::Timeout) => {
                 // A stopped pool has delivered every outcome: nothing is left to cancel.
-                if sh.state.load(Ordering::Acquire) == STOPPED {
+                if sh.is_stopped() {
                     return rx.try_recv().unwrap_or(CancelResult::NotFound);
                 }
             }

@@ -6,7 +6,7 @@
 //! one **spawner** thread (`houndpool-spawner`) starts replacement hounds so that a slow spawn
 //! never stalls completions. See docs/ARCHITECTURE.md for who owns what.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,20 +14,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use houndpool_protocol::job::{JobKind, RequestHeader, REQUEST_HEADER_LEN};
 use houndpool_protocol::region::RecordPos;
-use houndpool_protocol::wake::Doorbell;
 use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
-use crate::defer::{DeferQueue, Pushed};
+use crate::defer::Pushed;
 use crate::job::machine::{self, History, JobState};
 use crate::job::{CancelResult, Job, JobId, Outcome, Ticket};
-use crate::state::{
-    Books, CgroupState, EscalationEvent, InFlight, JobKeys, OutcomeSink, Pending, Slot, DRAINING,
-    RUNNING,
-};
-use crate::stats::{Counters, HoundStats, PoolStats, SizeStats};
+use crate::state::{BodyLimits, Books, EscalationEvent, InFlight, OutcomeSink, Pending};
+use crate::stats::{HoundStats, PoolStats, SizeStats};
 use crate::tracked::Tracked;
 use crate::{cgroups, collector, spawn, PoolError, SubmitError};
 
@@ -96,21 +92,15 @@ impl PoolBuilder {
         let n = config.hound_count() + usize::from(rotation);
         let pool_cgroups = cgroups::setup(&mut config, &pool_id, n)?;
         let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
-        let target = sizing.size.clamp(1, config.hound_count());
-        let high_water_bits = config.high_water_mark.to_bits();
         let layout = config.region_layout();
         let ring_body = layout
             .max_request_payload()
             .saturating_sub(REQUEST_HEADER_LEN);
-        let max_evidence = config.max_evidence_bytes.min(ring_body);
-        let max_envelope =
-            houndpool_shared::cold::max_envelope_len(config.max_output_bytes).min(ring_body);
-        let key_prefix = match &config.cold {
-            ColdConfig::None => None,
-            ColdConfig::Filesystem { prefix, .. } => Some(prefix.clone()),
-            ColdConfig::S3(t) => Some(t.prefix.clone()),
+        let limits = BodyLimits {
+            evidence: config.max_evidence_bytes.min(ring_body),
+            envelope: houndpool_shared::cold::max_envelope_len(config.max_output_bytes)
+                .min(ring_body),
         };
-
         let (outcome_tx, outcome_rx) = match config.outcome_capacity {
             Some(cap) => {
                 let (t, r) = crossbeam_channel::bounded(cap);
@@ -119,52 +109,23 @@ impl PoolBuilder {
             None => (None, None),
         };
         let (escalation_tx, escalation_rx) = crossbeam_channel::bounded(1024);
-        let defer = match config.exhausted {
-            PoolExhaustedAction::Defer { limit } => Some(Mutex::new(DeferQueue::new(limit))),
-            _ => None,
-        };
-        let slots = (0..n as u32).map(Slot::new).collect();
-        let shared = Arc::new(Books {
+        let outcomes = OutcomeSink::new(outcome_tx, self.callback);
+        let shared = Arc::new(Books::new(
             config,
-            slots,
-            counters: Counters::default(),
-            next_job: AtomicU64::new(1),
-            rr: AtomicUsize::new(0),
-            defer,
-            wake: Doorbell::new()?,
-            collector_sleeping: AtomicBool::new(false),
-            state: AtomicU8::new(RUNNING),
-            drain_deadline: Mutex::new(None),
-            outcomes: OutcomeSink::new(outcome_tx, self.callback),
+            n,
+            outcomes,
             escalation_tx,
-            max_evidence,
-            max_envelope,
-            key_prefix,
-            keys: JobKeys::default(),
-            sandbox_report: Mutex::new(None),
-            retrying: AtomicUsize::new(0),
-            cgroups: CgroupState {
-                manager: Mutex::new(pool_cgroups.manager),
-                layer: pool_cgroups.layer,
-                limits: pool_cgroups.limits,
-            },
+            limits,
+            pool_cgroups,
             sizing,
-            target: AtomicUsize::new(target),
-            circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
-            high_water: AtomicU64::new(high_water_bits),
-            spare_pid: AtomicU32::new(0),
-            tracked: Default::default(),
-            cancels: Default::default(),
-            latency: Default::default(),
-            spans: Default::default(),
-        });
+        )?);
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
         // thread would kill the hounds when that thread ends.
         let (collector, spawner) = collector::start(shared.clone(), binary, pool_id)?;
         shared.cancels.set_collector(collector.thread().id());
         info!(
-            hounds = target,
+            hounds = shared.target.load(Ordering::Relaxed),
             slots = n,
             sizing = %shared.sizing.explanation,
             "houndpool started"
@@ -231,7 +192,7 @@ impl Pool {
     ) -> Result<Ticket, SubmitError> {
         let sh = &*self.shared;
         sh.counters.submitted.inc();
-        if sh.state.load(Ordering::Acquire) != RUNNING {
+        if !sh.is_running() {
             return Err(sh.refuse(SubmitError::ShutDown));
         }
         let max = match job.kind {
@@ -239,15 +200,15 @@ impl Pool {
                 if job.body.is_empty() {
                     return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
                 }
-                sh.max_evidence
+                sh.limits().evidence
             }
             JobKind::Decode => {
                 if job.body.is_empty() {
                     return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
                 }
-                sh.max_envelope
+                sh.limits().envelope
             }
-            JobKind::Noop => sh.max_evidence,
+            JobKind::Noop => sh.limits().evidence,
             JobKind::Restore | JobKind::Erase => {
                 if job.evidence_id.is_none() == job.key.is_none() || !job.body.is_empty() {
                     return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
@@ -278,7 +239,7 @@ impl Pool {
                 Err(reason) => return Err(sh.refuse(SubmitError::InvalidKey { reason })),
             },
         };
-        let job_id = sh.next_job.fetch_add(1, Ordering::Relaxed);
+        let job_id = sh.next_job_id();
         let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
         let header = RequestHeader {
             job_id,
@@ -362,7 +323,7 @@ impl Pool {
                     count,
                     "houndpool exhausted: job refused and escalated"
                 );
-                let _ = sh.escalation_tx.try_send(EscalationEvent {
+                sh.escalate(EscalationEvent {
                     kind: job.kind,
                     severity: job.severity,
                     body_len: job.body.len(),
@@ -542,7 +503,7 @@ impl Pool {
         if !(share > sh.config.high_water_hysteresis && share <= 1.0) {
             return false;
         }
-        sh.high_water.store(share.to_bits(), Ordering::Relaxed);
+        sh.set_high_water_mark(share);
         info!(share, "high-water mark changed");
         true
     }
@@ -570,18 +531,12 @@ impl Pool {
 
     /// Whether `shutdown` has begun (or finished).
     pub fn is_shut_down(&self) -> bool {
-        self.shared.state.load(Ordering::Acquire) != RUNNING
+        !self.shared.is_running()
     }
 
     fn stop(&self, grace: Duration) {
         let sh = &self.shared;
-        if sh
-            .state
-            .compare_exchange(RUNNING, DRAINING, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            *sh.drain_deadline.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(Instant::now() + grace);
+        if sh.begin_drain(grace) {
             info!(?grace, "houndpool draining");
         }
         let _ = sh.wake.ring();

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::ThreadId;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use houndpool_protocol::job::{JobKind, Severity};
@@ -18,16 +18,20 @@ use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::config::PoolConfig;
+use crate::cgroups::PoolCgroups;
+use crate::circuit::CircuitState;
+use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::DeferQueue;
 use crate::job::machine::{self, History, JobState, Step};
 use crate::job::{CancelResult, JobId, Outcome, OutcomeKind};
 use crate::stats::Counters;
-use crate::SubmitError;
+use crate::{PoolError, SubmitError};
 
-pub(crate) const RUNNING: u8 = 0;
-pub(crate) const DRAINING: u8 = 1;
-pub(crate) const STOPPED: u8 = 2;
+/// The pool's lifecycle (`Books::lifecycle`): accepting jobs, then draining after `shutdown`
+/// began, then stopped (every outcome delivered, every hound reaped).
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPED: u8 = 2;
 
 /// Bookkeeping of one accepted job while it is in a ring, the defer queue or the retry queue.
 /// Where it is says its [`JobState`] (see [`InFlight::state_in_ring`]).
@@ -258,19 +262,19 @@ pub(crate) struct Books {
     pub(crate) config: PoolConfig,
     pub(crate) slots: Box<[Slot]>,
     pub(crate) counters: Counters,
-    pub(crate) next_job: AtomicU64,
-    pub(crate) rr: AtomicUsize,
+    next_job: AtomicU64,
+    rr: AtomicUsize,
     pub(crate) defer: Option<Mutex<DeferQueue<Pending>>>,
     /// Rung to wake the collector (deferred work, spawns, shutdown).
     pub(crate) wake: Doorbell,
     pub(crate) collector_sleeping: AtomicBool,
-    pub(crate) state: AtomicU8,
-    pub(crate) drain_deadline: Mutex<Option<Instant>>,
-    pub(crate) outcomes: OutcomeSink,
-    pub(crate) escalation_tx: Sender<EscalationEvent>,
+    /// RUNNING, DRAINING or STOPPED (only ever forward).
+    lifecycle: AtomicU8,
+    drain_deadline: Mutex<Option<Instant>>,
+    outcomes: OutcomeSink,
+    escalation_tx: Sender<EscalationEvent>,
     /// Largest body per kind class: evidence (Noop/Encode/Evacuate) and envelope (Decode).
-    pub(crate) max_evidence: usize,
-    pub(crate) max_envelope: usize,
+    limits: BodyLimits,
     pub(crate) key_prefix: Option<String>,
     /// Evidence keys of accepted keyed jobs, until their outcome.
     pub(crate) keys: JobKeys,
@@ -286,7 +290,7 @@ pub(crate) struct Books {
     /// Mirror of the collector's circuit state (`CircuitState::to_u8`).
     pub(crate) circuit: AtomicU8,
     /// The high-water mark share in force (`f64` bits); starts at the configured one.
-    pub(crate) high_water: AtomicU64,
+    high_water: AtomicU64,
     /// Pid of the spawner's prestarted spare hound, 0 when there is none (mirror for stats).
     pub(crate) spare_pid: AtomicU32,
     /// Per-job handles of tracked jobs without an outcome yet.
@@ -343,6 +347,15 @@ impl Requests {
     }
 }
 
+/// The largest job body `submit` accepts, per kind class (each also fits a ring record).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    /// Evidence (Noop, Encode, Evacuate).
+    pub(crate) evidence: usize,
+    /// An envelope (Decode).
+    pub(crate) envelope: usize,
+}
+
 /// The cgroup part of [`Books`].
 pub(crate) struct CgroupState {
     pub(crate) manager: Mutex<Option<HoundCgroups>>,
@@ -351,8 +364,129 @@ pub(crate) struct CgroupState {
 }
 
 impl Books {
+    /// The books of a pool of `slots` slots (all empty) that runs with `config`, delivers
+    /// outcomes to `outcomes` and escalations to `escalation_tx`, accepts bodies up to
+    /// `limits`, places hounds in `cgroups` and aims at the size of `sizing`.
+    pub(crate) fn new(
+        config: PoolConfig,
+        slots: usize,
+        outcomes: OutcomeSink,
+        escalation_tx: Sender<EscalationEvent>,
+        limits: BodyLimits,
+        cgroups: PoolCgroups,
+        sizing: SizingDecision,
+    ) -> Result<Self, PoolError> {
+        let target = sizing.size.clamp(1, config.hound_count());
+        let key_prefix = match &config.cold {
+            ColdConfig::None => None,
+            ColdConfig::Filesystem { prefix, .. } => Some(prefix.clone()),
+            ColdConfig::S3(t) => Some(t.prefix.clone()),
+        };
+        let defer = match config.exhausted {
+            PoolExhaustedAction::Defer { limit } => Some(Mutex::new(DeferQueue::new(limit))),
+            _ => None,
+        };
+        Ok(Books {
+            slots: (0..slots as u32).map(Slot::new).collect(),
+            counters: Counters::default(),
+            next_job: AtomicU64::new(1),
+            rr: AtomicUsize::new(0),
+            defer,
+            wake: Doorbell::new()?,
+            collector_sleeping: AtomicBool::new(false),
+            lifecycle: AtomicU8::new(RUNNING),
+            drain_deadline: Mutex::new(None),
+            outcomes,
+            escalation_tx,
+            limits,
+            key_prefix,
+            keys: JobKeys::default(),
+            sandbox_report: Mutex::new(None),
+            retrying: AtomicUsize::new(0),
+            cgroups: CgroupState {
+                manager: Mutex::new(cgroups.manager),
+                layer: cgroups.layer,
+                limits: cgroups.limits,
+            },
+            sizing,
+            target: AtomicUsize::new(target),
+            circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
+            high_water: AtomicU64::new(config.high_water_mark.to_bits()),
+            spare_pid: AtomicU32::new(0),
+            tracked: Default::default(),
+            cancels: Default::default(),
+            latency: Default::default(),
+            spans: Default::default(),
+            config,
+        })
+    }
+
+    /// Whether the pool still accepts jobs (`shutdown` has not begun).
+    pub(crate) fn is_running(&self) -> bool {
+        self.lifecycle.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Whether `shutdown` began and the collector has not finished yet.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.lifecycle.load(Ordering::Acquire) == DRAINING
+    }
+
+    /// Whether the pool stopped: every outcome delivered, every hound reaped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.lifecycle.load(Ordering::Acquire) == STOPPED
+    }
+
+    /// Begins the drain with `grace` to finish what is accepted; false if it had begun.
+    pub(crate) fn begin_drain(&self, grace: Duration) -> bool {
+        let began = self
+            .lifecycle
+            .compare_exchange(RUNNING, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if began {
+            *self
+                .drain_deadline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + grace);
+        }
+        began
+    }
+
+    /// Whether the drain's grace period is over.
+    pub(crate) fn grace_over(&self) -> bool {
+        let deadline = *self
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Marks the pool stopped (the collector, when it finished).
+    pub(crate) fn mark_stopped(&self) {
+        self.lifecycle.store(STOPPED, Ordering::Release);
+    }
+
+    /// A new pool-unique job number (from 1).
+    pub(crate) fn next_job_id(&self) -> u64 {
+        self.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The body limits `submit` enforces.
+    pub(crate) fn limits(&self) -> BodyLimits {
+        self.limits
+    }
+
+    /// Sends an escalation event; never blocks (a full channel keeps the oldest events).
+    pub(crate) fn escalate(&self, event: EscalationEvent) {
+        let _ = self.escalation_tx.try_send(event);
+    }
+
+    /// Sets the high-water mark share in force (checked by the caller).
+    pub(crate) fn set_high_water_mark(&self, share: f64) {
+        self.high_water.store(share.to_bits(), Ordering::Relaxed);
+    }
+
     // The suggested collapse would move `outcome` inside a match guard.
-    pub(crate) fn deliver(&self, outcome: Outcome) {
+    fn deliver(&self, outcome: Outcome) {
         self.keys.remove(outcome.job_id.0);
         let c = &self.counters;
         match &outcome.result {
@@ -404,7 +538,7 @@ impl Books {
         }
     }
 
-    pub(crate) fn outcome_for(meta: &InFlight, attempts: u8, result: OutcomeKind) -> Outcome {
+    fn outcome_for(meta: &InFlight, attempts: u8, result: OutcomeKind) -> Outcome {
         Outcome {
             job_id: JobId(meta.job_id),
             evidence_id: Uuid::from_bytes(meta.evidence_id),

@@ -26,7 +26,7 @@ use crate::cgroups::Placed;
 use crate::circuit::Circuit;
 use crate::job::machine::{JobState, KillCause};
 use crate::spawn::ChildGuard;
-use crate::state::{Books, Pending, DRAINING};
+use crate::state::{Books, Pending};
 use crate::PoolError;
 use completion::handle_completion;
 use control::LogBudget;
@@ -228,7 +228,7 @@ impl Collector {
                 self.housekeeping();
                 last_housekeeping = Instant::now();
             }
-            if self.sh.state.load(Ordering::Acquire) == DRAINING && self.drain_done() {
+            if self.sh.is_draining() && self.drain_done() {
                 self.finish();
                 return;
             }
@@ -286,7 +286,7 @@ impl Collector {
             if let Some(d) = self.next_deadline {
                 timeout = timeout.min(d.saturating_duration_since(Instant::now()));
             }
-            if self.sh.state.load(Ordering::Acquire) == DRAINING {
+            if self.sh.is_draining() {
                 timeout = timeout.min(Duration::from_millis(5));
             }
             let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
@@ -409,7 +409,7 @@ impl Collector {
     /// Control sockets (Fatal messages, hang-ups), the watchdog, and stats mirrors.
     fn housekeeping(&mut self) {
         self.circuit_tick();
-        if !self.finishing && self.sh.state.load(Ordering::Acquire) != DRAINING {
+        if !self.finishing && !self.sh.is_draining() {
             self.rotation_tick();
             if self.last_memory_sample.elapsed() >= MEMORY_SAMPLE {
                 self.last_memory_sample = Instant::now();

@@ -11,16 +11,10 @@ use tracing::{info, warn};
 
 use super::Collector;
 use crate::job::machine::{self, JobState, KillCause};
-use crate::state::STOPPED;
 
 impl Collector {
     pub(super) fn drain_done(&self) -> bool {
-        let deadline = *self
-            .sh
-            .drain_deadline
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if self.sh.grace_over() {
             return true;
         }
         self.retry.is_empty() && self.defer_len() == 0 && self.sh.in_rings() == 0
@@ -96,7 +90,7 @@ impl Collector {
         while let Ok(r) = self.results.try_recv() {
             drop(r);
         }
-        sh.state.store(STOPPED, Ordering::Release);
+        sh.mark_stopped();
         info!(stats = ?sh.counters.completed.get(), "houndpool stopped");
     }
 }

@@ -55,7 +55,7 @@ pub(super) fn spawner_loop(
                 sh.spare_pid.store(0, Ordering::Relaxed);
                 spare = None; // killed, reaped, cgroup removed
             }
-            if spare.is_none() && sh.state.load(Ordering::Acquire) == crate::state::RUNNING {
+            if spare.is_none() && sh.is_running() {
                 spare_seq += 1;
                 let name = format!("spare-{spare_seq}");
                 let span = tracing::debug_span!("hound_prestart", spare = spare_seq);
