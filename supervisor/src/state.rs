@@ -136,13 +136,17 @@ impl SlotConn {
             .position(|m| m.job_id == job_id && !m.cancelled)
     }
 
-    /// Marks the job at position `k` cancelled (its record stays until the hound passes it);
-    /// returns its bookkeeping as it was before.
-    pub(crate) fn mark_cancelled(&mut self, k: usize) -> Option<InFlight> {
-        let m = self.inflight.get_mut(k)?;
-        let before = *m;
-        m.cancelled = true;
-        Some(before)
+    /// The job at position `k` (0: the front).
+    pub(crate) fn job(&self, k: usize) -> Option<&InFlight> {
+        self.inflight.get(k)
+    }
+
+    /// Marks the job at position `k` cancelled: its record stays until the hound passes it,
+    /// and whatever the hound reports for it is discarded.
+    pub(crate) fn mark_cancelled(&mut self, k: usize) {
+        if let Some(m) = self.inflight.get_mut(k) {
+            m.cancelled = true;
+        }
     }
 
     /// The jobs it held, front first (the hound is gone).

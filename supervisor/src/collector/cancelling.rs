@@ -56,24 +56,23 @@ impl Collector {
                 let Some(k) = conn.position_live(id) else {
                     return CancelResult::NotFound; // completed meanwhile
                 };
-                let Some(meta) = conn.front().filter(|_| k == 0).copied() else {
-                    // Behind another job: withdrawn now; its record stays in the ring and
-                    // what the hound reports for it is discarded.
-                    let Some(meta) = conn.mark_cancelled(k) else {
-                        return CancelResult::NotFound;
-                    };
-                    let step = machine::cancel(&meta.state_in_ring(i as u32, false));
+                let Some(meta) = conn.job(k).copied() else {
+                    return CancelResult::NotFound;
+                };
+                let step = machine::cancel(&meta.state_in_ring(i as u32, k == 0));
+                if step.rule != Rule::CancelKill {
+                    // Behind another job, not started: withdrawn now; its record stays in the
+                    // ring and what the hound reports for it is discarded.
+                    conn.mark_cancelled(k);
                     drop(guard);
                     sh.conclude(&meta, step);
                     return CancelResult::Dequeued;
-                };
-                machine::cancel(&meta.state_in_ring(i as u32, true))
+                }
+                step
             };
             // At the head: kill its hound, as the watchdog does. If the hound published the
             // job's completion before it died, that completion is its outcome.
-            if step.rule != Rule::CancelKill {
-                return CancelResult::NotFound;
-            }
+            debug_assert_eq!(step.rule, Rule::CancelKill);
             self.cancel_hit = false;
             tracing::info!(
                 slot = i,
