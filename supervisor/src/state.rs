@@ -699,3 +699,73 @@ impl Books {
         self.slots.iter().map(Slot::in_flight).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use houndpool_protocol::region::SupervisorRegions;
+    use houndpool_protocol::wake::bell_pipe;
+
+    use super::*;
+
+    fn job(job_id: u64, pos: RecordPos) -> InFlight {
+        InFlight {
+            job_id,
+            evidence_id: [0; 16],
+            kind: JobKind::Noop,
+            severity: Severity::Medium,
+            body_len: 1,
+            pos,
+            history: History::default(),
+            submitted_at: Instant::now(),
+            cancelled: false,
+        }
+    }
+
+    /// A slot with a live connection to a real (hound-less) request ring.
+    fn slot() -> Slot {
+        let layout = PoolConfig::default().region_layout();
+        let regions = SupervisorRegions::create(layout, "state-test").expect("regions");
+        let (writer, _reader) = regions.split();
+        let (bell, _listener) = bell_pipe().expect("bell");
+        let slot = Slot::new(0);
+        slot.install(SlotConn::new(writer, bell, 4));
+        slot
+    }
+
+    #[test]
+    fn the_in_flight_mirror_and_the_front_time_follow_every_change() {
+        let slot = slot();
+        assert_eq!(slot.in_flight(), 0);
+        let mut guard = slot.lock();
+        let conn = guard.as_mut().expect("installed");
+        for id in 1..=3 {
+            let pos = conn.writer.try_push(&[b"x"]).expect("push").expect("room");
+            slot.push_back(conn, job(id, pos));
+        }
+        assert_eq!(slot.in_flight(), 3);
+        assert_eq!(conn.front().map(|j| j.job_id), Some(1));
+        let first_front = conn.front_since();
+        // Pushing behind the front does not restart the front's clock.
+        std::thread::sleep(Duration::from_millis(2));
+        let pos = conn.writer.try_push(&[b"y"]).expect("push").expect("room");
+        slot.push_back(conn, job(4, pos));
+        assert_eq!(conn.front_since(), first_front);
+        // Popping the front makes the next job the front now.
+        assert_eq!(slot.pop_front(conn).map(|j| j.job_id), Some(1));
+        assert_eq!(slot.in_flight(), 3);
+        assert!(conn.front_since() > first_front);
+        assert_eq!(conn.front().map(|j| j.job_id), Some(2));
+        // A cancelled record stays, but is no longer found live.
+        assert_eq!(conn.position_live(3), Some(1));
+        conn.mark_cancelled(1);
+        assert_eq!(conn.position_live(3), None);
+        assert_eq!(slot.in_flight(), 3);
+        drop(guard);
+        // A dead hound's connection is taken with its jobs; the mirror drops to zero.
+        let taken = slot.take_conn().expect("connection");
+        assert_eq!(slot.in_flight(), 0);
+        let ids: Vec<u64> = taken.into_jobs().iter().map(|j| j.job_id).collect();
+        assert_eq!(ids, [2, 3, 4]);
+        assert!(slot.lock().is_none());
+    }
+}
