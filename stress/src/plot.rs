@@ -99,8 +99,12 @@ pub fn svg(report: &Report) -> Result<String> {
     };
     let lo = positive().fold(f64::INFINITY, f64::min);
     let hi = positive().fold(0.0f64, f64::max);
+    // Whole decades, so the axis has labelled ticks however narrow the data's range is.
     let (lo, hi) = if lo.is_finite() && hi > 0.0 {
-        (lo / 2.0, hi * 2.0)
+        let lo = 10f64.powf(lo.log10().floor());
+        let hi = 10f64.powf(hi.log10().ceil());
+        // One more decade on top: room for the legend above the highest line.
+        (lo, if hi > lo { hi * 10.0 } else { lo * 100.0 })
     } else {
         (1.0, 10.0)
     };
@@ -119,18 +123,27 @@ pub fn svg(report: &Report) -> Result<String> {
             .margin(16)
             .x_label_area_size(44)
             .y_label_area_size(72)
-            .build_cartesian_2d(1u32..max_pool, (lo..hi).log_scale())
+            // One segment per pool size, points at its centre: pool sizes are counts.
+            .build_cartesian_2d((1u32..max_pool).into_segmented(), (lo..hi).log_scale())
             .map_err(plot_err)?;
         chart
             .configure_mesh()
             .x_desc("hounds in the pool")
             .y_desc("jobs/s (log scale)")
             .x_labels(max_pool as usize)
+            .disable_x_mesh()
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 15))
             .draw()
             .map_err(plot_err)?;
         for s in &series {
             let color = s.color;
-            let points: Vec<(u32, f64)> = s.points.iter().map(|&(x, y)| (x, y.max(lo))).collect();
+            let points: Vec<(SegmentValue<u32>, f64)> = s
+                .points
+                .iter()
+                .map(|&(x, y)| (SegmentValue::CenterOf(x), y.max(lo)))
+                .collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                 .map_err(plot_err)?
@@ -149,9 +162,10 @@ pub fn svg(report: &Report) -> Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
+            .label_font(("sans-serif", 14))
             .draw()
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
