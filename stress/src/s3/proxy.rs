@@ -259,7 +259,12 @@ impl Proxy {
                         if stop.load(Ordering::Acquire) {
                             break;
                         }
-                        let Ok(client) = client else { continue };
+                        let Ok(client) = client else {
+                            // Out of descriptors or a connection reset before accept: do not
+                            // spin on it.
+                            std::thread::sleep(Duration::from_millis(10));
+                            continue;
+                        };
                         next_id += 1;
                         let shared = Shared {
                             requests: requests.clone(),
