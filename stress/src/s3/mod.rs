@@ -36,8 +36,9 @@ pub const DEFAULT_LATENCY_MS: u64 = 20;
 const BUCKET: &str = "hound-stress";
 /// Access key id the server is started with (the secret is random per run).
 const ACCESS_KEY: &str = "hound-stress";
-/// Outstanding jobs per hound while streaming.
-const PER_HOUND_WINDOW: usize = 16;
+/// Outstanding jobs per hound while streaming: deeper than `encode`'s 16, so that a hound that
+/// keeps several uploads in flight always has the next jobs waiting in its ring.
+const PER_HOUND_WINDOW: usize = 32;
 /// How long rclone may take to answer on its port.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -142,9 +143,10 @@ fn pool_rate(
         kind: EncodeKind::Evacuate,
         items,
         window,
-        // One window: at 20 ms per request the first completions take a while to come, and
+        // Half a window: the ring is full from the first submit, so the hound is busy at its
+        // steady pace from the start; at 20 ms per request completions come slowly, and
         // --quick must stay a few seconds per pool size.
-        warm_jobs: window,
+        warm_jobs: window / 2,
         measure: Duration::from_secs_f64(ctx.pick(1.5, 10.0)),
     };
     let mut keys = Vec::new();
