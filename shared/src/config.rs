@@ -794,7 +794,7 @@ fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSetti
         "a number of bytes up to 2^50",
     )?;
     if !prefix.is_empty() {
-        if let Err(e) = crate::cold::validate_key(&format!("{prefix}x")) {
+        if let Err(e) = houndpool_cold::validate_key(&format!("{prefix}x")) {
             let e2 = v.get("cold", "prefix");
             return Err(Values::bad(
                 "cold",

@@ -6,7 +6,6 @@
 
 pub mod alloc;
 pub mod cgroup;
-pub mod cold;
 pub mod config;
 mod error;
 

@@ -130,7 +130,7 @@ pub(crate) fn start(config: &mut PoolConfig) -> Result<(), PoolError> {
     let ColdConfig::S3(target) = &config.cold else {
         return Ok(());
     };
-    let (host, port) = houndpool_shared::cold::s3::net::connect_host(target)?;
+    let (host, port) = houndpool_cold::s3::net::connect_host(target)?;
     let ca_pem = match &config.cold_net.ca_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).map_err(|e| PoolError::InvalidConfig {
@@ -138,7 +138,7 @@ pub(crate) fn start(config: &mut PoolConfig) -> Result<(), PoolError> {
                 value: path.display().to_string(),
                 allowed: format!("a readable PEM file ({e})"),
             })?;
-            houndpool_shared::cold::s3::net::parse_ca(&pem)?;
+            houndpool_cold::s3::net::parse_ca(&pem)?;
             Some(pem)
         }
         None => None,
@@ -290,7 +290,7 @@ pub(crate) fn sweep_temps(config: &PoolConfig, gone: impl Fn(u32) -> bool) {
     let ColdConfig::Filesystem { root, .. } = &config.cold else {
         return;
     };
-    match houndpool_shared::cold::fs::sweep_temps(root, gone) {
+    match houndpool_cold::fs::sweep_temps(root, gone) {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, root = %root.display(),
             "removed temp files of dead hounds from the cold store"),

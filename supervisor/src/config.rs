@@ -274,9 +274,8 @@ impl PoolConfig {
     /// completion (header + the larger of an envelope of max evidence and max output).
     pub fn region_layout(&self) -> RegionLayout {
         let req = job::REQUEST_HEADER_LEN + self.max_evidence_bytes;
-        let out = houndpool_shared::cold::max_envelope_len(
-            self.max_evidence_bytes.max(self.max_output_bytes),
-        );
+        let out =
+            houndpool_cold::max_envelope_len(self.max_evidence_bytes.max(self.max_output_bytes));
         let cmp = job::COMPLETION_HEADER_LEN + out;
         let cap = |payload: usize| -> usize {
             // max_payload(cap) = cap/2 - 8 >= payload  <=>  cap >= 2 * (payload + 8)
@@ -462,7 +461,7 @@ impl PoolConfig {
         }
         if let ColdConfig::Filesystem { prefix, .. } = &self.cold {
             if !prefix.is_empty() {
-                houndpool_shared::cold::validate_key(&format!("{prefix}x"))?;
+                houndpool_cold::validate_key(&format!("{prefix}x"))?;
             }
         }
         Ok(())
@@ -480,7 +479,7 @@ mod tests {
         assert!(l.max_request_payload() >= job::REQUEST_HEADER_LEN + (1 << 20));
         assert!(
             l.max_completion_payload()
-                >= job::COMPLETION_HEADER_LEN + houndpool_shared::cold::max_envelope_len(1 << 20)
+                >= job::COMPLETION_HEADER_LEN + houndpool_cold::max_envelope_len(1 << 20)
         );
         assert_eq!(l.request_capacity, 4 << 20);
     }

@@ -113,6 +113,9 @@ pub enum PoolError {
     /// Wire format or shared-memory error.
     #[error(transparent)]
     Protocol(#[from] houndpool_protocol::ProtocolError),
+    /// Cold storage: an S3 endpoint or CA the hounds could not use.
+    #[error(transparent)]
+    Cold(#[from] houndpool_cold::ColdError),
     /// Cold storage, cgroup or configuration error from the shared crate.
     #[error(transparent)]
     Shared(#[from] houndpool_shared::SharedError),

@@ -456,7 +456,7 @@ impl PoolBuilder {
                 source,
             })?;
         }
-        crate::cold::sweep_temps(&config, houndpool_shared::cold::fs::pid_gone);
+        crate::cold::sweep_temps(&config, houndpool_cold::fs::pid_gone);
         crate::cold::start(&mut config)?;
         let binary = spawn::resolve_binary(&config.hound_binary)?;
         let pool_id = *Uuid::now_v7().as_bytes();
@@ -472,8 +472,7 @@ impl PoolBuilder {
             .max_request_payload()
             .saturating_sub(REQUEST_HEADER_LEN);
         let max_evidence = config.max_evidence_bytes.min(ring_body);
-        let max_envelope =
-            houndpool_shared::cold::max_envelope_len(config.max_output_bytes).min(ring_body);
+        let max_envelope = houndpool_cold::max_envelope_len(config.max_output_bytes).min(ring_body);
         let key_prefix = match &config.cold {
             ColdConfig::None => None,
             ColdConfig::Filesystem { prefix, .. } => Some(prefix.clone()),

@@ -446,7 +446,7 @@ fn verify(dir: &Path) -> Res {
 }
 
 fn restore(file: &Path, out: Option<&Path>, max_output: usize) -> Res {
-    let limit = houndpool_shared::cold::max_envelope_len(max_output);
+    let limit = houndpool_cold::max_envelope_len(max_output);
     let meta = std::fs::metadata(file)?;
     if meta.len() > limit as u64 {
         return Err(format!(

@@ -214,9 +214,7 @@ pub fn max_frame(c: &Config) -> u32 {
     let body = c
         .pool
         .max_evidence_bytes
-        .max(houndpool_shared::cold::max_envelope_len(
-            c.pool.max_output_bytes,
-        ));
+        .max(houndpool_cold::max_envelope_len(c.pool.max_output_bytes));
     u32::try_from(body)
         .unwrap_or(u32::MAX)
         .saturating_add(FRAME_SLACK)

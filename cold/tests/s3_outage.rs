@@ -3,16 +3,16 @@
 
 mod s3_support;
 
-use houndpool_shared::cold::{ColdStore, PutOutcome};
-use houndpool_shared::SharedError;
+use houndpool_cold::ColdError;
+use houndpool_cold::{ColdStore, PutOutcome};
 use s3_support::{bytes, spool_files, Server};
 
 /// Test stand-in for `envelope::verify`: accepts bodies that start with "OK".
-fn accept_ok(b: &[u8]) -> Result<(), SharedError> {
+fn accept_ok(b: &[u8]) -> Result<(), ColdError> {
     if b.starts_with(b"OK") {
         Ok(())
     } else {
-        Err(SharedError::ColdUnavailable {
+        Err(ColdError::ColdUnavailable {
             reason: "test verifier refused".into(),
         })
     }
@@ -47,16 +47,16 @@ fn server_stopped_mid_run_spools_then_drains_under_the_same_keys() {
     assert_eq!(s.get("ev/b.thcs", b.len()).unwrap(), b);
     assert!(matches!(
         s.get("ev/b.thcs", b.len() - 1),
-        Err(SharedError::ObjectTooLarge { .. })
+        Err(ColdError::ObjectTooLarge { .. })
     ));
     // What only the target has is unavailable, typed as such.
     assert!(matches!(
         s.get("ev/a.thcs", 10_000),
-        Err(SharedError::ColdUnavailable { .. })
+        Err(ColdError::ColdUnavailable { .. })
     ));
     assert!(matches!(
         s.list("ev/"),
-        Err(SharedError::ColdUnavailable { .. })
+        Err(ColdError::ColdUnavailable { .. })
     ));
 
     // Draining while the target is down uploads nothing and loses nothing.
@@ -93,7 +93,7 @@ fn server_stopped_mid_run_spools_then_drains_under_the_same_keys() {
     assert!(!server.object_path("ev/b.thcs").exists());
     assert!(matches!(
         s.get("ev/c.thcs", 100),
-        Err(SharedError::NotFound { .. })
+        Err(ColdError::NotFound { .. })
     ));
     assert_eq!(s.list("ev/").unwrap(), vec!["ev/a.thcs"]);
     // Draining again finds nothing.
@@ -115,7 +115,7 @@ fn erasing_a_spooled_envelope_before_upload_means_it_is_never_uploaded() {
     // copy is gone already.
     assert!(matches!(
         s.delete("ev/d.thcs"),
-        Err(SharedError::ColdUnavailable { .. })
+        Err(ColdError::ColdUnavailable { .. })
     ));
     assert!(spool_files(spool.path()).is_empty());
     assert_eq!(
@@ -144,13 +144,13 @@ fn a_spooled_record_holds_its_key_against_direct_puts_and_drainers() {
     // bytes are an idempotent success.
     assert!(matches!(
         s.put("ev/k.thcs", b"OK new"),
-        Err(SharedError::AlreadyExists { .. })
+        Err(ColdError::AlreadyExists { .. })
     ));
     assert_eq!(s.put("ev/k.thcs", b"OK old").unwrap(), PutOutcome::Spooled);
     assert_eq!(s.drain_spool(10).unwrap().uploaded, 1);
     assert!(matches!(
         s.put("ev/k.thcs", b"OK new"),
-        Err(SharedError::AlreadyExists { .. })
+        Err(ColdError::AlreadyExists { .. })
     ));
     assert_eq!(s.get("ev/k.thcs", 100).unwrap(), b"OK old");
 
@@ -167,7 +167,7 @@ fn a_spooled_record_holds_its_key_against_direct_puts_and_drainers() {
             let drainer = scope.spawn(|| s.drain_spool(10).unwrap());
             for _ in 0..5 {
                 match direct.put(&key, b"OK direct") {
-                    Err(SharedError::AlreadyExists { .. }) => {}
+                    Err(ColdError::AlreadyExists { .. }) => {}
                     other => panic!("round {round}: {other:?}"),
                 }
             }
@@ -191,7 +191,7 @@ fn a_full_spool_or_no_spool_is_unavailable() {
     server.stop();
     assert_eq!(s.put("ev/1.thcs", b"OK tiny").unwrap(), PutOutcome::Spooled);
     match s.put("ev/2.thcs", &env(6, 500)) {
-        Err(SharedError::ColdUnavailable { reason }) => {
+        Err(ColdError::ColdUnavailable { reason }) => {
             assert!(reason.contains("spool full"), "{reason}")
         }
         other => panic!("{other:?}"),
@@ -199,7 +199,7 @@ fn a_full_spool_or_no_spool_is_unavailable() {
     assert_eq!(spool_files(spool.path()).len(), 1, "nothing partial left");
     assert!(matches!(
         bare.put("ev/3.thcs", b"OK"),
-        Err(SharedError::ColdUnavailable { .. })
+        Err(ColdError::ColdUnavailable { .. })
     ));
 }
 

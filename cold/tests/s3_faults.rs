@@ -13,9 +13,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
 
-use houndpool_shared::cold::s3::S3Store;
-use houndpool_shared::cold::{ColdStore, PutOutcome};
-use houndpool_shared::SharedError;
+use houndpool_cold::s3::S3Store;
+use houndpool_cold::ColdError;
+use houndpool_cold::{ColdStore, PutOutcome};
 use s3_support::{fast_tuning, spool_files};
 
 /// What the fake server does with the next request.
@@ -200,7 +200,7 @@ fn a_taken_key_is_compared_same_bytes_succeed_other_bytes_are_refused() {
     // HEAD finds it (a server without conditional puts): no PUT at all.
     let other = Fake::start(vec![OK, Act::Status(200, "", b"other bytes")]);
     match other.store(None).put("k", b"envelope") {
-        Err(SharedError::AlreadyExists { key }) => assert_eq!(key, "k"),
+        Err(ColdError::AlreadyExists { key }) => assert_eq!(key, "k"),
         got => panic!("expected AlreadyExists, got {got:?}"),
     }
     let methods: Vec<_> = other.seen().into_iter().map(|r| r.method).collect();
@@ -254,7 +254,7 @@ fn refusals_and_redirects_are_final_and_not_followed() {
         let spool = tempfile::tempdir().unwrap();
         let mut s = fake.store(Some(spool.path()));
         match s.put("k", b"x") {
-            Err(SharedError::ColdRejected { status: got, .. }) => assert_eq!(got, status),
+            Err(ColdError::ColdRejected { status: got, .. }) => assert_eq!(got, status),
             other => panic!("{status}: {other:?}"),
         }
         assert_eq!(fake.seen().len(), 1, "{status}: retried or redirected");
@@ -269,7 +269,7 @@ fn get_size_guard_holds_against_large_and_lying_servers() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\nConnection: close\r\n\r\npartial",
     )]);
     match fake.store(None).get("k", 100) {
-        Err(SharedError::ObjectTooLarge { len, max, .. }) => {
+        Err(ColdError::ObjectTooLarge { len, max, .. }) => {
             assert_eq!((len, max), (1_000_000_000, 100))
         }
         other => panic!("{other:?}"),
@@ -281,7 +281,7 @@ fn get_size_guard_holds_against_large_and_lying_servers() {
           xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n0\r\n\r\n",
     )]);
     match fake.store(None).get("k", 100) {
-        Err(SharedError::ObjectTooLarge { len, max, .. }) => assert_eq!((len, max), (101, 100)),
+        Err(ColdError::ObjectTooLarge { len, max, .. }) => assert_eq!((len, max), (101, 100)),
         other => panic!("{other:?}"),
     }
     // A body cut short of its Content-Length is a transport failure, not data.

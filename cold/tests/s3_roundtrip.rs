@@ -2,8 +2,8 @@
 
 mod s3_support;
 
-use houndpool_shared::cold::{ColdStore, PutOutcome};
-use houndpool_shared::SharedError;
+use houndpool_cold::ColdError;
+use houndpool_cold::{ColdStore, PutOutcome};
 use s3_support::{bytes, Server};
 
 #[test]
@@ -48,7 +48,7 @@ fn put_get_list_delete_round_trip() {
     let before = s.get("ev/small.thcs", 100).unwrap();
     assert!(matches!(
         s.put("ev/small.thcs", b"replaced"),
-        Err(SharedError::AlreadyExists { .. })
+        Err(ColdError::AlreadyExists { .. })
     ));
     assert_eq!(s.get("ev/small.thcs", 100).unwrap(), before);
     s.put("ev/small.thcs", &before).unwrap();
@@ -57,7 +57,7 @@ fn put_get_list_delete_round_trip() {
     assert!(s.delete("ev/small.thcs").unwrap());
     assert!(matches!(
         s.get("ev/small.thcs", 100),
-        Err(SharedError::NotFound { .. })
+        Err(ColdError::NotFound { .. })
     ));
     assert!(!s.delete("ev/small.thcs").unwrap());
     assert!(!server.object_path("ev/small.thcs").exists());
@@ -75,7 +75,7 @@ fn get_refuses_objects_above_the_limit_and_reports_missing_keys() {
     let v = bytes(9, 4096);
     s.put("ev/k.thcs", &v).unwrap();
     match s.get("ev/k.thcs", 4095) {
-        Err(SharedError::ObjectTooLarge { len, max, .. }) => assert_eq!((len, max), (4096, 4095)),
+        Err(ColdError::ObjectTooLarge { len, max, .. }) => assert_eq!((len, max), (4096, 4095)),
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -85,7 +85,7 @@ fn get_refuses_objects_above_the_limit_and_reports_missing_keys() {
     );
     assert!(matches!(
         s.get("ev/missing.thcs", 10),
-        Err(SharedError::NotFound { .. })
+        Err(ColdError::NotFound { .. })
     ));
 }
 

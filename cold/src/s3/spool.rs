@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::cold::MAX_KEY_LEN;
 use crate::SharedError;
+use crate::MAX_KEY_LEN;
 
 /// First bytes of every spool record.
 const MAGIC: &[u8; 8] = b"HPSPOOL1";

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use houndpool_cold::s3::{S3Store, S3Tuning};
 use houndpool_protocol::messages::S3Target;
-use houndpool_shared::cold::s3::{S3Store, S3Tuning};
 
 pub const AK: &str = "test-access-key";
 pub const SK: &str = "test-secret-key";

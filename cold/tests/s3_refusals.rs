@@ -2,15 +2,15 @@
 
 mod s3_support;
 
-use houndpool_shared::cold::s3::S3Store;
-use houndpool_shared::cold::ColdStore;
-use houndpool_shared::SharedError;
+use houndpool_cold::s3::S3Store;
+use houndpool_cold::ColdError;
+use houndpool_cold::ColdStore;
 use s3_support::{fast_tuning, spool_files, Server, AK, SK};
 use std::time::{Duration, Instant};
 
-fn assert_rejected(r: Result<impl std::fmt::Debug, SharedError>, op: &str, statuses: &[u16]) {
+fn assert_rejected(r: Result<impl std::fmt::Debug, ColdError>, op: &str, statuses: &[u16]) {
     match r {
-        Err(SharedError::ColdRejected {
+        Err(ColdError::ColdRejected {
             op: got_op, status, ..
         }) => {
             assert_eq!(got_op, op);
@@ -115,7 +115,7 @@ fn an_untrusted_https_endpoint_is_rejected_not_spooled() {
     let spool = tempfile::tempdir().unwrap();
     let mut s = server.store(Some(spool.path()), 1 << 20);
     match s.put("ev/a.thcs", b"data") {
-        Err(SharedError::ColdRejected { op, status, reason }) => {
+        Err(ColdError::ColdRejected { op, status, reason }) => {
             // The create-only HEAD check is the first request; TLS refuses it.
             assert_eq!((op, status), ("head", 0));
             assert!(reason.contains("certificate"), "{reason}");

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use houndpool_shared::cold::fs::FsStore;
-use houndpool_shared::cold::{self, ColdStore, PutOutcome};
-use houndpool_shared::protocol::messages::ColdTarget;
-use houndpool_shared::SharedError;
+use houndpool_cold::fs::FsStore;
+use houndpool_cold::ColdError;
+use houndpool_cold::{self as cold, ColdStore, PutOutcome};
+use houndpool_protocol::messages::ColdTarget;
 
 fn store() -> (tempfile::TempDir, FsStore) {
     let dir = tempfile::tempdir().unwrap();
@@ -72,7 +72,7 @@ fn open_creates_and_canonicalises_the_root() {
     std::fs::write(&file, b"x").unwrap();
     assert!(matches!(
         FsStore::open(&file),
-        Err(SharedError::ColdIo { .. })
+        Err(ColdError::ColdIo { .. })
     ));
 }
 
@@ -88,7 +88,7 @@ fn round_trip_create_only_and_no_temp_files_left() {
     // Other bytes (longer, shorter, same length): refused, the object unchanged.
     for other in [&b"second"[..], b"first version, longer", b"FIRST VERSION"] {
         match s.put(key, other) {
-            Err(SharedError::AlreadyExists { key: k }) => assert_eq!(k, key),
+            Err(ColdError::AlreadyExists { key: k }) => assert_eq!(k, key),
             got => panic!("expected AlreadyExists, got {got:?}"),
         }
     }
@@ -153,7 +153,7 @@ fn delete_twice_then_get_is_not_found() {
     assert!(!s.delete("ev/x.thcs").unwrap());
     assert!(matches!(
         s.get("ev/x.thcs", 100),
-        Err(SharedError::NotFound { key }) if key == "ev/x.thcs"
+        Err(ColdError::NotFound { key }) if key == "ev/x.thcs"
     ));
     // A key naming a directory is not an object.
     s.put("ev/sub/y.thcs", b"y").unwrap();
@@ -166,7 +166,7 @@ fn get_of_missing_keys_is_not_found() {
     let (_d, mut s) = store();
     for key in ["never.thcs", "no/such/dir.thcs"] {
         assert!(
-            matches!(s.get(key, 10), Err(SharedError::NotFound { .. })),
+            matches!(s.get(key, 10), Err(ColdError::NotFound { .. })),
             "{key}"
         );
     }
@@ -174,12 +174,12 @@ fn get_of_missing_keys_is_not_found() {
     s.put("file.thcs", b"x").unwrap();
     assert!(matches!(
         s.get("file.thcs/child", 10),
-        Err(SharedError::NotFound { .. })
+        Err(ColdError::NotFound { .. })
     ));
     assert!(!s.delete("file.thcs/child").unwrap());
     // A directory is not an object either.
     s.put("d/e.thcs", b"x").unwrap();
-    assert!(matches!(s.get("d", 10), Err(SharedError::NotFound { .. })));
+    assert!(matches!(s.get("d", 10), Err(ColdError::NotFound { .. })));
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn objects_above_the_limit_are_refused() {
     let (_d, mut s) = store();
     s.put("big.thcs", &[7u8; 1000]).unwrap();
     match s.get("big.thcs", 999) {
-        Err(SharedError::ObjectTooLarge { key, len, max }) => {
+        Err(ColdError::ObjectTooLarge { key, len, max }) => {
             assert_eq!((key.as_str(), len, max), ("big.thcs", 1000, 999));
         }
         other => panic!("expected ObjectTooLarge, got {other:?}"),
@@ -210,7 +210,7 @@ fn invalid_keys_are_refused_everywhere() {
         ".tmp-123-abc",
         "ev/.tmp-1-2/x",
     ] {
-        let invalid = |r: Result<(), SharedError>| matches!(r, Err(SharedError::InvalidKey { .. }));
+        let invalid = |r: Result<(), ColdError>| matches!(r, Err(ColdError::InvalidKey { .. }));
         assert!(invalid(s.put(key, b"x").map(drop)), "put {key:?}");
         assert!(invalid(s.get(key, 10).map(drop)), "get {key:?}");
         assert!(invalid(s.delete(key).map(drop)), "delete {key:?}");
@@ -218,7 +218,7 @@ fn invalid_keys_are_refused_everywhere() {
     let long = "k".repeat(cold::MAX_KEY_LEN + 1);
     assert!(matches!(
         s.put(&long, b"x"),
-        Err(SharedError::InvalidKey { .. })
+        Err(ColdError::InvalidKey { .. })
     ));
     assert!(
         visible_names(s.root()).is_empty(),
@@ -235,7 +235,7 @@ fn failed_directory_creation_leaves_nothing_visible() {
     std::fs::write(s.root().join("blocker"), b"not a directory").unwrap();
     for key in ["blocker/x.thcs", "blocker/sub/x.thcs"] {
         match s.put(key, b"envelope") {
-            Err(SharedError::ColdIo { key: k, .. }) => assert_eq!(k, key),
+            Err(ColdError::ColdIo { key: k, .. }) => assert_eq!(k, key),
             other => panic!("expected ColdIo for {key}, got {other:?}"),
         }
     }
@@ -251,7 +251,7 @@ fn failed_link_after_writing_removes_the_temp_file() {
     // gone afterwards and the directory untouched.
     std::fs::create_dir_all(s.root().join("ev/target.thcs/inner")).unwrap();
     match s.put("ev/target.thcs", &[1u8; 4096]) {
-        Err(SharedError::ColdIo { op, key, .. }) => {
+        Err(ColdError::ColdIo { op, key, .. }) => {
             assert_eq!(op, "put: compare existing");
             assert_eq!(key, "ev/target.thcs");
         }
@@ -276,13 +276,13 @@ fn concurrent_writers_of_one_key_one_wins_the_others_are_refused_or_idempotent()
     let a = vec![b'a'; 256 * 1024];
     let b = vec![b'b'; 128 * 1024];
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let results: Vec<(bool, Result<PutOutcome, SharedError>)> = std::thread::scope(|scope| {
+    let results: Vec<(bool, Result<PutOutcome, ColdError>)> = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let mut reader = FsStore::open(&root).unwrap();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 match reader.get(key, 1 << 20) {
                     Ok(got) => assert!(got == a || got == b, "torn read of {} bytes", got.len()),
-                    Err(SharedError::NotFound { .. }) => {}
+                    Err(ColdError::NotFound { .. }) => {}
                     Err(e) => panic!("{e}"),
                 }
             }
@@ -309,7 +309,7 @@ fn concurrent_writers_of_one_key_one_wins_the_others_are_refused_or_idempotent()
         if is_a == winner_is_a {
             assert_eq!(r.unwrap(), PutOutcome::Stored);
         } else {
-            assert!(matches!(r, Err(SharedError::AlreadyExists { .. })), "{r:?}");
+            assert!(matches!(r, Err(ColdError::AlreadyExists { .. })), "{r:?}");
         }
     }
     assert!(temp_files(&root).is_empty(), "{:?}", all_names(&root));
@@ -331,7 +331,7 @@ fn objects_are_0600_and_directories_0700() {
 
 #[test]
 fn sweep_removes_only_temp_files_of_gone_writers() {
-    use houndpool_shared::cold::fs::{pid_gone, sweep_temps};
+    use houndpool_cold::fs::{pid_gone, sweep_temps};
     let (_d, mut s) = store();
     s.put("ev/x.thcs", b"kept").unwrap();
     let tmp = s.root().join(".writing");

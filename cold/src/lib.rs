@@ -1,13 +1,19 @@
-//! Cold storage: where evacuated evidence envelopes live.
+//! Cold storage: where evacuated evidence envelopes live. This crate is what the hound links
+//! for it; the supervisor uses only its object keys and size bounds.
 //!
 //! Objects are THCS envelopes stored under `<prefix><evidence-id>.thcs`. Backends: [`fs`]
 //! (the embedded default) and [`s3`] (any S3-compatible service). The hound opens the backend
 //! named in its handshake; the supervisor never touches object contents.
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
 
+mod error;
 pub mod fs;
 pub mod s3;
 
-use crate::SharedError;
+pub use error::ColdError;
+/// The name `fs.rs` and `s3.rs` still use for [`ColdError`] (they moved here unchanged).
+pub(crate) use error::ColdError as SharedError;
 use houndpool_protocol::messages::{ColdEndpoints, ColdTarget};
 
 /// Longest object key accepted.
