@@ -33,23 +33,23 @@ pub enum PutOutcome {
 /// object is visible under the key.
 pub trait ColdStore: Send {
     /// Stores `envelope` under `key`, atomically, replacing nothing partial.
-    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError>;
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError>;
     /// Reads the object under `key`; refuses objects larger than `max_len` without reading them.
-    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError>;
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, ColdError>;
     /// Deletes the object; returns whether it existed.
-    fn delete(&mut self, key: &str) -> Result<bool, SharedError>;
+    fn delete(&mut self, key: &str) -> Result<bool, ColdError>;
     /// Lists keys that start with `prefix`, in no particular order.
-    fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError>;
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, ColdError>;
     /// One-line description for logs (no secrets).
     fn describe(&self) -> String;
     /// Housekeeping the owner runs while idle (the S3 backend uploads its spool). Must return
     /// quickly: implementations bound the work they do per call. Default: nothing.
-    fn background_work(&mut self) -> Result<(), SharedError> {
+    fn background_work(&mut self) -> Result<(), ColdError> {
         Ok(())
     }
     /// Takes the resolved addresses and trusted CA of a network target (control message
     /// `ColdEndpoints`). Default: nothing to do (the filesystem store).
-    fn set_endpoints(&mut self, _endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+    fn set_endpoints(&mut self, _endpoints: &ColdEndpoints) -> Result<(), ColdError> {
         Ok(())
     }
 }
@@ -74,9 +74,9 @@ pub fn object_key_for(prefix: &str, evidence_id: &[u8; 16], key: Option<&str>) -
 
 /// Checks that a key is usable by every backend: non-empty, at most [`MAX_KEY_LEN`] bytes, no
 /// NUL, not absolute, no `.` or `..` or empty path segment.
-pub fn validate_key(key: &str) -> Result<(), SharedError> {
+pub fn validate_key(key: &str) -> Result<(), ColdError> {
     let bad = |reason| {
-        Err(SharedError::InvalidKey {
+        Err(ColdError::InvalidKey {
             key: key.chars().take(200).collect(),
             reason,
         })
@@ -103,9 +103,9 @@ pub fn validate_key(key: &str) -> Result<(), SharedError> {
 }
 
 /// Opens the backend a hound was told to use.
-pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
+pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdError> {
     match target {
-        ColdTarget::None => Err(SharedError::ColdNotConfigured),
+        ColdTarget::None => Err(ColdError::ColdNotConfigured),
         ColdTarget::Filesystem { root, .. } => Ok(Box::new(fs::FsStore::open(root)?)),
         ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open(t)?)),
     }
@@ -114,7 +114,7 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
 /// Opens the backend inside a hound: like [`open`], but an S3 store never looks names up
 /// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
 /// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]).
-pub fn open_for_hound(target: &ColdTarget) -> Result<Box<dyn ColdStore>, SharedError> {
+pub fn open_for_hound(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdError> {
     match target {
         ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open_pinned(
             t,
@@ -151,7 +151,7 @@ mod tests {
     fn bad_keys_are_refused_with_reason() {
         for k in ["", "/abs", "a/../b", "a//b", "./a", "a\0b"] {
             assert!(
-                matches!(validate_key(k), Err(SharedError::InvalidKey { .. })),
+                matches!(validate_key(k), Err(ColdError::InvalidKey { .. })),
                 "{k:?}"
             );
         }

@@ -38,7 +38,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 use tracing::{debug, info, warn};
 
-use crate::cgroups::Placed;
+use crate::cgroup::Placed;
 use crate::circuit::{Circuit, Transition};
 use crate::job::{DropReason, FailReason, HoundDeath, OutcomeKind, Receipt};
 use crate::pool::{Pending, Shared, SlotConn, DRAINING, STOPPED};
@@ -918,7 +918,7 @@ impl Collector {
         };
         let (Some(limit), Some(usage)) = (
             limits.effective_memory_limit(),
-            houndpool_shared::cgroup::memory_working_set(limits),
+            crate::cgroup::memory_working_set(limits),
         ) else {
             return;
         };

@@ -116,7 +116,23 @@ pub enum PoolError {
     /// Cold storage: an S3 endpoint or CA the hounds could not use.
     #[error(transparent)]
     Cold(#[from] houndpool_cold::ColdError),
-    /// Cold storage, cgroup or configuration error from the shared crate.
-    #[error(transparent)]
-    Shared(#[from] houndpool_shared::SharedError),
+    /// A cgroup file operation failed.
+    #[error("cgroup {op} at {path}: {source}")]
+    Cgroup {
+        /// What was attempted.
+        op: &'static str,
+        /// The cgroupfs path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// cgroup information could not be parsed.
+    #[error("cannot parse {what}: {detail}")]
+    CgroupParse {
+        /// File concerned.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
 }

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use crossbeam_channel::{Receiver, Sender};
 use houndpool_protocol::job::{JobKind, RequestHeader, Severity, REQUEST_HEADER_LEN};
 use houndpool_protocol::messages::{LayerReport, SandboxReport};
 use houndpool_protocol::region::{RecordPos, RequestWriter};
 use houndpool_protocol::wake::{BellRinger, Doorbell};
-use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::{info, warn};
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ use crate::defer::{DeferQueue, Pushed};
 use crate::job::{CancelResult, DropReason, Job, JobId, Outcome, OutcomeKind, Ticket};
 use crate::stats::{Counters, HoundStats, PoolStats, SizeStats};
 use crate::tracked::Tracked;
-use crate::{cgroups, collector, spawn, PoolError, SubmitError};
+use crate::{cgroup, collector, spawn, PoolError, SubmitError};
 
 pub(crate) const RUNNING: u8 = 0;
 pub(crate) const DRAINING: u8 = 1;
@@ -463,8 +463,8 @@ impl PoolBuilder {
         // One spare slot for rotation, so a replacement starts before its predecessor retires.
         let rotation = config.rotation.after_jobs.is_some() || config.rotation.after.is_some();
         let n = config.hound_count() + usize::from(rotation);
-        let pool_cgroups = cgroups::setup(&mut config, &pool_id, n)?;
-        let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
+        let pool_cgroups = cgroup::setup(&mut config, &pool_id, n)?;
+        let sizing = cgroup::decide_size(&config, pool_cgroups.limits.as_ref());
         let target = sizing.size.clamp(1, config.hound_count());
         let high_water_bits = config.high_water_mark.to_bits();
         let layout = config.region_layout();
@@ -865,7 +865,7 @@ impl Pool {
                 .cgroups
                 .limits
                 .as_ref()
-                .and_then(houndpool_shared::cgroup::memory_working_set),
+                .and_then(cgroup::memory_working_set),
             memory_limit: sh
                 .cgroups
                 .limits

@@ -11,7 +11,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
-use crate::SharedError;
+use crate::ColdError;
 use houndpool_protocol::messages::S3Target;
 
 /// Largest CA PEM accepted (it travels in one control message of at most 64 KiB).
@@ -20,8 +20,8 @@ pub const MAX_CA_PEM: usize = 48 * 1024;
 /// The host name and port an S3 client for `target` connects to: the endpoint's host in
 /// path style, `<bucket>.<host>` in virtual-host style. This is the name the supervisor
 /// resolves for the hound. Errors as [`super::S3Store::open`] reports them for a bad endpoint.
-pub fn connect_host(target: &S3Target) -> Result<(String, u16), SharedError> {
-    let bad = |allowed: String| SharedError::InvalidConfig {
+pub fn connect_host(target: &S3Target) -> Result<(String, u16), ColdError> {
+    let bad = |allowed: String| ColdError::InvalidConfig {
         key: "cold.s3.endpoint".into(),
         value: target.endpoint.clone(),
         allowed,
@@ -58,8 +58,8 @@ pub fn connect_host(target: &S3Target) -> Result<(String, u16), SharedError> {
 
 /// Parses the certificates of a PEM bundle. Fails (naming `cold.ca_file`) when the text is
 /// too large, unreadable as PEM, or holds no certificate.
-pub fn parse_ca(pem: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, SharedError> {
-    let bad = |allowed: String| SharedError::InvalidConfig {
+pub fn parse_ca(pem: &str) -> Result<Vec<ureq::tls::Certificate<'static>>, ColdError> {
+    let bad = |allowed: String| ColdError::InvalidConfig {
         key: "cold.ca_file".into(),
         value: format!("<{} bytes of PEM>", pem.len()),
         allowed,

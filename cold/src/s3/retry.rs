@@ -4,7 +4,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::SharedError;
+use crate::ColdError;
 
 /// The outcome of one failed attempt (or of all of them).
 #[derive(Debug)]
@@ -14,7 +14,7 @@ pub(super) enum Fail {
     Transient(String),
     /// Retrying cannot help: the target refused (4xx, 3xx), the object is missing or too
     /// large, or the local side cannot speak to it at all (TLS, sandbox denial).
-    Final(SharedError),
+    Final(ColdError),
 }
 
 /// Retry policy of one operation.
@@ -79,7 +79,7 @@ pub(super) fn classify_ureq(op: &'static str, e: ureq::Error) -> Fail {
         // The sandbox (Landlock, seccomp) or the OS forbids the connection: retrying or
         // spooling would not help, the configuration must change.
         E::Io(io) if io.kind() == io::ErrorKind::PermissionDenied => {
-            Fail::Final(SharedError::ColdRejected {
+            Fail::Final(ColdError::ColdRejected {
                 op,
                 status: 0,
                 reason: format!("connection not permitted: {io}"),
@@ -88,7 +88,7 @@ pub(super) fn classify_ureq(op: &'static str, e: ureq::Error) -> Fail {
         // rustls reports handshake failures (untrusted or mismatched certificate, TLS alert)
         // as InvalidData I/O errors: the endpoint is wrong, not down.
         E::Io(io) if io.kind() == io::ErrorKind::InvalidData => {
-            Fail::Final(SharedError::ColdRejected {
+            Fail::Final(ColdError::ColdRejected {
                 op,
                 status: 0,
                 reason: format!("invalid data from the peer (TLS): {io}"),
@@ -101,7 +101,7 @@ pub(super) fn classify_ureq(op: &'static str, e: ureq::Error) -> Fail {
         E::Protocol(p) => Fail::Transient(format!("{op}: HTTP protocol error: {p}")),
         // TLS failures (certificate, handshake), malformed URLs or headers, redirects: the
         // endpoint or configuration is wrong.
-        other => Fail::Final(SharedError::ColdRejected {
+        other => Fail::Final(ColdError::ColdRejected {
             op,
             status: 0,
             reason: other.to_string(),
@@ -140,7 +140,7 @@ pub(super) fn classify_status(op: &'static str, status: u16, body: &[u8]) -> Fai
     if is_transient_status(status, code.as_deref()) {
         Fail::Transient(format!("{op}: HTTP {status}: {reason}"))
     } else {
-        Fail::Final(SharedError::ColdRejected { op, status, reason })
+        Fail::Final(ColdError::ColdRejected { op, status, reason })
     }
 }
 
@@ -225,10 +225,10 @@ mod tests {
         let mut calls = 0;
         let r: Result<(), Fail> = policy(5, 10_000).run(|| {
             calls += 1;
-            Err(Fail::Final(SharedError::NotFound { key: "k".into() }))
+            Err(Fail::Final(ColdError::NotFound { key: "k".into() }))
         });
         assert_eq!(calls, 1);
-        assert!(matches!(r, Err(Fail::Final(SharedError::NotFound { .. }))));
+        assert!(matches!(r, Err(Fail::Final(ColdError::NotFound { .. }))));
     }
 
     #[test]
@@ -259,7 +259,7 @@ mod tests {
         let denied = b"<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
                        <Message>The request signature we calculated does not match</Message></Error>";
         match classify_status("put", 403, denied) {
-            Fail::Final(SharedError::ColdRejected { op, status, reason }) => {
+            Fail::Final(ColdError::ColdRejected { op, status, reason }) => {
                 assert_eq!((op, status), ("put", 403));
                 assert!(reason.starts_with("SignatureDoesNotMatch: "), "{reason}");
             }
@@ -269,7 +269,7 @@ mod tests {
             assert!(
                 matches!(
                     classify_status("get", s, b"not xml"),
-                    Fail::Final(SharedError::ColdRejected { .. })
+                    Fail::Final(ColdError::ColdRejected { .. })
                 ),
                 "{s}"
             );
@@ -289,7 +289,7 @@ mod tests {
         let denied = ureq::Error::Io(io::Error::from(io::ErrorKind::PermissionDenied));
         assert!(matches!(
             classify_ureq("put", denied),
-            Fail::Final(SharedError::ColdRejected { status: 0, .. })
+            Fail::Final(ColdError::ColdRejected { status: 0, .. })
         ));
         let tls = ureq::Error::Io(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -297,11 +297,11 @@ mod tests {
         ));
         assert!(matches!(
             classify_ureq("put", tls),
-            Fail::Final(SharedError::ColdRejected { status: 0, .. })
+            Fail::Final(ColdError::ColdRejected { status: 0, .. })
         ));
         assert!(matches!(
             classify_ureq("put", ureq::Error::BadUri("x".into())),
-            Fail::Final(SharedError::ColdRejected { status: 0, .. })
+            Fail::Final(ColdError::ColdRejected { status: 0, .. })
         ));
     }
 

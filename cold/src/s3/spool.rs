@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use crate::SharedError;
+use crate::ColdError;
 use crate::MAX_KEY_LEN;
 
 /// First bytes of every spool record.
@@ -197,10 +197,10 @@ pub(super) struct Spool {
 
 impl Spool {
     /// A spool at `dir` (must be absolute) holding at most `limit` bytes. Touches nothing.
-    pub fn new(dir: &str, limit: u64) -> Result<Self, SharedError> {
+    pub fn new(dir: &str, limit: u64) -> Result<Self, ColdError> {
         let path = PathBuf::from(dir);
         if !path.is_absolute() {
-            return Err(SharedError::InvalidConfig {
+            return Err(ColdError::InvalidConfig {
                 key: "cold.s3.spool_dir".into(),
                 value: dir.into(),
                 allowed: "an absolute directory path".into(),
@@ -214,8 +214,8 @@ impl Spool {
         &self.dir
     }
 
-    fn io_err(op: &'static str, path: &Path, source: io::Error) -> SharedError {
-        SharedError::ColdIo {
+    fn io_err(op: &'static str, path: &Path, source: io::Error) -> ColdError {
+        ColdError::ColdIo {
             op,
             key: path.display().to_string(),
             source,
@@ -331,7 +331,7 @@ impl Spool {
             Ok(true) => Ok(()),
             Ok(false) => match self.read(key, envelope.len()) {
                 Ok(Some(existing)) if existing == envelope => Ok(()),
-                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => Err(StoreError::Exists),
+                Ok(Some(_)) | Err(ColdError::ObjectTooLarge { .. }) => Err(StoreError::Exists),
                 // Uploaded (or erased) since: nothing spooled any more, try again once.
                 Ok(None) => self.store(key, envelope),
                 Err(e) => Err(StoreError::Io(io::Error::other(e.to_string()))),
@@ -355,7 +355,7 @@ impl Spool {
 
     /// The envelope spooled for `key`, if any (pending or claimed by a drainer), read only if
     /// it is at most `max_len` bytes.
-    pub fn read(&self, key: &str, max_len: usize) -> Result<Option<Vec<u8>>, SharedError> {
+    pub fn read(&self, key: &str, max_len: usize) -> Result<Option<Vec<u8>>, ColdError> {
         let stem = stem_of(key);
         // The pending file first (cheap), then claims (a drainer may be uploading it).
         let mut candidates = vec![format!("{stem}{SUFFIX}")];
@@ -378,7 +378,7 @@ impl Spool {
                 .map_err(|e| Self::io_err("spool stat", &path, e))?
                 .len();
             let hlen = header_len(key.len()) as u64;
-            let corrupt = |why: &str| SharedError::ColdIo {
+            let corrupt = |why: &str| ColdError::ColdIo {
                 op: "spool read",
                 key: path.display().to_string(),
                 source: io::Error::new(io::ErrorKind::InvalidData, why.to_owned()),
@@ -388,7 +388,7 @@ impl Spool {
             }
             let body = size - hlen;
             if body > max_len as u64 {
-                return Err(SharedError::ObjectTooLarge {
+                return Err(ColdError::ObjectTooLarge {
                     key: key.into(),
                     len: body,
                     max: max_len as u64,
@@ -625,7 +625,7 @@ mod tests {
     fn relative_dir_is_refused() {
         assert!(matches!(
             Spool::new("rel/spool", 10),
-            Err(SharedError::InvalidConfig { .. })
+            Err(ColdError::InvalidConfig { .. })
         ));
     }
 
@@ -672,7 +672,7 @@ mod tests {
         );
         assert!(matches!(
             sp.read("k/1", 5),
-            Err(SharedError::ObjectTooLarge { len: 6, max: 5, .. })
+            Err(ColdError::ObjectTooLarge { len: 6, max: 5, .. })
         ));
         sp.store("k/2", b"").unwrap();
         let mut keys = sp.keys("k/").unwrap();
@@ -840,7 +840,7 @@ mod tests {
         ] {
             fs::write(&p, &bytes).unwrap();
             assert!(
-                matches!(sp.read("k", 100), Err(SharedError::ColdIo { .. })),
+                matches!(sp.read("k", 100), Err(ColdError::ColdIo { .. })),
                 "{bytes:?}"
             );
             assert!(sp.keys("").unwrap().is_empty());

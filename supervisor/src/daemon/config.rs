@@ -1,14 +1,14 @@
-//! From the daemon's configuration file ([`houndpool_shared::config::Config`]) to what runs:
+//! From the daemon's configuration file ([`super::settings::Config`]) to what runs:
 //! the [`PoolConfig`] of the pool, the server's limits, and which changes a reload (SIGHUP)
 //! can apply to a running daemon.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::settings::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
+use super::DaemonError;
+use crate::cgroup::{self, CgroupVersion, ContainerLimits, PoolSizing, SizingDecision};
 use houndpool_protocol::messages::S3Target;
-use houndpool_shared::cgroup::{self, CgroupVersion, ContainerLimits, PoolSizing, SizingDecision};
-use houndpool_shared::config::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
-use houndpool_shared::SharedError;
 
 use crate::{ColdConfig, HoundBinary, PoolConfig, PoolError, PoolExhaustedAction, PoolSize};
 
@@ -47,7 +47,7 @@ fn file_key(pool_key: &str) -> String {
 
 /// Builds the pool configuration, sizing an `auto` pool from the process's own cgroup limits
 /// (read once here); every error names the file's key.
-pub fn pool_config(c: &Config) -> Result<(PoolConfig, Option<SizingDecision>), SharedError> {
+pub fn pool_config(c: &Config) -> Result<(PoolConfig, Option<SizingDecision>), DaemonError> {
     let limits = match c.pool.size {
         PoolSizeSetting::Fixed(_) => ContainerLimits::unlimited(CgroupVersion::V2),
         PoolSizeSetting::Auto => cgroup::detect().unwrap_or_else(|e| {
@@ -71,7 +71,7 @@ pub fn pool_config_for(
     c: &Config,
     limits: &ContainerLimits,
     parallelism: usize,
-) -> Result<(PoolConfig, Option<SizingDecision>), SharedError> {
+) -> Result<(PoolConfig, Option<SizingDecision>), DaemonError> {
     let p = &c.pool;
     // An auto pool's size depends on its ring memory, which does not depend on the size.
     let initial = match p.size {
@@ -104,20 +104,19 @@ pub fn pool_config_for(
     validate(pool).map(|pool| (pool, sizing))
 }
 
-fn validate(pool: PoolConfig) -> Result<PoolConfig, SharedError> {
+fn validate(pool: PoolConfig) -> Result<PoolConfig, DaemonError> {
     match pool.validate() {
         Ok(()) => Ok(pool),
         Err(PoolError::InvalidConfig {
             key,
             value,
             allowed,
-        }) => Err(SharedError::InvalidConfig {
+        }) => Err(DaemonError::InvalidConfig {
             key: file_key(key),
             value,
             allowed,
         }),
-        Err(PoolError::Shared(e)) => Err(e),
-        Err(other) => Err(SharedError::InvalidConfig {
+        Err(other) => Err(DaemonError::InvalidConfig {
             key: "pool".into(),
             value: String::new(),
             allowed: other.to_string(),
@@ -193,10 +192,10 @@ fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
 }
 
 /// Checks the log filter the way the daemon will install it.
-pub fn log_filter(c: &Config) -> Result<tracing_subscriber::EnvFilter, SharedError> {
+pub fn log_filter(c: &Config) -> Result<tracing_subscriber::EnvFilter, DaemonError> {
     tracing_subscriber::EnvFilter::builder()
         .parse(&c.log.level)
-        .map_err(|e| SharedError::InvalidConfig {
+        .map_err(|e| DaemonError::InvalidConfig {
             key: "log.level".into(),
             value: c.log.level.clone(),
             allowed: format!(
@@ -268,7 +267,7 @@ pub fn max_connections_fitting(_c: &Config, hounds: usize, limit: u64) -> u64 {
 }
 
 /// Checks everything that can be checked without starting anything.
-pub fn prepare(config: Config) -> Result<Prepared, SharedError> {
+pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let (pool, sizing) = pool_config(&config)?;
     log_filter(&config)?;
     let max_frame = max_frame(&config);
@@ -344,7 +343,7 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use houndpool_shared::config::KEYS;
+    use crate::daemon::settings::KEYS;
 
     fn load(text: &str) -> Config {
         Config::load(text, Vec::new()).unwrap()

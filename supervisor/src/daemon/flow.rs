@@ -178,14 +178,14 @@ impl Drop for Paused<'_> {
 }
 
 /// Makes the allocator return large freed buffers to the kernel (see
-/// [`houndpool_shared::alloc::tune`]); called once at start.
+/// [`super::alloc::tune`]); called once at start.
 pub fn tune_allocator() {
-    houndpool_shared::alloc::tune();
+    super::alloc::tune();
 }
 
 /// Returns free heap pages to the kernel (after a connection that held large buffers closed).
 pub fn trim() {
-    houndpool_shared::alloc::trim();
+    super::alloc::trim();
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::fs::OpenOptions;
 use std::io::{ErrorKind, Write};
 use std::path::Path;
 
-use crate::SharedError;
+use crate::PoolError;
 
 /// Values at or above this many bytes are "unlimited": v1 reports `PAGE_COUNTER_MAX` pages in
 /// bytes (9223372036854771712 with 4 KiB pages, slightly less with larger pages).
@@ -24,8 +24,8 @@ pub(crate) fn is_denied(e: &std::io::Error) -> bool {
 }
 
 /// Builds the crate error for a failed cgroupfs operation.
-pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> SharedError {
-    SharedError::Cgroup {
+pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> PoolError {
+    PoolError::Cgroup {
         op,
         path: path.display().to_string(),
         source,
@@ -33,8 +33,8 @@ pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> S
 }
 
 /// Builds the crate error for unparsable content of `path`.
-pub(crate) fn parse_err(path: &Path, detail: impl Into<String>) -> SharedError {
-    SharedError::CgroupParse {
+pub(crate) fn parse_err(path: &Path, detail: impl Into<String>) -> PoolError {
+    PoolError::CgroupParse {
         what: path.display().to_string(),
         detail: detail.into(),
     }
@@ -42,7 +42,7 @@ pub(crate) fn parse_err(path: &Path, detail: impl Into<String>) -> SharedError {
 
 /// Reads a (small) cgroup file. Missing file or directory → `Ok(None)`; any other failure is
 /// an error naming the file.
-pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, SharedError> {
+pub(crate) fn read_opt(path: &Path) -> Result<Option<String>, PoolError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if is_missing(&e) => Ok(None),
@@ -66,7 +66,7 @@ pub(crate) fn write_value(path: &Path, value: &str) -> std::io::Result<()> {
 
 /// Parses a byte limit: `max` → `None`; a decimal at or above [`UNLIMITED_THRESHOLD`] → `None`;
 /// anything else must be a plain decimal.
-pub(crate) fn parse_limit(path: &Path, text: &str) -> Result<Option<u64>, SharedError> {
+pub(crate) fn parse_limit(path: &Path, text: &str) -> Result<Option<u64>, PoolError> {
     let t = text.trim();
     if t == "max" {
         return Ok(None);
@@ -78,7 +78,7 @@ pub(crate) fn parse_limit(path: &Path, text: &str) -> Result<Option<u64>, Shared
 }
 
 /// Parses a plain decimal counter (e.g. `memory.current`).
-pub(crate) fn parse_u64(path: &Path, text: &str) -> Result<u64, SharedError> {
+pub(crate) fn parse_u64(path: &Path, text: &str) -> Result<u64, PoolError> {
     let t = text.trim();
     t.parse()
         .map_err(|_| parse_err(path, format!("expected a decimal number, got {t:?}")))
@@ -86,7 +86,7 @@ pub(crate) fn parse_u64(path: &Path, text: &str) -> Result<u64, SharedError> {
 
 /// Finds `key value` in a flat-keyed file (`memory.events`, `memory.oom_control`,
 /// `memory.stat`). `Ok(None)` when the key is absent; an error when its value is not a number.
-pub(crate) fn keyed_value(path: &Path, text: &str, key: &str) -> Result<Option<u64>, SharedError> {
+pub(crate) fn keyed_value(path: &Path, text: &str, key: &str) -> Result<Option<u64>, PoolError> {
     for line in text.lines() {
         let mut it = line.split_whitespace();
         if it.next() == Some(key) {

@@ -6,6 +6,7 @@
 //! resident after they are freed. [`tune`] fixes the threshold at 128 KiB, so that every large
 //! buffer is mmap-ed and unmapped when freed; [`trim`] returns the free pages of the heaps.
 //! Other C libraries need neither; both are then no-ops.
+#![allow(unsafe_code)]
 
 /// Fixes glibc's mmap threshold at 128 KiB and its trim threshold at 1 MiB.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

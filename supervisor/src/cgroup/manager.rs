@@ -16,7 +16,7 @@ use super::files::{
     io_err, is_denied, is_missing, keyed_value, parse_err, parse_limit, read_opt, write_value,
 };
 use super::{fmt_bytes, CgroupVersion, ContainerLimits};
-use crate::SharedError;
+use crate::PoolError;
 
 /// Prefix of every pool directory this module creates.
 pub const POOL_DIR_PREFIX: &str = "houndpool-";
@@ -72,7 +72,7 @@ pub struct HoundCgroup {
     pids_note: String,
 }
 
-fn validate_pool_name(name: &str) -> Result<(), SharedError> {
+fn validate_pool_name(name: &str) -> Result<(), PoolError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_POOL_NAME
         && !name.starts_with('.')
@@ -82,8 +82,8 @@ fn validate_pool_name(name: &str) -> Result<(), SharedError> {
     if ok {
         Ok(())
     } else {
-        Err(SharedError::InvalidConfig {
-            key: "pool.name".into(),
+        Err(PoolError::InvalidConfig {
+            key: "pool.name",
             value: name.chars().take(100).collect(),
             allowed: format!(
                 "1 to {MAX_POOL_NAME} characters of [A-Za-z0-9._-], not starting with '.'"
@@ -103,7 +103,7 @@ fn mkdir_existing_ok(dir: &Path) -> std::io::Result<bool> {
 
 /// Reads a space-separated controller list file (`cgroup.controllers`,
 /// `cgroup.subtree_control`); missing → empty.
-fn controller_list(path: &Path) -> Result<Vec<String>, SharedError> {
+fn controller_list(path: &Path) -> Result<Vec<String>, PoolError> {
     Ok(read_opt(path)?
         .unwrap_or_default()
         .split_whitespace()
@@ -141,7 +141,7 @@ fn delegation_failure(dir: &Path, controller: &str, e: &std::io::Error) -> Strin
 impl HoundCgroups {
     /// Like [`HoundCgroups::setup`], logging the reason and returning `None` when per-hound
     /// cgroups are unavailable (e.g. the memory cgroup directory is not writable).
-    pub fn new(pool_name: &str, limits: &ContainerLimits) -> Result<Option<Self>, SharedError> {
+    pub fn new(pool_name: &str, limits: &ContainerLimits) -> Result<Option<Self>, PoolError> {
         match Self::setup(pool_name, limits)? {
             CgroupSetup::Ready(c) => Ok(Some(c)),
             CgroupSetup::Unavailable(reason) => {
@@ -160,7 +160,7 @@ impl HoundCgroups {
     /// read-only or not permitted, or v2 refuses to delegate the memory controller. Errors:
     /// an invalid pool name (`InvalidConfig`: 1–64 of `[A-Za-z0-9._-]`, not starting with `.`)
     /// and unexpected I/O failures.
-    pub fn setup(pool_name: &str, limits: &ContainerLimits) -> Result<CgroupSetup, SharedError> {
+    pub fn setup(pool_name: &str, limits: &ContainerLimits) -> Result<CgroupSetup, PoolError> {
         validate_pool_name(pool_name)?;
         let Some(own) = limits.memory_dir.as_deref() else {
             return Ok(CgroupSetup::Unavailable(
@@ -298,7 +298,7 @@ impl HoundCgroups {
 
     /// Creates `dir/name`, re-creating the pool directory if it vanished and replacing a
     /// leftover of the same name (its processes are killed).
-    fn make_hound_dir(&self, pool: &Path, name: &str) -> Result<PathBuf, SharedError> {
+    fn make_hound_dir(&self, pool: &Path, name: &str) -> Result<PathBuf, PoolError> {
         let dir = pool.join(name);
         for attempt in 0..3 {
             match std::fs::create_dir(&dir) {
@@ -335,7 +335,7 @@ impl HoundCgroups {
         generation: u64,
         memory_limit: u64,
         pids_limit: u32,
-    ) -> Result<HoundCgroup, SharedError> {
+    ) -> Result<HoundCgroup, PoolError> {
         self.create_named(
             &format!("hound-{hound_id}-g{generation}"),
             hound_id,
@@ -355,17 +355,17 @@ impl HoundCgroups {
         generation: u64,
         memory_limit: u64,
         pids_limit: u32,
-    ) -> Result<HoundCgroup, SharedError> {
+    ) -> Result<HoundCgroup, PoolError> {
         if memory_limit == 0 || pids_limit == 0 {
-            return Err(SharedError::InvalidConfig {
-                key: "hound cgroup limits".into(),
+            return Err(PoolError::InvalidConfig {
+                key: "hound cgroup limits",
                 value: format!("memory {memory_limit}, pids {pids_limit}"),
                 allowed: "both greater than zero".into(),
             });
         }
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(SharedError::InvalidConfig {
-                key: "hound cgroup name".into(),
+            return Err(PoolError::InvalidConfig {
+                key: "hound cgroup name",
                 value: name.into(),
                 allowed: "one non-empty path component".into(),
             });
@@ -399,7 +399,7 @@ impl HoundCgroups {
         name: &str,
         memory_limit: u64,
         pids_limit: u32,
-    ) -> Result<(), SharedError> {
+    ) -> Result<(), PoolError> {
         let write = |dir: &Path, file: &str, value: &str| {
             let path = dir.join(file);
             write_value(&path, value).map_err(|e| io_err("write", &path, e))
@@ -525,7 +525,7 @@ impl HoundCgroups {
 
     /// Removes the pool: kills whatever is left in its hound cgroups, removes them and the pool
     /// directories. For shutdown, after the hounds are reaped.
-    pub fn remove_pool(self) -> Result<(), SharedError> {
+    pub fn remove_pool(self) -> Result<(), PoolError> {
         for dir in self.pool_dirs() {
             remove_tree(dir, true, 0)?;
         }
@@ -576,7 +576,7 @@ impl HoundCgroup {
     /// Moves process `pid` (all its threads) into this cgroup, in every hierarchy. Call it
     /// before the hound runs job code (the supervisor does it before releasing the handshake).
     /// On error the process may be in some hierarchies only: kill it.
-    pub fn add_process(&self, pid: i32) -> Result<(), SharedError> {
+    pub fn add_process(&self, pid: i32) -> Result<(), PoolError> {
         for dir in self.dirs() {
             let path = dir.join("cgroup.procs");
             if pid <= 0 {
@@ -604,7 +604,7 @@ impl HoundCgroup {
 
     /// Like [`Self::oom_kills`], reporting why the counter cannot be read. A kernel without the
     /// counter (v1 before 4.13) yields 0.
-    pub fn try_oom_kills(&self) -> Result<u64, SharedError> {
+    pub fn try_oom_kills(&self) -> Result<u64, PoolError> {
         let file = match self.version {
             CgroupVersion::V1 => "memory.oom_control",
             CgroupVersion::V2 => "memory.events",
@@ -622,7 +622,7 @@ impl HoundCgroup {
     }
 
     /// Process ids listed in this cgroup (all hierarchies, deduplicated).
-    pub fn procs(&self) -> Result<Vec<i32>, SharedError> {
+    pub fn procs(&self) -> Result<Vec<i32>, PoolError> {
         let mut all = BTreeSet::new();
         for dir in self.dirs() {
             all.extend(read_procs(dir)?);
@@ -653,7 +653,7 @@ impl HoundCgroup {
         )
     }
 
-    fn remove_dirs(&self) -> Result<(), SharedError> {
+    fn remove_dirs(&self) -> Result<(), PoolError> {
         let mut first_err = None;
         for dir in self.dirs() {
             if let Err(e) = remove_tree(dir, true, 0) {
@@ -669,15 +669,10 @@ impl HoundCgroup {
     /// supports renaming; cgroup v2 refuses it (the kernel has no rename for it), in which
     /// case this returns the error and the cgroup keeps its old name and identity. If the
     /// second hierarchy's rename fails after the first succeeded, the first is renamed back.
-    pub fn rename(
-        &mut self,
-        name: &str,
-        hound_id: u32,
-        generation: u64,
-    ) -> Result<(), SharedError> {
+    pub fn rename(&mut self, name: &str, hound_id: u32, generation: u64) -> Result<(), PoolError> {
         if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-            return Err(SharedError::InvalidConfig {
-                key: "hound cgroup name".into(),
+            return Err(PoolError::InvalidConfig {
+                key: "hound cgroup name",
                 value: name.into(),
                 allowed: "one non-empty path component".into(),
             });
@@ -709,7 +704,7 @@ impl HoundCgroup {
     /// is SIGKILLed, and `rmdir` is retried with short sleeps while the kernel finishes
     /// tearing the processes down (EBUSY), for up to about two seconds. An already removed
     /// directory counts as success.
-    pub fn remove(self) -> Result<(), SharedError> {
+    pub fn remove(self) -> Result<(), PoolError> {
         self.remove_dirs()
     }
 }
@@ -726,7 +721,7 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The pids in `dir/cgroup.procs`; a missing file (cgroup gone) is empty.
-fn read_procs(dir: &Path) -> Result<Vec<i32>, SharedError> {
+fn read_procs(dir: &Path) -> Result<Vec<i32>, PoolError> {
     let path = dir.join("cgroup.procs");
     let Some(text) = read_opt(&path)? else {
         return Ok(Vec::new());
@@ -741,7 +736,7 @@ fn read_procs(dir: &Path) -> Result<Vec<i32>, SharedError> {
         .collect()
 }
 
-fn tree_has_procs(dir: &Path, depth: usize) -> Result<bool, SharedError> {
+fn tree_has_procs(dir: &Path, depth: usize) -> Result<bool, PoolError> {
     if depth > MAX_TREE_DEPTH {
         return Ok(true);
     }
@@ -758,7 +753,7 @@ fn tree_has_procs(dir: &Path, depth: usize) -> Result<bool, SharedError> {
 
 /// Removes `dir` and its child cgroups, deepest first. With `kill`, processes inside are
 /// SIGKILLed whenever `rmdir` reports EBUSY; without, EBUSY after the retries is an error.
-fn remove_tree(dir: &Path, kill: bool, depth: usize) -> Result<(), SharedError> {
+fn remove_tree(dir: &Path, kill: bool, depth: usize) -> Result<(), PoolError> {
     if depth > MAX_TREE_DEPTH {
         return Err(io_err(
             "rmdir",
@@ -815,7 +810,8 @@ fn kill_procs(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// The few system calls of this module.
+/// The few system calls of this module (the only unsafe code of the cgroup module).
+#[allow(unsafe_code)]
 mod sys {
     use super::*;
 
@@ -877,7 +873,7 @@ mod tests {
         }
         for bad in ["", ".", "..", ".hidden", "a/b", "a b", "ü", &"p".repeat(65)] {
             let e = validate_pool_name(bad).unwrap_err();
-            assert!(matches!(e, SharedError::InvalidConfig { .. }), "{bad}");
+            assert!(matches!(e, PoolError::InvalidConfig { .. }), "{bad}");
         }
     }
 

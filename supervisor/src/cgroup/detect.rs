@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::files::{keyed_value, parse_err, parse_limit, parse_u64, read_opt};
 use super::{CgroupVersion, ContainerLimits};
-use crate::SharedError;
+use crate::PoolError;
 
 const PROC_SELF_CGROUP: &str = "/proc/self/cgroup";
 const PROC_SELF_MOUNTINFO: &str = "/proc/self/mountinfo";
@@ -19,8 +19,8 @@ const DEFAULT_CPU_PERIOD_US: u64 = 100_000;
 ///
 /// A system without cgroup information (no /proc/self/cgroup, nothing mounted) yields
 /// [`ContainerLimits::unlimited`]. Missing limit files mean "no limit"; malformed content is a
-/// [`SharedError::CgroupParse`] naming the file; other I/O failures a [`SharedError::Cgroup`].
-pub fn detect() -> Result<ContainerLimits, SharedError> {
+/// [`PoolError::CgroupParse`] naming the file; other I/O failures a [`PoolError::Cgroup`].
+pub fn detect() -> Result<ContainerLimits, PoolError> {
     let read = |p: &str| read_opt(Path::new(p)).map(Option::unwrap_or_default);
     let cgroup = read(PROC_SELF_CGROUP)?;
     let mountinfo = read(PROC_SELF_MOUNTINFO)?;
@@ -39,7 +39,7 @@ pub fn detect_in(
     proc_self_cgroup: &str,
     mountinfo: &str,
     fs_root: &Path,
-) -> Result<ContainerLimits, SharedError> {
+) -> Result<ContainerLimits, PoolError> {
     let entries = parse_proc_self_cgroup(proc_self_cgroup)?;
     let mounts = parse_mountinfo(mountinfo)?;
     let view = View {
@@ -105,7 +105,7 @@ pub fn memory_working_set(limits: &ContainerLimits) -> Option<u64> {
 }
 
 /// Reads the memory usage counter of a memory cgroup directory.
-pub(super) fn read_usage(dir: &Path, version: CgroupVersion) -> Result<Option<u64>, SharedError> {
+pub(super) fn read_usage(dir: &Path, version: CgroupVersion) -> Result<Option<u64>, PoolError> {
     let file = match version {
         CgroupVersion::V1 => "memory.usage_in_bytes",
         CgroupVersion::V2 => "memory.current",
@@ -131,7 +131,7 @@ impl ProcEntry {
     }
 }
 
-fn parse_proc_self_cgroup(text: &str) -> Result<Vec<ProcEntry>, SharedError> {
+fn parse_proc_self_cgroup(text: &str) -> Result<Vec<ProcEntry>, PoolError> {
     let what = Path::new(PROC_SELF_CGROUP);
     let mut entries = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -206,7 +206,7 @@ fn unescape(field: &str) -> Vec<u8> {
     out
 }
 
-fn parse_mountinfo(text: &str) -> Result<Vec<CgroupMount>, SharedError> {
+fn parse_mountinfo(text: &str) -> Result<Vec<CgroupMount>, PoolError> {
     let what = Path::new(PROC_SELF_MOUNTINFO);
     let mut mounts = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -329,7 +329,7 @@ impl View<'_> {
 
     /// Where `controller` is for this process: its v1 hierarchy if it has one, else the unified
     /// hierarchy when the controller is enabled there (or `cgroup.controllers` is unreadable).
-    fn locate(&self, controller: &str) -> Result<Option<Chain>, SharedError> {
+    fn locate(&self, controller: &str) -> Result<Option<Chain>, PoolError> {
         let v1_entry = self
             .entries
             .iter()
@@ -368,8 +368,8 @@ fn min_opt<T: PartialOrd>(acc: Option<T>, v: Option<T>) -> Option<T> {
     }
 }
 
-fn read_memory(chain: &Chain, limits: &mut ContainerLimits) -> Result<(), SharedError> {
-    let read_limit = |dir: &Path, file: &str| -> Result<Option<u64>, SharedError> {
+fn read_memory(chain: &Chain, limits: &mut ContainerLimits) -> Result<(), PoolError> {
+    let read_limit = |dir: &Path, file: &str| -> Result<Option<u64>, PoolError> {
         let path = dir.join(file);
         Ok(match read_opt(&path)? {
             Some(text) => parse_limit(&path, &text)?,
@@ -397,7 +397,7 @@ fn read_memory(chain: &Chain, limits: &mut ContainerLimits) -> Result<(), Shared
 }
 
 /// Cores of one level's quota, validating that both numbers are positive.
-fn cores(path: &Path, quota: u64, period: u64) -> Result<f64, SharedError> {
+fn cores(path: &Path, quota: u64, period: u64) -> Result<f64, PoolError> {
     if quota == 0 || period == 0 {
         return Err(parse_err(
             path,
@@ -408,7 +408,7 @@ fn cores(path: &Path, quota: u64, period: u64) -> Result<f64, SharedError> {
     Ok(quota as f64 / period as f64)
 }
 
-fn read_cpu_quota(chain: &Chain) -> Result<Option<f64>, SharedError> {
+fn read_cpu_quota(chain: &Chain) -> Result<Option<f64>, PoolError> {
     let mut best = None;
     for dir in &chain.dirs {
         let level = match chain.version {
@@ -468,7 +468,7 @@ fn read_cpu_quota(chain: &Chain) -> Result<Option<f64>, SharedError> {
 /// A CPU list (`0-3,6`) as sorted, disjoint, inclusive ranges.
 type CpuRanges = Vec<(u32, u32)>;
 
-fn parse_cpulist(path: &Path, text: &str) -> Result<CpuRanges, SharedError> {
+fn parse_cpulist(path: &Path, text: &str) -> Result<CpuRanges, PoolError> {
     let t = text.trim();
     let mut ranges = Vec::new();
     if t.is_empty() {
@@ -527,7 +527,7 @@ fn count_cpus(ranges: &[(u32, u32)]) -> usize {
         .fold(0usize, usize::saturating_add)
 }
 
-fn read_cpuset(chain: &Chain) -> Result<Option<usize>, SharedError> {
+fn read_cpuset(chain: &Chain) -> Result<Option<usize>, PoolError> {
     let (effective, configured) = match chain.version {
         CgroupVersion::V1 => ("cpuset.effective_cpus", "cpuset.cpus"),
         CgroupVersion::V2 => ("cpuset.cpus.effective", "cpuset.cpus"),

@@ -6,10 +6,10 @@
 //! before its `Hello` is sent, so it reads no job outside it. After the hound is reaped, the
 //! collector reads the cgroup's OOM-kill counter and removes the cgroup.
 
-use houndpool_protocol::messages::{Layer, LayerMode, LayerReport, LayerStatus};
-use houndpool_shared::cgroup::{
+use crate::cgroup::{
     self, CgroupSetup, ContainerLimits, HoundCgroup, HoundCgroups, PoolSizing, SizingDecision,
 };
+use houndpool_protocol::messages::{Layer, LayerMode, LayerReport, LayerStatus};
 use tracing::{info, warn};
 
 use crate::config::{PoolConfig, PoolSize};

@@ -10,9 +10,7 @@ mod cgroup_real {
     use std::process::{Child, Command, Stdio};
     use std::sync::Mutex;
 
-    use houndpool_shared::cgroup::{
-        detect, CgroupSetup, ContainerLimits, HoundCgroups, POOL_DIR_PREFIX,
-    };
+    use houndpool::cgroup::{detect, CgroupSetup, ContainerLimits, HoundCgroups, POOL_DIR_PREFIX};
 
     const MIB: u64 = 1 << 20;
 
@@ -78,12 +76,12 @@ mod cgroup_real {
             dir.display(),
             l.memory_usage
         );
-        assert!(houndpool_shared::cgroup::memory_usage(&l).is_some());
+        assert!(houndpool::cgroup::memory_usage(&l).is_some());
         let parallelism = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let d = houndpool_shared::cgroup::decide_pool_size(
+        let d = houndpool::cgroup::decide_pool_size(
             &l,
             parallelism,
-            &houndpool_shared::cgroup::PoolSizing {
+            &houndpool::cgroup::PoolSizing {
                 per_hound_budget: 256 * MIB,
                 host_reserve: 256 * MIB,
                 min: 1,

@@ -9,12 +9,12 @@
 //!   are not configuration and are ignored here; a variable naming a known section but an
 //!   unknown key is an error, so that a misspelt ConfigMap entry fails loudly.
 //! * Every error names the key (and the variable, when the value came from one), the bad value
-//!   and what is allowed ([`SharedError::InvalidConfig`]).
+//!   and what is allowed ([`DaemonError::InvalidConfig`]).
 //! * S3 credentials are never part of the file: they come from `AWS_ACCESS_KEY_ID`,
 //!   `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, and are never printed.
 //!
-//! This module only parses and validates. Turning a [`Config`] into a running pool is the
-//! supervisor's job (`houndpool::daemon::config`), since this crate cannot depend on it.
+//! This module only parses and validates. Turning a [`Config`] into a running pool is
+//! [`crate::daemon::config`]'s job.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ use std::time::Duration;
 use houndpool_protocol::messages::{Layer, LayerMode, SandboxPolicy};
 use toml::Value;
 
-use crate::SharedError;
+use crate::daemon::DaemonError;
 
 /// Prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "HOUNDPOOL_";
@@ -403,8 +403,8 @@ struct Values {
     read: RefCell<Vec<(&'static str, &'static str)>>,
 }
 
-fn invalid(key: String, value: String, allowed: impl Into<String>) -> SharedError {
-    SharedError::InvalidConfig {
+fn invalid(key: String, value: String, allowed: impl Into<String>) -> DaemonError {
+    DaemonError::InvalidConfig {
         key,
         value,
         allowed: allowed.into(),
@@ -456,10 +456,10 @@ impl Values {
         }
     }
 
-    fn insert_file(&mut self, text: &str) -> Result<(), SharedError> {
+    fn insert_file(&mut self, text: &str) -> Result<(), DaemonError> {
         let table: toml::Table =
             text.parse()
-                .map_err(|e: toml::de::Error| SharedError::ConfigParse {
+                .map_err(|e: toml::de::Error| DaemonError::ConfigParse {
                     detail: e.to_string().trim_end().to_string(),
                 })?;
         for (section, body) in table {
@@ -497,7 +497,7 @@ impl Values {
         Ok(())
     }
 
-    fn insert_env(&mut self, name: &str, text: &str) -> Result<(), SharedError> {
+    fn insert_env(&mut self, name: &str, text: &str) -> Result<(), DaemonError> {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             return Ok(());
         };
@@ -561,7 +561,7 @@ impl Values {
         }
     }
 
-    fn bad(section: &str, key: &str, entry: &Entry, allowed: impl Into<String>) -> SharedError {
+    fn bad(section: &str, key: &str, entry: &Entry, allowed: impl Into<String>) -> DaemonError {
         let name = match &entry.origin {
             Origin::Env(var) => format!("{section}.{key} (from {var})"),
             Origin::File | Origin::Default => format!("{section}.{key}"),
@@ -580,7 +580,7 @@ impl Values {
         min: u64,
         max: u64,
         allowed: &str,
-    ) -> Result<u64, SharedError> {
+    ) -> Result<u64, DaemonError> {
         let e = self.get(section, key);
         match e.value.as_integer() {
             Some(v) if v >= 0 && (min..=max).contains(&(v as u64)) => Ok(v as u64),
@@ -595,7 +595,7 @@ impl Values {
         min: u64,
         max: u64,
         allowed: &str,
-    ) -> Result<Duration, SharedError> {
+    ) -> Result<Duration, DaemonError> {
         self.int(section, key, min, max, allowed)
             .map(Duration::from_millis)
     }
@@ -606,19 +606,19 @@ impl Values {
         key: &'static str,
         max: u64,
         allowed: &str,
-    ) -> Result<Duration, SharedError> {
+    ) -> Result<Duration, DaemonError> {
         self.int(section, key, 0, max, allowed)
             .map(Duration::from_micros)
     }
 
-    fn boolean(&self, section: &'static str, key: &'static str) -> Result<bool, SharedError> {
+    fn boolean(&self, section: &'static str, key: &'static str) -> Result<bool, DaemonError> {
         let e = self.get(section, key);
         e.value
             .as_bool()
             .ok_or_else(|| Self::bad(section, key, &e, "true or false"))
     }
 
-    fn string(&self, section: &'static str, key: &'static str) -> Result<String, SharedError> {
+    fn string(&self, section: &'static str, key: &'static str) -> Result<String, DaemonError> {
         let e = self.get(section, key);
         match &e.value {
             Value::String(s) if !s.contains('\0') => Ok(s.clone()),
@@ -631,7 +631,7 @@ impl Values {
         section: &'static str,
         key: &'static str,
         words: &[&'static str],
-    ) -> Result<&'static str, SharedError> {
+    ) -> Result<&'static str, DaemonError> {
         let e = self.get(section, key);
         let found = e
             .value
@@ -646,7 +646,7 @@ impl Values {
 
 const MIB: u64 = 1 << 20;
 
-fn pool_settings(v: &Values) -> Result<PoolSettings, SharedError> {
+fn pool_settings(v: &Values) -> Result<PoolSettings, DaemonError> {
     let size = {
         let e = v.get("pool", "size");
         match &e.value {
@@ -750,7 +750,7 @@ fn pool_settings(v: &Values) -> Result<PoolSettings, SharedError> {
 }
 
 /// Reads the AWS variables: the access key and secret are required (non-empty).
-fn s3_credentials(env: &BTreeMap<String, String>) -> Result<S3Credentials, SharedError> {
+fn s3_credentials(env: &BTreeMap<String, String>) -> Result<S3Credentials, DaemonError> {
     let need = |name: &str| match env.get(name) {
         Some(v) if !v.is_empty() => Ok(v.clone()),
         _ => Err(invalid(
@@ -769,7 +769,7 @@ fn s3_credentials(env: &BTreeMap<String, String>) -> Result<S3Credentials, Share
     })
 }
 
-fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSettings, SharedError> {
+fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSettings, DaemonError> {
     let backend = v.choice("cold", "backend", &["filesystem", "s3", "none"])?;
     let path = v.string("cold", "path")?;
     let prefix = v.string("cold", "prefix")?;
@@ -884,7 +884,7 @@ fn cold_settings(v: &Values, env: &BTreeMap<String, String>) -> Result<ColdSetti
     Ok(ColdSettings { backend, prefix })
 }
 
-fn sandbox_settings(v: &Values) -> Result<SandboxPolicy, SharedError> {
+fn sandbox_settings(v: &Values) -> Result<SandboxPolicy, DaemonError> {
     let mut layers = Vec::with_capacity(Layer::ALL.len());
     for layer in Layer::ALL {
         // `KEYS` has one [sandbox] key per layer, named by `Layer::name` (checked by a test).
@@ -912,8 +912,7 @@ fn sandbox_settings(v: &Values) -> Result<SandboxPolicy, SharedError> {
 /// What `[sandbox] namespaces = "auto"` means here: required when this process runs as root
 /// (uid 0 can always unshare), best-effort otherwise.
 fn auto_namespaces() -> LayerMode {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
+    if nix::unistd::geteuid().is_root() {
         LayerMode::Required
     } else {
         LayerMode::BestEffort
@@ -936,7 +935,7 @@ fn parse_mode(value: &Value) -> Option<u32> {
     (m <= 0o777).then_some(m)
 }
 
-fn daemon_settings(v: &Values) -> Result<DaemonSettings, SharedError> {
+fn daemon_settings(v: &Values) -> Result<DaemonSettings, DaemonError> {
     let socket = v.string("daemon", "socket")?;
     if socket.is_empty() || socket.len() > 107 {
         let e = v.get("daemon", "socket");
@@ -1068,7 +1067,7 @@ fn daemon_settings(v: &Values) -> Result<DaemonSettings, SharedError> {
     })
 }
 
-fn ops_settings(v: &Values) -> Result<OpsSettings, SharedError> {
+fn ops_settings(v: &Values) -> Result<OpsSettings, DaemonError> {
     let e = v.get("ops", "addr");
     let addr = match e.value.as_str() {
         Some("off") => None,
@@ -1092,7 +1091,7 @@ fn ops_settings(v: &Values) -> Result<OpsSettings, SharedError> {
     Ok(OpsSettings { addr })
 }
 
-fn log_settings(v: &Values) -> Result<LogSettings, SharedError> {
+fn log_settings(v: &Values) -> Result<LogSettings, DaemonError> {
     let level = v.string("log", "level")?;
     if level.trim().is_empty() {
         let e = v.get("log", "level");
@@ -1114,7 +1113,7 @@ impl Config {
     pub fn load(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, SharedError> {
+    ) -> Result<Config, DaemonError> {
         let env: BTreeMap<String, String> = env.into_iter().collect();
         let mut values = Values::new();
         values.insert_file(text)?;
@@ -1126,9 +1125,9 @@ impl Config {
 
     /// Reads the file at `path` (`None`: no file, all defaults) and applies the process
     /// environment. A `HOUNDPOOL_*` or `AWS_*` variable that is not UTF-8 is an error.
-    pub fn load_file(path: Option<&Path>) -> Result<Config, SharedError> {
+    pub fn load_file(path: Option<&Path>) -> Result<Config, DaemonError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| SharedError::ConfigRead {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| DaemonError::ConfigRead {
                 path: p.display().to_string(),
                 source,
             })?,
@@ -1152,7 +1151,7 @@ impl Config {
         Self::load(&text, env)
     }
 
-    fn from_values(values: &Values, env: &BTreeMap<String, String>) -> Result<Config, SharedError> {
+    fn from_values(values: &Values, env: &BTreeMap<String, String>) -> Result<Config, DaemonError> {
         Ok(Config {
             pool: pool_settings(values)?,
             cold: cold_settings(values, env)?,

@@ -13,6 +13,7 @@
 mod detect;
 mod files;
 mod manager;
+mod pool_cgroups;
 mod sizing;
 
 use std::path::PathBuf;
@@ -20,6 +21,8 @@ use std::path::PathBuf;
 pub use detect::{detect, detect_in, memory_usage, memory_working_set};
 pub use manager::{CgroupSetup, HoundCgroup, HoundCgroups, POOL_DIR_PREFIX};
 pub use sizing::{decide_pool_size, PoolSizing, SizingDecision};
+
+pub(crate) use pool_cgroups::{decide_size, setup, Placed};
 
 /// Which cgroup interface a controller is used through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

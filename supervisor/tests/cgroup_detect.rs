@@ -1,15 +1,15 @@
-//! cgroup detection over fixture trees (shared/tests/fixtures/cgroup/<case>/): each case holds
+//! cgroup detection over fixture trees (supervisor/tests/fixtures/cgroup/<case>/): each case holds
 //! a `proc_self_cgroup`, a `mountinfo` and a `sys/fs/cgroup/...` tree.
 
 // Inside a module so that the `cgroup` name filter of the verification command selects them.
 mod cgroup_fixtures {
     use std::path::{Path, PathBuf};
 
-    use houndpool_shared::cgroup::{
+    use houndpool::cgroup::{
         decide_pool_size, detect_in, memory_usage, memory_working_set, CgroupVersion,
         ContainerLimits, PoolSizing,
     };
-    use houndpool_shared::SharedError;
+    use houndpool::PoolError;
 
     const MIB: u64 = 1 << 20;
 
@@ -19,7 +19,7 @@ mod cgroup_fixtures {
             .join(case)
     }
 
-    fn detect_case(case: &str) -> Result<ContainerLimits, SharedError> {
+    fn detect_case(case: &str) -> Result<ContainerLimits, PoolError> {
         let dir = case_dir(case);
         let cgroup = std::fs::read_to_string(dir.join("proc_self_cgroup")).unwrap();
         let mountinfo = std::fs::read_to_string(dir.join("mountinfo")).unwrap();
@@ -211,7 +211,7 @@ mod cgroup_fixtures {
     fn malformed_fixture_names_the_file() {
         let err = detect_case("malformed_v2").unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, SharedError::CgroupParse { .. }), "{err:?}");
+        assert!(matches!(err, PoolError::CgroupParse { .. }), "{err:?}");
         assert!(msg.contains("svc/memory.max"), "{msg}");
         assert!(msg.contains("12abc"), "{msg}");
     }
@@ -219,7 +219,7 @@ mod cgroup_fixtures {
     /// Writes a one-level v2 tree with the given files and detects it.
     fn detect_v2_files(
         files: &[(&str, &str)],
-    ) -> (tempfile::TempDir, Result<ContainerLimits, SharedError>) {
+    ) -> (tempfile::TempDir, Result<ContainerLimits, PoolError>) {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("sys/fs/cgroup/svc");
         std::fs::create_dir_all(&dir).unwrap();
@@ -249,7 +249,7 @@ mod cgroup_fixtures {
         ] {
             let (_t, r) = detect_v2_files(&[(file, content)]);
             let err = r.expect_err(&format!("{file} = {content:?} accepted"));
-            assert!(matches!(err, SharedError::CgroupParse { .. }), "{err:?}");
+            assert!(matches!(err, PoolError::CgroupParse { .. }), "{err:?}");
             assert!(err.to_string().contains(file), "{file}: {err}");
         }
     }
