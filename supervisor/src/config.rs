@@ -197,7 +197,7 @@ pub struct PoolConfig {
     pub retire_grace: Duration,
     /// Name resolution and TLS roots of an S3 cold target. Default: system resolver every
     /// 30 s, built-in web roots.
-    pub cold_net: crate::cold::ColdNet,
+    pub cold_net: crate::cold::net::ColdNet,
 }
 
 impl Default for PoolConfig {
@@ -235,7 +235,7 @@ impl Default for PoolConfig {
             circuit_cooldown: Duration::from_secs(5),
             rotation: Rotation::default(),
             retire_grace: Duration::from_secs(2),
-            cold_net: crate::cold::ColdNet::default(),
+            cold_net: crate::cold::net::ColdNet::default(),
         }
     }
 }

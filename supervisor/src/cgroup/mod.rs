@@ -15,6 +15,7 @@ mod files;
 mod manager;
 mod pool_cgroups;
 mod sizing;
+mod tree;
 
 use std::path::PathBuf;
 

@@ -244,6 +244,10 @@ pub fn descriptors_needed(c: &Config, hounds: usize) -> u64 {
     descriptors_for(c.daemon.max_connections as u64, hounds)
 }
 
+/// Refusals (error frame + linger) in progress at most; beyond, a refused connection is
+/// closed at once without an error frame, so refusals cannot exhaust descriptors.
+pub const MAX_REFUSING: usize = 32;
+
 /// Connections being evicted at most at once (each holds its descriptor until it is closed):
 /// the eviction margin of [`descriptors_needed`].
 pub fn eviction_margin(max_connections: usize) -> usize {
@@ -253,7 +257,7 @@ pub fn eviction_margin(max_connections: usize) -> usize {
 fn descriptors_for(connections: u64, hounds: usize) -> u64 {
     connections
         + eviction_margin(connections as usize) as u64
-        + super::server::MAX_REFUSING as u64
+        + MAX_REFUSING as u64
         + super::ops::MAX_OPS_CONNECTIONS as u64
         + (hounds as u64 + 1) * DESCRIPTORS_PER_HOUND
         + BASE_DESCRIPTORS

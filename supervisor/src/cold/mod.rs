@@ -11,109 +11,25 @@
 //! pushes a changed set to every live hound ([`Pusher`]). A failed re-resolution keeps the
 //! last good set (the hounds' retries and spool cover the outage).
 
-use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use houndpool_protocol::messages::{ColdEndpoints, Message};
+use houndpool_protocol::messages::Message;
 use nix::sys::socket::{send, MsgFlags};
 
 use crate::config::{ColdConfig, PoolConfig};
 use crate::PoolError;
 
+pub(crate) mod net;
+
+pub use net::{ColdNet, Live, Resolve, SystemResolver};
+use net::{Endpoints, Inner, State};
+
 /// Least time between two re-resolutions asked for by failures.
 pub const MIN_REFRESH_GAP: Duration = Duration::from_secs(1);
-
-/// Looks a host name up. The seam for tests (a resolver whose answer changes mid-run);
-/// production uses [`SystemResolver`].
-pub trait Resolve: Send + Sync + fmt::Debug {
-    /// The addresses of `host` (port `port`), in preference order. May block (it runs on the
-    /// resolver thread only).
-    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
-}
-
-/// The system resolver (`getaddrinfo`: `/etc/hosts`, DNS, as the host is configured).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemResolver;
-
-impl Resolve for SystemResolver {
-    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
-        Ok((host, port).to_socket_addrs()?.collect())
-    }
-}
-
-/// Network settings of an S3 cold target (ignored for other targets).
-#[derive(Debug, Clone)]
-pub struct ColdNet {
-    /// PEM file of the CA(s) the hounds trust for `https` endpoints in addition to the built-in
-    /// web roots (`cold.ca_file`). Read by the supervisor at build (at most 48 KiB, at least
-    /// one certificate); certificates are verified inside the hound. Default none.
-    pub ca_file: Option<PathBuf>,
-    /// How often the endpoint's name is re-resolved (`cold.resolve_interval_ms`). Default 30 s.
-    pub resolve_interval: Duration,
-    /// The resolver. Default [`SystemResolver`].
-    pub resolver: Arc<dyn Resolve>,
-    /// The running resolution: set by the pool at build; leave it at its default.
-    pub live: Live,
-}
-
-/// The running resolution of a built pool (opaque; empty in a configuration that was not
-/// built yet).
-#[derive(Debug, Clone, Default)]
-pub struct Live(Option<Endpoints>);
-
-impl Default for ColdNet {
-    fn default() -> Self {
-        ColdNet {
-            ca_file: None,
-            resolve_interval: Duration::from_secs(30),
-            resolver: Arc::new(SystemResolver),
-            live: Live::default(),
-        }
-    }
-}
-
-/// The current endpoint set, shared by the pool's threads and the resolver thread.
-#[derive(Clone)]
-pub(crate) struct Endpoints(Arc<Inner>);
-
-impl fmt::Debug for Endpoints {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoints")
-            .field("host", &self.0.host)
-            .field("generation", &self.0.generation.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
-struct Inner {
-    host: String,
-    port: u16,
-    ca_pem: Option<String>,
-    generation: AtomicU64,
-    state: Mutex<State>,
-    wake: Condvar,
-}
-
-struct State {
-    addrs: Vec<SocketAddr>,
-    refresh: bool,
-}
-
-impl Endpoints {
-    fn current(&self) -> ColdEndpoints {
-        let state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
-        ColdEndpoints {
-            host: self.0.host.clone(),
-            addresses: state.addrs.clone(),
-            ca_pem: self.0.ca_pem.clone(),
-        }
-    }
-}
 
 fn lookup(resolver: &dyn Resolve, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     match resolver.resolve(host, port) {
