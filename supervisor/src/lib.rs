@@ -39,6 +39,7 @@ pub mod daemon;
 mod defer;
 mod error;
 mod job;
+pub mod keys;
 mod latency;
 #[cfg(feature = "metrics")]
 pub mod metrics;

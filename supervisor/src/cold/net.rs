@@ -54,7 +54,9 @@ impl Default for ColdNet {
     fn default() -> Self {
         ColdNet {
             ca_file: None,
-            resolve_interval: Duration::from_secs(30),
+            resolve_interval: Duration::from_millis(
+                crate::keys::COLD_RESOLVE_INTERVAL_MS.int_default(),
+            ),
             resolver: Arc::new(SystemResolver),
             live: Live::default(),
         }

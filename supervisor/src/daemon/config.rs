@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::settings::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
 use super::DaemonError;
 use crate::cgroup::{self, CgroupVersion, ContainerLimits, PoolSizing, SizingDecision};
+use crate::keys::KEYS;
 use houndpool_protocol::messages::S3Target;
 
 use crate::{ColdConfig, HoundBinary, PoolConfig, PoolError, PoolExhaustedAction, PoolSize};
@@ -283,35 +284,24 @@ pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     })
 }
 
-/// Keys a reload applies to the running daemon. Every other key needs a restart.
+/// Whether a reload applies a change of `key` (`section.key`) to the running daemon: the
+/// key's `live` flag in the key table ([`crate::keys`]). Every other key needs a restart.
 ///
 /// * `log.level` — the log filter is swapped.
 /// * `daemon.socket_mode` — the socket file is chmod-ed.
-/// * `daemon.allowed_uids`, `daemon.max_connections` — checked for each new connection.
-/// * `daemon.outcome_buffer`, `daemon.write_stall_timeout_ms`, `daemon.max_frame_bytes` — apply
-///   to connections opened after the reload.
-/// * `daemon.drain_grace_ms` — used by the next drain.
-/// * `daemon.max_connections_per_uid` — checked for each new connection.
-/// * `daemon.frame_timeout_ms`, `daemon.idle_timeout_ms` — apply to connections opened after
+/// * `daemon.allowed_uids`, `daemon.max_connections`, `daemon.max_connections_per_uid` —
+///   checked for each new connection.
+/// * `daemon.outcome_buffer`, `daemon.write_stall_timeout_ms`, `daemon.max_frame_bytes`,
+///   `daemon.frame_timeout_ms`, `daemon.idle_timeout_ms` — apply to connections opened after
 ///   the reload.
+/// * `daemon.drain_grace_ms` — used by the next drain.
 ///
-/// `daemon.buffer_budget_bytes` needs a restart (the budget is sized once).
-///
-/// The pool keys (size, exhaustion action, deadlines, …) are fixed when the pool is built: the
-/// pool's API has no live reconfiguration yet, so a reload reports them as needing a restart.
-pub const LIVE_KEYS: &[&str] = &[
-    "log.level",
-    "daemon.socket_mode",
-    "daemon.allowed_uids",
-    "daemon.max_connections",
-    "daemon.outcome_buffer",
-    "daemon.write_stall_timeout_ms",
-    "daemon.max_frame_bytes",
-    "daemon.drain_grace_ms",
-    "daemon.max_connections_per_uid",
-    "daemon.frame_timeout_ms",
-    "daemon.idle_timeout_ms",
-];
+/// `daemon.buffer_budget_bytes` needs a restart (the budget is sized once). The pool keys
+/// (size, exhaustion action, deadlines, …) are fixed when the pool is built: the pool's API
+/// has no live reconfiguration yet, so a reload reports them as needing a restart.
+pub fn is_live(key: &str) -> bool {
+    KEYS.iter().any(|k| k.live && k.dotted() == key)
+}
 
 /// One changed key found by a reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,7 +312,7 @@ pub struct Change {
     pub old: String,
     /// New value (TOML).
     pub new: String,
-    /// Whether the running daemon applies it (see [`LIVE_KEYS`]).
+    /// Whether the running daemon applies it (see [`is_live`]).
     pub live: bool,
 }
 
@@ -331,7 +321,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
     old.diff(new)
         .into_iter()
         .map(|(key, old, new)| Change {
-            live: LIVE_KEYS.contains(&key.as_str()),
+            live: is_live(&key),
             key,
             old,
             new,
@@ -347,7 +337,6 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::settings::KEYS;
 
     fn load(text: &str) -> Config {
         Config::load(text, Vec::new()).unwrap()
@@ -481,9 +470,7 @@ mod tests {
 
     #[test]
     fn reload_changes_are_classified() {
-        assert!(LIVE_KEYS
-            .iter()
-            .all(|k| KEYS.iter().any(|info| info.dotted() == *k)));
+        assert!(is_live("log.level") && !is_live("pool.size") && !is_live("nope.x"));
         let a = Config::default();
         let b = load("[log]\nlevel = \"debug\"\n[pool]\nsize = 2\n");
         let ch = changes(&a, &b);

@@ -130,7 +130,7 @@ fn io_err(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(io::Error) ->
     move |source| DaemonError::Io { op, path, source }
 }
 
-/// Settings a reload changes on the running daemon (see [`config::LIVE_KEYS`]).
+/// Settings a reload changes on the running daemon (see [`config::is_live`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Live {
     pub allowed_uids: Vec<u32>,
@@ -261,7 +261,7 @@ pub fn init_logging_as(level: &str, json: bool) -> Result<LogControl, DaemonErro
 /// Loads and checks the configuration as `houndd run` and `houndd config check` do: the file
 /// (or none), then the process environment.
 pub fn load_config(path: Option<&Path>) -> Result<Prepared, DaemonError> {
-    Ok(config::prepare(Config::load_file(path)?)?)
+    config::prepare(Config::load_file(path)?)
 }
 
 /// Removes the socket file when the daemon stops, however it stops.

@@ -1,8 +1,10 @@
 //! The configuration of the `houndd` daemon: a TOML file whose every key can be overridden by an
 //! environment variable `HOUNDPOOL_<SECTION>_<KEY>` (the Kubernetes ConfigMap style).
 //!
-//! * Sections: `[pool]`, `[cold]`, `[sandbox]`, `[daemon]`, `[ops]`, `[log]`. Every key is listed
-//!   in [`KEYS`] with its default and meaning (docs/CONFIGURATION.md is the same list in prose).
+//! * Sections: `[pool]`, `[cold]`, `[sandbox]`, `[daemon]`, `[ops]`, `[log]`. Every key is declared
+//!   once in [`crate::keys`] (type, default, range or words, live flag, meaning); the checks here
+//!   and their messages take the allowed values from there, and docs/CONFIGURATION.md's tables
+//!   are generated from it.
 //! * An empty file is valid: every key has a default.
 //! * `HOUNDPOOL_POOL_SIZE=4` overrides `[pool] size`; the key part is the key in upper case.
 //!   Variables whose section part is not a known section (`HOUNDPOOL_HOUND_BIN`, `HOUNDPOOL_LOG`)
@@ -24,12 +26,11 @@ use toml::Value;
 
 use crate::daemon::DaemonError;
 
-mod keys;
 mod sections;
 mod types;
 mod values;
 
-pub use keys::{env_names, key_info, KeyInfo, ValueKind, ENV_PREFIX, KEYS, SECTIONS};
+pub use crate::keys::{env_names, key_info, KeyInfo, ValueKind, ENV_PREFIX, KEYS, SECTIONS};
 use sections::{
     auto_namespaces, cold_settings, daemon_settings, log_settings, ops_settings, pool_settings,
     sandbox_settings,

@@ -7,110 +7,47 @@ use std::path::{Path, PathBuf};
 use houndpool_protocol::messages::{Layer, LayerMode, SandboxPolicy};
 use toml::Value;
 
-use super::keys::KEYS;
 use super::types::*;
 use super::values::{invalid, Values};
 use crate::daemon::DaemonError;
-
-pub(super) const MIB: u64 = 1 << 20;
+use crate::keys::{self, KEYS};
 
 pub(super) fn pool_settings(v: &Values) -> Result<PoolSettings, DaemonError> {
     let size = {
         let e = v.get("pool", "size");
+        let info = &keys::POOL_SIZE;
         match &e.value {
-            Value::String(s) if s == "auto" => PoolSizeSetting::Auto,
-            Value::Integer(n) if (1..=256).contains(n) => PoolSizeSetting::Fixed(*n as usize),
-            _ => {
-                return Err(Values::bad(
-                    "pool",
-                    "size",
-                    &e,
-                    "an integer from 1 to 256, or \"auto\"",
-                ))
+            Value::String(s) if info.choices.contains(&s.as_str()) => PoolSizeSetting::Auto,
+            Value::Integer(n)
+                if u64::try_from(*n).is_ok_and(|n| info.range.is_some_and(|r| r.contains(n))) =>
+            {
+                PoolSizeSetting::Fixed(*n as usize)
             }
+            _ => return Err(Values::bad("pool", "size", &e, info.allowed())),
         }
     };
-    let exhausted = match v.choice("pool", "exhausted", &["defer", "drop", "escalate"])? {
+    let exhausted = match v.choice("pool", "exhausted")? {
         "drop" => ExhaustedSetting::Drop,
         "escalate" => ExhaustedSetting::Escalate,
         _ => ExhaustedSetting::Defer,
     };
-    let bytes = "an integer from 1 to 268435456 (256 MiB)";
     let hound_binary = v.string("pool", "hound_binary")?;
     Ok(PoolSettings {
         size,
-        host_reserve_bytes: v.int(
-            "pool",
-            "host_reserve_bytes",
-            0,
-            1 << 50,
-            "a number of bytes up to 2^50",
-        )?,
+        host_reserve_bytes: v.int("pool", "host_reserve_bytes")?,
         exhausted,
-        defer_limit: v.int(
-            "pool",
-            "defer_limit",
-            1,
-            10_000_000,
-            "an integer from 1 to 10000000",
-        )? as usize,
-        max_evidence_bytes: v.int("pool", "max_evidence_bytes", 1, 256 * MIB, bytes)? as usize,
-        max_output_bytes: v.int("pool", "max_output_bytes", 1, 256 * MIB, bytes)? as usize,
-        gzip_level: v.int("pool", "gzip_level", 0, 9, "an integer from 0 to 9")? as u8,
-        job_timeout: v.ms(
-            "pool",
-            "job_timeout_ms",
-            10,
-            3_600_000,
-            "milliseconds from 10 to 3600000 (1 hour)",
-        )?,
-        max_in_flight_per_hound: v.int(
-            "pool",
-            "max_in_flight_per_hound",
-            1,
-            65_536,
-            "an integer from 1 to 65536",
-        )? as usize,
-        outcome_capacity: v.int(
-            "pool",
-            "outcome_capacity",
-            1,
-            16 * MIB,
-            "an integer from 1 to 16777216",
-        )? as usize,
-        hound_spin: v.us(
-            "pool",
-            "hound_spin_us",
-            100_000,
-            "microseconds from 0 to 100000",
-        )?,
-        hound_idle_poll: v.ms(
-            "pool",
-            "hound_idle_poll_ms",
-            1,
-            60_000,
-            "milliseconds from 1 to 60000",
-        )?,
-        collector_spin: v.us(
-            "pool",
-            "collector_spin_us",
-            100_000,
-            "microseconds from 0 to 100000",
-        )?,
-        start_timeout: v.ms(
-            "pool",
-            "start_timeout_ms",
-            100,
-            600_000,
-            "milliseconds from 100 to 600000",
-        )?,
-        hound_memory_budget_bytes: v.int(
-            "pool",
-            "hound_memory_budget_bytes",
-            0,
-            1 << 50,
-            "0 (unlimited) or a number of bytes up to 2^50",
-        )?,
+        defer_limit: v.int("pool", "defer_limit")? as usize,
+        max_evidence_bytes: v.int("pool", "max_evidence_bytes")? as usize,
+        max_output_bytes: v.int("pool", "max_output_bytes")? as usize,
+        gzip_level: v.int("pool", "gzip_level")? as u8,
+        job_timeout: v.ms("pool", "job_timeout_ms")?,
+        max_in_flight_per_hound: v.int("pool", "max_in_flight_per_hound")? as usize,
+        outcome_capacity: v.int("pool", "outcome_capacity")? as usize,
+        hound_spin: v.us("pool", "hound_spin_us")?,
+        hound_idle_poll: v.ms("pool", "hound_idle_poll_ms")?,
+        collector_spin: v.us("pool", "collector_spin_us")?,
+        start_timeout: v.ms("pool", "start_timeout_ms")?,
+        hound_memory_budget_bytes: v.int("pool", "hound_memory_budget_bytes")?,
         hound_binary: (!hound_binary.is_empty()).then(|| PathBuf::from(hound_binary)),
         hound_stderr: v.boolean("pool", "hound_stderr")?,
         prestart: v.boolean("pool", "prestart")?,
@@ -141,7 +78,7 @@ pub(super) fn cold_settings(
     v: &Values,
     env: &BTreeMap<String, String>,
 ) -> Result<ColdSettings, DaemonError> {
-    let backend = v.choice("cold", "backend", &["filesystem", "s3", "none"])?;
+    let backend = v.choice("cold", "backend")?;
     let path = v.string("cold", "path")?;
     let prefix = v.string("cold", "prefix")?;
     let endpoint = v.string("cold", "endpoint")?;
@@ -150,20 +87,8 @@ pub(super) fn cold_settings(
     let path_style = v.boolean("cold", "path_style")?;
     let spool_dir = v.string("cold", "spool_dir")?;
     let ca_file = v.string("cold", "ca_file")?;
-    let resolve_interval_ms = v.int(
-        "cold",
-        "resolve_interval_ms",
-        1000,
-        86_400_000,
-        "milliseconds from 1000 to 86400000",
-    )?;
-    let spool_limit_bytes = v.int(
-        "cold",
-        "spool_limit_bytes",
-        0,
-        1 << 50,
-        "a number of bytes up to 2^50",
-    )?;
+    let resolve_interval_ms = v.int("cold", "resolve_interval_ms")?;
+    let spool_limit_bytes = v.int("cold", "spool_limit_bytes")?;
     if !prefix.is_empty() {
         if let Err(e) = houndpool_cold::validate_key(&format!("{prefix}x")) {
             let e2 = v.get("cold", "prefix");
@@ -264,12 +189,7 @@ pub(super) fn sandbox_settings(v: &Values) -> Result<SandboxPolicy, DaemonError>
             .find(|k| k.section == "sandbox" && k.key == layer.name())
             .map(|k| k.key)
             .unwrap_or("?");
-        let words: &[&str] = if layer == Layer::Namespaces {
-            &["best_effort", "required", "off", "auto"]
-        } else {
-            &["best_effort", "required", "off"]
-        };
-        let mode = match v.choice("sandbox", key, words)? {
+        let mode = match v.choice("sandbox", key)? {
             "required" => LayerMode::Required,
             "off" => LayerMode::Off,
             "auto" => auto_namespaces(),
@@ -346,93 +266,21 @@ pub(super) fn daemon_settings(v: &Values) -> Result<DaemonSettings, DaemonError>
             "a list of uids (0 to 4294967294); in a variable, comma-separated",
         )
     })?;
-    let max_frame = v.int(
-        "daemon",
-        "max_frame_bytes",
-        0,
-        256 * MIB + 64 * 1024,
-        "0 (derived from the pool limits) or bytes from 4096 to 268500992 (256 MiB + 64 KiB)",
-    )?;
-    if (1..4096).contains(&max_frame) {
-        let e = v.get("daemon", "max_frame_bytes");
-        return Err(Values::bad(
-            "daemon",
-            "max_frame_bytes",
-            &e,
-            "0 (derived from the pool limits) or bytes from 4096 to 268500992 (256 MiB + 64 KiB)",
-        ));
-    }
+    let max_frame = v.int("daemon", "max_frame_bytes")?;
     Ok(DaemonSettings {
         socket: PathBuf::from(socket),
         socket_mode,
         allowed_uids,
-        max_connections: v.int(
-            "daemon",
-            "max_connections",
-            1,
-            65_536,
-            "an integer from 1 to 65536",
-        )? as usize,
-        outcome_buffer: v.int(
-            "daemon",
-            "outcome_buffer",
-            1,
-            MIB,
-            "an integer from 1 to 1048576",
-        )? as usize,
-        write_stall_timeout: v.ms(
-            "daemon",
-            "write_stall_timeout_ms",
-            100,
-            600_000,
-            "milliseconds from 100 to 600000",
-        )?,
+        max_connections: v.int("daemon", "max_connections")? as usize,
+        outcome_buffer: v.int("daemon", "outcome_buffer")? as usize,
+        write_stall_timeout: v.ms("daemon", "write_stall_timeout_ms")?,
         max_frame_bytes: (max_frame != 0).then_some(max_frame as u32),
-        drain_grace: v.ms(
-            "daemon",
-            "drain_grace_ms",
-            0,
-            3_600_000,
-            "milliseconds from 0 to 3600000 (1 hour)",
-        )?,
-        max_connections_per_uid: v.int(
-            "daemon",
-            "max_connections_per_uid",
-            0,
-            65_536,
-            "0 (no cap) or an integer up to 65536",
-        )? as usize,
-        frame_timeout: v.ms(
-            "daemon",
-            "frame_timeout_ms",
-            100,
-            600_000,
-            "milliseconds from 100 to 600000",
-        )?,
-        idle_timeout: v.ms(
-            "daemon",
-            "idle_timeout_ms",
-            1000,
-            86_400_000,
-            "milliseconds from 1000 to 86400000 (24 hours)",
-        )?,
-        buffer_budget_bytes: match v.int(
-            "daemon",
-            "buffer_budget_bytes",
-            0,
-            1 << 40,
-            "0 (pool.host_reserve_bytes / 2) or bytes from 4194304 (4 MiB) to 1099511627776 (1 TiB)",
-        )? {
+        drain_grace: v.ms("daemon", "drain_grace_ms")?,
+        max_connections_per_uid: v.int("daemon", "max_connections_per_uid")? as usize,
+        frame_timeout: v.ms("daemon", "frame_timeout_ms")?,
+        idle_timeout: v.ms("daemon", "idle_timeout_ms")?,
+        buffer_budget_bytes: match v.int("daemon", "buffer_budget_bytes")? {
             0 => None,
-            n if n < 4 * MIB => {
-                let e = v.get("daemon", "buffer_budget_bytes");
-                return Err(Values::bad(
-                    "daemon",
-                    "buffer_budget_bytes",
-                    &e,
-                    "0 (pool.host_reserve_bytes / 2) or bytes from 4194304 (4 MiB) to 1099511627776 (1 TiB)",
-                ));
-            }
             n => Some(n),
         },
     })
@@ -473,6 +321,6 @@ pub(super) fn log_settings(v: &Values) -> Result<LogSettings, DaemonError> {
             "a level (error, warn, info, debug, trace) or tracing directives",
         ));
     }
-    let json = v.choice("log", "format", &["text", "json"])? == "json";
+    let json = v.choice("log", "format")? == "json";
     Ok(LogSettings { level, json })
 }

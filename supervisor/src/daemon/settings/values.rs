@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use toml::Value;
 
-use super::keys::{key_info, ValueKind, ENV_PREFIX, KEYS, SECTIONS};
 use crate::daemon::DaemonError;
+use crate::keys::{key_info, DefaultValue, KeyInfo, Range, ValueKind, ENV_PREFIX, KEYS, SECTIONS};
 
 /// Where a value came from (for error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,15 +174,14 @@ impl Values {
         if let Some(e) = self.map.get(&(section, key)) {
             return e.clone();
         }
-        let default = key_info(section, key)
-            .and_then(|k| {
-                format!("v = {}", k.default)
-                    .parse::<toml::Table>()
-                    .ok()
-                    .and_then(|mut t| t.remove("v"))
-            })
+        let default = match key_info(section, key).map(|k| k.default) {
+            Some(DefaultValue::Int(n)) => Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+            Some(DefaultValue::Bool(b)) => Value::Boolean(b),
+            Some(DefaultValue::Str(s)) => Value::String(s.to_string()),
+            Some(DefaultValue::EmptyList) => Value::Array(Vec::new()),
             // Only reached for a key missing from KEYS, which the schema test rules out.
-            .unwrap_or(Value::String(String::new()));
+            None => Value::String(String::new()),
+        };
         Entry {
             value: default,
             origin: Origin::Default,
@@ -206,42 +205,46 @@ impl Values {
         invalid(name, value, allowed)
     }
 
-    pub(super) fn int(
-        &self,
-        section: &'static str,
-        key: &'static str,
-        min: u64,
-        max: u64,
-        allowed: &str,
-    ) -> Result<u64, DaemonError> {
+    /// The declaration of `section.key`; a name missing from [`KEYS`] is reported as an
+    /// invalid key rather than a panic (the schema test rules it out).
+    fn info(section: &'static str, key: &'static str) -> Result<&'static KeyInfo, DaemonError> {
+        key_info(section, key)
+            .ok_or_else(|| invalid(format!("{section}.{key}"), String::new(), "not a key"))
+    }
+
+    /// An integer key, checked against its declared [`Range`]; the error says what the
+    /// declaration allows ([`KeyInfo::allowed`]).
+    pub(super) fn int(&self, section: &'static str, key: &'static str) -> Result<u64, DaemonError> {
+        let info = Self::info(section, key)?;
         let e = self.get(section, key);
-        match e.value.as_integer() {
-            Some(v) if v >= 0 && (min..=max).contains(&(v as u64)) => Ok(v as u64),
-            _ => Err(Self::bad(section, key, &e, allowed)),
+        let range = info.range.unwrap_or(Range {
+            min: 0,
+            max: u64::MAX,
+            unit: crate::keys::Unit::Count,
+            zero: None,
+        });
+        match e.value.as_integer().and_then(|v| u64::try_from(v).ok()) {
+            Some(v) if range.contains(v) => Ok(v),
+            _ => Err(Self::bad(section, key, &e, info.allowed())),
         }
     }
 
+    /// A millisecond key ([`Values::int`]) as a duration.
     pub(super) fn ms(
         &self,
         section: &'static str,
         key: &'static str,
-        min: u64,
-        max: u64,
-        allowed: &str,
     ) -> Result<Duration, DaemonError> {
-        self.int(section, key, min, max, allowed)
-            .map(Duration::from_millis)
+        self.int(section, key).map(Duration::from_millis)
     }
 
+    /// A microsecond key ([`Values::int`]) as a duration.
     pub(super) fn us(
         &self,
         section: &'static str,
         key: &'static str,
-        max: u64,
-        allowed: &str,
     ) -> Result<Duration, DaemonError> {
-        self.int(section, key, 0, max, allowed)
-            .map(Duration::from_micros)
+        self.int(section, key).map(Duration::from_micros)
     }
 
     pub(super) fn boolean(
@@ -267,20 +270,18 @@ impl Values {
         }
     }
 
+    /// A string key that must be one of its declared words ([`KeyInfo::choices`]).
     pub(super) fn choice(
         &self,
         section: &'static str,
         key: &'static str,
-        words: &[&'static str],
     ) -> Result<&'static str, DaemonError> {
+        let info = Self::info(section, key)?;
         let e = self.get(section, key);
         let found = e
             .value
             .as_str()
-            .and_then(|s| words.iter().copied().find(|w| *w == s));
-        found.ok_or_else(|| {
-            let list: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
-            Self::bad(section, key, &e, format!("one of {}", list.join(", ")))
-        })
+            .and_then(|s| info.choices.iter().copied().find(|w| *w == s));
+        found.ok_or_else(|| Self::bad(section, key, &e, info.allowed()))
     }
 }
