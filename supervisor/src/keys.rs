@@ -260,777 +260,172 @@ const MIB: u64 = 1 << 20;
 const LIVE: bool = true;
 const RESTART: bool = false;
 
-/// `pool.size`.
-pub const POOL_SIZE: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "size",
-    kind: ValueKind::IntegerOrWord,
-    default: DefaultValue::Str("auto"),
-    range: Some(Range { min: 1, max: 256, unit: Unit::Count, zero: None }),
-    choices: &["auto"],
-    live: RESTART,
-    doc: "number of hounds, or \"auto\": min(CPUs, (memory limit − host_reserve_bytes) / (hound_memory_budget_bytes + ring memory)) from the process's cgroup limits",
-};
-
-/// `pool.host_reserve_bytes`.
-pub const POOL_HOST_RESERVE_BYTES: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "host_reserve_bytes",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(268435456),
-    range: Some(Range { min: 0, max: 1 << 50, unit: Unit::Bytes, zero: None }),
-    choices: &[],
-    live: RESTART,
-    doc: "memory kept for houndd itself (defer queue and outcome buffers included) when size = \"auto\" divides the memory limit among hounds",
-};
-
-/// `pool.exhausted`.
-pub const POOL_EXHAUSTED: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "exhausted",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("defer"),
-    range: None,
-    choices: &["defer", "drop", "escalate"],
-    live: RESTART,
-    doc: "what submit does when no hound has ring space: \"defer\" (bounded queue with severity lanes), \"drop\" (refuse) or \"escalate\" (refuse and emit an escalation event)",
-};
-
-/// `pool.defer_limit`.
-pub const POOL_DEFER_LIMIT: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "defer_limit",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(4096),
-    range: Some(Range {
-        min: 1,
-        max: 10_000_000,
-        unit: Unit::Count,
+/// An integer key's range: `min..=max` in `unit`.
+const fn span(min: u64, max: u64, unit: Unit) -> Option<Range> {
+    Some(Range {
+        min,
+        max,
+        unit,
         zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "capacity of the defer queue, jobs (exhausted = \"defer\")",
-};
+    })
+}
 
-/// `pool.max_evidence_bytes`.
-pub const POOL_MAX_EVIDENCE_BYTES: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "max_evidence_bytes",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(1048576),
-    range: Some(Range {
-        min: 1,
-        max: 256 * MIB,
-        unit: Unit::Bytes,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "largest evidence body accepted by submit, bytes",
-};
+/// An integer key's range: `min..=max` in `unit`, and 0 meaning `zero`.
+const fn or_zero(zero: &'static str, min: u64, max: u64, unit: Unit) -> Option<Range> {
+    Some(Range {
+        min,
+        max,
+        unit,
+        zero: Some(zero),
+    })
+}
 
-/// `pool.max_output_bytes`.
-pub const POOL_MAX_OUTPUT_BYTES: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "max_output_bytes",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(1048576),
-    range: Some(Range {
-        min: 1,
-        max: 256 * MIB,
-        unit: Unit::Bytes,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "largest decoded output of restore and decode jobs, bytes",
-};
+/// No range (not an integer key).
+const NONE: Option<Range> = None;
 
-/// `pool.gzip_level`.
-pub const POOL_GZIP_LEVEL: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "gzip_level",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(6),
-    range: Some(Range {
-        min: 0,
-        max: 9,
-        unit: Unit::Count,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "gzip level of encode and evacuate jobs",
-};
+/// Declares each key as a `pub const` named after it and [`KEYS`], the list of them all, in
+/// order. One entry per key: name, section, key, type, default, range, words, reload, meaning.
+macro_rules! keys {
+    ($($name:ident: $section:literal, $key:literal, $kind:ident, $default:expr, $range:expr,
+       $choices:expr, $live:expr, $doc:literal;)*) => {
+        $(
+            #[doc = concat!("`", $section, ".", $key, "`: ", $doc, ".")]
+            pub const $name: KeyInfo = KeyInfo {
+                section: $section,
+                key: $key,
+                kind: ValueKind::$kind,
+                default: $default,
+                range: $range,
+                choices: $choices,
+                live: $live,
+                doc: $doc,
+            };
+        )*
+        /// Every configuration key, in the order they are documented and printed. A key not
+        /// listed here is refused, in the file and in the environment alike.
+        pub static KEYS: &[KeyInfo] = &[$($name),*];
+    };
+}
 
-/// `pool.job_timeout_ms`.
-pub const POOL_JOB_TIMEOUT_MS: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "job_timeout_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(10000),
-    range: Some(Range { min: 10, max: 3_600_000, unit: Unit::Millis, zero: None }),
-    choices: &[],
-    live: RESTART,
-    doc: "a hound whose current job makes no progress for this long is killed (job outcome timed_out)",
-};
+use DefaultValue::{Bool, EmptyList, Int, Str};
+use Unit::{Bytes, Count, Micros, Millis};
 
-/// `pool.max_in_flight_per_hound`.
-pub const POOL_MAX_IN_FLIGHT_PER_HOUND: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "max_in_flight_per_hound",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(64),
-    range: Some(Range {
-        min: 1,
-        max: 65_536,
-        unit: Unit::Count,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "jobs queued in one hound's ring at most",
-};
-
-/// `pool.outcome_capacity`.
-pub const POOL_OUTCOME_CAPACITY: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "outcome_capacity",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(65536),
-    range: Some(Range { min: 1, max: 16 * MIB, unit: Unit::Count, zero: None }),
-    choices: &[],
-    live: RESTART,
-    doc: "capacity of the pool's outcome channel; outcomes that find it full are counted as undelivered",
-};
-
-/// `pool.hound_spin_us`.
-pub const POOL_HOUND_SPIN_US: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "hound_spin_us",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(50),
-    range: Some(Range {
-        min: 0,
-        max: 100_000,
-        unit: Unit::Micros,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "how long an idle hound spins before it sleeps, microseconds",
-};
-
-/// `pool.hound_idle_poll_ms`.
-pub const POOL_HOUND_IDLE_POLL_MS: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "hound_idle_poll_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(100),
-    range: Some(Range {
-        min: 1,
-        max: 60_000,
-        unit: Unit::Millis,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "longest sleep of an idle hound between checks, milliseconds",
-};
-
-/// `pool.collector_spin_us`.
-pub const POOL_COLLECTOR_SPIN_US: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "collector_spin_us",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(50),
-    range: Some(Range {
-        min: 0,
-        max: 100_000,
-        unit: Unit::Micros,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "how long the supervisor's collector spins before it sleeps, microseconds",
-};
-
-/// `pool.start_timeout_ms`.
-pub const POOL_START_TIMEOUT_MS: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "start_timeout_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(10000),
-    range: Some(Range {
-        min: 100,
-        max: 600_000,
-        unit: Unit::Millis,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "time a hound has to start and complete its handshake",
-};
-
-/// `pool.hound_memory_budget_bytes`.
-pub const POOL_HOUND_MEMORY_BUDGET_BYTES: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "hound_memory_budget_bytes",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(1073741824),
-    range: Some(Range {
-        min: 1,
-        max: 1 << 50,
-        unit: Unit::Bytes,
-        zero: Some("unlimited"),
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "address-space limit (RLIMIT_AS) of each hound, bytes; 0 leaves it unlimited",
-};
-
-/// `pool.hound_binary`.
-pub const POOL_HOUND_BINARY: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "hound_binary",
-    kind: ValueKind::String,
-    default: DefaultValue::Str(""),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "path of the hound executable; empty: $HOUNDPOOL_HOUND_BIN, else `hound` beside houndd, else houndd itself",
-};
-
-/// `pool.hound_stderr`.
-pub const POOL_HOUND_STDERR: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "hound_stderr",
-    kind: ValueKind::Bool,
-    default: DefaultValue::Bool(true),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "whether hounds' standard error goes to the daemon's standard error (else /dev/null)",
-};
-
-/// `pool.prestart`.
-pub const POOL_PRESTART: KeyInfo = KeyInfo {
-    section: "pool",
-    key: "prestart",
-    kind: ValueKind::Bool,
-    default: DefaultValue::Bool(true),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "keep one hound started ahead of demand, so a dead hound is replaced in about a millisecond (one idle process)",
-};
-
-/// `cold.backend`.
-pub const COLD_BACKEND: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "backend",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("filesystem"),
-    range: None,
-    choices: &["filesystem", "s3", "none"],
-    live: RESTART,
-    doc: "which cold store the hounds write to",
-};
-
-/// `cold.path`.
-pub const COLD_PATH: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "path",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("houndpool-data"),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "directory of the filesystem store (created if missing)",
-};
-
-/// `cold.prefix`.
-pub const COLD_PREFIX: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "prefix",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("evidence/"),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "object key prefix; objects are <prefix><evidence-id>.thcs",
-};
-
-/// `cold.endpoint`.
-pub const COLD_ENDPOINT: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "endpoint",
-    kind: ValueKind::String,
-    default: DefaultValue::Str(""),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "S3 endpoint URL, http:// or https:// (required for backend = \"s3\")",
-};
-
-/// `cold.bucket`.
-pub const COLD_BUCKET: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "bucket",
-    kind: ValueKind::String,
-    default: DefaultValue::Str(""),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "S3 bucket (required for backend = \"s3\")",
-};
-
-/// `cold.region`.
-pub const COLD_REGION: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "region",
-    kind: ValueKind::String,
-    default: DefaultValue::Str(""),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "S3 signing region; empty: $AWS_REGION, else $AWS_DEFAULT_REGION, else \"us-east-1\"",
-};
-
-/// `cold.path_style`.
-pub const COLD_PATH_STYLE: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "path_style",
-    kind: ValueKind::Bool,
-    default: DefaultValue::Bool(true),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "S3 path-style addressing (endpoint/bucket/key) instead of virtual-host style",
-};
-
-/// `cold.spool_dir`.
-pub const COLD_SPOOL_DIR: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "spool_dir",
-    kind: ValueKind::String,
-    default: DefaultValue::Str(""),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "absolute directory where envelopes wait while S3 is unreachable; empty: no spool (evacuations fail instead)",
-};
-
-/// `cold.spool_limit_bytes`.
-pub const COLD_SPOOL_LIMIT_BYTES: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "spool_limit_bytes",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(1073741824),
-    range: Some(Range {
-        min: 0,
-        max: 1 << 50,
-        unit: Unit::Bytes,
-        zero: None,
-    }),
-    choices: &[],
-    live: RESTART,
-    doc: "most bytes the spool may hold",
-};
-
-/// `cold.ca_file`.
-pub const COLD_CA_FILE: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "ca_file",
-    kind: ValueKind::String,
-    default: DefaultValue::Str(""),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "PEM file of CA certificate(s) trusted for an https:// S3 endpoint in addition to the built-in web roots; empty: the built-in roots only",
-};
-
-/// `cold.resolve_interval_ms`.
-pub const COLD_RESOLVE_INTERVAL_MS: KeyInfo = KeyInfo {
-    section: "cold",
-    key: "resolve_interval_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(30000),
-    range: Some(Range { min: 1000, max: 86_400_000, unit: Unit::Millis, zero: None }),
-    choices: &[],
-    live: RESTART,
-    doc: "how often the supervisor re-resolves the S3 endpoint's host name for the hounds, milliseconds (also soon after a hound finds the endpoint unreachable)",
-};
-
-/// `sandbox.fd_hygiene`.
-pub const SANDBOX_FD_HYGIENE: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "fd_hygiene",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("best_effort"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "close every inherited descriptor",
-};
-
-/// `sandbox.environment`.
-pub const SANDBOX_ENVIRONMENT: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "environment",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("best_effort"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "clear the environment",
-};
-
-/// `sandbox.no_new_privs`.
-pub const SANDBOX_NO_NEW_PRIVS: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "no_new_privs",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("required"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "PR_SET_NO_NEW_PRIVS",
-};
-
-/// `sandbox.death_signal`.
-pub const SANDBOX_DEATH_SIGNAL: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "death_signal",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("best_effort"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "die with the supervisor (PR_SET_PDEATHSIG)",
-};
-
-/// `sandbox.rlimits`.
-pub const SANDBOX_RLIMITS: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "rlimits",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("best_effort"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "core 0, few files, memory budget, file size, nproc (not for uid 0)",
-};
-
-/// `sandbox.namespaces`.
-pub const SANDBOX_NAMESPACES: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "namespaces",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("auto"),
-    range: None,
-    choices: &["required", "best_effort", "off", "auto"],
-    live: RESTART,
-    doc: "user, net, ipc and mount namespaces (required when houndd runs as root, else best_effort: container runtimes refuse unshare to unprivileged processes)",
-};
-
-/// `sandbox.capabilities`.
-pub const SANDBOX_CAPABILITIES: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "capabilities",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("required"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "no capabilities (effective, permitted, inheritable, ambient; bounding set cleared where possible)",
-};
-
-/// `sandbox.landlock`.
-pub const SANDBOX_LANDLOCK: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "landlock",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("required"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "Landlock file (and TCP port) rules",
-};
-
-/// `sandbox.seccomp`.
-pub const SANDBOX_SECCOMP: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "seccomp",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("required"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "seccomp-bpf system-call allow-list",
-};
-
-/// `sandbox.cgroup`.
-pub const SANDBOX_CGROUP: KeyInfo = KeyInfo {
-    section: "sandbox",
-    key: "cgroup",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("best_effort"),
-    range: None,
-    choices: &["required", "best_effort", "off"],
-    live: RESTART,
-    doc: "a cgroup per hound where the hierarchy is writable",
-};
-
-/// `daemon.socket`.
-pub const DAEMON_SOCKET: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "socket",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("/run/houndpool/houndd.sock"),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "path of the Unix socket clients connect to",
-};
-
-/// `daemon.socket_mode`.
-pub const DAEMON_SOCKET_MODE: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "socket_mode",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("0600"),
-    range: None,
-    choices: &[],
-    live: LIVE,
-    doc: "file mode of the socket, octal",
-};
-
-/// `daemon.allowed_uids`.
-pub const DAEMON_ALLOWED_UIDS: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "allowed_uids",
-    kind: ValueKind::IntegerList,
-    default: DefaultValue::EmptyList,
-    range: None,
-    choices: &[],
-    live: LIVE,
-    doc: "peer uids allowed to connect (checked with SO_PEERCRED); empty: any uid the socket's file mode lets in",
-};
-
-/// `daemon.max_connections`.
-pub const DAEMON_MAX_CONNECTIONS: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "max_connections",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(256),
-    range: Some(Range { min: 1, max: 65_536, unit: Unit::Count, zero: None }),
-    choices: &[],
-    live: LIVE,
-    doc: "client connections served at once; at the limit a new connection closes the longest-quiet one (nothing in flight, quiet for 1 s), else it is refused with an error frame",
-};
-
-/// `daemon.outcome_buffer`.
-pub const DAEMON_OUTCOME_BUFFER: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "outcome_buffer",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(1024),
-    range: Some(Range { min: 1, max: MIB, unit: Unit::Count, zero: None }),
-    choices: &[],
-    live: LIVE,
-    doc: "per connection: jobs accepted and not yet written back; at the limit the daemon stops reading the connection until an outcome is written",
-};
-
-/// `daemon.write_stall_timeout_ms`.
-pub const DAEMON_WRITE_STALL_TIMEOUT_MS: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "write_stall_timeout_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(10000),
-    range: Some(Range { min: 100, max: 600_000, unit: Unit::Millis, zero: None }),
-    choices: &[],
-    live: LIVE,
-    doc: "a client that has not taken written bytes for this long is disconnected (error write_stalled); its outcomes not written in full are counted as undelivered",
-};
-
-/// `daemon.max_frame_bytes`.
-pub const DAEMON_MAX_FRAME_BYTES: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "max_frame_bytes",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(0),
-    range: Some(Range { min: 4096, max: 256 * MIB + 64 * 1024, unit: Unit::Bytes, zero: Some("derived from the pool limits") }),
-    choices: &[],
-    live: LIVE,
-    doc: "largest frame body a client may send; 0: max_evidence_bytes (or the decode envelope limit) plus 64 KiB",
-};
-
-/// `daemon.drain_grace_ms`.
-pub const DAEMON_DRAIN_GRACE_MS: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "drain_grace_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(25000),
-    range: Some(Range {
-        min: 0,
-        max: 3_600_000,
-        unit: Unit::Millis,
-        zero: None,
-    }),
-    choices: &[],
-    live: LIVE,
-    doc: "on SIGTERM or SIGINT, time allowed to finish accepted jobs before the rest are dropped",
-};
-
-/// `daemon.max_connections_per_uid`.
-pub const DAEMON_MAX_CONNECTIONS_PER_UID: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "max_connections_per_uid",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(0),
-    range: Some(Range {
-        min: 1,
-        max: 65_536,
-        unit: Unit::Count,
-        zero: Some("no cap"),
-    }),
-    choices: &[],
-    live: LIVE,
-    doc: "connections one peer uid (SO_PEERCRED) may hold at once; 0: no per-uid cap",
-};
-
-/// `daemon.frame_timeout_ms`.
-pub const DAEMON_FRAME_TIMEOUT_MS: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "frame_timeout_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(5000),
-    range: Some(Range { min: 100, max: 600_000, unit: Unit::Millis, zero: None }),
-    choices: &[],
-    live: LIVE,
-    doc: "a client that started a frame must complete it within this long (time the daemon itself waits for buffer budget not counted), else it is closed (error frame_timeout)",
-};
-
-/// `daemon.idle_timeout_ms`.
-pub const DAEMON_IDLE_TIMEOUT_MS: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "idle_timeout_ms",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(300000),
-    range: Some(Range { min: 1000, max: 86_400_000, unit: Unit::Millis, zero: None }),
-    choices: &[],
-    live: LIVE,
-    doc: "a connection with no job in flight that sends nothing for this long is closed (error idle_timeout)",
-};
-
-/// `daemon.buffer_budget_bytes`.
-pub const DAEMON_BUFFER_BUDGET_BYTES: KeyInfo = KeyInfo {
-    section: "daemon",
-    key: "buffer_budget_bytes",
-    kind: ValueKind::Integer,
-    default: DefaultValue::Int(0),
-    range: Some(Range { min: 4 * MIB, max: 1 << 40, unit: Unit::Bytes, zero: Some("pool.host_reserve_bytes / 2") }),
-    choices: &[],
-    live: RESTART,
-    doc: "daemon-wide bytes reserved for buffered submits and outcomes of all connections; 0: pool.host_reserve_bytes / 2",
-};
-
-/// `ops.addr`.
-pub const OPS_ADDR: KeyInfo = KeyInfo {
-    section: "ops",
-    key: "addr",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("127.0.0.1:9464"),
-    range: None,
-    choices: &[],
-    live: RESTART,
-    doc: "address of the HTTP endpoint (/metrics, /healthz, /readyz); \"off\" disables it",
-};
-
-/// `log.level`.
-pub const LOG_LEVEL: KeyInfo = KeyInfo {
-    section: "log",
-    key: "level",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("info"),
-    range: None,
-    choices: &[],
-    live: LIVE,
-    doc: "log filter: a level (error, warn, info, debug, trace) or tracing directives such as \"info,houndpool=debug\"",
-};
-
-/// `log.format`.
-pub const LOG_FORMAT: KeyInfo = KeyInfo {
-    section: "log",
-    key: "format",
-    kind: ValueKind::String,
-    default: DefaultValue::Str("text"),
-    range: None,
-    choices: &["text", "json"],
-    live: RESTART,
-    doc: "log line format on stderr: \"text\" (human-readable) or \"json\" (one JSON object per line: timestamp, level, target, message, fields, spans)",
-};
-
-/// Every configuration key, in the order they are documented and printed. A key not listed
-/// here is refused, in the file and in the environment alike.
-pub static KEYS: &[KeyInfo] = &[
-    POOL_SIZE,
-    POOL_HOST_RESERVE_BYTES,
-    POOL_EXHAUSTED,
-    POOL_DEFER_LIMIT,
-    POOL_MAX_EVIDENCE_BYTES,
-    POOL_MAX_OUTPUT_BYTES,
-    POOL_GZIP_LEVEL,
-    POOL_JOB_TIMEOUT_MS,
-    POOL_MAX_IN_FLIGHT_PER_HOUND,
-    POOL_OUTCOME_CAPACITY,
-    POOL_HOUND_SPIN_US,
-    POOL_HOUND_IDLE_POLL_MS,
-    POOL_COLLECTOR_SPIN_US,
-    POOL_START_TIMEOUT_MS,
-    POOL_HOUND_MEMORY_BUDGET_BYTES,
-    POOL_HOUND_BINARY,
-    POOL_HOUND_STDERR,
-    POOL_PRESTART,
-    COLD_BACKEND,
-    COLD_PATH,
-    COLD_PREFIX,
-    COLD_ENDPOINT,
-    COLD_BUCKET,
-    COLD_REGION,
-    COLD_PATH_STYLE,
-    COLD_SPOOL_DIR,
-    COLD_SPOOL_LIMIT_BYTES,
-    COLD_CA_FILE,
-    COLD_RESOLVE_INTERVAL_MS,
-    SANDBOX_FD_HYGIENE,
-    SANDBOX_ENVIRONMENT,
-    SANDBOX_NO_NEW_PRIVS,
-    SANDBOX_DEATH_SIGNAL,
-    SANDBOX_RLIMITS,
-    SANDBOX_NAMESPACES,
-    SANDBOX_CAPABILITIES,
-    SANDBOX_LANDLOCK,
-    SANDBOX_SECCOMP,
-    SANDBOX_CGROUP,
-    DAEMON_SOCKET,
-    DAEMON_SOCKET_MODE,
-    DAEMON_ALLOWED_UIDS,
-    DAEMON_MAX_CONNECTIONS,
-    DAEMON_OUTCOME_BUFFER,
-    DAEMON_WRITE_STALL_TIMEOUT_MS,
-    DAEMON_MAX_FRAME_BYTES,
-    DAEMON_DRAIN_GRACE_MS,
-    DAEMON_MAX_CONNECTIONS_PER_UID,
-    DAEMON_FRAME_TIMEOUT_MS,
-    DAEMON_IDLE_TIMEOUT_MS,
-    DAEMON_BUFFER_BUDGET_BYTES,
-    OPS_ADDR,
-    LOG_LEVEL,
-    LOG_FORMAT,
-];
+keys! {
+    // ---- [pool]
+    POOL_SIZE: "pool", "size", IntegerOrWord, Str("auto"), span(1, 256, Count), &["auto"], RESTART,
+        "number of hounds, or \"auto\": min(CPUs, (memory limit − host_reserve_bytes) / (hound_memory_budget_bytes + ring memory)) from the process's cgroup limits";
+    POOL_HOST_RESERVE_BYTES: "pool", "host_reserve_bytes", Integer, Int(268435456), span(0, 1 << 50, Bytes), &[], RESTART,
+        "memory kept for houndd itself (defer queue and outcome buffers included) when size = \"auto\" divides the memory limit among hounds";
+    POOL_EXHAUSTED: "pool", "exhausted", String, Str("defer"), NONE, &["defer", "drop", "escalate"], RESTART,
+        "what submit does when no hound has ring space: \"defer\" (bounded queue with severity lanes), \"drop\" (refuse) or \"escalate\" (refuse and emit an escalation event)";
+    POOL_DEFER_LIMIT: "pool", "defer_limit", Integer, Int(4096), span(1, 10_000_000, Count), &[], RESTART,
+        "capacity of the defer queue, jobs (exhausted = \"defer\")";
+    POOL_MAX_EVIDENCE_BYTES: "pool", "max_evidence_bytes", Integer, Int(1048576), span(1, 256 * MIB, Bytes), &[], RESTART,
+        "largest evidence body accepted by submit, bytes";
+    POOL_MAX_OUTPUT_BYTES: "pool", "max_output_bytes", Integer, Int(1048576), span(1, 256 * MIB, Bytes), &[], RESTART,
+        "largest decoded output of restore and decode jobs, bytes";
+    POOL_GZIP_LEVEL: "pool", "gzip_level", Integer, Int(6), span(0, 9, Count), &[], RESTART,
+        "gzip level of encode and evacuate jobs";
+    POOL_JOB_TIMEOUT_MS: "pool", "job_timeout_ms", Integer, Int(10000), span(10, 3_600_000, Millis), &[], RESTART,
+        "a hound whose current job makes no progress for this long is killed (job outcome timed_out)";
+    POOL_MAX_IN_FLIGHT_PER_HOUND: "pool", "max_in_flight_per_hound", Integer, Int(64), span(1, 65_536, Count), &[], RESTART,
+        "jobs queued in one hound's ring at most";
+    POOL_OUTCOME_CAPACITY: "pool", "outcome_capacity", Integer, Int(65536), span(1, 16 * MIB, Count), &[], RESTART,
+        "capacity of the pool's outcome channel; outcomes that find it full are counted as undelivered";
+    POOL_HOUND_SPIN_US: "pool", "hound_spin_us", Integer, Int(50), span(0, 100_000, Micros), &[], RESTART,
+        "how long an idle hound spins before it sleeps, microseconds";
+    POOL_HOUND_IDLE_POLL_MS: "pool", "hound_idle_poll_ms", Integer, Int(100), span(1, 60_000, Millis), &[], RESTART,
+        "longest sleep of an idle hound between checks, milliseconds";
+    POOL_COLLECTOR_SPIN_US: "pool", "collector_spin_us", Integer, Int(50), span(0, 100_000, Micros), &[], RESTART,
+        "how long the supervisor's collector spins before it sleeps, microseconds";
+    POOL_START_TIMEOUT_MS: "pool", "start_timeout_ms", Integer, Int(10000), span(100, 600_000, Millis), &[], RESTART,
+        "time a hound has to start and complete its handshake";
+    POOL_HOUND_MEMORY_BUDGET_BYTES: "pool", "hound_memory_budget_bytes", Integer, Int(1073741824), or_zero("unlimited", 1, 1 << 50, Bytes), &[], RESTART,
+        "address-space limit (RLIMIT_AS) of each hound, bytes; 0 leaves it unlimited";
+    POOL_HOUND_BINARY: "pool", "hound_binary", String, Str(""), NONE, &[], RESTART,
+        "path of the hound executable; empty: $HOUNDPOOL_HOUND_BIN, else `hound` beside houndd, else houndd itself";
+    POOL_HOUND_STDERR: "pool", "hound_stderr", Bool, Bool(true), NONE, &[], RESTART,
+        "whether hounds' standard error goes to the daemon's standard error (else /dev/null)";
+    POOL_PRESTART: "pool", "prestart", Bool, Bool(true), NONE, &[], RESTART,
+        "keep one hound started ahead of demand, so a dead hound is replaced in about a millisecond (one idle process)";
+    // ---- [cold]
+    COLD_BACKEND: "cold", "backend", String, Str("filesystem"), NONE, &["filesystem", "s3", "none"], RESTART,
+        "which cold store the hounds write to";
+    COLD_PATH: "cold", "path", String, Str("houndpool-data"), NONE, &[], RESTART,
+        "directory of the filesystem store (created if missing)";
+    COLD_PREFIX: "cold", "prefix", String, Str("evidence/"), NONE, &[], RESTART,
+        "object key prefix; objects are <prefix><evidence-id>.thcs";
+    COLD_ENDPOINT: "cold", "endpoint", String, Str(""), NONE, &[], RESTART,
+        "S3 endpoint URL, http:// or https:// (required for backend = \"s3\")";
+    COLD_BUCKET: "cold", "bucket", String, Str(""), NONE, &[], RESTART,
+        "S3 bucket (required for backend = \"s3\")";
+    COLD_REGION: "cold", "region", String, Str(""), NONE, &[], RESTART,
+        "S3 signing region; empty: $AWS_REGION, else $AWS_DEFAULT_REGION, else \"us-east-1\"";
+    COLD_PATH_STYLE: "cold", "path_style", Bool, Bool(true), NONE, &[], RESTART,
+        "S3 path-style addressing (endpoint/bucket/key) instead of virtual-host style";
+    COLD_SPOOL_DIR: "cold", "spool_dir", String, Str(""), NONE, &[], RESTART,
+        "absolute directory where envelopes wait while S3 is unreachable; empty: no spool (evacuations fail instead)";
+    COLD_SPOOL_LIMIT_BYTES: "cold", "spool_limit_bytes", Integer, Int(1073741824), span(0, 1 << 50, Bytes), &[], RESTART,
+        "most bytes the spool may hold";
+    COLD_CA_FILE: "cold", "ca_file", String, Str(""), NONE, &[], RESTART,
+        "PEM file of CA certificate(s) trusted for an https:// S3 endpoint in addition to the built-in web roots; empty: the built-in roots only";
+    COLD_RESOLVE_INTERVAL_MS: "cold", "resolve_interval_ms", Integer, Int(30000), span(1000, 86_400_000, Millis), &[], RESTART,
+        "how often the supervisor re-resolves the S3 endpoint's host name for the hounds, milliseconds (also soon after a hound finds the endpoint unreachable)";
+    // ---- [sandbox]
+    SANDBOX_FD_HYGIENE: "sandbox", "fd_hygiene", String, Str("best_effort"), NONE, &["required", "best_effort", "off"], RESTART,
+        "close every inherited descriptor";
+    SANDBOX_ENVIRONMENT: "sandbox", "environment", String, Str("best_effort"), NONE, &["required", "best_effort", "off"], RESTART,
+        "clear the environment";
+    SANDBOX_NO_NEW_PRIVS: "sandbox", "no_new_privs", String, Str("required"), NONE, &["required", "best_effort", "off"], RESTART,
+        "PR_SET_NO_NEW_PRIVS";
+    SANDBOX_DEATH_SIGNAL: "sandbox", "death_signal", String, Str("best_effort"), NONE, &["required", "best_effort", "off"], RESTART,
+        "die with the supervisor (PR_SET_PDEATHSIG)";
+    SANDBOX_RLIMITS: "sandbox", "rlimits", String, Str("best_effort"), NONE, &["required", "best_effort", "off"], RESTART,
+        "core 0, few files, memory budget, file size, nproc (not for uid 0)";
+    SANDBOX_NAMESPACES: "sandbox", "namespaces", String, Str("auto"), NONE, &["required", "best_effort", "off", "auto"], RESTART,
+        "user, net, ipc and mount namespaces (required when houndd runs as root, else best_effort: container runtimes refuse unshare to unprivileged processes)";
+    SANDBOX_CAPABILITIES: "sandbox", "capabilities", String, Str("required"), NONE, &["required", "best_effort", "off"], RESTART,
+        "no capabilities (effective, permitted, inheritable, ambient; bounding set cleared where possible)";
+    SANDBOX_LANDLOCK: "sandbox", "landlock", String, Str("required"), NONE, &["required", "best_effort", "off"], RESTART,
+        "Landlock file (and TCP port) rules";
+    SANDBOX_SECCOMP: "sandbox", "seccomp", String, Str("required"), NONE, &["required", "best_effort", "off"], RESTART,
+        "seccomp-bpf system-call allow-list";
+    SANDBOX_CGROUP: "sandbox", "cgroup", String, Str("best_effort"), NONE, &["required", "best_effort", "off"], RESTART,
+        "a cgroup per hound where the hierarchy is writable";
+    // ---- [daemon]
+    DAEMON_SOCKET: "daemon", "socket", String, Str("/run/houndpool/houndd.sock"), NONE, &[], RESTART,
+        "path of the Unix socket clients connect to";
+    DAEMON_SOCKET_MODE: "daemon", "socket_mode", String, Str("0600"), NONE, &[], LIVE,
+        "file mode of the socket, octal";
+    DAEMON_ALLOWED_UIDS: "daemon", "allowed_uids", IntegerList, EmptyList, NONE, &[], LIVE,
+        "peer uids allowed to connect (checked with SO_PEERCRED); empty: any uid the socket's file mode lets in";
+    DAEMON_MAX_CONNECTIONS: "daemon", "max_connections", Integer, Int(256), span(1, 65_536, Count), &[], LIVE,
+        "client connections served at once; at the limit a new connection closes the longest-quiet one (nothing in flight, quiet for 1 s), else it is refused with an error frame";
+    DAEMON_OUTCOME_BUFFER: "daemon", "outcome_buffer", Integer, Int(1024), span(1, MIB, Count), &[], LIVE,
+        "per connection: jobs accepted and not yet written back; at the limit the daemon stops reading the connection until an outcome is written";
+    DAEMON_WRITE_STALL_TIMEOUT_MS: "daemon", "write_stall_timeout_ms", Integer, Int(10000), span(100, 600_000, Millis), &[], LIVE,
+        "a client that has not taken written bytes for this long is disconnected (error write_stalled); its outcomes not written in full are counted as undelivered";
+    DAEMON_MAX_FRAME_BYTES: "daemon", "max_frame_bytes", Integer, Int(0), or_zero("derived from the pool limits", 4096, 256 * MIB + 64 * 1024, Bytes), &[], LIVE,
+        "largest frame body a client may send; 0: max_evidence_bytes (or the decode envelope limit) plus 64 KiB";
+    DAEMON_DRAIN_GRACE_MS: "daemon", "drain_grace_ms", Integer, Int(25000), span(0, 3_600_000, Millis), &[], LIVE,
+        "on SIGTERM or SIGINT, time allowed to finish accepted jobs before the rest are dropped";
+    DAEMON_MAX_CONNECTIONS_PER_UID: "daemon", "max_connections_per_uid", Integer, Int(0), or_zero("no cap", 1, 65_536, Count), &[], LIVE,
+        "connections one peer uid (SO_PEERCRED) may hold at once; 0: no per-uid cap";
+    DAEMON_FRAME_TIMEOUT_MS: "daemon", "frame_timeout_ms", Integer, Int(5000), span(100, 600_000, Millis), &[], LIVE,
+        "a client that started a frame must complete it within this long (time the daemon itself waits for buffer budget not counted), else it is closed (error frame_timeout)";
+    DAEMON_IDLE_TIMEOUT_MS: "daemon", "idle_timeout_ms", Integer, Int(300000), span(1000, 86_400_000, Millis), &[], LIVE,
+        "a connection with no job in flight that sends nothing for this long is closed (error idle_timeout)";
+    DAEMON_BUFFER_BUDGET_BYTES: "daemon", "buffer_budget_bytes", Integer, Int(0), or_zero("pool.host_reserve_bytes / 2", 4 * MIB, 1 << 40, Bytes), &[], RESTART,
+        "daemon-wide bytes reserved for buffered submits and outcomes of all connections; 0: pool.host_reserve_bytes / 2";
+    // ---- [ops]
+    OPS_ADDR: "ops", "addr", String, Str("127.0.0.1:9464"), NONE, &[], RESTART,
+        "address of the HTTP endpoint (/metrics, /healthz, /readyz); \"off\" disables it";
+    // ---- [log]
+    LOG_LEVEL: "log", "level", String, Str("info"), NONE, &[], LIVE,
+        "log filter: a level (error, warn, info, debug, trace) or tracing directives such as \"info,houndpool=debug\"";
+    LOG_FORMAT: "log", "format", String, Str("text"), NONE, &["text", "json"], RESTART,
+        "log line format on stderr: \"text\" (human-readable) or \"json\" (one JSON object per line: timestamp, level, target, message, fields, spans)";
+}
 
 #[cfg(test)]
 mod tests {
