@@ -26,7 +26,8 @@ pub use sizing::{decide_pool_size, PoolSizing, SizingDecision};
 pub(crate) use pool_cgroups::{decide_size, setup, Placed};
 
 /// Which cgroup interface a controller is used through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "daemon", derive(serde::Serialize, serde::Deserialize))]
 pub enum CgroupVersion {
     /// Legacy hierarchies, one mount per controller (or controller group), e.g.
     /// `/sys/fs/cgroup/memory`.
@@ -53,7 +54,8 @@ impl std::fmt::Display for CgroupVersion {
 ///   of 2^62 bytes or more such as 9223372036854771712), never zero;
 /// - `cpu_quota_cores` is quota / period as read (fractional, e.g. 1.5), always > 0 when set;
 /// - `cpuset_cpus` is the number of CPUs in the effective cpuset, > 0 when set.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "daemon", derive(serde::Serialize))]
 pub struct ContainerLimits {
     /// The interface of the memory controller (hybrid hosts can mix: v1 memory with a
     /// controller-less cgroup2 mount is reported as `V1`). `V2` when no hierarchy was found.

@@ -6,7 +6,8 @@ use super::{fmt_bytes, ContainerLimits};
 ///
 /// `min`/`max` bound the result; a `max` below `min` is treated as `min`, and a `min` of 0 as
 /// 1 (a pool always has a hound).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "daemon", derive(serde::Serialize, serde::Deserialize))]
 pub struct PoolSizing {
     /// Memory one hound may use (its rlimit / cgroup budget), in bytes. 0 disables the memory
     /// bound.
@@ -20,7 +21,8 @@ pub struct PoolSizing {
 }
 
 /// The result of [`decide_pool_size`], with its inputs in words for logs and stats.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "daemon", derive(serde::Serialize))]
 pub struct SizingDecision {
     /// The pool size: within `[max(min, 1), max(max, min, 1)]`.
     pub size: usize,
