@@ -229,8 +229,9 @@ impl Config {
     }
 
     /// The effective configuration as a TOML document (every key, in [`KEYS`] order), which
-    /// [`Config::load`] reads back to an equal value. Credentials are shown only as present or
-    /// absent.
+    /// [`Config::load`] reads back to an equal value. Each line ends with a comment taken from
+    /// the key's declaration: its variable, whether a reload applies it, and its default when
+    /// the value differs. Credentials are shown only as present or absent.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut section = "";
@@ -242,7 +243,21 @@ impl Config {
                 section = info.section;
                 out.push_str(&format!("[{section}]\n"));
             }
-            out.push_str(&format!("{} = {value}\n", info.key));
+            // From the key's declaration: its variable, whether a reload applies it, and
+            // its default when the effective value differs.
+            let mut note = format!(
+                "{}; {}",
+                info.env_name(),
+                if info.live {
+                    "live"
+                } else {
+                    "restart to change"
+                }
+            );
+            if value.to_string() != info.default.to_string() {
+                note.push_str(&format!("; default {}", info.default));
+            }
+            out.push_str(&format!("{} = {value}  # {note}\n", info.key));
             if (info.section, info.key) == ("cold", "bucket") {
                 if let ColdBackend::S3(t) = &self.cold.backend {
                     out.push_str(&format!(
@@ -518,6 +533,15 @@ mod tests {
         let c = Config::load(text, env(&[])).unwrap();
         let again = Config::load(&c.render(), env(&[])).unwrap();
         assert_eq!(c, again);
+        let text = c.render();
+        assert!(
+            text.contains("size = 2  # HOUNDPOOL_POOL_SIZE; restart to change; default \"auto\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("level = \"info\"  # HOUNDPOOL_LOG_LEVEL; live\n"),
+            "{text}"
+        );
         let d = Config::default().diff(&c);
         let keys: Vec<&str> = d.iter().map(|(k, _, _)| k.as_str()).collect();
         assert_eq!(
