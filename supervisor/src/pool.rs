@@ -25,7 +25,7 @@ use crate::job::{CancelResult, Job, JobId, Outcome, Ticket};
 use crate::state::{BodyLimits, Books, EscalationEvent, InFlight, OutcomeSink, Pending};
 use crate::stats::{HoundStats, PoolStats, SizeStats};
 use crate::tracked::Tracked;
-use crate::{cgroups, collector, spawn, PoolError, SubmitError};
+use crate::{cgroup, collector, spawn, PoolError, SubmitError};
 
 /// A pool of sandboxed hound processes. Cheap to share (`&Pool` is `Sync`); dropping it shuts
 /// the pool down with no grace period.
@@ -83,22 +83,22 @@ impl PoolBuilder {
                 source,
             })?;
         }
-        crate::cold::sweep_temps(&config, houndpool_shared::cold::fs::pid_gone);
+        crate::cold::sweep_temps(&config, houndpool_cold::fs::pid_gone);
         crate::cold::start(&mut config)?;
         let binary = spawn::resolve_binary(&config.hound_binary)?;
         let pool_id = *Uuid::now_v7().as_bytes();
         // One spare slot for rotation, so a replacement starts before its predecessor retires.
         let rotation = config.rotation.after_jobs.is_some() || config.rotation.after.is_some();
         let n = config.hound_count() + usize::from(rotation);
-        let pool_cgroups = cgroups::setup(&mut config, &pool_id, n)?;
-        let sizing = cgroups::decide_size(&config, pool_cgroups.limits.as_ref());
+        let pool_cgroups = cgroup::setup(&mut config, &pool_id, n)?;
+        let sizing = cgroup::decide_size(&config, pool_cgroups.limits.as_ref());
         let layout = config.region_layout();
         let ring_body = layout
             .max_request_payload()
             .saturating_sub(REQUEST_HEADER_LEN);
         let limits = BodyLimits {
             evidence: config.max_evidence_bytes.min(ring_body),
-            envelope: houndpool_shared::cold::max_envelope_len(config.max_output_bytes)
+            envelope: houndpool_cold::max_envelope_len(config.max_output_bytes)
                 .min(ring_body),
         };
         let (outcome_tx, outcome_rx) = match config.outcome_capacity {
@@ -445,7 +445,7 @@ impl Pool {
                 .cgroups
                 .limits
                 .as_ref()
-                .and_then(houndpool_shared::cgroup::memory_working_set),
+                .and_then(crate::cgroup::memory_working_set),
             memory_limit: sh
                 .cgroups
                 .limits

@@ -27,11 +27,11 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
-use crate::cgroups::Placed;
+use crate::cgroup::HoundCgroups;
+use crate::cgroup::Placed;
 use crate::config::{ColdConfig, HoundBinary, PoolConfig};
 use crate::PoolError;
 use houndpool_protocol::messages::{Layer, LayerReport};
-use houndpool_shared::cgroup::HoundCgroups;
 
 /// Set by `run_hound_if_requested` when the current executable can serve as a hound.
 pub(crate) static MULTICALL: std::sync::atomic::AtomicBool =

@@ -14,11 +14,11 @@ use houndpool_protocol::job::{JobKind, Severity};
 use houndpool_protocol::messages::{LayerReport, SandboxReport};
 use houndpool_protocol::region::{RecordPos, RequestWriter};
 use houndpool_protocol::wake::{BellRinger, Doorbell};
-use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
+use crate::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::warn;
 use uuid::Uuid;
 
-use crate::cgroups::PoolCgroups;
+use crate::cgroup::PoolCgroups;
 use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::DeferQueue;

@@ -41,7 +41,7 @@ const FSIZE_MARGIN: u64 = 64 * 1024;
 /// [`FSIZE_MARGIN`]. Every file a hound writes is one envelope (cold-store object, its temp file,
 /// or a spool entry), so a write beyond this is an attack or a bug.
 pub fn file_size_limit(limits: &HoundLimits) -> u64 {
-    let largest = houndpool_shared::cold::max_envelope_len(limits.max_evidence_bytes as usize);
+    let largest = houndpool_cold::max_envelope_len(limits.max_evidence_bytes as usize);
     (largest as u64).saturating_add(FSIZE_MARGIN)
 }
 

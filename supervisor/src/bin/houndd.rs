@@ -9,6 +9,7 @@
 //!   operations endpoint, drain on SIGTERM / SIGINT, reload on SIGHUP.
 //! * `houndd submit --socket PATH FILE…` — submits files to a running daemon, prints outcomes.
 //! * `houndd config check FILE` — prints the effective configuration or the error.
+//! * `houndd config docs` — prints the key tables of docs/CONFIGURATION.md (from the key table).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,9 @@ enum ConfigAction {
         /// The TOML file (default: none, all defaults).
         file: Option<PathBuf>,
     },
+    /// Print the tables of every key (variable, default, allowed values, reload, meaning) as
+    /// docs/CONFIGURATION.md holds them; generated from the one declaration of each key.
+    Docs,
 }
 
 fn main() -> ExitCode {
@@ -168,6 +172,12 @@ fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Check { file },
         } => config_check(file.as_deref()),
+        Command::Config {
+            action: ConfigAction::Docs,
+        } => {
+            print!("{}", houndpool::keys::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { .. } => Ok(ExitCode::from(2)),
     };
     match r {
@@ -446,7 +456,7 @@ fn verify(dir: &Path) -> Res {
 }
 
 fn restore(file: &Path, out: Option<&Path>, max_output: usize) -> Res {
-    let limit = houndpool_shared::cold::max_envelope_len(max_output);
+    let limit = houndpool_cold::max_envelope_len(max_output);
     let meta = std::fs::metadata(file)?;
     if meta.len() > limit as u64 {
         return Err(format!(

@@ -189,7 +189,7 @@ fn interpret(
     let key = || {
         sh.key_prefix.as_deref().map(|p| {
             let key = sh.keys.get(job.job_id);
-            houndpool_shared::cold::object_key_for(p, &job.evidence_id, key.as_deref())
+            houndpool_cold::object_key_for(p, &job.evidence_id, key.as_deref())
         })
     };
     let mut r = Receipt {

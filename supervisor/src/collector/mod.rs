@@ -22,7 +22,7 @@ use houndpool_protocol::wake::BellListener;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tracing::{debug, warn};
 
-use crate::cgroups::Placed;
+use crate::cgroup::Placed;
 use crate::circuit::Circuit;
 use crate::job::machine::{JobState, KillCause};
 use crate::spawn::ChildGuard;

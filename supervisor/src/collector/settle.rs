@@ -8,7 +8,7 @@ use tracing::{debug, warn};
 
 use super::completion::handle_completion;
 use super::{Collector, HoundProc};
-use crate::cgroups::Placed;
+use crate::cgroup::Placed;
 use crate::job::machine::{self, JobState, KillCause, Rule};
 use crate::job::HoundDeath;
 use crate::state::Pending;

@@ -301,7 +301,7 @@ impl Collector {
         };
         let (Some(limit), Some(usage)) = (
             limits.effective_memory_limit(),
-            houndpool_shared::cgroup::memory_working_set(limits),
+            crate::cgroup::memory_working_set(limits),
         ) else {
             return;
         };

@@ -1174,9 +1174,7 @@ fn admit(state: &State, live: &Live, uid: Option<u32>) -> Result<(), (ErrorCode,
     Ok(())
 }
 
-/// Refusals (error frame + linger) in progress at most; beyond, a refused connection is
-/// closed at once without an error frame, so refusals cannot exhaust descriptors.
-pub const MAX_REFUSING: usize = 32;
+use super::config::MAX_REFUSING;
 
 /// Accepts connections until `stop_accept`; then waits for `close_conns` (the pool has
 /// drained), tells every connection to finish, and gives them [`FLUSH_TIMEOUT`] to write

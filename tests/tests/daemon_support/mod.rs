@@ -53,7 +53,7 @@ fn is_fresh(bin: &Path) -> bool {
         return false;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut stack: Vec<PathBuf> = ["supervisor", "hound", "protocol", "shared"]
+    let mut stack: Vec<PathBuf> = ["supervisor", "hound", "protocol", "cold"]
         .iter()
         .flat_map(|c| [root.join(c).join("src"), root.join(c).join("Cargo.toml")])
         .collect();
