@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use houndpool_protocol::messages::{Layer, LayerMode, SandboxPolicy};
+use houndpool_protocol::control::{Layer, LayerMode, SandboxPolicy};
 use toml::Value;
 
 use crate::SharedError;

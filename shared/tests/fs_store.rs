@@ -5,7 +5,7 @@ use std::path::Path;
 
 use houndpool_shared::cold::fs::FsStore;
 use houndpool_shared::cold::{self, ColdStore, PutOutcome};
-use houndpool_shared::protocol::messages::ColdTarget;
+use houndpool_shared::protocol::control::ColdTarget;
 use houndpool_shared::SharedError;
 
 fn store() -> (tempfile::TempDir, FsStore) {

@@ -6,7 +6,7 @@
 //! before its `Hello` is sent, so it reads no job outside it. After the hound is reaped, the
 //! collector reads the cgroup's OOM-kill counter and removes the cgroup.
 
-use houndpool_protocol::messages::{Layer, LayerMode, LayerReport, LayerStatus};
+use houndpool_protocol::control::{Layer, LayerMode, LayerReport, LayerStatus};
 use houndpool_shared::cgroup::{
     self, CgroupSetup, ContainerLimits, HoundCgroup, HoundCgroups, PoolSizing, SizingDecision,
 };
@@ -117,7 +117,7 @@ pub(crate) fn setup(
 
 /// The cgroup directory name of a pool: its id in hex (32 characters of `[0-9a-f]`).
 pub(crate) fn pool_name(pool_id: &[u8; 16]) -> String {
-    pool_id.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(pool_id)
 }
 
 /// The sizing decision for `Auto` (or a trivial one for `Fixed`), logged with its inputs.

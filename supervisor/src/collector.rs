@@ -26,12 +26,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use houndpool_protocol::control::{Message, Shutdown, MAX_CONTROL_DATAGRAM};
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
-    CompletionHeader, CompletionStatus, EvacuateReceipt, JobKind, COMPLETION_FLAG_SPOOLED,
-    MAX_FAIL_MESSAGE,
+    CompletionHeader, CompletionStatus, EvacuateReceipt, JobKind, RequestHeader,
+    COMPLETION_FLAG_SPOOLED, MAX_FAIL_MESSAGE,
 };
-use houndpool_protocol::messages::{Message, Shutdown};
 use houndpool_protocol::region::{CompletionReader, HoundState};
 use houndpool_protocol::wake::BellListener;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -330,7 +330,7 @@ pub(crate) fn start(
         recent_restarts: vec![VecDeque::new(); n],
         next_generation: vec![1; n],
         buf: Vec::with_capacity(64 * 1024),
-        ctrl_buf: vec![0; 64 * 1024 + 64],
+        ctrl_buf: vec![0; MAX_CONTROL_DATAGRAM + 1],
         blocked: false,
         next_deadline: None,
         finishing: false,
@@ -1317,14 +1317,13 @@ impl Collector {
                     continue;
                 }
                 // Re-read our own record (the hound could not modify it: read-only mapping).
-                match h.reader.read_request(meta.pos.start, &mut bytes) {
-                    Ok(_) => {
-                        let mut owned = std::mem::take(&mut bytes);
-                        // RequestHeader byte 11 is the attempt flag: 0 first try, 1 retry
-                        // (the hound refuses any other value).
-                        if let Some(a) = owned.get_mut(11) {
-                            *a = 1;
-                        }
+                match h
+                    .reader
+                    .read_request(meta.pos.start, &mut bytes)
+                    .and_then(|_| RequestHeader::mark_retry(&mut bytes))
+                {
+                    Ok(()) => {
+                        let owned = std::mem::take(&mut bytes);
                         meta.tries = meta.tries.saturating_add(1);
                         sh.counters.retries.inc();
                         debug!(job = meta.job_id, slot = i, "job queued for retry");

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use houndpool_protocol::messages::{S3Target, SandboxPolicy};
+use houndpool_protocol::control::{S3Target, SandboxPolicy};
 use houndpool_protocol::region::RegionLayout;
 use houndpool_protocol::{job, ring};
 
@@ -274,7 +274,7 @@ impl PoolConfig {
     /// completion (header + the larger of an envelope of max evidence and max output).
     pub fn region_layout(&self) -> RegionLayout {
         let req = job::REQUEST_HEADER_LEN + self.max_evidence_bytes;
-        let out = houndpool_shared::cold::max_envelope_len(
+        let out = houndpool_protocol::envelope::max_envelope_len(
             self.max_evidence_bytes.max(self.max_output_bytes),
         );
         let cmp = job::COMPLETION_HEADER_LEN + out;
@@ -480,7 +480,8 @@ mod tests {
         assert!(l.max_request_payload() >= job::REQUEST_HEADER_LEN + (1 << 20));
         assert!(
             l.max_completion_payload()
-                >= job::COMPLETION_HEADER_LEN + houndpool_shared::cold::max_envelope_len(1 << 20)
+                >= job::COMPLETION_HEADER_LEN
+                    + houndpool_protocol::envelope::max_envelope_len(1 << 20)
         );
         assert_eq!(l.request_capacity, 4 << 20);
     }

@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use houndpool_protocol::control::{LayerReport, SandboxReport};
 use houndpool_protocol::job::{JobKind, RequestHeader, Severity, REQUEST_HEADER_LEN};
-use houndpool_protocol::messages::{LayerReport, SandboxReport};
 use houndpool_protocol::region::{RecordPos, RequestWriter};
 use houndpool_protocol::wake::{BellRinger, Doorbell};
 use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
@@ -473,7 +473,7 @@ impl PoolBuilder {
             .saturating_sub(REQUEST_HEADER_LEN);
         let max_evidence = config.max_evidence_bytes.min(ring_body);
         let max_envelope =
-            houndpool_shared::cold::max_envelope_len(config.max_output_bytes).min(ring_body);
+            houndpool_protocol::envelope::max_envelope_len(config.max_output_bytes).min(ring_body);
         let key_prefix = match &config.cold {
             ColdConfig::None => None,
             ColdConfig::Filesystem { prefix, .. } => Some(prefix.clone()),

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use houndpool_protocol::messages::S3Target;
+use houndpool_protocol::control::S3Target;
 use houndpool_shared::cold::s3::{S3Store, S3Tuning};
 
 pub const AK: &str = "test-access-key";

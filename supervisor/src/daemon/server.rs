@@ -29,7 +29,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use houndpool_protocol::frame::{FrameHeader, FRAME_HEADER_LEN};
 // The Cancel message (kinds 22/23).
 mod cancel;
-use houndpool_protocol::messages::{
+use houndpool_protocol::daemon::{
     DaemonMessage, DropKind, ErrorCode, ErrorNotice, FailureKind, JobOutcome, OutcomeReceipt,
     OutcomeResult, RefuseReason, StatsReply, Submit, SubmitReply, SubmitResult,
 };
@@ -334,7 +334,7 @@ pub(crate) fn to_wire(request_id: u64, o: Outcome) -> JobOutcome {
         evidence_id: *o.evidence_id.as_bytes(),
         kind: o.kind,
         severity: o.severity,
-        attempts: o.attempts,
+        attempt: o.attempts,
         latency_us: micros(o.latency),
         result,
     }

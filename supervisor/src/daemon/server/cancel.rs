@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{encode, Conn, Item, Router};
 use crate::daemon::{Live, State};
 use crate::JobId;
-use houndpool_protocol::messages::{Cancel, CancelReply, CancelResult, DaemonMessage};
+use houndpool_protocol::daemon::{Cancel, CancelReply, CancelResult, DaemonMessage};
 
 impl Router {
     /// Removes the route of `job_id` if connection `conn` owns it; returns its request id and
