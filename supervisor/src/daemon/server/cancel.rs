@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{encode, Conn, Item, Router};
+use super::conn::{Conn, Item, Router};
+use super::wire::encode;
 use crate::daemon::{Live, State};
 use crate::JobId;
 use houndpool_protocol::daemon::{Cancel, CancelReply, CancelResult, DaemonMessage};
