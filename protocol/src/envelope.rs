@@ -362,8 +362,24 @@ mod tests {
                     env.len(),
                     max_envelope_len(len)
                 );
+                assert_eq!(
+                    decode(&env, len).unwrap(),
+                    evidence,
+                    "{len} at level {level}"
+                );
             }
         }
+        // Bytes >= 144 take 9 bits each in deflate's fixed Huffman code: the worst case of
+        // zlib-rs's level 1, which would be 1/8 larger than the evidence.
+        let high: Vec<u8> = std::iter::repeat_with(|| rng.u8(144..))
+            .take(1 << 20)
+            .collect();
+        let env = encode(&high, 1).unwrap();
+        assert!(env.len() <= max_envelope_len(high.len()));
+        assert_eq!(decode(&env, high.len()).unwrap(), high);
+        // Evidence that compresses keeps its level-1 compression (no fallback to stored).
+        let text = b"GET /search?q=houndpool HTTP/1.1\r\nHost: example.com\r\n".repeat(1000);
+        assert!(encode(&text, 1).unwrap().len() < text.len() / 4);
         assert!(max_envelope_len(1 << 20) > (1 << 20) + HEADER_LEN + GZIP_FRAME_LEN);
         assert_eq!(max_envelope_len(usize::MAX), usize::MAX);
     }
