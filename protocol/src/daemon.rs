@@ -451,10 +451,10 @@ impl DaemonMessage {
     }
 
     /// Decodes the body of a frame whose header was already validated against `max_body`.
-    /// A control-channel kind (Hello, Ready, Shutdown, Fatal) is
-    /// [`ProtocolError::MalformedBody`]; a body that is not exactly `header.body_len` bytes or
-    /// does not decode as its kind's struct is an error as for [`Message::decode`]. Never
-    /// panics; memory is bounded by the body.
+    /// A control-channel kind (1–6) is [`ProtocolError::MalformedBody`]; a body that is not
+    /// exactly `header.body_len` bytes or does not decode as its kind's struct is an error as
+    /// for [`Message::decode`](crate::control::Message::decode). Never panics; memory is
+    /// bounded by the body.
     pub fn decode(header: &FrameHeader, body: &[u8], max_body: u32) -> Result<Self, ProtocolError> {
         header.check_body(body)?;
         let kind = header.kind;

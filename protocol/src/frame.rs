@@ -29,7 +29,8 @@ pub const DEFAULT_MAX_BODY: u32 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum MessageKind {
-    /// supervisor → hound: the slot a (possibly prestarted) hound now serves ([`Hello`](crate::control::Hello)).
+    /// supervisor → hound: the slot a (possibly prestarted) hound now serves
+    /// ([`Hello`](crate::control::Hello)).
     Hello = 1,
     /// hound → supervisor: sandbox applied, ready for jobs.
     Ready = 2,
@@ -41,21 +42,25 @@ pub enum MessageKind {
     /// before the hound is started ([`Setup`](crate::control::Setup)).
     Setup = 5,
     /// supervisor → hound: resolved addresses of the S3 endpoint and the private CA
-    /// ([`ColdEndpoints`](crate::control::ColdEndpoints)); after Hello, and again whenever re-resolution changes them.
+    /// ([`ColdEndpoints`](crate::control::ColdEndpoints)); after Hello, and again whenever
+    /// re-resolution changes them.
     ColdEndpoints = 6,
     /// client → houndd: run a job ([`Submit`](crate::daemon::Submit)).
     Submit = 16,
     /// houndd → client: accepted or refused ([`SubmitReply`](crate::daemon::SubmitReply)).
     SubmitReply = 17,
-    /// houndd → client: the outcome of an accepted job ([`JobOutcome`](crate::daemon::JobOutcome)).
+    /// houndd → client: the outcome of an accepted job
+    /// ([`JobOutcome`](crate::daemon::JobOutcome)).
     Outcome = 18,
     /// client → houndd: ask for counters ([`StatsRequest`](crate::daemon::StatsRequest)).
     StatsRequest = 19,
     /// houndd → client: counters ([`StatsReply`](crate::daemon::StatsReply)).
     Stats = 20,
-    /// houndd → client: last frame before the daemon closes the connection ([`ErrorNotice`](crate::daemon::ErrorNotice)).
+    /// houndd → client: last frame before the daemon closes the connection
+    /// ([`ErrorNotice`](crate::daemon::ErrorNotice)).
     Error = 21,
-    /// client → houndd: cancel a job this connection submitted ([`Cancel`](crate::daemon::Cancel)).
+    /// client → houndd: cancel a job this connection submitted
+    /// ([`Cancel`](crate::daemon::Cancel)).
     Cancel = 22,
     /// houndd → client: what the cancel did ([`CancelReply`](crate::daemon::CancelReply)).
     CancelReply = 23,

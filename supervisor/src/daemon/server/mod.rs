@@ -1,14 +1,16 @@
 //! The Unix-socket server: connections, flow control, and the outcome router.
 //!
-//! Per connection, one reader and one writer share a FIFO queue of [`Item`](conn::Item)s. The reader
-//! reads one frame at a time, calls `Pool::submit` (which never blocks), queues the reply and
-//! only then registers the job with the [`Router`](conn::Router); the bridge thread appends each outcome to
-//! the queue of the connection that submitted it. Because the reply is queued before the route
-//! exists and the queue is FIFO, a client always reads a job's reply before its outcome.
+//! Per connection, one reader and one writer share a FIFO queue of [`Item`](conn::Item)s.
+//! The reader reads one frame at a time, calls `Pool::submit` (which never blocks), queues the
+//! reply and only then registers the job with the [`Router`]; the bridge thread appends each
+//! outcome to the queue of the connection that submitted it. Because the reply is queued
+//! before the route exists and the queue is FIFO, a client always reads a job's reply before
+//! its outcome.
 //!
 //! Flow control (docs/PROTOCOL.md, Part 4 §5): an outcome is never refused by the queue,
 //! because every accepted job has reserved the worst case of its outcome in the daemon-wide
-//! [`Budget`](super::flow::Budget) before it was submitted. The reader waits (does not read the client) while
+//! [`Budget`](super::flow::Budget) before it was submitted. The reader waits (does not read
+//! the client) while
 //! * the connection has `daemon.outcome_buffer` accepted jobs whose outcome is not written,
 //! * [`REPLY_LIMIT`](read::REPLY_LIMIT) replies wait in its queue, or
 //! * the connection is over its fair share of the budget, or the budget is exhausted.
