@@ -35,6 +35,7 @@ pub mod config;
 pub mod daemon;
 mod defer;
 mod error;
+mod hound_text;
 mod job;
 mod latency;
 #[cfg(feature = "metrics")]
@@ -42,6 +43,7 @@ pub mod metrics;
 mod pool;
 mod spans;
 mod spawn;
+mod state;
 mod stats;
 pub mod synth;
 mod tracked;
@@ -61,7 +63,8 @@ pub use job::{
     Outcome, OutcomeKind, Receipt, Severity, Ticket,
 };
 pub use latency::LatencySnapshot;
-pub use pool::{EscalationEvent, Pool, PoolBuilder};
+pub use pool::{Pool, PoolBuilder};
+pub use state::EscalationEvent;
 pub use stats::{HoundStats, PoolStats, RefusedStats, SizeStats};
 pub use tracked::Tracked;
 /// Evidence ids ([`Ticket::evidence_id`], [`Job::restore`]) are `uuid::Uuid`s.

@@ -381,7 +381,7 @@ pub(crate) fn handshake(
             // Hound text: truncated and escaped before it reaches an error or a log line.
             return Err(failed(format!(
                 "hound refused to start: {}",
-                crate::collector::hound_text(&f.message)
+                crate::hound_text::hound_text(&f.message)
             )));
         }
         Ok(Some(other)) => {

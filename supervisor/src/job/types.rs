@@ -1,4 +1,4 @@
-//! What callers submit and what they get back.
+//! What callers submit and what they get back (re-exported from `crate::job`).
 
 use std::fmt;
 use std::time::Duration;
