@@ -14,7 +14,7 @@ pub mod s3;
 pub use error::ColdError;
 /// The name `fs.rs` and `s3.rs` still use for [`ColdError`] (they moved here unchanged).
 pub(crate) use error::ColdError as SharedError;
-use houndpool_protocol::messages::{ColdEndpoints, ColdTarget};
+use houndpool_protocol::control::{ColdEndpoints, ColdTarget};
 
 /// Longest object key accepted.
 pub const MAX_KEY_LEN: usize = 1024;
@@ -124,15 +124,9 @@ pub fn open_for_hound(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdErr
     }
 }
 
-/// The largest envelope that can legitimately decode to `max_output` bytes: deflate's
-/// worst-case expansion of stored blocks is 5 bytes per 65 535 (bounded here by 5 per 16 000),
-/// plus gzip's 18-byte frame and the 78-byte THCS header, plus slack. Used to size the
-/// completion ring and to refuse oversized objects on restore before reading them.
-pub fn max_envelope_len(max_output: usize) -> usize {
-    max_output
-        .saturating_add(max_output / 16_000 * 5)
-        .saturating_add(houndpool_protocol::envelope::HEADER_LEN + 18 + 64)
-}
+/// The envelope bound, declared once in the protocol crate (re-exported for this crate's
+/// users).
+pub use houndpool_protocol::envelope::max_envelope_len;
 
 #[cfg(test)]
 mod tests {

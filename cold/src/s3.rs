@@ -28,7 +28,7 @@ use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
 use self::spool::Spool;
 use super::{validate_key, ColdStore, PutOutcome};
 use crate::SharedError;
-use houndpool_protocol::messages::{ColdEndpoints, S3Target};
+use houndpool_protocol::control::{ColdEndpoints, S3Target};
 
 /// Lifetime of each presigned request URL. A URL is signed right before it is sent, so this
 /// only has to cover clock skew between this host and the server.

@@ -6,7 +6,7 @@ use std::path::Path;
 use houndpool_cold::fs::FsStore;
 use houndpool_cold::ColdError;
 use houndpool_cold::{self as cold, ColdStore, PutOutcome};
-use houndpool_protocol::messages::ColdTarget;
+use houndpool_protocol::control::ColdTarget;
 
 fn store() -> (tempfile::TempDir, FsStore) {
     let dir = tempfile::tempdir().unwrap();

@@ -79,7 +79,7 @@ impl Fake {
     }
 
     fn store(&self, spool: Option<&std::path::Path>) -> S3Store {
-        let target = houndpool_protocol::messages::S3Target {
+        let target = houndpool_protocol::control::S3Target {
             endpoint: format!("http://127.0.0.1:{}", self.port),
             bucket: "b".into(),
             prefix: String::new(),

@@ -4,12 +4,12 @@ use std::time::Instant;
 
 use houndpool_cold::ColdError;
 use houndpool_cold::{self as cold, ColdStore, PutOutcome};
+use houndpool_protocol::control::HoundLimits;
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
     CompletionHeader, CompletionStatus, EvacuateReceipt, FailCode, JobKind, RequestHeader,
     COMPLETION_FLAG_SPOOLED,
 };
-use houndpool_protocol::messages::HoundLimits;
 use houndpool_protocol::ProtocolError;
 
 /// Where the body of a completion lives.
@@ -72,10 +72,7 @@ impl JobRunner {
     /// Takes new S3 endpoint addresses / CA from the supervisor. A CA the store refuses
     /// makes every later storage job fail with that reason (the supervisor checked the PEM
     /// already, so this does not happen in practice).
-    pub(crate) fn set_endpoints(
-        &mut self,
-        endpoints: &houndpool_protocol::messages::ColdEndpoints,
-    ) {
+    pub(crate) fn set_endpoints(&mut self, endpoints: &houndpool_protocol::control::ColdEndpoints) {
         if let Ok(store) = &mut self.store {
             if let Err(e) = store.set_endpoints(endpoints) {
                 self.store = Err(e.to_string());

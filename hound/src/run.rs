@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use houndpool_cold as cold;
+use houndpool_protocol::control::{ColdTarget, Fatal, HoundTuning, Message, Ready, SandboxReport};
+use houndpool_protocol::frame::MessageKind;
 use houndpool_protocol::job::{JobKind, RequestHeader, COMPLETION_HEADER_LEN};
-use houndpool_protocol::messages::{
-    ColdTarget, Fatal, HoundTuning, Message, MessageKind, Ready, SandboxReport,
-};
 use houndpool_protocol::region::{
     CompletionWriter, HoundRegions, HoundState, RequestReader, StatusWriter,
 };

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use houndpool_protocol::messages::{S3Target, SandboxPolicy};
+use houndpool_protocol::control::{S3Target, SandboxPolicy};
 use houndpool_protocol::region::RegionLayout;
 use houndpool_protocol::{job, ring};
 
@@ -277,8 +277,9 @@ impl PoolConfig {
     /// completion (header + the larger of an envelope of max evidence and max output).
     pub fn region_layout(&self) -> RegionLayout {
         let req = job::REQUEST_HEADER_LEN + self.max_evidence_bytes;
-        let out =
-            houndpool_cold::max_envelope_len(self.max_evidence_bytes.max(self.max_output_bytes));
+        let out = houndpool_protocol::envelope::max_envelope_len(
+            self.max_evidence_bytes.max(self.max_output_bytes),
+        );
         let cmp = job::COMPLETION_HEADER_LEN + out;
         let cap = |payload: usize| -> usize {
             // max_payload(cap) = cap/2 - 8 >= payload  <=>  cap >= 2 * (payload + 8)
@@ -492,7 +493,8 @@ mod tests {
         assert!(l.max_request_payload() >= job::REQUEST_HEADER_LEN + (1 << 20));
         assert!(
             l.max_completion_payload()
-                >= job::COMPLETION_HEADER_LEN + houndpool_cold::max_envelope_len(1 << 20)
+                >= job::COMPLETION_HEADER_LEN
+                    + houndpool_protocol::envelope::max_envelope_len(1 << 20)
         );
         assert_eq!(l.request_capacity, 4 << 20);
     }

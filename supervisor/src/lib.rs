@@ -59,7 +59,7 @@ pub use config::{
 /// The receiver type of [`Pool::outcomes`] and [`Pool::escalations`].
 pub use crossbeam_channel::Receiver;
 pub use error::{PoolError, SubmitError};
-pub use houndpool_protocol::messages::{
+pub use houndpool_protocol::control::{
     Layer, LayerMode, LayerReport, LayerStatus, S3Target, SandboxPolicy, SandboxReport,
 };
 pub use job::{

@@ -98,7 +98,7 @@ impl PoolBuilder {
             .saturating_sub(REQUEST_HEADER_LEN);
         let limits = BodyLimits {
             evidence: config.max_evidence_bytes.min(ring_body),
-            envelope: houndpool_cold::max_envelope_len(config.max_output_bytes)
+            envelope: houndpool_protocol::envelope::max_envelope_len(config.max_output_bytes)
                 .min(ring_body),
         };
         let (outcome_tx, outcome_rx) = match config.outcome_capacity {

@@ -9,12 +9,12 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use crate::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use crossbeam_channel::Sender;
+use houndpool_protocol::control::{LayerReport, SandboxReport};
 use houndpool_protocol::job::{JobKind, Severity};
-use houndpool_protocol::messages::{LayerReport, SandboxReport};
 use houndpool_protocol::region::{RecordPos, RequestWriter};
 use houndpool_protocol::wake::{BellRinger, Doorbell};
-use crate::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::warn;
 use uuid::Uuid;
 

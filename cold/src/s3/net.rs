@@ -12,7 +12,7 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
 use crate::ColdError;
-use houndpool_protocol::messages::S3Target;
+use houndpool_protocol::control::S3Target;
 
 /// Largest CA PEM accepted (it travels in one control message of at most 64 KiB).
 pub const MAX_CA_PEM: usize = 48 * 1024;

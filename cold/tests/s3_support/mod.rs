@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use houndpool_cold::s3::{S3Store, S3Tuning};
-use houndpool_protocol::messages::S3Target;
+use houndpool_protocol::control::S3Target;
 
 pub const AK: &str = "test-access-key";
 pub const SK: &str = "test-secret-key";

@@ -456,7 +456,7 @@ fn verify(dir: &Path) -> Res {
 }
 
 fn restore(file: &Path, out: Option<&Path>, max_output: usize) -> Res {
-    let limit = houndpool_cold::max_envelope_len(max_output);
+    let limit = houndpool_protocol::envelope::max_envelope_len(max_output);
     let meta = std::fs::metadata(file)?;
     if meta.len() > limit as u64 {
         return Err(format!(
@@ -613,10 +613,6 @@ fn config_check(file: Option<&Path>) -> Res {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn submit(
     socket: &Path,
     kind: &str,
@@ -627,7 +623,7 @@ fn submit(
     files: &[PathBuf],
 ) -> Res {
     use houndpool::daemon::client::Client;
-    use houndpool_protocol::messages::{JobOutcome, OutcomeResult};
+    use houndpool_protocol::daemon::{JobOutcome, OutcomeResult};
     use std::collections::HashMap;
 
     let kind = [
@@ -694,7 +690,7 @@ fn submit(
                     v["key"] = serde_json::json!(r.key);
                     v["original_size"] = serde_json::json!(r.original_size);
                     v["compressed_size"] = serde_json::json!(r.compressed_size);
-                    v["sha256"] = serde_json::json!(r.sha256.map(|h| hex(&h)));
+                    v["sha256"] = serde_json::json!(r.sha256.map(hex::encode));
                     v["spooled"] = serde_json::json!(r.spooled);
                 }
                 OutcomeResult::Failed {

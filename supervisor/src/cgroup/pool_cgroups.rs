@@ -9,7 +9,7 @@
 use crate::cgroup::{
     self, CgroupSetup, ContainerLimits, HoundCgroup, HoundCgroups, PoolSizing, SizingDecision,
 };
-use houndpool_protocol::messages::{Layer, LayerMode, LayerReport, LayerStatus};
+use houndpool_protocol::control::{Layer, LayerMode, LayerReport, LayerStatus};
 use tracing::{info, warn};
 
 use crate::config::{PoolConfig, PoolSize};
@@ -117,7 +117,7 @@ pub(crate) fn setup(
 
 /// The cgroup directory name of a pool: its id in hex (32 characters of `[0-9a-f]`).
 pub(crate) fn pool_name(pool_id: &[u8; 16]) -> String {
-    pool_id.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(pool_id)
 }
 
 /// The sizing decision for `Auto` (or a trivial one for `Fixed`), logged with its inputs.

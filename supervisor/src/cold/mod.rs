@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use houndpool_protocol::messages::Message;
+use houndpool_protocol::control::Message;
 use nix::sys::socket::{send, MsgFlags};
 
 use crate::config::{ColdConfig, PoolConfig};

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use houndpool_protocol::messages::ColdEndpoints;
+use houndpool_protocol::control::ColdEndpoints;
 
 /// Looks a host name up. The seam for tests (a resolver whose answer changes mid-run);
 /// production uses [`SystemResolver`].

@@ -4,7 +4,7 @@
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use houndpool_protocol::messages::Message;
+use houndpool_protocol::control::Message;
 use nix::sys::socket::{recv, MsgFlags};
 use tracing::warn;
 

@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use houndpool_protocol::control::MAX_CONTROL_DATAGRAM;
 use houndpool_protocol::region::{CompletionReader, HoundState};
 use houndpool_protocol::wake::BellListener;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -186,7 +187,7 @@ pub(crate) fn start(
         recent_restarts: vec![VecDeque::new(); n],
         next_generation: vec![1; n],
         buf: Vec::with_capacity(64 * 1024),
-        ctrl_buf: vec![0; 64 * 1024 + 64],
+        ctrl_buf: vec![0; MAX_CONTROL_DATAGRAM + 1],
         blocked: false,
         next_deadline: None,
         finishing: false,

@@ -4,6 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::Ordering;
 
+use houndpool_protocol::job::RequestHeader;
 use tracing::{debug, warn};
 
 use super::completion::handle_completion;
@@ -131,14 +132,13 @@ impl Collector {
                     continue;
                 }
                 // Re-read our own record (the hound could not modify it: read-only mapping).
-                match h.reader.read_request(meta.pos.start, &mut bytes) {
-                    Ok(_) => {
-                        let mut owned = std::mem::take(&mut bytes);
-                        // RequestHeader byte 11 is the attempt flag: 0 first try, 1 retry
-                        // (the hound refuses any other value).
-                        if let Some(a) = owned.get_mut(11) {
-                            *a = 1;
-                        }
+                match h
+                    .reader
+                    .read_request(meta.pos.start, &mut bytes)
+                    .and_then(|_| RequestHeader::mark_retry(&mut bytes))
+                {
+                    Ok(()) => {
+                        let owned = std::mem::take(&mut bytes);
                         sh.counters.retries.inc();
                         debug!(job = meta.job_id, slot = i, "job queued for retry");
                         sh.spans.event(meta.job_id, "hound died: queued for retry");

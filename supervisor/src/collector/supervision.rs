@@ -5,7 +5,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use houndpool_protocol::messages::{Message, Shutdown};
+use houndpool_protocol::control::{Message, Shutdown};
 use nix::sys::socket::{send, MsgFlags};
 use tracing::{debug, info, warn};
 

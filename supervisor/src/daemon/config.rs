@@ -9,7 +9,7 @@ use super::settings::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
 use super::DaemonError;
 use crate::cgroup::{self, CgroupVersion, ContainerLimits, PoolSizing, SizingDecision};
 use crate::keys::KEYS;
-use houndpool_protocol::messages::S3Target;
+use houndpool_protocol::control::S3Target;
 
 use crate::{ColdConfig, HoundBinary, PoolConfig, PoolError, PoolExhaustedAction, PoolSize};
 
@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(p.hound_stderr, d.hound_stderr);
         assert_eq!(p.prestart, d.prestart);
         // The same safe defaults, layer by layer (namespaces "auto" = the library's root rule).
-        for layer in houndpool_protocol::messages::Layer::ALL {
+        for layer in houndpool_protocol::control::Layer::ALL {
             assert_eq!(
                 p.sandbox.mode(layer),
                 d.sandbox.mode(layer),

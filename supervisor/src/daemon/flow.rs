@@ -23,7 +23,7 @@ pub const MAX_MESSAGE: usize = 1024;
 pub fn outcome_reservation(kind: JobKind, body_len: usize, max_output: usize) -> usize {
     let payload = match kind {
         JobKind::Noop => body_len,
-        JobKind::Encode => houndpool_cold::max_envelope_len(body_len),
+        JobKind::Encode => houndpool_protocol::envelope::max_envelope_len(body_len),
         JobKind::Restore | JobKind::Decode => max_output,
         JobKind::Evacuate | JobKind::Erase => 0,
     };

@@ -19,7 +19,7 @@
 //! room for it was reserved in the daemon-wide buffer budget when the job was accepted.
 //!
 //! Guarantees (also in docs/PROTOCOL.md, Part 4):
-//! * every submit gets exactly one [`SubmitReply`](houndpool_protocol::messages::SubmitReply),
+//! * every submit gets exactly one [`SubmitReply`](houndpool_protocol::daemon::SubmitReply),
 //!   written before anything else about that job;
 //! * every accepted job's outcome is written to the submitting connection exactly once while
 //!   that connection lives; a connection that cannot take more is not read (backpressure)

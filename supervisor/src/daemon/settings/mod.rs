@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use houndpool_protocol::messages::{Layer, LayerMode};
+use houndpool_protocol::control::{Layer, LayerMode};
 use toml::Value;
 
 use crate::daemon::DaemonError;

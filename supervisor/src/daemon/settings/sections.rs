@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use houndpool_protocol::messages::{Layer, LayerMode, SandboxPolicy};
+use houndpool_protocol::control::{Layer, LayerMode, SandboxPolicy};
 use toml::Value;
 
 use super::types::*;

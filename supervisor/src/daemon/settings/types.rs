@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use houndpool_protocol::messages::SandboxPolicy;
+use houndpool_protocol::control::SandboxPolicy;
 
 /// How many hounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
