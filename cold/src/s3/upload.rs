@@ -1,0 +1,120 @@
+//! Uploads of a shared [`S3Store`]: the body of `put` (usable from several threads at once)
+//! and the concurrent `put_batch` (see docs/S3.md, "Concurrent uploads").
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::retry::Fail;
+use super::{spool, S3Store, MAX_CONCURRENCY};
+use crate::SharedError;
+use crate::{validate_key, PutItem, PutOutcome};
+
+/// Stack of an upload thread: ureq, rustls and SigV4 need far less; kept small because a
+/// hound's address space is bounded (RLIMIT_AS).
+const UPLOAD_STACK: usize = 256 * 1024;
+
+impl S3Store {
+    /// [`crate::ColdStore::put`] on a shared store: spool writes take `spool_lock`.
+    pub(super) fn put_shared(
+        &self,
+        key: &str,
+        envelope: &[u8],
+        spool_lock: &Mutex<()>,
+    ) -> Result<PutOutcome, SharedError> {
+        validate_key(key)?;
+        if let Some(spool) = &self.spool {
+            match spool.read(key, envelope.len()) {
+                Ok(Some(spooled)) if spooled == envelope => return Ok(PutOutcome::Spooled),
+                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => {
+                    return Err(SharedError::AlreadyExists { key: key.into() })
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.put_create_only(key, envelope) {
+            Ok(()) => Ok(PutOutcome::Stored),
+            Err(Fail::Final(e)) => Err(e),
+            Err(Fail::Transient(reason)) => {
+                let Some(spool) = &self.spool else {
+                    return Err(SharedError::ColdUnavailable { reason });
+                };
+                let stored = {
+                    let _one_writer = spool_lock.lock().unwrap_or_else(|e| e.into_inner());
+                    spool.store(key, envelope)
+                };
+                match stored {
+                    Ok(()) => {
+                        tracing::warn!(%key, %reason, "cold target unavailable; envelope spooled");
+                        Ok(PutOutcome::Spooled)
+                    }
+                    Err(spool::StoreError::Exists) => {
+                        Err(SharedError::AlreadyExists { key: key.into() })
+                    }
+                    Err(e) => Err(SharedError::ColdUnavailable {
+                        reason: format!("{reason}; not spooled: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// [`crate::ColdStore::put_batch`] of the S3 store: up to
+    /// [`super::S3Tuning::concurrency`] uploads at once on scoped threads (the caller's among
+    /// them), each item exactly as `put` would store it; results in item order.
+    pub(super) fn put_concurrently(
+        &self,
+        items: &[PutItem<'_>],
+    ) -> Vec<Result<PutOutcome, SharedError>> {
+        let spool_lock = Mutex::new(());
+        let workers = self
+            .tuning
+            .concurrency
+            .clamp(1, MAX_CONCURRENCY)
+            .min(items.len());
+        if workers <= 1 {
+            return items
+                .iter()
+                .map(|i| self.put_shared(i.key, i.envelope, &spool_lock))
+                .collect();
+        }
+        let results: Vec<Mutex<Option<Result<PutOutcome, SharedError>>>> =
+            items.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let this = self;
+        let work = || loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else {
+                break;
+            };
+            let r = this.put_shared(item.key, item.envelope, &spool_lock);
+            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        };
+        std::thread::scope(|scope| {
+            for _ in 1..workers {
+                let started = std::thread::Builder::new()
+                    .name("s3-upload".into())
+                    .stack_size(UPLOAD_STACK)
+                    .spawn_scoped(scope, work);
+                if let Err(e) = started {
+                    tracing::debug!(error = %e, "upload thread not started; fewer uploads at once");
+                    break;
+                }
+            }
+            work();
+        });
+        results
+            .into_iter()
+            .zip(items)
+            .map(|(r, item)| {
+                r.into_inner()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(|| {
+                        Err(SharedError::ColdUnavailable {
+                            reason: format!("put {}: no upload ran", item.key),
+                        })
+                    })
+            })
+            .collect()
+    }
+}
