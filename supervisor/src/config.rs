@@ -330,7 +330,7 @@ impl PoolConfig {
             );
         }
         let conc = self.cold_net.s3_concurrency;
-        if !(1..=crate::cold::MAX_S3_CONCURRENCY).contains(&conc) {
+        if !(1..=crate::cold::net::MAX_S3_CONCURRENCY).contains(&conc) {
             return bad("cold_net.s3_concurrency", conc.to_string(), "1 to 64");
         }
         if matches!(self.cold, ColdConfig::S3(_)) && u32::from(conc) >= self.hound_pids_limit {

@@ -25,7 +25,7 @@ use crate::PoolError;
 
 pub(crate) mod net;
 
-pub use net::{ColdNet, Live, Resolve, SystemResolver, MAX_S3_CONCURRENCY};
+pub use net::{ColdNet, Live, Resolve, SystemResolver};
 use net::{Endpoints, Inner, State};
 
 /// Least time between two re-resolutions asked for by failures.
