@@ -29,7 +29,7 @@ use crossbeam_channel::{Receiver, Sender};
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
     CompletionHeader, CompletionStatus, EvacuateReceipt, JobKind, COMPLETION_FLAG_SPOOLED,
-    MAX_FAIL_MESSAGE,
+    COMPLETION_HEADER_LEN, MAX_FAIL_MESSAGE,
 };
 use houndpool_protocol::messages::{Message, Shutdown};
 use houndpool_protocol::region::{CompletionReader, HoundState};
@@ -600,17 +600,19 @@ impl Collector {
                 continue;
             };
             let mut violation = None;
+            let mut head = [0u8; COMPLETION_HEADER_LEN];
             for _ in 0..COLLECT_BUDGET {
-                match h.reader.pop(&mut self.buf) {
-                    Ok(true) => {
+                match h.reader.pop_split(&mut head, &mut self.buf) {
+                    Ok(Some(len)) => {
                         work = true;
                         self.blocked = false;
-                        if let Err(v) = handle_completion(&self.sh, i, h, &self.buf) {
+                        let head = &head[..len.min(COMPLETION_HEADER_LEN)];
+                        if let Err(v) = handle_completion(&self.sh, i, h, head, &mut self.buf) {
                             violation = Some(v);
                             break;
                         }
                     }
-                    Ok(false) => break,
+                    Ok(None) => break,
                     Err(e) => {
                         violation = Some(e.to_string());
                         break;
@@ -1235,8 +1237,10 @@ impl Collector {
         // Completions the hound wrote before dying are real results: take them first, unless
         // the hound was killed for lying.
         if !matches!(h.kill_cause, Some(KillCause::Violation(_))) {
-            while let Ok(true) = h.reader.pop(&mut self.buf) {
-                if handle_completion(&sh, i, &h, &self.buf).is_err() {
+            let mut head = [0u8; COMPLETION_HEADER_LEN];
+            while let Ok(Some(len)) = h.reader.pop_split(&mut head, &mut self.buf) {
+                let head = &head[..len.min(COMPLETION_HEADER_LEN)];
+                if handle_completion(&sh, i, &h, head, &mut self.buf).is_err() {
                     break;
                 }
             }
@@ -1441,8 +1445,17 @@ impl Collector {
 
 /// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
 /// delivers its outcome and frees its ring space. `Err` means the hound must be killed.
-fn handle_completion(sh: &Shared, i: usize, h: &HoundProc, payload: &[u8]) -> Result<(), String> {
-    let (hdr, body) = CompletionHeader::parse(payload).map_err(|e| e.to_string())?;
+/// Handles one completion: `head` is its header (as many bytes of it as the record had) and
+/// `body` the rest, both private copies out of the ring. A payload-carrying receipt takes
+/// `body`'s buffer as it is (no second copy); the caller's `body` is then empty.
+fn handle_completion(
+    sh: &Shared,
+    i: usize,
+    h: &HoundProc,
+    head: &[u8],
+    body: &mut Vec<u8>,
+) -> Result<(), String> {
+    let (hdr, _) = CompletionHeader::parse(head).map_err(|e| e.to_string())?;
     let slot = &sh.slots[i];
     let (meta, result) = {
         let mut guard = slot.lock();
@@ -1490,8 +1503,9 @@ fn interpret(
     hound: u32,
     job: &crate::pool::InFlight,
     hdr: &CompletionHeader,
-    body: &[u8],
+    body_buf: &mut Vec<u8>,
 ) -> Result<OutcomeKind, String> {
+    let body: &[u8] = body_buf;
     if hdr.flags & COMPLETION_FLAG_SPOOLED != 0 && job.kind != JobKind::Evacuate {
         return Err("spooled flag on a job that stores nothing".into());
     }
@@ -1532,7 +1546,7 @@ fn interpret(
                     job.body_len
                 ));
             }
-            r.payload = Some(body.to_vec());
+            r.payload = Some(std::mem::take(body_buf));
         }
         JobKind::Encode => {
             let eh = envelope::parse_header(body).map_err(|e| format!("envelope: {e}"))?;
@@ -1545,7 +1559,7 @@ fn interpret(
             r.original_size = Some(u64::from(eh.original_size));
             r.compressed_size = Some(u64::from(eh.compressed_size));
             r.sha256 = Some(eh.sha256);
-            r.payload = Some(body.to_vec());
+            r.payload = Some(std::mem::take(body_buf));
         }
         JobKind::Evacuate => {
             let rc = EvacuateReceipt::parse(body).map_err(|e| e.to_string())?;
@@ -1578,7 +1592,7 @@ fn interpret(
                 r.key = key();
             }
             r.original_size = Some(body.len() as u64);
-            r.payload = Some(body.to_vec());
+            r.payload = Some(std::mem::take(body_buf));
         }
         JobKind::Erase => {
             match body {

@@ -20,6 +20,7 @@ use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::batch::Admitted;
 use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::{DeferQueue, Pushed};
@@ -60,12 +61,12 @@ pub(crate) struct JobKeys {
 }
 
 impl JobKeys {
-    fn insert(&self, job_id: u64, key: &str) {
+    pub(crate) fn insert(&self, job_id: u64, key: &str) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.insert(job_id, key.into());
         self.count.store(map.len(), Ordering::Relaxed);
     }
-    fn remove(&self, job_id: u64) {
+    pub(crate) fn remove(&self, job_id: u64) {
         if self.count.load(Ordering::Relaxed) == 0 {
             return;
         }
@@ -365,7 +366,93 @@ impl Shared {
         (!skipped).then_some(false)
     }
 
-    fn refuse(&self, e: SubmitError) -> SubmitError {
+    /// Validates `job` (refusals are counted, with their reason) and, if it is acceptable,
+    /// assigns its job id and builds its request header and bookkeeping. Shared by `submit`
+    /// and `submit_batch`. No allocation, no lock.
+    pub(crate) fn admit<'j>(&self, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
+        let sh = self;
+        let max = match job.kind {
+            JobKind::Encode | JobKind::Evacuate => {
+                if job.body.is_empty() {
+                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
+                }
+                sh.max_evidence
+            }
+            JobKind::Decode => {
+                if job.body.is_empty() {
+                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
+                }
+                sh.max_envelope
+            }
+            JobKind::Noop => sh.max_evidence,
+            JobKind::Restore | JobKind::Erase => {
+                if job.evidence_id.is_none() == job.key.is_none() || !job.body.is_empty() {
+                    return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
+                }
+                0
+            }
+        };
+        if job.body.len() > max {
+            return Err(sh.refuse(SubmitError::EvidenceTooLarge {
+                len: job.body.len(),
+                max,
+            }));
+        }
+        let key = match job.key {
+            None => &[][..],
+            Some(_)
+                if !matches!(
+                    job.kind,
+                    JobKind::Evacuate | JobKind::Restore | JobKind::Erase
+                ) =>
+            {
+                return Err(sh.refuse(SubmitError::InvalidKey {
+                    reason: "a key is allowed only for evacuate, restore and erase",
+                }))
+            }
+            Some(k) => match houndpool_protocol::job::check_evidence_key(k.as_bytes()) {
+                Ok(k) => k.as_bytes(),
+                Err(reason) => return Err(sh.refuse(SubmitError::InvalidKey { reason })),
+            },
+        };
+        let job_id = sh.next_job.fetch_add(1, Ordering::Relaxed);
+        let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
+        let header = RequestHeader {
+            job_id,
+            kind: job.kind,
+            level: job.level.unwrap_or(sh.config.gzip_level).min(9),
+            severity: job.severity,
+            attempt: 0,
+            evidence_id: *evidence_id.as_bytes(),
+            // At most MAX_EVIDENCE_KEY (200) bytes, checked above.
+            key_len: key.len() as u16,
+        }
+        .to_bytes();
+        let meta = InFlight {
+            job_id,
+            evidence_id: *evidence_id.as_bytes(),
+            kind: job.kind,
+            severity: job.severity,
+            body_len: job.body.len() as u32,
+            pos: RecordPos { start: 0, end: 0 },
+            deaths: 0,
+            tries: 1,
+            submitted_at: Instant::now(),
+            cancelled: false,
+        };
+        let ticket = Ticket {
+            job_id: JobId(job_id),
+            evidence_id,
+        };
+        Ok(Admitted {
+            header,
+            key,
+            meta,
+            ticket,
+        })
+    }
+
+    pub(crate) fn refuse(&self, e: SubmitError) -> SubmitError {
         let c = &self.counters;
         match e {
             SubmitError::PoolExhausted => c.refused_exhausted.inc(),
@@ -403,7 +490,7 @@ impl Shared {
 /// A pool of sandboxed hound processes. Cheap to share (`&Pool` is `Sync`); dropping it shuts
 /// the pool down with no grace period.
 pub struct Pool {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     outcome_rx: Option<Receiver<Outcome>>,
     escalation_rx: Receiver<EscalationEvent>,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
@@ -618,79 +705,13 @@ impl Pool {
         if sh.state.load(Ordering::Acquire) != RUNNING {
             return Err(sh.refuse(SubmitError::ShutDown));
         }
-        let max = match job.kind {
-            JobKind::Encode | JobKind::Evacuate => {
-                if job.body.is_empty() {
-                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
-                }
-                sh.max_evidence
-            }
-            JobKind::Decode => {
-                if job.body.is_empty() {
-                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
-                }
-                sh.max_envelope
-            }
-            JobKind::Noop => sh.max_evidence,
-            JobKind::Restore | JobKind::Erase => {
-                if job.evidence_id.is_none() == job.key.is_none() || !job.body.is_empty() {
-                    return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
-                }
-                0
-            }
-        };
-        if job.body.len() > max {
-            return Err(sh.refuse(SubmitError::EvidenceTooLarge {
-                len: job.body.len(),
-                max,
-            }));
-        }
-        let key = match job.key {
-            None => &[][..],
-            Some(_)
-                if !matches!(
-                    job.kind,
-                    JobKind::Evacuate | JobKind::Restore | JobKind::Erase
-                ) =>
-            {
-                return Err(sh.refuse(SubmitError::InvalidKey {
-                    reason: "a key is allowed only for evacuate, restore and erase",
-                }))
-            }
-            Some(k) => match houndpool_protocol::job::check_evidence_key(k.as_bytes()) {
-                Ok(k) => k.as_bytes(),
-                Err(reason) => return Err(sh.refuse(SubmitError::InvalidKey { reason })),
-            },
-        };
-        let job_id = sh.next_job.fetch_add(1, Ordering::Relaxed);
-        let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
-        let header = RequestHeader {
-            job_id,
-            kind: job.kind,
-            level: job.level.unwrap_or(sh.config.gzip_level).min(9),
-            severity: job.severity,
-            attempt: 0,
-            evidence_id: *evidence_id.as_bytes(),
-            // At most MAX_EVIDENCE_KEY (200) bytes, checked above.
-            key_len: key.len() as u16,
-        }
-        .to_bytes();
-        let meta = InFlight {
-            job_id,
-            evidence_id: *evidence_id.as_bytes(),
-            kind: job.kind,
-            severity: job.severity,
-            body_len: job.body.len() as u32,
-            pos: RecordPos { start: 0, end: 0 },
-            deaths: 0,
-            tries: 1,
-            submitted_at: Instant::now(),
-            cancelled: false,
-        };
-        let ticket = Ticket {
-            job_id: JobId(job_id),
-            evidence_id,
-        };
+        let Admitted {
+            header,
+            key,
+            meta,
+            ticket,
+        } = sh.admit(job)?;
+        let job_id = meta.job_id;
         if let Some(cell) = track {
             sh.tracked.register(job_id, cell.clone());
         }
@@ -707,7 +728,7 @@ impl Pool {
     }
 
     /// The second half of submit: place the validated job, or apply the exhaustion action.
-    fn place_or_apply(
+    pub(crate) fn place_or_apply(
         &self,
         job: &Job<'_>,
         ticket: Ticket,

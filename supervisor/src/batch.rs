@@ -1,0 +1,225 @@
+//! Batches: many jobs per call, many outcomes per wake-up.
+//!
+//! [`Pool::submit_batch`] fills rings with runs of jobs under one slot lock and rings each
+//! hound's doorbell at most once per run; [`Pool::recv_outcomes`] takes every outcome that is
+//! waiting (up to a bound) in one call. Both keep every contract of the one-job calls: each
+//! job is accepted or refused on its own, with its own reason, and every accepted job gets
+//! exactly one outcome.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+use houndpool_protocol::job::REQUEST_HEADER_LEN;
+
+use crate::job::{Job, Outcome, Ticket};
+use crate::pool::{InFlight, Pool, Shared, RUNNING};
+use crate::SubmitError;
+
+/// A job that passed validation: its request header, key bytes and bookkeeping (built by
+/// `Shared::admit`, placed by `submit` or `submit_batch`).
+pub(crate) struct Admitted<'j> {
+    pub(crate) header: [u8; REQUEST_HEADER_LEN],
+    pub(crate) key: &'j [u8],
+    pub(crate) meta: InFlight,
+    pub(crate) ticket: Ticket,
+}
+
+impl Pool {
+    /// Submits `jobs` in order, each as [`submit`](Self::submit) would, and writes one result
+    /// per job to `results` (cleared first): `results[i]` is job `i`'s ticket or the reason it
+    /// was refused. Returns how many were accepted. Every `Ok` ticket gets exactly one outcome,
+    /// as with `submit`; a refusal of one job never stops the others (an oversized job in the
+    /// middle of a batch is refused with `EvidenceTooLarge`, the jobs around it go on).
+    ///
+    /// What it saves: jobs are copied into a hound's ring in runs, under one lock, and the
+    /// hound's doorbell is rung at most once per run (only if it announced sleep). Runs are
+    /// spread over the accepting hounds (least loaded first, about an equal share each), so
+    /// jobs of one batch are not all queued behind each other. Jobs that fit no ring get the
+    /// configured [`PoolExhaustedAction`](crate::PoolExhaustedAction) one by one, exactly as
+    /// consecutive `submit` calls would: with `Drop`, a later smaller job may still be accepted
+    /// after an earlier one was refused.
+    ///
+    /// Cost: bounded by `jobs.len()` memcpys and O(1) bookkeeping each; no allocation per job
+    /// (the caller's `results` grows only if it is too small, keyed jobs store their key as
+    /// with `submit`). Never blocks on a hound; a slot lock is held for at most one run
+    /// (bounded by the ring and `max_in_flight_per_hound`).
+    pub fn submit_batch(
+        &self,
+        jobs: &[Job<'_>],
+        results: &mut Vec<Result<Ticket, SubmitError>>,
+    ) -> usize {
+        let sh = &*self.shared;
+        results.clear();
+        results.reserve(jobs.len());
+        let mut next = 0usize;
+        // A job admitted (id assigned) but not yet placed: carried to the next slot.
+        let mut held: Option<Admitted<'_>> = None;
+        let n = sh.slots.len();
+        let first = least_loaded(sh);
+        for visit in 0..n {
+            if next >= jobs.len() {
+                break;
+            }
+            let idx = (first + visit) % n;
+            let left = n - visit;
+            let quota = (jobs.len() - next).div_ceil(left);
+            fill_slot(sh, idx, jobs, &mut next, quota, &mut held, results);
+        }
+        // What fits no ring: the exhaustion action, job by job (as `submit` would).
+        while next < jobs.len() {
+            let job = &jobs[next];
+            let a = match held.take() {
+                Some(a) => Ok(a),
+                None => admit_counted(sh, job),
+            };
+            let r = a.and_then(|a| {
+                let job_id = a.meta.job_id;
+                sh.spans
+                    .open(job_id, job.kind, job.severity, job.body.len());
+                let r = self.place_or_apply(job, a.ticket, &a.header, a.key, a.meta);
+                if r.is_err() {
+                    sh.spans.discard(job_id);
+                }
+                r
+            });
+            results.push(r);
+            next += 1;
+        }
+        results.iter().filter(|r| r.is_ok()).count()
+    }
+
+    /// Takes up to `max` outcomes into `buf` (appended; `buf` is not cleared): waits up to
+    /// `timeout` for the first one, then takes whatever else is waiting without waiting
+    /// again. Returns how many were added (0: none within `timeout`, or the outcome channel is
+    /// disabled or closed). Outcomes of tracked jobs go to their handles, not here.
+    ///
+    /// One call drains a burst of outcomes for one wake-up of the caller's thread, so a
+    /// consumer that pairs it with [`submit_batch`](Self::submit_batch) pays the channel's
+    /// wake-up once per burst instead of once per job. Allocates only if `buf` must grow.
+    /// Mixes freely with receivers from [`outcomes`](Self::outcomes): each outcome goes to
+    /// exactly one of them.
+    pub fn recv_outcomes(&self, buf: &mut Vec<Outcome>, max: usize, timeout: Duration) -> usize {
+        let Some(rx) = self.outcomes() else {
+            return 0;
+        };
+        if max == 0 {
+            return 0;
+        }
+        let before = buf.len();
+        match rx.try_recv() {
+            Ok(o) => buf.push(o),
+            Err(TryRecvError::Disconnected) => return 0,
+            Err(TryRecvError::Empty) => match rx.recv_timeout(timeout) {
+                Ok(o) => buf.push(o),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return 0,
+            },
+        }
+        while buf.len() - before < max {
+            match rx.try_recv() {
+                Ok(o) => buf.push(o),
+                Err(_) => break,
+            }
+        }
+        buf.len() - before
+    }
+}
+
+/// `submit`'s preamble for one job of a batch: counts it, refuses after shutdown, validates.
+fn admit_counted<'j>(sh: &Shared, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
+    sh.counters.submitted.inc();
+    if sh.state.load(Ordering::Acquire) != RUNNING {
+        return Err(sh.refuse(SubmitError::ShutDown));
+    }
+    sh.admit(job)
+}
+
+/// Index of the least-loaded accepting slot (0 if none accepts: `fill_slot` skips those).
+fn least_loaded(sh: &Shared) -> usize {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, s) in sh.slots.iter().enumerate() {
+        if !s.accepting.load(Ordering::Acquire) {
+            continue;
+        }
+        let load = s.in_flight.load(Ordering::Relaxed);
+        if best.is_none_or(|(_, b)| load < b) {
+            best = Some((i, load));
+        }
+    }
+    best.map_or(0, |(i, _)| i)
+}
+
+/// Places up to `quota` jobs from `jobs[*next..]` into slot `idx` under one lock, writing each
+/// refused-at-admission job's error and each placed job's ticket to `results`. Stops early
+/// when the slot's ring or in-flight bound is full, leaving the admitted job that did not fit
+/// in `held`. Rings the hound's doorbell once at the end if anything was placed and it sleeps.
+fn fill_slot<'j>(
+    sh: &Shared,
+    idx: usize,
+    jobs: &[Job<'j>],
+    next: &mut usize,
+    quota: usize,
+    held: &mut Option<Admitted<'j>>,
+    results: &mut Vec<Result<Ticket, SubmitError>>,
+) {
+    let slot = &sh.slots[idx];
+    if !slot.accepting.load(Ordering::Acquire) {
+        return;
+    }
+    let max = sh.config.max_in_flight_per_hound;
+    let mut guard = slot.lock();
+    let Some(conn) = guard.as_mut() else {
+        return;
+    };
+    let mut placed = 0usize;
+    while *next < jobs.len() && placed < quota && conn.inflight.len() < max {
+        let job = &jobs[*next];
+        let a = match held.take() {
+            Some(a) => a,
+            None => match admit_counted(sh, job) {
+                Ok(a) => a,
+                Err(e) => {
+                    results.push(Err(e));
+                    *next += 1;
+                    continue;
+                }
+            },
+        };
+        // Counted before the job becomes visible to the collector (as in `place_or_apply`).
+        sh.counters.accepted.inc_sc();
+        if let Some(k) = job.key {
+            sh.keys.insert(a.meta.job_id, k);
+        }
+        sh.spans
+            .open(a.meta.job_id, job.kind, job.severity, job.body.len());
+        match conn.writer.try_push(&[&a.header, a.key, job.body]) {
+            Ok(Some(pos)) => {
+                if conn.inflight.is_empty() {
+                    conn.front_since = Instant::now();
+                }
+                conn.inflight.push_back(InFlight { pos, ..a.meta });
+                sh.spans.event(a.meta.job_id, "placed in a ring");
+                results.push(Ok(a.ticket));
+                *next += 1;
+                placed += 1;
+            }
+            // Full now (or a record this ring can never hold, which admission rules out):
+            // not accepted here; the next slot or the exhaustion action decides.
+            Ok(None) | Err(_) => {
+                sh.counters.accepted.dec_sc();
+                sh.keys.remove(a.meta.job_id);
+                sh.spans.discard(a.meta.job_id);
+                *held = Some(a);
+                break;
+            }
+        }
+    }
+    if placed > 0 {
+        slot.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+        // One fence and one look at the hound's flag for the whole run (see the wake-up
+        // argument in `protocol::region`: the last tail store precedes the fence).
+        if conn.writer.hound_sleeping() {
+            let _ = conn.bell.ring();
+        }
+    }
+}
