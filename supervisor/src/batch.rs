@@ -100,7 +100,7 @@ impl Pool {
     /// Mixes freely with receivers from [`outcomes`](Self::outcomes): each outcome goes to
     /// exactly one of them.
     pub fn recv_outcomes(&self, buf: &mut Vec<Outcome>, max: usize, timeout: Duration) -> usize {
-        let Some(rx) = self.outcomes() else {
+        let Some(rx) = self.outcome_rx.as_ref() else {
             return 0;
         };
         if max == 0 {
@@ -110,6 +110,8 @@ impl Pool {
         match rx.try_recv() {
             Ok(o) => buf.push(o),
             Err(TryRecvError::Disconnected) => return 0,
+            // A zero timeout is a poll: no waiting machinery at all.
+            Err(TryRecvError::Empty) if timeout.is_zero() => return 0,
             Err(TryRecvError::Empty) => match rx.recv_timeout(timeout) {
                 Ok(o) => buf.push(o),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return 0,

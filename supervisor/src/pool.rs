@@ -491,7 +491,7 @@ impl Shared {
 /// the pool down with no grace period.
 pub struct Pool {
     pub(crate) shared: Arc<Shared>,
-    outcome_rx: Option<Receiver<Outcome>>,
+    pub(crate) outcome_rx: Option<Receiver<Outcome>>,
     escalation_rx: Receiver<EscalationEvent>,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
