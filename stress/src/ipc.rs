@@ -161,18 +161,28 @@ fn shm_batched(
     let mut outcomes = Vec::with_capacity(WINDOW);
     let start = Instant::now();
     let (mut sent, mut done) = (0usize, 0usize);
+    // What the rings are believed to have room for: after a refusal, only as many as outcomes
+    // freed since (a caller that backs off when told the pool is exhausted; at 256 KiB the
+    // rings hold 3 jobs, and offering the whole window each time would spend the time on
+    // refusals).
+    let mut room = WINDOW;
     while done < n {
-        let k = (n - sent).min(WINDOW - (sent - done));
+        let outstanding = sent - done;
+        let k = (n - sent)
+            .min(WINDOW - outstanding)
+            .min(room.max(usize::from(outstanding == 0)));
         if k > 0 {
             pool.submit_batch(&jobs[..k], &mut results);
+            let mut refused = false;
             for r in results.drain(..) {
                 match r {
                     Ok(_) => sent += 1,
                     // Rings full: the outcomes below make room.
-                    Err(SubmitError::PoolExhausted) if sent > done => {}
+                    Err(SubmitError::PoolExhausted) if sent > done => refused = true,
                     Err(e) => return Err(e.into()),
                 }
             }
+            room = if refused { 0 } else { room.saturating_sub(k) };
         }
         outcomes.clear();
         take_outcomes(pool, &mut outcomes, spin)?;
@@ -180,6 +190,7 @@ fn shm_batched(
             check_echo(o, size)?;
         }
         done += outcomes.len();
+        room += outcomes.len();
     }
     let elapsed = start.elapsed();
 

@@ -10,20 +10,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
-use houndpool_protocol::job::REQUEST_HEADER_LEN;
 
 use crate::job::{Job, Outcome, Ticket};
-use crate::pool::{InFlight, Pool, Shared, RUNNING};
+use crate::pool::{Admitted, InFlight, Pool, Shared, RUNNING};
 use crate::SubmitError;
-
-/// A job that passed validation: its request header, key bytes and bookkeeping (built by
-/// `Shared::admit`, placed by `submit` or `submit_batch`).
-pub(crate) struct Admitted<'j> {
-    pub(crate) header: [u8; REQUEST_HEADER_LEN],
-    pub(crate) key: &'j [u8],
-    pub(crate) meta: InFlight,
-    pub(crate) ticket: Ticket,
-}
 
 impl Pool {
     /// Submits `jobs` in order, each as [`submit`](Self::submit) would, and writes one result

@@ -20,7 +20,6 @@ use houndpool_shared::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use tracing::{info, warn};
 use uuid::Uuid;
 
-use crate::batch::Admitted;
 use crate::circuit::CircuitState;
 use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
 use crate::defer::{DeferQueue, Pushed};
@@ -82,6 +81,15 @@ impl JobKeys {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.get(&job_id).cloned()
     }
+}
+
+/// A job that passed validation: its request header, key bytes and bookkeeping (built by
+/// `Shared::admit`, placed by `submit` or `batch::submit_batch`).
+pub(crate) struct Admitted<'j> {
+    pub(crate) header: [u8; REQUEST_HEADER_LEN],
+    pub(crate) key: &'j [u8],
+    pub(crate) meta: InFlight,
+    pub(crate) ticket: Ticket,
 }
 
 /// A job held in supervisor memory (defer queue or retry queue): header + body bytes.
