@@ -1455,7 +1455,7 @@ fn handle_completion(
     head: &[u8],
     body: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let (hdr, _) = CompletionHeader::parse(head).map_err(|e| e.to_string())?;
+    let hdr = CompletionHeader::parse_parts(head, body).map_err(|e| e.to_string())?;
     let slot = &sh.slots[i];
     let (meta, result) = {
         let mut guard = slot.lock();
