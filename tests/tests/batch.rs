@@ -144,6 +144,41 @@ fn refusals_in_the_middle_of_a_batch_leave_the_other_jobs_alone() {
 }
 
 #[test]
+fn a_full_ring_refuses_a_large_job_and_still_takes_a_smaller_one_after_it() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // 64 KiB evidence: the request ring (256 KiB) holds three 64 KiB jobs, far below the
+    // in-flight bound, so the ring's bytes are what runs out.
+    let (pool, pid) = stalled_pool(dir.path(), PoolExhaustedAction::Drop, 64);
+    let big = vec![7u8; 64 * 1024];
+    let jobs = [
+        Job::noop(&big),
+        Job::noop(&big),
+        Job::noop(&big),
+        Job::noop(&big),     // no room left for 64 KiB
+        Job::noop(b"small"), // but for this
+    ];
+    let mut results = Vec::new();
+    assert_eq!(pool.submit_batch(&jobs, &mut results), 4);
+    assert!(results[..3].iter().all(Result::is_ok));
+    assert_eq!(results[3], Err(SubmitError::PoolExhausted));
+    assert!(results[4].is_ok());
+    signal(pid, Signal::SIGCONT);
+    let ids = accepted(&results);
+    let outs = recv_all(&pool, ids.len(), 8, Duration::from_secs(10));
+    assert_exactly_one_each(&ids, &outs);
+    let order: Vec<JobId> = outs.iter().map(|o| o.job_id).collect();
+    assert_eq!(order, ids, "one hound: ring order");
+    let last = &outs[3];
+    assert!(matches!(
+        &last.result,
+        OutcomeKind::Completed(r) if r.payload.as_deref() == Some(&b"small"[..])
+    ));
+    pool.shutdown(Duration::from_secs(5));
+    assert_no_hounds_left();
+}
+
+#[test]
 fn what_fits_no_ring_is_deferred_until_the_queue_is_full() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
