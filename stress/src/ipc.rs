@@ -146,8 +146,8 @@ fn take_outcomes(pool: &Pool, buf: &mut Vec<houndpool::Outcome>, spin: Duration)
     Ok(())
 }
 
-/// The `shm` row: the window refilled with one `submit_batch`, outcomes taken with
-/// `recv_outcomes`; the round trip is a batch of one.
+/// The `shm` row: the window refilled with one `submit_batch` whenever half of it has come
+/// back, outcomes taken with `recv_outcomes`; the round trip is a batch of one.
 fn shm_batched(
     pool: &Pool,
     body: &[u8],
@@ -168,9 +168,15 @@ fn shm_batched(
     let mut room = WINDOW;
     while done < n {
         let outstanding = sent - done;
-        let k = (n - sent)
-            .min(WINDOW - outstanding)
-            .min(room.max(usize::from(outstanding == 0)));
+        // Refill once half the window has come back, so that a batch is a batch (refilling
+        // after every outcome would submit batches of one).
+        let k = if outstanding <= WINDOW / 2 {
+            (n - sent)
+                .min(WINDOW - outstanding)
+                .min(room.max(usize::from(outstanding == 0)))
+        } else {
+            0
+        };
         if k > 0 {
             pool.submit_batch(&jobs[..k], &mut results);
             let mut refused = false;
