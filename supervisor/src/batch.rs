@@ -32,8 +32,9 @@ impl Pool {
     ///
     /// Cost: bounded by `jobs.len()` memcpys and O(1) bookkeeping each; no allocation per job
     /// (the caller's `results` grows only if it is too small, keyed jobs store their key as
-    /// with `submit`). Never blocks on a hound; a slot lock is held for at most one run
-    /// (bounded by the ring and `max_in_flight_per_hound`).
+    /// with `submit`). Never blocks on a hound; a slot lock is held for at most one run: up to
+    /// 64 KiB of job bodies (or one larger job), then it is released (and the hound rung if it
+    /// sleeps) before the next run, so the collector never waits long for it.
     pub fn submit_batch(
         &self,
         jobs: &[Job<'_>],
@@ -53,8 +54,10 @@ impl Pool {
             }
             let idx = (first + visit) % n;
             let left = n - visit;
-            let quota = (jobs.len() - next).div_ceil(left);
-            fill_slot(sh, idx, jobs, &mut next, quota, &mut held, results);
+            let mut quota = (jobs.len() - next).div_ceil(left);
+            // Runs on one slot until its share is placed or it is full; each run releases
+            // the lock after RUN_BYTES, so the collector never waits long for it.
+            while fill_slot(sh, idx, jobs, &mut next, &mut quota, &mut held, results) {}
         }
         // What fits no ring: the exhaustion action, job by job (as `submit` would).
         while next < jobs.len() {
@@ -141,30 +144,43 @@ fn least_loaded(sh: &Shared) -> usize {
     best.map_or(0, |(i, _)| i)
 }
 
-/// Places up to `quota` jobs from `jobs[*next..]` into slot `idx` under one lock, writing each
-/// refused-at-admission job's error and each placed job's ticket to `results`. Stops early
-/// when the slot's ring or in-flight bound is full, leaving the admitted job that did not fit
-/// in `held`. Rings the hound's doorbell once at the end if anything was placed and it sleeps.
+/// Bytes of job bodies one run copies under a slot lock (at least one job, whatever its size):
+/// the collector needs that lock for every completion, and a contended lock costs it a futex
+/// sleep and wake-up.
+const RUN_BYTES: usize = 64 * 1024;
+
+/// One run: places up to `quota` jobs (decremented per placed job) from `jobs[*next..]` into
+/// slot `idx` under one lock, writing each refused-at-admission job's error and each placed
+/// job's ticket to `results`. Stops early when the slot's ring or in-flight bound is full,
+/// leaving the admitted job that did not fit in `held`. Rings the hound's doorbell once at the
+/// end if anything was placed and it sleeps. Returns true when it stopped only because the run
+/// copied [`RUN_BYTES`]: the caller runs again on the same slot.
 fn fill_slot<'j>(
     sh: &Shared,
     idx: usize,
     jobs: &[Job<'j>],
     next: &mut usize,
-    quota: usize,
+    quota: &mut usize,
     held: &mut Option<Admitted<'j>>,
     results: &mut Vec<Result<Ticket, SubmitError>>,
-) {
+) -> bool {
     let slot = &sh.slots[idx];
     if !slot.accepting.load(Ordering::Acquire) {
-        return;
+        return false;
     }
     let max = sh.config.max_in_flight_per_hound;
     let mut guard = slot.lock();
     let Some(conn) = guard.as_mut() else {
-        return;
+        return false;
     };
     let mut placed = 0usize;
-    while *next < jobs.len() && placed < quota && conn.inflight.len() < max {
+    let mut bytes = 0usize;
+    let mut budget_spent = false;
+    while *next < jobs.len() && *quota > 0 && conn.inflight.len() < max {
+        if bytes >= RUN_BYTES {
+            budget_spent = true;
+            break;
+        }
         let job = &jobs[*next];
         let a = match held.take() {
             Some(a) => a,
@@ -194,6 +210,8 @@ fn fill_slot<'j>(
                 results.push(Ok(a.ticket));
                 *next += 1;
                 placed += 1;
+                *quota -= 1;
+                bytes += job.body.len();
             }
             // Full now (or a record this ring can never hold, which admission rules out):
             // not accepted here; the next slot or the exhaustion action decides.
@@ -214,4 +232,5 @@ fn fill_slot<'j>(
             let _ = conn.bell.ring();
         }
     }
+    budget_spent
 }
