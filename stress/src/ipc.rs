@@ -60,6 +60,11 @@ fn counts(ctx: &Ctx, size: usize) -> (usize, usize) {
     (stream, rtt)
 }
 
+/// Untimed round trips streamed before a timed stream of `n`.
+fn warm_up(n: usize) -> usize {
+    (n / 10).max(4 * WINDOW)
+}
+
 /// A payload of `size` bytes with a recognisable pattern.
 fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
@@ -159,46 +164,53 @@ fn shm_batched(
     let jobs = vec![Job::noop(body); WINDOW];
     let mut results = Vec::with_capacity(WINDOW);
     let mut outcomes = Vec::with_capacity(WINDOW);
-    let start = Instant::now();
-    let (mut sent, mut done) = (0usize, 0usize);
-    // What the rings are believed to have room for: after a refusal, only as many as outcomes
-    // freed since (a caller that backs off when told the pool is exhausted; at 256 KiB the
-    // rings hold 3 jobs, and offering the whole window each time would spend the time on
-    // refusals).
-    let mut room = WINDOW;
-    while done < n {
-        let outstanding = sent - done;
-        // Refill once half the window has come back, so that a batch is a batch (refilling
-        // after every outcome would submit batches of one).
-        let k = if outstanding <= WINDOW / 2 {
-            (n - sent)
-                .min(WINDOW - outstanding)
-                .min(room.max(usize::from(outstanding == 0)))
-        } else {
-            0
-        };
-        if k > 0 {
-            pool.submit_batch(&jobs[..k], &mut results);
-            let mut refused = false;
-            for r in results.drain(..) {
-                match r {
-                    Ok(_) => sent += 1,
-                    // Rings full: the outcomes below make room.
-                    Err(SubmitError::PoolExhausted) if sent > done => refused = true,
-                    Err(e) => return Err(e.into()),
+    let mut elapsed = Duration::ZERO;
+    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
+    // allocator growth) that a short run would otherwise count.
+    for (n, timed) in [(warm_up(n), false), (n, true)] {
+        let start = Instant::now();
+        let (mut sent, mut done) = (0usize, 0usize);
+        // What the rings are believed to have room for: after a refusal, only as many as outcomes
+        // freed since (a caller that backs off when told the pool is exhausted; at 256 KiB the
+        // rings hold 3 jobs, and offering the whole window each time would spend the time on
+        // refusals).
+        let mut room = WINDOW;
+        while done < n {
+            let outstanding = sent - done;
+            // Refill once half the window has come back, so that a batch is a batch (refilling
+            // after every outcome would submit batches of one).
+            let k = if outstanding <= WINDOW / 2 {
+                (n - sent)
+                    .min(WINDOW - outstanding)
+                    .min(room.max(usize::from(outstanding == 0)))
+            } else {
+                0
+            };
+            if k > 0 {
+                pool.submit_batch(&jobs[..k], &mut results);
+                let mut refused = false;
+                for r in results.drain(..) {
+                    match r {
+                        Ok(_) => sent += 1,
+                        // Rings full: the outcomes below make room.
+                        Err(SubmitError::PoolExhausted) if sent > done => refused = true,
+                        Err(e) => return Err(e.into()),
+                    }
                 }
+                room = if refused { 0 } else { room.saturating_sub(k) };
             }
-            room = if refused { 0 } else { room.saturating_sub(k) };
+            outcomes.clear();
+            take_outcomes(pool, &mut outcomes, spin)?;
+            for o in &outcomes {
+                check_echo(o, size)?;
+            }
+            done += outcomes.len();
+            room += outcomes.len();
         }
-        outcomes.clear();
-        take_outcomes(pool, &mut outcomes, spin)?;
-        for o in &outcomes {
-            check_echo(o, size)?;
+        if timed {
+            elapsed = start.elapsed();
         }
-        done += outcomes.len();
-        room += outcomes.len();
     }
-    let elapsed = start.elapsed();
 
     let mut h = histogram();
     for i in 0..samples + samples / 10 {
@@ -231,26 +243,33 @@ fn shm_single(
 ) -> Result<IpcResult> {
     let size = body.len();
     let job = Job::noop(body);
-    let start = Instant::now();
-    let (mut sent, mut done) = (0usize, 0usize);
-    while done < n {
-        while sent < n && sent - done < WINDOW {
-            match pool.submit(&job) {
-                Ok(_) => sent += 1,
-                Err(SubmitError::PoolExhausted) if sent > done => break,
-                Err(e) => return Err(e.into()),
+    let mut elapsed = Duration::ZERO;
+    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
+    // allocator growth) that a short run would otherwise count.
+    for (n, timed) in [(warm_up(n), false), (n, true)] {
+        let start = Instant::now();
+        let (mut sent, mut done) = (0usize, 0usize);
+        while done < n {
+            while sent < n && sent - done < WINDOW {
+                match pool.submit(&job) {
+                    Ok(_) => sent += 1,
+                    Err(SubmitError::PoolExhausted) if sent > done => break,
+                    Err(e) => return Err(e.into()),
+                }
             }
-        }
-        // Take every outcome that is there, then refill the window in one go.
-        let o = next_outcome(rx, spin, OUTCOME_TIMEOUT)?;
-        check_echo(&o, size)?;
-        done += 1;
-        while let Ok(o) = rx.try_recv() {
+            // Take every outcome that is there, then refill the window in one go.
+            let o = next_outcome(rx, spin, OUTCOME_TIMEOUT)?;
             check_echo(&o, size)?;
             done += 1;
+            while let Ok(o) = rx.try_recv() {
+                check_echo(&o, size)?;
+                done += 1;
+            }
+        }
+        if timed {
+            elapsed = start.elapsed();
         }
     }
-    let elapsed = start.elapsed();
 
     let mut h = histogram();
     for i in 0..samples + samples / 10 {
@@ -552,19 +571,26 @@ fn seqpacket_size(fd: &OwnedFd, size: usize, n: usize, samples: usize) -> Result
     };
 
     // Streaming: never block in send (the peer may be blocked sending replies to us).
-    let start = Instant::now();
-    let (mut sent, mut done) = (0usize, 0usize);
-    while done < n {
-        while sent < n && sent - done < WINDOW {
-            if !send_one(MsgFlags::MSG_DONTWAIT)? {
-                break;
+    let mut elapsed = Duration::ZERO;
+    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
+    // allocator growth) that a short run would otherwise count.
+    for (n, timed) in [(warm_up(n), false), (n, true)] {
+        let start = Instant::now();
+        let (mut sent, mut done) = (0usize, 0usize);
+        while done < n {
+            while sent < n && sent - done < WINDOW {
+                if !send_one(MsgFlags::MSG_DONTWAIT)? {
+                    break;
+                }
+                sent += 1;
             }
-            sent += 1;
+            recv_one(&mut buf)?;
+            done += 1;
         }
-        recv_one(&mut buf)?;
-        done += 1;
+        if timed {
+            elapsed = start.elapsed();
+        }
     }
-    let elapsed = start.elapsed();
 
     let mut h = histogram();
     for i in 0..samples + samples / 10 {
@@ -595,6 +621,7 @@ fn pipe(ctx: &Ctx, bar: &ProgressBar) -> Result<Vec<IpcResult>> {
     let mut out = Vec::new();
     for size in SIZES {
         let (n, samples) = counts(ctx, size);
+        pipe_exchange(&mut stdin, &mut stdout, size, warm_up(n), WINDOW, None)?;
         let start = Instant::now();
         pipe_exchange(&mut stdin, &mut stdout, size, n, WINDOW, None)?;
         let elapsed = start.elapsed();

@@ -19,7 +19,7 @@ use houndpool_protocol::region::{
 use houndpool_protocol::ProtocolError;
 use indicatif::ProgressBar;
 
-use super::{counts, payload, payload_last, result, OUTCOME_TIMEOUT, SIZES, WINDOW};
+use super::{counts, payload, payload_last, result, warm_up, OUTCOME_TIMEOUT, SIZES, WINDOW};
 use crate::report::{IpcResult, Transport};
 use crate::util::{histogram, record, Ctx, Result, StressError};
 
@@ -118,6 +118,7 @@ struct Side<'a> {
 impl Side<'_> {
     fn measure(&mut self, size: usize, n: usize, samples: usize) -> Result<IpcResult> {
         let body = payload(size);
+        self.exchange(&body, warm_up(n), WINDOW, None)?;
         let start = Instant::now();
         self.exchange(&body, n, WINDOW, None)?;
         let elapsed = start.elapsed();
