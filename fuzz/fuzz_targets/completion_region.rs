@@ -39,7 +39,7 @@ fn field(data: &[u8], from: usize, len: usize) -> Vec<u8> {
 
 /// A tail value from 8 input bytes (see the module docs).
 fn tail(b: &[u8]) -> [u8; 8] {
-    if b[0] % 2 == 0 {
+    if b[0].is_multiple_of(2) {
         let v = u64::from(u16::from_le_bytes([b[1], b[2]]) & !7);
         v.to_le_bytes()
     } else {

@@ -6,7 +6,7 @@
 //! `Fatal` text must be a valid string of bounded size. Any panic is a bug.
 
 use houndpool_protocol::frame::FRAME_HEADER_LEN;
-use houndpool_protocol::messages::{Message, MAX_CONTROL_BODY};
+use houndpool_protocol::control::{Message, MAX_CONTROL_BODY};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let limit = FRAME_HEADER_LEN + MAX_CONTROL_BODY as usize + 1;

@@ -13,7 +13,7 @@ use houndpool_protocol::job::{
     CompletionHeader, CompletionStatus, EvacuateReceipt, JobKind, RequestHeader,
     COMPLETION_HEADER_LEN, REQUEST_HEADER_LEN,
 };
-use houndpool_protocol::messages::{Message, MAX_CONTROL_BODY};
+use houndpool_protocol::control::{Message, MAX_CONTROL_BODY};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let Some((&seed, rest)) = data.split_first() else {

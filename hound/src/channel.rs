@@ -3,8 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use houndpool_protocol::frame::FRAME_HEADER_LEN;
-use houndpool_protocol::messages::{Message, MAX_CONTROL_BODY};
+use houndpool_protocol::control::{Message, MAX_CONTROL_DATAGRAM};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, MsgFlags};
 
@@ -32,7 +31,7 @@ impl Channel {
     pub(crate) fn new(fd: OwnedFd) -> Self {
         Channel {
             fd,
-            buf: vec![0; FRAME_HEADER_LEN + MAX_CONTROL_BODY as usize + 1],
+            buf: vec![0; MAX_CONTROL_DATAGRAM + 1],
         }
     }
 

@@ -31,5 +31,5 @@ pub enum HoundError {
     Protocol(#[from] houndpool_protocol::ProtocolError),
     /// Cold storage error.
     #[error(transparent)]
-    Shared(#[from] houndpool_shared::SharedError),
+    Cold(#[from] houndpool_cold::ColdError),
 }

@@ -2,15 +2,15 @@
 
 use std::time::Instant;
 
+use houndpool_cold::ColdError;
+use houndpool_cold::{self as cold, ColdStore, PutOutcome};
+use houndpool_protocol::control::HoundLimits;
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
     CompletionHeader, CompletionStatus, EvacuateReceipt, FailCode, JobKind, RequestHeader,
     COMPLETION_FLAG_SPOOLED,
 };
-use houndpool_protocol::messages::HoundLimits;
 use houndpool_protocol::ProtocolError;
-use houndpool_shared::cold::{self, ColdStore, PutOutcome};
-use houndpool_shared::SharedError;
 
 /// Where the body of a completion lives.
 pub(crate) enum Body {
@@ -72,10 +72,7 @@ impl JobRunner {
     /// Takes new S3 endpoint addresses / CA from the supervisor. A CA the store refuses
     /// makes every later storage job fail with that reason (the supervisor checked the PEM
     /// already, so this does not happen in practice).
-    pub(crate) fn set_endpoints(
-        &mut self,
-        endpoints: &houndpool_protocol::messages::ColdEndpoints,
-    ) {
+    pub(crate) fn set_endpoints(&mut self, endpoints: &houndpool_protocol::control::ColdEndpoints) {
         if let Ok(store) = &mut self.store {
             if let Err(e) = store.set_endpoints(endpoints) {
                 self.store = Err(e.to_string());
@@ -188,9 +185,7 @@ impl JobRunner {
         // Split borrows: the store and the output buffer are distinct fields.
         let envelope_bytes = &self.output;
         let outcome = match &mut self.store {
-            Ok(s) => s
-                .put(&key, envelope_bytes)
-                .map_err(|e| classify_shared(&e))?,
+            Ok(s) => s.put(&key, envelope_bytes).map_err(|e| classify_cold(&e))?,
             Err(why) => return Err((FailCode::ColdStorageUnavailable, why.clone())),
         };
         let store_ns = elapsed_ns(t1);
@@ -217,7 +212,7 @@ impl JobRunner {
         let fetched = self
             .store()?
             .get(&key, max_envelope)
-            .map_err(|e| classify_shared(&e))?;
+            .map_err(|e| classify_cold(&e))?;
         self.fetched = fetched;
         envelope::decode_into(
             &self.fetched,
@@ -234,7 +229,7 @@ impl JobRunner {
         key: Option<&str>,
     ) -> Result<bool, (FailCode, String)> {
         let key = cold::object_key_for(&self.prefix, &req.evidence_id, key);
-        self.store()?.delete(&key).map_err(|e| classify_shared(&e))
+        self.store()?.delete(&key).map_err(|e| classify_cold(&e))
     }
 }
 
@@ -264,16 +259,16 @@ pub(crate) fn classify_protocol(e: &ProtocolError) -> (FailCode, String) {
 }
 
 /// Maps a cold-storage error to the fail code the supervisor reports.
-pub(crate) fn classify_shared(e: &SharedError) -> (FailCode, String) {
+pub(crate) fn classify_cold(e: &ColdError) -> (FailCode, String) {
     let code = match e {
-        SharedError::NotFound { .. } => FailCode::NotFound,
-        SharedError::ColdUnavailable { .. } | SharedError::ColdNotConfigured => {
+        ColdError::NotFound { .. } => FailCode::NotFound,
+        ColdError::ColdUnavailable { .. } | ColdError::ColdNotConfigured => {
             FailCode::ColdStorageUnavailable
         }
-        SharedError::ColdRejected { .. } => FailCode::ColdStorageRejected,
-        SharedError::ObjectTooLarge { .. } => FailCode::DecompressionLimit,
-        SharedError::AlreadyExists { .. } => FailCode::AlreadyExists,
-        SharedError::Protocol(p) => return classify_protocol(p),
+        ColdError::ColdRejected { .. } => FailCode::ColdStorageRejected,
+        ColdError::ObjectTooLarge { .. } => FailCode::DecompressionLimit,
+        ColdError::AlreadyExists { .. } => FailCode::AlreadyExists,
+        ColdError::Protocol(p) => return classify_protocol(p),
         _ => FailCode::Internal,
     };
     (code, e.to_string())
@@ -301,9 +296,9 @@ mod tests {
             exceeded: true,
         });
         assert_eq!(c, FailCode::DecompressionLimit);
-        let (c, _) = classify_shared(&SharedError::NotFound { key: "k".into() });
+        let (c, _) = classify_cold(&ColdError::NotFound { key: "k".into() });
         assert_eq!(c, FailCode::NotFound);
-        let (c, _) = classify_shared(&SharedError::ColdUnavailable { reason: "x".into() });
+        let (c, _) = classify_cold(&ColdError::ColdUnavailable { reason: "x".into() });
         assert_eq!(c, FailCode::ColdStorageUnavailable);
     }
 }

@@ -5,16 +5,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use houndpool_cold as cold;
+use houndpool_protocol::control::{ColdTarget, Fatal, HoundTuning, Message, Ready, SandboxReport};
+use houndpool_protocol::frame::MessageKind;
 use houndpool_protocol::job::{JobKind, RequestHeader, COMPLETION_HEADER_LEN};
-use houndpool_protocol::messages::{
-    ColdTarget, Fatal, HoundTuning, Message, MessageKind, Ready, SandboxReport,
-};
 use houndpool_protocol::region::{
     CompletionWriter, HoundRegions, HoundState, RequestReader, StatusWriter,
 };
 use houndpool_protocol::wake::{BellListener, BellRinger};
 use houndpool_protocol::PROTOCOL_VERSION;
-use houndpool_shared::cold;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::channel::{Channel, Polled};
@@ -210,12 +209,7 @@ fn ready(report: SandboxReport) -> Message {
     })
 }
 
-fn open_store(
-    target: &ColdTarget,
-) -> (
-    Result<Box<dyn houndpool_shared::cold::ColdStore>, String>,
-    String,
-) {
+fn open_store(target: &ColdTarget) -> (Result<Box<dyn houndpool_cold::ColdStore>, String>, String) {
     let prefix = match target {
         ColdTarget::None => String::new(),
         ColdTarget::Filesystem { prefix, .. } => prefix.clone(),

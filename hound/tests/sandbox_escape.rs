@@ -457,7 +457,7 @@ fn a_file_larger_than_the_largest_envelope_cannot_be_written() {
     let run = fx.run("write_huge_file", &[]);
     run.assert_denied("write_huge_file", "EFBIG");
     let limit =
-        houndpool_hound::sandbox::file_size_limit(&houndpool_protocol::messages::HoundLimits {
+        houndpool_hound::sandbox::file_size_limit(&houndpool_protocol::control::HoundLimits {
             max_evidence_bytes: 1 << 20,
             max_output_bytes: 1 << 20,
             memory_budget_bytes: 0,

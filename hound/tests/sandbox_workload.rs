@@ -10,7 +10,8 @@
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use houndpool_hound::sandbox::{self, SandboxContext};
-use houndpool_protocol::messages::{HoundLimits, Layer, LayerMode, LayerStatus, SandboxPolicy};
+use houndpool_protocol::control::{HoundLimits, Layer, LayerMode, LayerStatus, SandboxPolicy};
+use houndpool_protocol::envelope::HEADER_LEN;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -136,12 +137,11 @@ fn child(dir: &Path) -> R<()> {
     enc.write_all(&payload)?;
     let gz = enc.finish()?;
     let hash = Sha256::digest(&gz);
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     let mut envelope = b"THCS".to_vec();
     envelope.extend_from_slice(&1u16.to_be_bytes());
     envelope.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     envelope.extend_from_slice(&(gz.len() as u32).to_be_bytes());
-    envelope.extend_from_slice(hex.as_bytes());
+    envelope.extend_from_slice(hex::encode(hash).as_bytes());
     envelope.extend_from_slice(&gz);
 
     // Evacuate: atomic write into the cold store.
@@ -163,11 +163,11 @@ fn child(dir: &Path) -> R<()> {
     let file = std::fs::File::open(&object)?;
     // SAFETY: the object is not modified while mapped (this process is its only writer).
     let mapped = unsafe { memmap2::Mmap::map(&file)? };
-    if Sha256::digest(&mapped[78..]).as_slice() != hash.as_slice() {
+    if Sha256::digest(&mapped[HEADER_LEN..]).as_slice() != hash.as_slice() {
         return Err("hash mismatch".into());
     }
     let mut restored = Vec::new();
-    GzDecoder::new(&mapped[78..])
+    GzDecoder::new(&mapped[HEADER_LEN..])
         .take(payload.len() as u64)
         .read_to_end(&mut restored)?;
     if restored != payload {

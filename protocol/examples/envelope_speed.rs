@@ -16,26 +16,21 @@ use houndpool_protocol::envelope;
 const EVIDENCE_LEN: usize = 4096;
 const CORPUS: usize = 1024;
 
-/// xorshift64*: enough randomness for test data, no dependency.
-struct Rng(u64);
+/// Seeded test-data helpers over `fastrand` (the same seed gives the same corpus).
+struct Rng(fastrand::Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.usize(..n)
     }
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]
     }
     fn hex(&mut self, len: usize) -> String {
-        (0..len)
-            .map(|_| char::from(b"0123456789abcdef"[self.below(16)]))
-            .collect()
+        let bytes: Vec<u8> = (0..len.div_ceil(2)).map(|_| self.0.u8(..)).collect();
+        let mut text = hex::encode(bytes);
+        text.truncate(len);
+        text
     }
     fn token(&mut self, len: usize) -> String {
         const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -193,7 +188,7 @@ fn main() {
     let secs: f64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let dur = Duration::from_secs_f64(secs);
 
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng(fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15));
     let corpus: Vec<Vec<u8>> = (0..CORPUS).map(|_| evidence(&mut rng)).collect();
     let envelopes: Vec<Vec<u8>> = corpus
         .iter()

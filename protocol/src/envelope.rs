@@ -42,6 +42,25 @@ pub const HEADER_LEN: usize = 78;
 /// can declare. Anything longer is not a THCS v1 envelope and need not be read to know it.
 pub const MAX_ENVELOPE_LEN: u64 = HEADER_LEN as u64 + u32::MAX as u64;
 
+/// gzip's framing around the deflate stream: a 10-byte header and an 8-byte trailer (CRC-32
+/// and size), as flate2 writes them.
+pub const GZIP_FRAME_LEN: usize = 18;
+
+/// Slack above the computed worst case in [`max_envelope_len`].
+const ENVELOPE_SLACK: usize = 64;
+
+/// The largest envelope that can legitimately decode to `max_output` bytes: deflate's
+/// worst-case expansion of stored blocks is 5 bytes per 65 535 (bounded here by 5 per 16 000),
+/// plus [`GZIP_FRAME_LEN`] and the [`HEADER_LEN`]-byte THCS header, plus 64 bytes of slack.
+/// Used to size the completion ring, a hound's file-size limit and the daemon's frame and
+/// outcome reservations, and to refuse oversized objects on restore before reading them.
+/// Saturates at `usize::MAX`; costs a few additions.
+pub fn max_envelope_len(max_output: usize) -> usize {
+    max_output
+        .saturating_add(max_output / 16_000 * 5)
+        .saturating_add(HEADER_LEN + GZIP_FRAME_LEN + ENVELOPE_SLACK)
+}
+
 /// Highest gzip level; levels above it are clamped to it.
 pub const MAX_LEVEL: u32 = 9;
 
@@ -69,6 +88,10 @@ pub struct EnvelopeHeader {
 }
 
 /// Encodes evidence at gzip `level` (0..=9, clamped) into a new envelope.
+///
+/// The envelope is at most [`max_envelope_len`]`(evidence.len())` bytes: when the compressor
+/// would produce more (incompressible evidence at level 1), the evidence is encoded again at
+/// level 0 (stored blocks), which costs one more pass over it.
 ///
 /// Errors: [`ProtocolError::EvidenceTooLarge`] when the evidence (or its compressed form) does
 /// not fit the header's u32 size fields.
@@ -110,6 +133,12 @@ pub fn encode_into(
         });
     }
 
+    if out.len() > max_envelope_len(evidence.len()) && level.level() > 0 {
+        // The deflate backend coded the evidence larger than stored blocks would: zlib-rs at
+        // level 1 uses fixed Huffman codes only, which expand incompressible bytes by up to
+        // 1/8. Stored blocks (level 0) always fit the bound the rings and limits are sized by.
+        return encode_into(evidence, 0, out);
+    }
     let compressed = &out[HEADER_LEN..];
     let Ok(compressed_size) = u32::try_from(compressed.len()) else {
         // Incompressible evidence close to 4 GiB can grow past the u32 field.
@@ -318,6 +347,41 @@ mod tests {
         assert_eq!(parse_header(&env).unwrap(), h);
         assert_eq!(verify(&env).unwrap(), h);
         assert_eq!(decode(&env, evidence.len()).unwrap(), evidence);
+    }
+
+    #[test]
+    fn max_envelope_len_bounds_incompressible_evidence() {
+        let mut rng = fastrand::Rng::with_seed(0x7e57);
+        for len in [0, 1, 100, 15_999, 16_000, 65_535, 65_536, 200_003, 1 << 20] {
+            let evidence: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(len).collect();
+            for level in [0, 1, 9] {
+                let env = encode(&evidence, level).unwrap();
+                assert!(
+                    env.len() <= max_envelope_len(len),
+                    "{len} bytes at level {level}: envelope {} > bound {}",
+                    env.len(),
+                    max_envelope_len(len)
+                );
+                assert_eq!(
+                    decode(&env, len).unwrap(),
+                    evidence,
+                    "{len} at level {level}"
+                );
+            }
+        }
+        // Bytes >= 144 take 9 bits each in deflate's fixed Huffman code: the worst case of
+        // zlib-rs's level 1, which would be 1/8 larger than the evidence.
+        let high: Vec<u8> = std::iter::repeat_with(|| rng.u8(144..))
+            .take(1 << 20)
+            .collect();
+        let env = encode(&high, 1).unwrap();
+        assert!(env.len() <= max_envelope_len(high.len()));
+        assert_eq!(decode(&env, high.len()).unwrap(), high);
+        // Evidence that compresses keeps its level-1 compression (no fallback to stored).
+        let text = b"GET /search?q=houndpool HTTP/1.1\r\nHost: example.com\r\n".repeat(1000);
+        assert!(encode(&text, 1).unwrap().len() < text.len() / 4);
+        assert!(max_envelope_len(1 << 20) > (1 << 20) + HEADER_LEN + GZIP_FRAME_LEN);
+        assert_eq!(max_envelope_len(usize::MAX), usize::MAX);
     }
 
     #[test]

@@ -14,7 +14,6 @@
 //! reserved ([`ProtocolError::ReservedNonZero`]), kind ([`ProtocolError::UnknownMessageKind`]),
 //! length against the receiver's limit ([`ProtocolError::FrameTooLarge`]).
 
-use crate::messages::MessageKind;
 use crate::ProtocolError;
 
 /// Frame magic: the bytes "HPFR" read as a little-endian u32.
@@ -24,11 +23,109 @@ pub const FRAME_HEADER_LEN: usize = 16;
 /// Default limit on a frame body (control channel); the daemon configures its own.
 pub const DEFAULT_MAX_BODY: u32 = 1 << 20;
 
+/// The kind field of a frame header: which message the body holds, and so which channel it
+/// belongs to (1–6 the control channel, [`crate::control`]; 16–23 the daemon socket,
+/// [`crate::daemon`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum MessageKind {
+    /// supervisor → hound: the slot a (possibly prestarted) hound now serves
+    /// ([`Hello`](crate::control::Hello)).
+    Hello = 1,
+    /// hound → supervisor: sandbox applied, ready for jobs.
+    Ready = 2,
+    /// supervisor → hound: finish what is in the ring, then exit 0.
+    Shutdown = 3,
+    /// hound → supervisor: last words before exiting non-zero.
+    Fatal = 4,
+    /// supervisor → hound: the pool-wide settings the hound confines itself with, queued
+    /// before the hound is started ([`Setup`](crate::control::Setup)).
+    Setup = 5,
+    /// supervisor → hound: resolved addresses of the S3 endpoint and the private CA
+    /// ([`ColdEndpoints`](crate::control::ColdEndpoints)); after Hello, and again whenever
+    /// re-resolution changes them.
+    ColdEndpoints = 6,
+    /// client → houndd: run a job ([`Submit`](crate::daemon::Submit)).
+    Submit = 16,
+    /// houndd → client: accepted or refused ([`SubmitReply`](crate::daemon::SubmitReply)).
+    SubmitReply = 17,
+    /// houndd → client: the outcome of an accepted job
+    /// ([`JobOutcome`](crate::daemon::JobOutcome)).
+    Outcome = 18,
+    /// client → houndd: ask for counters ([`StatsRequest`](crate::daemon::StatsRequest)).
+    StatsRequest = 19,
+    /// houndd → client: counters ([`StatsReply`](crate::daemon::StatsReply)).
+    Stats = 20,
+    /// houndd → client: last frame before the daemon closes the connection
+    /// ([`ErrorNotice`](crate::daemon::ErrorNotice)).
+    Error = 21,
+    /// client → houndd: cancel a job this connection submitted
+    /// ([`Cancel`](crate::daemon::Cancel)).
+    Cancel = 22,
+    /// houndd → client: what the cancel did ([`CancelReply`](crate::daemon::CancelReply)).
+    CancelReply = 23,
+}
+
+impl MessageKind {
+    /// Maps a wire value to a kind; unknown values are `UnknownMessageKind`.
+    pub fn from_u16(value: u16) -> Result<Self, ProtocolError> {
+        match value {
+            1 => Ok(MessageKind::Hello),
+            2 => Ok(MessageKind::Ready),
+            3 => Ok(MessageKind::Shutdown),
+            4 => Ok(MessageKind::Fatal),
+            5 => Ok(MessageKind::Setup),
+            6 => Ok(MessageKind::ColdEndpoints),
+            16 => Ok(MessageKind::Submit),
+            17 => Ok(MessageKind::SubmitReply),
+            18 => Ok(MessageKind::Outcome),
+            19 => Ok(MessageKind::StatsRequest),
+            20 => Ok(MessageKind::Stats),
+            21 => Ok(MessageKind::Error),
+            22 => Ok(MessageKind::Cancel),
+            23 => Ok(MessageKind::CancelReply),
+            kind => Err(ProtocolError::UnknownMessageKind { kind }),
+        }
+    }
+    /// Stable lowercase name for errors and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            MessageKind::Hello => "hello",
+            MessageKind::Ready => "ready",
+            MessageKind::Shutdown => "shutdown",
+            MessageKind::Fatal => "fatal",
+            MessageKind::Setup => "setup",
+            MessageKind::ColdEndpoints => "cold_endpoints",
+            MessageKind::Submit => "submit",
+            MessageKind::SubmitReply => "submit_reply",
+            MessageKind::Outcome => "outcome",
+            MessageKind::StatsRequest => "stats_request",
+            MessageKind::Stats => "stats",
+            MessageKind::Error => "error",
+            MessageKind::Cancel => "cancel",
+            MessageKind::CancelReply => "cancel_reply",
+        }
+    }
+    /// Whether this kind belongs to the daemon socket (16–23) rather than the control channel.
+    pub fn is_daemon(self) -> bool {
+        (self as u16) >= 16
+    }
+
+    /// The error for a frame of this kind on the other channel (`channel` names the one it
+    /// arrived on).
+    pub(crate) fn not_of_channel(self, channel: &str) -> ProtocolError {
+        ProtocolError::MalformedBody {
+            kind: self.name(),
+            reason: format!("not a message of the {channel}"),
+        }
+    }
+}
+
 /// A validated frame header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     /// Message kind (validated against `MessageKind`).
-    pub kind: crate::messages::MessageKind,
+    pub kind: MessageKind,
     /// Body length in bytes (validated against the limit).
     pub body_len: u32,
 }
@@ -119,17 +216,30 @@ impl FrameHeader {
         out[8..12].copy_from_slice(&self.body_len.to_le_bytes());
         out[12..16].copy_from_slice(&0u32.to_le_bytes());
     }
+
+    /// Checks that `body` is exactly the `body_len` bytes this header announces:
+    /// [`ProtocolError::Truncated`] if shorter, [`ProtocolError::TrailingBytes`] if longer.
+    pub(crate) fn check_body(&self, body: &[u8]) -> Result<(), ProtocolError> {
+        let announced = self.body_len as usize;
+        match body.len().cmp(&announced) {
+            std::cmp::Ordering::Less => Err(ProtocolError::Truncated {
+                needed: announced,
+                available: body.len(),
+            }),
+            std::cmp::Ordering::Greater => Err(ProtocolError::TrailingBytes {
+                expected: announced,
+                found: body.len(),
+            }),
+            std::cmp::Ordering::Equal => Ok(()),
+        }
+    }
 }
 
 /// Appends one complete frame (header + body) to `out`.
 ///
 /// Fails with [`ProtocolError::FrameTooLarge`] (and leaves `out` untouched) only if `body`
 /// does not fit the u32 length field; the receiver's own limit is the receiver's business.
-pub fn write_frame(
-    kind: crate::messages::MessageKind,
-    body: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), ProtocolError> {
+pub fn write_frame(kind: MessageKind, body: &[u8], out: &mut Vec<u8>) -> Result<(), ProtocolError> {
     let body_len = u32::try_from(body.len()).map_err(|_| ProtocolError::FrameTooLarge {
         len: body.len() as u64,
         max: u64::from(u32::MAX),
@@ -309,6 +419,54 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const KINDS: [MessageKind; 5] = [
+        MessageKind::Hello,
+        MessageKind::Ready,
+        MessageKind::Shutdown,
+        MessageKind::Fatal,
+        MessageKind::Setup,
+    ];
+
+    #[test]
+    fn kind_wire_values_and_names() {
+        for kind in KINDS {
+            assert_eq!(MessageKind::from_u16(kind as u16).unwrap(), kind);
+        }
+        let names: Vec<_> = KINDS.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["hello", "ready", "shutdown", "fatal", "setup"]);
+        for bad in [0u16, 7, 0x100, u16::MAX] {
+            assert!(matches!(
+                MessageKind::from_u16(bad),
+                Err(ProtocolError::UnknownMessageKind { kind }) if kind == bad
+            ));
+        }
+    }
+
+    #[test]
+    fn daemon_kinds_keep_their_wire_values() {
+        let kinds = [
+            (MessageKind::Submit, 16, "submit"),
+            (MessageKind::SubmitReply, 17, "submit_reply"),
+            (MessageKind::Outcome, 18, "outcome"),
+            (MessageKind::StatsRequest, 19, "stats_request"),
+            (MessageKind::Stats, 20, "stats"),
+            (MessageKind::Error, 21, "error"),
+            (MessageKind::Cancel, 22, "cancel"),
+            (MessageKind::CancelReply, 23, "cancel_reply"),
+        ];
+        for (k, v, name) in kinds {
+            assert_eq!(k as u16, v);
+            assert_eq!(MessageKind::from_u16(v).unwrap(), k);
+            assert_eq!(k.name(), name);
+        }
+        for k in KINDS {
+            assert!(!k.is_daemon());
+        }
+        for bad in [7u16, 15, 24] {
+            assert!(MessageKind::from_u16(bad).is_err());
+        }
+    }
 
     fn frame(kind: MessageKind, body: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

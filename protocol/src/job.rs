@@ -144,6 +144,8 @@ impl Severity {
 
 /// Size of [`RequestHeader`] on the wire.
 pub const REQUEST_HEADER_LEN: usize = 32;
+/// Offset of the `attempt` byte in a request header (see [`RequestHeader::mark_retry`]).
+const OFF_ATTEMPT: usize = 11;
 
 /// Header of a request record.
 /// ```text
@@ -219,7 +221,7 @@ impl RequestHeader {
         b[8] = self.kind as u8;
         b[9] = self.level;
         b[10] = self.severity as u8;
-        b[11] = self.attempt;
+        b[OFF_ATTEMPT] = self.attempt;
         b[12..14].copy_from_slice(&self.key_len.to_le_bytes());
         // b[14..16]: reserved, 0.
         b[16..32].copy_from_slice(&self.evidence_id);
@@ -239,7 +241,7 @@ impl RequestHeader {
         }
         let severity =
             Severity::from_u8(b[10]).map_err(|_| malformed("request severity is not 0..=3"))?;
-        let attempt = b[11];
+        let attempt = b[OFF_ATTEMPT];
         if attempt > 1 {
             return Err(malformed("request attempt is neither 0 nor 1"));
         }
@@ -272,6 +274,19 @@ impl RequestHeader {
 }
 
 impl RequestHeader {
+    /// Marks a request record (a header as written by [`Self::to_bytes`], then key and body)
+    /// as the retry: sets its `attempt` field to 1 in place and leaves every other byte as it
+    /// is. Used on the supervisor's own copy of a record that is placed again after its hound
+    /// died. Fails with [`ProtocolError::MalformedRecord`] (and changes nothing) if `record`
+    /// is shorter than a header.
+    pub fn mark_retry(record: &mut [u8]) -> Result<(), ProtocolError> {
+        if record.len() < REQUEST_HEADER_LEN {
+            return Err(malformed("request shorter than its 32-byte header"));
+        }
+        record[OFF_ATTEMPT] = 1;
+        Ok(())
+    }
+
     /// Splits what follows the header into the evidence key (checked with
     /// [`check_evidence_key`]) and the body. `rest` is the body returned by [`Self::parse`].
     pub fn split_key<'a>(
@@ -639,6 +654,46 @@ mod tests {
             assert_eq!(split, joined, "{h:?} with {} body bytes", body.len());
         }
         assert!(CompletionHeader::parse_parts(&[0u8; 15], &[]).is_err());
+    }
+
+    #[test]
+    fn mark_retry_sets_only_the_attempt() {
+        let first = RequestHeader {
+            job_id: 0x0102_0304_0506_0708,
+            kind: JobKind::Evacuate,
+            level: 9,
+            severity: Severity::Critical,
+            attempt: 0,
+            evidence_id: [0xee; 16],
+            key_len: 3,
+        };
+        let mut record = first.to_bytes().to_vec();
+        record.extend_from_slice(b"keybody");
+        let before = record.clone();
+        RequestHeader::mark_retry(&mut record).unwrap();
+        let (parsed, rest) = RequestHeader::parse(&record).unwrap();
+        assert_eq!(
+            parsed,
+            RequestHeader {
+                attempt: 1,
+                ..first
+            }
+        );
+        assert_eq!(rest, b"keybody");
+        let changed: Vec<usize> = (0..record.len())
+            .filter(|&i| record[i] != before[i])
+            .collect();
+        assert_eq!(changed, [OFF_ATTEMPT]);
+        // Marking twice is marking once.
+        RequestHeader::mark_retry(&mut record).unwrap();
+        assert_eq!(RequestHeader::parse(&record).unwrap().0.attempt, 1);
+        // Too short for a header: an error, nothing written.
+        let mut short = before[..REQUEST_HEADER_LEN - 1].to_vec();
+        assert!(matches!(
+            RequestHeader::mark_retry(&mut short),
+            Err(ProtocolError::MalformedRecord { .. })
+        ));
+        assert_eq!(short, before[..REQUEST_HEADER_LEN - 1]);
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! the shared-memory ring code. It makes no policy decisions (who to kill, what to retry):
 //! every malformed input is returned as a typed [`ProtocolError`] for the caller to act on.
 //!
-//! * [`frame`] — the length-prefixed frame of the control channel and the daemon socket,
-//!   with a streaming decoder.
+//! * [`frame`] — the length-prefixed frame of the control channel and the daemon socket
+//!   (its header and [`frame::MessageKind`]), with a streaming decoder.
 //! * [`codec`] — the single place that knows bincode (see RUSTSEC-2025-0141 in docs).
-//! * [`messages`] — control and daemon message bodies carried in frames.
+//! * [`control`] — supervisor ↔ hound messages (Setup, Hello, Ready, ...; the sandbox policy
+//!   and report they carry).
+//! * [`daemon`] — `houndd` ↔ client messages (Submit, Outcome, Cancel, Stats, Error).
 //! * [`job`] — fixed little-endian headers of request and completion records in the rings.
 //! * [`ring`] — single-producer single-consumer byte rings of 8-byte-aligned records.
 //! * [`region`] — the memfd-backed regions that hold the rings, sealed before sharing.
@@ -18,11 +20,12 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod control;
+pub mod daemon;
 pub mod envelope;
 mod error;
 pub mod frame;
 pub mod job;
-pub mod messages;
 pub mod region;
 pub mod ring;
 pub mod wake;

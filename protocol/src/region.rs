@@ -316,7 +316,7 @@ impl PeerHeader {
 }
 
 // SAFETY: a Header is a pointer into a mapping owned by the same struct that owns the Header
-// (SupervisorShared / HoundShared); the mapping is process-wide, not tied to a thread, and all
+// (SupervisorMappings / HoundMappings); the mapping is process-wide, not tied to a thread, and all
 // accesses are atomic, so moving it to another thread is sound. Not Sync by itself: sharing is
 // argued on the types that share it.
 unsafe impl Send for Header {}
@@ -401,7 +401,7 @@ fn le_u64(b: &[u8], off: usize) -> u64 {
 
 /// Everything the two supervisor halves share.
 #[derive(Debug)]
-struct SupervisorShared {
+struct SupervisorMappings {
     layout: RegionLayout,
     /// Request region header (supervisor-owned).
     req_hdr: OwnHeader,
@@ -426,7 +426,7 @@ struct SupervisorShared {
 pub struct SupervisorRegions {
     req_file: File,
     cmp_file: File,
-    shared: SupervisorShared,
+    shared: SupervisorMappings,
 }
 
 impl SupervisorRegions {
@@ -466,7 +466,7 @@ impl SupervisorRegions {
         let req_base = req_map.as_mut_ptr();
         let cmp_base = cmp_map.as_mut_ptr();
         // SAFETY: both bases are the page-aligned starts of live shared mappings of
-        // REGION_HEADER_LEN + capacity bytes, moved into the same SupervisorShared as the
+        // REGION_HEADER_LEN + capacity bytes, moved into the same SupervisorMappings as the
         // headers and rings built from them (moving an MmapMut does not move the mapping), so
         // they outlive them. The header page is from now on accessed only through the atomics
         // of Header. The data areas start at REGION_HEADER_LEN and span exactly `capacity`
@@ -474,7 +474,7 @@ impl SupervisorRegions {
         // never writes the completion ring (RingMemory's single-producer discipline, upheld by
         // RequestWriter / CompletionReader).
         let shared = unsafe {
-            SupervisorShared {
+            SupervisorMappings {
                 layout,
                 req_hdr: OwnHeader(Header::new(req_base)),
                 cmp_hdr: PeerHeader(Header::new(cmp_base)),
@@ -542,13 +542,13 @@ impl SupervisorRegions {
 /// can make it report or use space that is not free.
 #[derive(Debug)]
 pub struct RequestWriter {
-    shared: Arc<SupervisorShared>,
+    shared: Arc<SupervisorMappings>,
     /// Private producer position (authoritative; the shared tail is a published copy).
     tail: u64,
 }
 
 // SAFETY: a RequestWriter and the CompletionReader split from the same SupervisorRegions share
-// one SupervisorShared through the Arc and may live on two threads. Neither is Sync, so each is
+// one SupervisorMappings through the Arc and may live on two threads. Neither is Sync, so each is
 // used by one thread at a time, and what the two threads touch is partitioned:
 // * request ring data: the writer writes only free space `[tail, released + capacity)`
 //   (`write_record` with `head = released`); the reader reads only `[released,
@@ -558,7 +558,7 @@ pub struct RequestWriter {
 //   byte is written and read in happens-before order, never concurrently.
 // * completion ring data: only the reader touches it in this process (validated copies).
 // * header fields and `released` / `published_tail`: atomics only.
-// Everything else in SupervisorShared is immutable after construction, and the mappings are
+// Everything else in SupervisorMappings is immutable after construction, and the mappings are
 // unmapped only when the last Arc clone drops.
 unsafe impl Send for RequestWriter {}
 
@@ -605,7 +605,7 @@ impl RequestWriter {
 /// its own request records, reads hound counters. `Send`.
 #[derive(Debug)]
 pub struct CompletionReader {
-    shared: Arc<SupervisorShared>,
+    shared: Arc<SupervisorMappings>,
     /// Private consumer position (authoritative; the shared `cmp_head` is a published copy).
     head: u64,
     /// Not Sync: `read_request` and `release_requests` take `&self` and must not run on two
@@ -747,7 +747,7 @@ impl CompletionReader {
 
 /// Everything the three hound halves share.
 #[derive(Debug)]
-struct HoundShared {
+struct HoundMappings {
     layout: RegionLayout,
     /// Request region header (read-only mapping).
     req_hdr: PeerHeader,
@@ -764,7 +764,7 @@ struct HoundShared {
 /// The hound's handle on the two regions it inherited.
 #[derive(Debug)]
 pub struct HoundRegions {
-    shared: HoundShared,
+    shared: HoundMappings,
 }
 
 /// Reads the first bytes of a region file with pread (before mapping anything).
@@ -863,12 +863,12 @@ impl HoundRegions {
         let cmp_base = cmp_map.as_mut_ptr();
         // SAFETY: both bases are the page-aligned starts of live shared mappings of
         // REGION_HEADER_LEN + capacity bytes (sizes checked above), moved into the same
-        // HoundShared as everything built from them, so they outlive them. The request mapping
+        // HoundMappings as everything built from them, so they outlive them. The request mapping
         // is read-only: it is wrapped only in a PeerHeader (Relaxed loads only) and in a
         // RingMemory on which nothing ever calls write_record (only RequestReader uses it, to
         // read). The hound is the only writer of the completion ring in this process.
         let shared = unsafe {
-            HoundShared {
+            HoundMappings {
                 layout,
                 req_hdr: PeerHeader(Header::new(req_base)),
                 cmp_hdr: OwnHeader(Header::new(cmp_base)),
@@ -914,7 +914,7 @@ impl HoundRegions {
     }
 }
 
-// SAFETY: the three hound halves share one HoundShared through the Arc and may live on
+// SAFETY: the three hound halves share one HoundMappings through the Arc and may live on
 // different threads. RequestReader and CompletionWriter are not Sync (one thread at a time each);
 // StatusWriter is Sync because its `&self` methods only perform atomic operations. What they
 // touch in this process is partitioned: RequestReader only reads the read-only request mapping
@@ -935,7 +935,7 @@ unsafe impl Sync for StatusWriter {}
 /// consuming the completion for a request.
 #[derive(Debug)]
 pub struct RequestReader {
-    shared: Arc<HoundShared>,
+    shared: Arc<HoundMappings>,
     head: u64,
     /// Position after the record returned by the last successful `peek`.
     peeked: Option<u64>,
@@ -984,7 +984,7 @@ impl RequestReader {
 /// Hound: produces completion records.
 #[derive(Debug)]
 pub struct CompletionWriter {
-    shared: Arc<HoundShared>,
+    shared: Arc<HoundMappings>,
     /// Private producer position.
     tail: u64,
 }
@@ -1022,7 +1022,7 @@ impl CompletionWriter {
 /// Hound: writes its state and counters and its sleeping flag.
 #[derive(Debug)]
 pub struct StatusWriter {
-    shared: Arc<HoundShared>,
+    shared: Arc<HoundMappings>,
 }
 
 impl StatusWriter {

@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
+use fastrand::Rng;
 use houndpool_protocol::region::{offsets, HoundRegions, RegionLayout, SupervisorRegions};
 use houndpool_protocol::ring::{max_payload, record_size, TAG_PADDING, TAG_RECORD};
 use houndpool_protocol::ProtocolError;
@@ -17,20 +18,6 @@ use houndpool_protocol::ProtocolError;
 const CMP_CAP: usize = 4096;
 const REQ_CAP: usize = 4096;
 const ITERATIONS: usize = 100_000;
-
-/// xorshift64* — deterministic, seeded.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn dup(fd: BorrowedFd<'_>) -> OwnedFd {
     // SAFETY: F_DUPFD_CLOEXEC duplicates a valid borrowed fd; touches no memory.
@@ -103,7 +90,7 @@ fn completion_reader_survives_hostile_hound() {
 
     let max = max_payload(CMP_CAP);
     let data = 4096usize;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::with_seed(0x9E37_79B9_7F4A_7C15);
     let mut out = Vec::new();
 
     // The test-hound's own producer position (may be garbage after corruption).
@@ -120,14 +107,14 @@ fn completion_reader_survives_hostile_hound() {
 
     let started = Instant::now();
     for it in 0..ITERATIONS {
-        match rng.below(100) {
+        match rng.u64(..100) {
             // Valid record written by hand at the test-hound's tail.
             0..=34 => {
                 let head = req_view.read_u64(offsets::REQ_CMP_HEAD);
-                let len = if rng.below(10) == 0 {
+                let len = if rng.u64(..10) == 0 {
                     max
                 } else {
-                    rng.below(200) as usize
+                    rng.u64(..200) as usize
                 };
                 let payload: Vec<u8> = (0..len).map(|i| (it + i) as u8).collect();
                 let size = record_size(len) as u64;
@@ -159,9 +146,9 @@ fn completion_reader_survives_hostile_hound() {
             }
             // Random bytes anywhere in the data area.
             35..=49 => {
-                let n = 1 + rng.below(64) as usize;
-                let off = rng.below((CMP_CAP - n) as u64) as usize;
-                let bytes: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let n = 1 + rng.u64(..64) as usize;
+                let off = rng.u64(..(CMP_CAP - n) as u64) as usize;
+                let bytes: Vec<u8> = (0..n).map(|_| rng.u64(..) as u8).collect();
                 cmp.write(data + off, &bytes);
                 clean = false;
             }
@@ -169,16 +156,16 @@ fn completion_reader_survives_hostile_hound() {
             50..=59 => {
                 let head = req_view.read_u64(offsets::REQ_CMP_HEAD);
                 let idx = (head % CMP_CAP as u64) as usize;
-                let len = match rng.below(4) {
-                    0 => rng.next() as u32,
-                    1 => (max + 1 + rng.below(64) as usize) as u32,
-                    2 => rng.below(CMP_CAP as u64) as u32,
+                let len = match rng.u64(..4) {
+                    0 => rng.u64(..) as u32,
+                    1 => (max + 1 + rng.u64(..64) as usize) as u32,
+                    2 => rng.u64(..CMP_CAP as u64) as u32,
                     _ => (CMP_CAP - idx - 8) as u32,
                 };
-                let tag = match rng.below(3) {
+                let tag = match rng.u64(..3) {
                     0 => TAG_RECORD,
                     1 => TAG_PADDING,
-                    _ => rng.next() as u32,
+                    _ => rng.u64(..) as u32,
                 };
                 let mut h = len.to_le_bytes().to_vec();
                 h.extend_from_slice(&tag.to_le_bytes());
@@ -188,12 +175,12 @@ fn completion_reader_survives_hostile_hound() {
             // Random cmp_tail: garbage, unaligned, behind, far ahead, or just past head.
             60..=74 => {
                 let head = req_view.read_u64(offsets::REQ_CMP_HEAD);
-                let t = match rng.below(5) {
-                    0 => rng.next(),
-                    1 => head.wrapping_add(1 + rng.below(7)),
-                    2 => head.wrapping_sub(8 * (1 + rng.below(4))),
-                    3 => head.wrapping_add(CMP_CAP as u64 + 8 * rng.below(8)),
-                    _ => head.wrapping_add(8 * rng.below(CMP_CAP as u64 / 8 + 1)),
+                let t = match rng.u64(..5) {
+                    0 => rng.u64(..),
+                    1 => head.wrapping_add(1 + rng.u64(..7)),
+                    2 => head.wrapping_sub(8 * (1 + rng.u64(..4))),
+                    3 => head.wrapping_add(CMP_CAP as u64 + 8 * rng.u64(..8)),
+                    _ => head.wrapping_add(8 * rng.u64(..CMP_CAP as u64 / 8 + 1)),
                 };
                 cmp.write(offsets::CMP_TAIL, &t.to_le_bytes());
                 hound_tail = t;
@@ -201,9 +188,9 @@ fn completion_reader_survives_hostile_hound() {
             }
             // Scribble the rest of the completion header (capacity copy, magic, flags...).
             75..=79 => {
-                let off = rng.below(4096 - 8) as usize;
+                let off = rng.u64(..4096 - 8) as usize;
                 if off.abs_diff(offsets::CMP_TAIL) >= 8 {
-                    cmp.write(off, &rng.next().to_le_bytes());
+                    cmp.write(off, &rng.u64(..).to_le_bytes());
                 }
             }
             // Repair: the hound resynchronises its tail with the supervisor's head.
@@ -227,8 +214,8 @@ fn completion_reader_survives_hostile_hound() {
             }
             // Supervisor request side: push or release; free space follows the model exactly.
             _ => {
-                if rng.below(2) == 0 {
-                    let len = rng.below(300) as usize;
+                if rng.u64(..2) == 0 {
+                    let len = rng.u64(..300) as usize;
                     // Expected from the supervisor's own history only.
                     let tail = req_released + req_used;
                     let size = record_size(len) as u64;

@@ -275,10 +275,8 @@ fn fake_region(contents: &[u8], len: u64, seals: i32) -> OwnedFd {
     f.set_len(len).unwrap();
     f.write_all_at(contents, 0).unwrap();
     // SAFETY: fcntl on a valid fd with an int argument.
-    assert_eq!(
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) },
-        0
-    );
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) };
+    assert_eq!(rc, 0);
     fd
 }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fastrand::Rng;
 use houndpool_protocol::region::{HoundRegions, RegionLayout, SupervisorRegions};
 use houndpool_protocol::wake::bell_pipe;
 
@@ -21,31 +22,18 @@ const WAIT: Duration = Duration::from_secs(2);
 /// Safety net against a hang (a broken protocol costs 2 s per lost wake-up, not forever).
 const GIVE_UP: Duration = Duration::from_secs(60);
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// Producer-side pause between records: mostly none, sometimes a spin or a yield, rarely a
 /// sleep long enough for the consumer to go to sleep.
 fn producer_pause(rng: &mut Rng) {
-    match rng.below(1000) {
+    match rng.u64(..1000) {
         0..=899 => {}
         900..=979 => {
-            for _ in 0..rng.below(300) {
+            for _ in 0..rng.u64(..300) {
                 std::hint::spin_loop();
             }
         }
         980..=995 => std::thread::yield_now(),
-        _ => std::thread::sleep(Duration::from_micros(20 + rng.below(80))),
+        _ => std::thread::sleep(Duration::from_micros(20 + rng.u64(..80))),
     }
 }
 
@@ -58,7 +46,7 @@ fn producer_pause(rng: &mut Rng) {
 fn end_of_burst(seq: u64, rng: &mut Rng) -> bool {
     let block = seq / 1024;
     let streaming = block.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 62 == 0;
-    !streaming && rng.below(8) == 0
+    !streaming && rng.u64(..8) == 0
 }
 
 /// Spins (yielding) until `consumed` reaches `target`.
@@ -77,8 +65,8 @@ fn wait_drained(consumed: &AtomicU64, target: u64, failed: &AtomicBool, t0: Inst
 /// sets its state there): a window in which a record can arrive unseen, which only the
 /// re-check after the announcement catches.
 fn consumer_gap(rng: &mut Rng) {
-    if rng.below(2) == 0 {
-        for _ in 0..rng.below(500) {
+    if rng.u64(..2) == 0 {
+        for _ in 0..rng.u64(..500) {
             std::hint::spin_loop();
         }
     }
@@ -86,10 +74,10 @@ fn consumer_gap(rng: &mut Rng) {
 
 /// How long the consumer spins on an empty ring before announcing sleep.
 fn consumer_spins(rng: &mut Rng) -> u64 {
-    match rng.below(4) {
+    match rng.u64(..4) {
         0 => 0,
-        1 => rng.below(50),
-        _ => rng.below(2000),
+        1 => rng.u64(..50),
+        _ => rng.u64(..2000),
     }
 }
 
@@ -151,7 +139,7 @@ fn request_ring_no_lost_wakeup() {
     let hound_failed = Arc::clone(&failed);
     let consumer = std::thread::spawn(move || {
         let guard = FailFlag(Some(hound_failed));
-        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut rng = Rng::with_seed(0x1234_5678_9abc_def1);
         let mut stats = SleepStats::default();
         let mut seq = 0u64;
         while seq < RECORDS {
@@ -194,7 +182,7 @@ fn request_ring_no_lost_wakeup() {
     });
 
     // Producer: the supervisor's submit path; frees request space as the hound consumes.
-    let mut rng = Rng(0x0fed_cba9_8765_4321);
+    let mut rng = Rng::with_seed(0x0fed_cba9_8765_4321);
     let mut ends: VecDeque<u64> = VecDeque::new();
     let mut released = 0u64;
     let (mut full, mut bursts) = (0u64, 0u64);
@@ -254,7 +242,7 @@ fn completion_ring_no_lost_wakeup() {
     let prod_consumed = Arc::clone(&consumed);
     let producer = std::thread::spawn(move || {
         let guard = FailFlag(Some(Arc::clone(&prod_failed)));
-        let mut rng = Rng(0x5555_aaaa_3333_cccc);
+        let mut rng = Rng::with_seed(0x5555_aaaa_3333_cccc);
         let (mut full, mut bursts) = (0u64, 0u64);
         for seq in 0..RECORDS {
             let p = payload(seq);
@@ -279,7 +267,7 @@ fn completion_ring_no_lost_wakeup() {
     });
     let main_guard = FailFlag(Some(Arc::clone(&failed)));
 
-    let mut rng = Rng(0x7777_1111_9999_2222);
+    let mut rng = Rng::with_seed(0x7777_1111_9999_2222);
     let mut stats = SleepStats::default();
     let mut out = Vec::new();
     let mut seq = 0u64;

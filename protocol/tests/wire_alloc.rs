@@ -5,8 +5,9 @@
 //! This file holds a single test so no other test allocates concurrently.
 
 use houndpool_protocol::codec;
+use houndpool_protocol::control::{Message, MAX_CONTROL_BODY};
 use houndpool_protocol::frame::write_frame;
-use houndpool_protocol::messages::{Message, MessageKind, MAX_CONTROL_BODY};
+use houndpool_protocol::frame::MessageKind;
 use houndpool_protocol::{ProtocolError, PROTOCOL_VERSION};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,11 +2,11 @@
 //! error of every malformed frame.
 #![allow(clippy::type_complexity)] // tables of (name, bytes, predicate) read best inline
 
+use houndpool_protocol::frame::MessageKind;
 use houndpool_protocol::frame::{
     parse_frame, write_frame, FrameDecoder, FrameHeader, DEFAULT_MAX_BODY, FRAME_HEADER_LEN,
     FRAME_MAGIC,
 };
-use houndpool_protocol::messages::MessageKind;
 use houndpool_protocol::{ProtocolError, PROTOCOL_VERSION};
 use proptest::prelude::*;
 

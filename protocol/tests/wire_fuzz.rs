@@ -2,9 +2,11 @@
 //! wire bytes. None may panic, and whatever is accepted must be canonical (re-encodes to the
 //! exact input), which proves no byte was silently ignored.
 
-use houndpool_protocol::frame::{parse_frame, write_frame, FrameDecoder, FRAME_HEADER_LEN};
+use houndpool_protocol::control::*;
+use houndpool_protocol::frame::{
+    parse_frame, write_frame, FrameDecoder, MessageKind, FRAME_HEADER_LEN,
+};
 use houndpool_protocol::job::*;
-use houndpool_protocol::messages::*;
 
 /// splitmix64: a small deterministic generator, so failures reproduce.
 struct Rng(u64);

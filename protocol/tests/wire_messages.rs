@@ -1,10 +1,10 @@
 //! Control messages: proptest round trips of every message type, whole-stream decoding, exact
 //! bytes of the documented examples, and the typed errors of malformed bodies.
 
+use houndpool_protocol::control::*;
 use houndpool_protocol::frame::{
-    parse_frame, write_frame, FrameDecoder, FrameHeader, FRAME_HEADER_LEN,
+    parse_frame, write_frame, FrameDecoder, FrameHeader, MessageKind, FRAME_HEADER_LEN,
 };
-use houndpool_protocol::messages::*;
 use houndpool_protocol::{ProtocolError, PROTOCOL_VERSION};
 use proptest::prelude::*;
 

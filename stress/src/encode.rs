@@ -28,15 +28,19 @@ struct Corpus {
     items: Vec<Vec<u8>>,
 }
 
-fn corpora() -> Vec<Corpus> {
+/// The fixed-size corpus: `CORPUS_ITEMS` synthetic 4 KiB requests (also the `s3` scenario's).
+pub(crate) fn four_k_items() -> Vec<Vec<u8>> {
     let mut g = EvidenceGenerator::new(0x5eed_4b1d);
-    let four_k = (0..CORPUS_ITEMS).map(|_| g.request(4096)).collect();
+    (0..CORPUS_ITEMS).map(|_| g.request(4096)).collect()
+}
+
+fn corpora() -> Vec<Corpus> {
     let mut g = EvidenceGenerator::new(0x5eed_313d);
     let mixed = (0..CORPUS_ITEMS).map(|_| g.next_mixed().bytes).collect();
     vec![
         Corpus {
             name: "4k",
-            items: four_k,
+            items: four_k_items(),
         },
         Corpus {
             name: "mixed",
@@ -141,7 +145,16 @@ fn pool_rate(ctx: &Ctx, kind: EncodeKind, corpus: &Corpus, hounds: usize) -> Res
             ..bench_config(hounds)
         })
         .build()?;
-    let r = stream(ctx, &pool, kind, corpus, hounds);
+    let window = hounds * PER_HOUND_WINDOW;
+    let plan = Plan {
+        label: format!("{} pool of {hounds}", kind.name()),
+        kind,
+        items: &corpus.items,
+        window,
+        warm_jobs: 2 * window,
+        measure: Duration::from_secs_f64(ctx.pick(0.5, 5.0)),
+    };
+    let r = stream(&pool, &plan, &mut |_| Ok(()));
     let stats = pool.shutdown(Duration::from_secs(10));
     // The pool is down before the directory goes.
     drop(dir);
@@ -158,19 +171,41 @@ fn pool_rate(ctx: &Ctx, kind: EncodeKind, corpus: &Corpus, hounds: usize) -> Res
     Ok(r)
 }
 
-fn stream(
-    ctx: &Ctx,
+/// How one pool is streamed and measured.
+pub(crate) struct Plan<'a> {
+    /// What is measured, for error messages (`evacuate pool of 2`).
+    pub label: String,
+    /// The job each item becomes.
+    pub kind: EncodeKind,
+    /// The evidence, cycled.
+    pub items: &'a [Vec<u8>],
+    /// Jobs outstanding at most.
+    pub window: usize,
+    /// Completions before the clock starts.
+    pub warm_jobs: usize,
+    /// How long completions are counted once the clock runs.
+    pub measure: Duration,
+}
+
+/// Streams `plan` through `pool`: keeps `window` jobs outstanding, requires every outcome to be
+/// `Completed` (and passes its receipt to `on_completed`, which may refuse it), and returns the
+/// steady-state (jobs/s, evidence bytes/s) over the measuring interval. Jobs outstanding when
+/// the interval ends are drained (and checked) but not counted.
+pub(crate) fn stream(
     pool: &Pool,
-    kind: EncodeKind,
-    corpus: &Corpus,
-    hounds: usize,
+    plan: &Plan<'_>,
+    on_completed: &mut dyn FnMut(&houndpool::Receipt) -> Result<()>,
 ) -> Result<(f64, f64)> {
     let rx = pool
         .outcomes()
         .ok_or_else(|| StressError::Unexpected("outcome channel disabled".into()))?;
-    let window = hounds * PER_HOUND_WINDOW;
-    let measure = Duration::from_secs_f64(ctx.pick(0.5, 5.0));
-    let warm_jobs = 2 * window;
+    if plan.items.is_empty() {
+        return Err(StressError::Unexpected(format!(
+            "{}: empty corpus",
+            plan.label
+        )));
+    }
+    let (window, warm_jobs, measure) = (plan.window, plan.warm_jobs, plan.measure);
     // Block for outcomes, as an application's outcome thread would: with pool = cores every
     // core belongs to a hound, and a spinning caller would take one from them.
     let spin = Duration::ZERO;
@@ -184,8 +219,8 @@ fn stream(
     let (mut jobs, mut bytes) = (0u64, 0u64);
     loop {
         while !over && sent - done < window {
-            let body = &corpus.items[next % corpus.items.len()];
-            match pool.submit(&job_of(kind, body)) {
+            let body = &plan.items[next % plan.items.len()];
+            match pool.submit(&job_of(plan.kind, body)) {
                 Ok(_) => {
                     sent += 1;
                     next += 1;
@@ -201,6 +236,9 @@ fn stream(
         let more = std::iter::from_fn(|| rx.try_recv().ok());
         for o in std::iter::once(first).chain(more) {
             expect_completed(&o)?;
+            if let houndpool::OutcomeKind::Completed(r) = &o.result {
+                on_completed(r)?;
+            }
             done += 1;
             let now = Instant::now();
             match t_start {
@@ -224,8 +262,8 @@ fn stream(
         (Some(a), Some(b)) if b > a => b.duration_since(a).as_secs_f64(),
         _ => {
             return Err(StressError::Unexpected(format!(
-                "{} pool of {hounds}: too few completions to measure",
-                kind.name()
+                "{}: too few completions to measure",
+                plan.label
             )))
         }
     };

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use houndpool::{Job, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, SubmitError};
+use houndpool_protocol::frame::MessageKind;
 use houndpool_protocol::frame::{
     parse_frame, write_frame, FrameDecoder, DEFAULT_MAX_BODY, FRAME_HEADER_LEN,
 };
-use houndpool_protocol::messages::MessageKind;
 use indicatif::ProgressBar;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};

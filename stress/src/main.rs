@@ -1,9 +1,10 @@
 //! hound-stress: houndpool's load, chaos and benchmark harness (issue 5, design §4).
 //!
-//! Scenarios: `ipc`, `encode`, `submit`, `respawn`, `chaos`; without a subcommand all of them
-//! run in that order. `--quick` keeps each short (CI, smoke), `--json` prints one JSON object
-//! of the shape documented in docs/BENCHMARKS.md instead of the table. The exit status is
-//! non-zero if a scenario could not run or the chaos run found a violation.
+//! Scenarios: `ipc`, `encode`, `s3`, `submit`, `respawn`, `chaos`; without a subcommand all of
+//! them run in that order. `--quick` keeps each short (CI, smoke), `--json` prints one JSON
+//! object of the shape documented in docs/BENCHMARKS.md instead of the table, `--plot FILE`
+//! writes an SVG of jobs/s by pool size. The exit status is non-zero if a scenario could not
+//! run, the chaos run found a violation, or the plot could not be written.
 //!
 //! The executable is also its own hound when no `hound` binary sits beside it
 //! (`houndpool::run_hound_if_requested`), and its own echo peer for the socket and pipe
@@ -14,8 +15,10 @@ mod chaos;
 mod encode;
 mod ipc;
 mod ledger;
+mod plot;
 mod report;
 mod respawn;
+mod s3;
 mod submit;
 mod util;
 
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use crate::report::{Machine, Report};
-use crate::util::{want_progress, Ctx};
+use crate::util::{want_progress, Ctx, StressError};
 
 /// houndpool's benchmarks and chaos test.
 #[derive(Debug, Parser)]
@@ -38,6 +41,14 @@ struct Cli {
     /// to stderr.
     #[arg(long, global = true)]
     json: bool,
+    /// Write an SVG of jobs/s by pool size (encode, evacuate-fs, evacuate-s3: whichever the
+    /// run measured) to FILE.
+    #[arg(long, global = true, value_name = "FILE")]
+    plot: Option<std::path::PathBuf>,
+    /// Delay the `s3` scenario's proxy adds to each HTTP request, milliseconds.
+    #[arg(long, global = true, default_value_t = s3::DEFAULT_LATENCY_MS,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    s3_latency_ms: u64,
     /// Scenario to run; all of them in sequence when omitted.
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -49,6 +60,9 @@ enum Cmd {
     Ipc(IpcArgs),
     /// Encode and Evacuate throughput of pools of 1..=cores hounds vs in-process encoding.
     Encode,
+    /// Evacuation of 4 KiB evidence to S3 (rclone on loopback behind a latency proxy) through
+    /// pools of 1..=cores hounds; skipped if rclone is not found.
+    S3,
     /// Latency of `submit` with capacity, at exhaustion, and with a stopped hound.
     Submit,
     /// Time from a hound's death to a ready replacement.
@@ -122,6 +136,8 @@ fn main() -> ExitCode {
         respawn: None,
         chaos: None,
         idle: None,
+        s3: Vec::new(),
+        s3_skipped: None,
     };
     let all = cli.cmd.is_none();
     let wants = |name: &str| {
@@ -129,6 +145,7 @@ fn main() -> ExitCode {
             (&cli.cmd, name),
             (Some(Cmd::Ipc(_)), "ipc")
                 | (Some(Cmd::Encode), "encode")
+                | (Some(Cmd::S3), "s3")
                 | (Some(Cmd::Submit), "submit")
                 | (Some(Cmd::Respawn), "respawn")
                 | (Some(Cmd::Chaos(_)), "chaos")
@@ -173,6 +190,12 @@ fn main() -> ExitCode {
         report.encode = encode::run(&ctx).map_err(|e| e.to_string())?;
         Ok(())
     });
+    step("s3", &mut || {
+        let run = s3::run(&ctx, cli.s3_latency_ms).map_err(|e| e.to_string())?;
+        report.s3 = run.results;
+        report.s3_skipped = run.skipped;
+        Ok(())
+    });
     step("submit", &mut || {
         report.submit = submit::run(&ctx).map_err(|e| e.to_string())?;
         Ok(())
@@ -195,6 +218,18 @@ fn main() -> ExitCode {
         }
     });
 
+    if let Some(path) = &cli.plot {
+        let written = plot::svg(&report).and_then(|doc| {
+            std::fs::write(path, doc).map_err(StressError::io("write the --plot file"))
+        });
+        match written {
+            Ok(()) => eprintln!("hound-stress: plot written to {}", path.display()),
+            Err(e) => {
+                eprintln!("hound-stress: --plot {} FAILED: {e}", path.display());
+                failures.push(format!("plot: {e}"));
+            }
+        }
+    }
     if cli.json {
         // The table goes to stderr, so one run gives both: `--json > run.json 2> run.txt`.
         eprint!("{}", report.table());

@@ -11,7 +11,7 @@ use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
 use houndpool::{Job, Outcome, Pool, PoolConfig, PoolExhaustedAction, SubmitError};
 
-use crate::report::SubmitResult;
+use crate::report::{SubmitResult, NOISE_FLOOR};
 use crate::util::{
     bench_config, histogram, next_outcome, percentiles, record, wait_all_pids, Ctx, Result,
     Stopped, StressError,
@@ -23,9 +23,6 @@ const BODY: [u8; 64] = [0x5a; 64];
 const RING_JOBS: usize = 4;
 /// Calls made before timing starts (first-touch page faults of rings and queues).
 const WARMUP: usize = 1_000;
-/// The case that times an empty call the same way, interleaved with the `capacity` submits:
-/// what this machine's scheduler alone adds to a timed interval (preemption, vCPU steal).
-pub const NOISE_FLOOR: &str = "noise_floor";
 
 /// Runs every case.
 pub fn run(ctx: &Ctx) -> Result<Vec<SubmitResult>> {

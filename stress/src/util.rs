@@ -32,6 +32,9 @@ pub enum StressError {
         #[source]
         source: std::io::Error,
     },
+    /// The `--plot` picture could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
     /// Something the scenario did not expect (a wrong outcome, a peer that misbehaved, a
     /// timeout).
     #[error("{0}")]

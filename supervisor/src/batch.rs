@@ -7,12 +7,13 @@
 //! exactly one outcome.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
 use crate::job::{Job, Outcome, Ticket};
-use crate::pool::{Admitted, InFlight, Pool, Shared, RUNNING};
+use crate::pool::{admit, Admitted, Pool};
+use crate::state::{Books, Slot};
 use crate::SubmitError;
 
 impl Pool {
@@ -121,22 +122,22 @@ impl Pool {
 }
 
 /// `submit`'s preamble for one job of a batch: counts it, refuses after shutdown, validates.
-fn admit_counted<'j>(sh: &Shared, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
+fn admit_counted<'j>(sh: &Books, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
     sh.counters.submitted.inc();
-    if sh.state.load(Ordering::Acquire) != RUNNING {
+    if !sh.is_running() {
         return Err(sh.refuse(SubmitError::ShutDown));
     }
-    sh.admit(job)
+    admit(sh, job)
 }
 
 /// Index of the least-loaded accepting slot (0 if none accepts: `fill_slot` skips those).
-fn least_loaded(sh: &Shared) -> usize {
+fn least_loaded(sh: &Books) -> usize {
     let mut best: Option<(usize, usize)> = None;
     for (i, s) in sh.slots.iter().enumerate() {
         if !s.accepting.load(Ordering::Acquire) {
             continue;
         }
-        let load = s.in_flight.load(Ordering::Relaxed);
+        let load = s.in_flight();
         if best.is_none_or(|(_, b)| load < b) {
             best = Some((i, load));
         }
@@ -156,7 +157,7 @@ const RUN_BYTES: usize = 64 * 1024;
 /// end if anything was placed and it sleeps. Returns true when it stopped only because the run
 /// copied [`RUN_BYTES`]: the caller runs again on the same slot.
 fn fill_slot<'j>(
-    sh: &Shared,
+    sh: &Books,
     idx: usize,
     jobs: &[Job<'j>],
     next: &mut usize,
@@ -176,7 +177,7 @@ fn fill_slot<'j>(
     let mut placed = 0usize;
     let mut bytes = 0usize;
     let mut budget_spent = false;
-    while *next < jobs.len() && *quota > 0 && conn.inflight.len() < max {
+    while *next < jobs.len() && *quota > 0 && !Slot::at_bound(conn, max) {
         if bytes >= RUN_BYTES {
             budget_spent = true;
             break;
@@ -200,37 +201,25 @@ fn fill_slot<'j>(
         }
         sh.spans
             .open(a.meta.job_id, job.kind, job.severity, job.body.len());
-        match conn.writer.try_push(&[&a.header, a.key, job.body]) {
-            Ok(Some(pos)) => {
-                if conn.inflight.is_empty() {
-                    conn.front_since = Instant::now();
-                }
-                conn.inflight.push_back(InFlight { pos, ..a.meta });
-                sh.spans.event(a.meta.job_id, "placed in a ring");
-                results.push(Ok(a.ticket));
-                *next += 1;
-                placed += 1;
-                *quota -= 1;
-                bytes += job.body.len();
-            }
+        if slot.push_in_run(conn, &[&a.header, a.key, job.body], a.meta, max) {
+            sh.spans.event(a.meta.job_id, "placed in a ring");
+            results.push(Ok(a.ticket));
+            *next += 1;
+            placed += 1;
+            *quota -= 1;
+            bytes += job.body.len();
+        } else {
             // Full now (or a record this ring can never hold, which admission rules out):
             // not accepted here; the next slot or the exhaustion action decides.
-            Ok(None) | Err(_) => {
-                sh.counters.accepted.dec_sc();
-                sh.keys.remove(a.meta.job_id);
-                sh.spans.discard(a.meta.job_id);
-                *held = Some(a);
-                break;
-            }
+            sh.counters.accepted.dec_sc();
+            sh.keys.remove(a.meta.job_id);
+            sh.spans.discard(a.meta.job_id);
+            *held = Some(a);
+            break;
         }
     }
     if placed > 0 {
-        slot.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
-        // One fence and one look at the hound's flag for the whole run (see the wake-up
-        // argument in `protocol::region`: the last tail store precedes the fence).
-        if conn.writer.hound_sleeping() {
-            let _ = conn.bell.ring();
-        }
+        Slot::ring_if_sleeping(conn);
     }
     budget_spent
 }

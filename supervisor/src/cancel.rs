@@ -3,52 +3,19 @@
 //! loop, so a cancel never races a completion or a hound death (see
 //! `collector/cancelling.rs` for the collector's half).
 
-use std::sync::atomic::Ordering;
-use std::sync::{Mutex, OnceLock};
-use std::thread::ThreadId;
 use std::time::Duration;
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+use crossbeam_channel::RecvTimeoutError;
 
-use crate::job::{CancelResult, DropReason, OutcomeKind};
-use crate::pool::{Shared, STOPPED};
+use crate::job::machine::{self, JobState};
+use crate::job::CancelResult;
+use crate::state::Books;
 
 /// How often a waiting `cancel` checks whether the pool stopped under it.
 const POLL: Duration = Duration::from_millis(50);
 
-/// One pending request: the job id and where the answer goes.
-pub(crate) type Request = (u64, Sender<CancelResult>);
-
-/// Cancel requests waiting for the collector.
-#[derive(Default)]
-pub(crate) struct Requests {
-    queue: Mutex<Vec<Request>>,
-    collector: OnceLock<ThreadId>,
-}
-
-impl Requests {
-    /// Records the collector thread (a cancel from it must not wait for itself).
-    pub(crate) fn set_collector(&self, id: ThreadId) {
-        let _ = self.collector.set(id);
-    }
-
-    /// Takes every pending request (collector).
-    pub(crate) fn take(&self) -> Vec<Request> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Whether a request waits (collector, before it sleeps).
-    pub(crate) fn pending(&self) -> bool {
-        !self
-            .queue
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-}
-
 /// Withdraws job `id` from the defer queue, delivering `Dropped(Cancelled)`.
-pub(crate) fn from_defer_queue(sh: &Shared, id: u64) -> bool {
+pub(crate) fn from_defer_queue(sh: &Books, id: u64) -> bool {
     let Some(defer) = &sh.defer else {
         return false;
     };
@@ -58,8 +25,10 @@ pub(crate) fn from_defer_queue(sh: &Shared, id: u64) -> bool {
         .remove_first(|p| p.meta.job_id == id);
     match taken {
         Some(p) => {
-            let o = Shared::outcome_for(&p.meta, 0, OutcomeKind::Dropped(DropReason::Cancelled));
-            sh.deliver(o);
+            let from = JobState::Deferred {
+                lane: p.meta.severity,
+            };
+            sh.conclude(&p.meta, machine::cancel(&from));
             true
         }
         None => false,
@@ -67,11 +36,11 @@ pub(crate) fn from_defer_queue(sh: &Shared, id: u64) -> bool {
 }
 
 /// `Pool::cancel`.
-pub(crate) fn request(sh: &Shared, id: u64) -> CancelResult {
-    if sh.state.load(Ordering::Acquire) == STOPPED {
+pub(crate) fn request(sh: &Books, id: u64) -> CancelResult {
+    if sh.is_stopped() {
         return CancelResult::NotFound;
     }
-    if sh.cancels.collector.get() == Some(&std::thread::current().id()) {
+    if sh.cancels.on_collector_thread() {
         // On the collector thread (an on_outcome callback): waiting would deadlock.
         return if from_defer_queue(sh, id) {
             CancelResult::Dequeued
@@ -80,11 +49,7 @@ pub(crate) fn request(sh: &Shared, id: u64) -> CancelResult {
         };
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
-    sh.cancels
-        .queue
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push((id, tx));
+    sh.cancels.push((id, tx));
     let _ = sh.wake.ring();
     loop {
         match rx.recv_timeout(POLL) {
@@ -92,7 +57,7 @@ pub(crate) fn request(sh: &Shared, id: u64) -> CancelResult {
             Err(RecvTimeoutError::Disconnected) => return CancelResult::NotFound,
             Err(RecvTimeoutError::Timeout) => {
                 // A stopped pool has delivered every outcome: nothing is left to cancel.
-                if sh.state.load(Ordering::Acquire) == STOPPED {
+                if sh.is_stopped() {
                     return rx.try_recv().unwrap_or(CancelResult::NotFound);
                 }
             }

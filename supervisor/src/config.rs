@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use houndpool_protocol::messages::{S3Target, SandboxPolicy};
+use houndpool_protocol::control::{S3Target, SandboxPolicy};
 use houndpool_protocol::region::RegionLayout;
 use houndpool_protocol::{job, ring};
 
-use crate::PoolError;
+use crate::{keys, PoolError};
 
 /// How many hounds.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,33 +197,36 @@ pub struct PoolConfig {
     pub retire_grace: Duration,
     /// Name resolution and TLS roots of an S3 cold target. Default: system resolver every
     /// 30 s, built-in web roots.
-    pub cold_net: crate::cold::ColdNet,
+    pub cold_net: crate::cold::net::ColdNet,
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             size: PoolSize::auto(),
-            exhausted: PoolExhaustedAction::Defer { limit: 4096 },
+            // Every default below that has a houndd key comes from the key table.
+            exhausted: PoolExhaustedAction::Defer {
+                limit: keys::POOL_DEFER_LIMIT.int_default() as usize,
+            },
             hound_binary: HoundBinary::Auto,
             cold: ColdConfig::Filesystem {
-                root: PathBuf::from("houndpool-data"),
-                prefix: "evidence/".into(),
+                root: PathBuf::from(keys::COLD_PATH.str_default()),
+                prefix: keys::COLD_PREFIX.str_default().into(),
             },
-            max_evidence_bytes: 1 << 20,
-            max_output_bytes: 1 << 20,
-            gzip_level: 6,
-            job_timeout: Duration::from_secs(10),
-            max_in_flight_per_hound: 64,
-            outcome_capacity: Some(65_536),
-            hound_spin: Duration::from_micros(50),
-            hound_idle_poll: Duration::from_millis(100),
-            collector_spin: Duration::from_micros(50),
-            start_timeout: Duration::from_secs(10),
-            hound_memory_budget: 1 << 30,
+            max_evidence_bytes: keys::POOL_MAX_EVIDENCE_BYTES.int_default() as usize,
+            max_output_bytes: keys::POOL_MAX_OUTPUT_BYTES.int_default() as usize,
+            gzip_level: keys::POOL_GZIP_LEVEL.int_default() as u8,
+            job_timeout: Duration::from_millis(keys::POOL_JOB_TIMEOUT_MS.int_default()),
+            max_in_flight_per_hound: keys::POOL_MAX_IN_FLIGHT_PER_HOUND.int_default() as usize,
+            outcome_capacity: Some(keys::POOL_OUTCOME_CAPACITY.int_default() as usize),
+            hound_spin: Duration::from_micros(keys::POOL_HOUND_SPIN_US.int_default()),
+            hound_idle_poll: Duration::from_millis(keys::POOL_HOUND_IDLE_POLL_MS.int_default()),
+            collector_spin: Duration::from_micros(keys::POOL_COLLECTOR_SPIN_US.int_default()),
+            start_timeout: Duration::from_millis(keys::POOL_START_TIMEOUT_MS.int_default()),
+            hound_memory_budget: keys::POOL_HOUND_MEMORY_BUDGET_BYTES.int_default(),
             sandbox: SandboxPolicy::safe_default(nix::unistd::geteuid().is_root()),
-            hound_stderr: true,
-            prestart: true,
+            hound_stderr: keys::POOL_HOUND_STDERR.bool_default(),
+            prestart: keys::POOL_PRESTART.bool_default(),
             hound_cgroup_memory: 512 << 20,
             hound_pids_limit: 32,
             high_water_mark: 0.9,
@@ -235,7 +238,7 @@ impl Default for PoolConfig {
             circuit_cooldown: Duration::from_secs(5),
             rotation: Rotation::default(),
             retire_grace: Duration::from_secs(2),
-            cold_net: crate::cold::ColdNet::default(),
+            cold_net: crate::cold::net::ColdNet::default(),
         }
     }
 }
@@ -274,7 +277,7 @@ impl PoolConfig {
     /// completion (header + the larger of an envelope of max evidence and max output).
     pub fn region_layout(&self) -> RegionLayout {
         let req = job::REQUEST_HEADER_LEN + self.max_evidence_bytes;
-        let out = houndpool_shared::cold::max_envelope_len(
+        let out = houndpool_protocol::envelope::max_envelope_len(
             self.max_evidence_bytes.max(self.max_output_bytes),
         );
         let cmp = job::COMPLETION_HEADER_LEN + out;
@@ -381,69 +384,79 @@ impl PoolConfig {
                 "at least 100 ms, or None",
             );
         }
+        // The ranges of the fields that are configuration keys of houndd come from the key
+        // table (one declaration); a value is shown as given and in the key's unit.
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let mut checks: Vec<(&'static str, &keys::KeyInfo, u64, String)> = vec![
+            (
+                "max_evidence_bytes",
+                &keys::POOL_MAX_EVIDENCE_BYTES,
+                self.max_evidence_bytes as u64,
+                self.max_evidence_bytes.to_string(),
+            ),
+            (
+                "max_output_bytes",
+                &keys::POOL_MAX_OUTPUT_BYTES,
+                self.max_output_bytes as u64,
+                self.max_output_bytes.to_string(),
+            ),
+            (
+                "gzip_level",
+                &keys::POOL_GZIP_LEVEL,
+                u64::from(self.gzip_level),
+                self.gzip_level.to_string(),
+            ),
+            (
+                "job_timeout",
+                &keys::POOL_JOB_TIMEOUT_MS,
+                ms(self.job_timeout),
+                format!("{:?}", self.job_timeout),
+            ),
+            (
+                "max_in_flight_per_hound",
+                &keys::POOL_MAX_IN_FLIGHT_PER_HOUND,
+                self.max_in_flight_per_hound as u64,
+                self.max_in_flight_per_hound.to_string(),
+            ),
+            (
+                "hound_spin",
+                &keys::POOL_HOUND_SPIN_US,
+                us(self.hound_spin),
+                format!("{:?}", self.hound_spin),
+            ),
+            (
+                "collector_spin",
+                &keys::POOL_COLLECTOR_SPIN_US,
+                us(self.collector_spin),
+                format!("{:?}", self.collector_spin),
+            ),
+            (
+                "hound_idle_poll",
+                &keys::POOL_HOUND_IDLE_POLL_MS,
+                ms(self.hound_idle_poll),
+                format!("{:?}", self.hound_idle_poll),
+            ),
+        ];
         if let PoolExhaustedAction::Defer { limit } = self.exhausted {
-            if limit == 0 || limit > 10_000_000 {
+            checks.push((
+                "exhausted.defer.limit",
+                &keys::POOL_DEFER_LIMIT,
+                limit as u64,
+                limit.to_string(),
+            ));
+        }
+        for (field, key, value, shown) in checks {
+            if !key.range.is_some_and(|r| r.contains(value)) {
                 return bad(
-                    "exhausted.defer.limit",
-                    limit.to_string(),
-                    "1 to 10 000 000 jobs",
+                    field,
+                    shown,
+                    &format!("{} (houndd: {})", key.allowed(), key.dotted()),
                 );
             }
         }
-        const MAX_BYTES: usize = 256 << 20;
-        if !(1..=MAX_BYTES).contains(&self.max_evidence_bytes) {
-            return bad(
-                "max_evidence_bytes",
-                self.max_evidence_bytes.to_string(),
-                "1 byte to 256 MiB",
-            );
-        }
-        if !(1..=MAX_BYTES).contains(&self.max_output_bytes) {
-            return bad(
-                "max_output_bytes",
-                self.max_output_bytes.to_string(),
-                "1 byte to 256 MiB",
-            );
-        }
-        if self.gzip_level > 9 {
-            return bad("gzip_level", self.gzip_level.to_string(), "0 to 9");
-        }
-        if self.job_timeout < Duration::from_millis(10)
-            || self.job_timeout > Duration::from_secs(3600)
-        {
-            return bad(
-                "job_timeout",
-                format!("{:?}", self.job_timeout),
-                "10 ms to 1 hour",
-            );
-        }
-        if !(1..=65_536).contains(&self.max_in_flight_per_hound) {
-            return bad(
-                "max_in_flight_per_hound",
-                self.max_in_flight_per_hound.to_string(),
-                "1 to 65 536",
-            );
-        }
         if self.outcome_capacity == Some(0) {
             return bad("outcome_capacity", "0".into(), "at least 1, or None");
-        }
-        if self.hound_spin > Duration::from_millis(100) {
-            return bad(
-                "hound_spin",
-                format!("{:?}", self.hound_spin),
-                "at most 100 ms",
-            );
-        }
-        if self.collector_spin > Duration::from_millis(100) {
-            return bad(
-                "collector_spin",
-                format!("{:?}", self.collector_spin),
-                "at most 100 ms",
-            );
-        }
-        let poll = self.hound_idle_poll;
-        if poll < Duration::from_millis(1) || poll > Duration::from_secs(60) {
-            return bad("hound_idle_poll", format!("{poll:?}"), "1 ms to 60 s");
         }
         let layout = self.region_layout();
         let budget = self.effective_memory_budget();
@@ -462,7 +475,7 @@ impl PoolConfig {
         }
         if let ColdConfig::Filesystem { prefix, .. } = &self.cold {
             if !prefix.is_empty() {
-                houndpool_shared::cold::validate_key(&format!("{prefix}x"))?;
+                houndpool_cold::validate_key(&format!("{prefix}x"))?;
             }
         }
         Ok(())
@@ -480,7 +493,8 @@ mod tests {
         assert!(l.max_request_payload() >= job::REQUEST_HEADER_LEN + (1 << 20));
         assert!(
             l.max_completion_payload()
-                >= job::COMPLETION_HEADER_LEN + houndpool_shared::cold::max_envelope_len(1 << 20)
+                >= job::COMPLETION_HEADER_LEN
+                    + houndpool_protocol::envelope::max_envelope_len(1 << 20)
         );
         assert_eq!(l.request_capacity, 4 << 20);
     }

@@ -113,7 +113,26 @@ pub enum PoolError {
     /// Wire format or shared-memory error.
     #[error(transparent)]
     Protocol(#[from] houndpool_protocol::ProtocolError),
-    /// Cold storage, cgroup or configuration error from the shared crate.
+    /// Cold storage: an S3 endpoint or CA the hounds could not use.
     #[error(transparent)]
-    Shared(#[from] houndpool_shared::SharedError),
+    Cold(#[from] houndpool_cold::ColdError),
+    /// A cgroup file operation failed.
+    #[error("cgroup {op} at {path}: {source}")]
+    Cgroup {
+        /// What was attempted.
+        op: &'static str,
+        /// The cgroupfs path.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// cgroup information could not be parsed.
+    #[error("cannot parse {what}: {detail}")]
+    CgroupParse {
+        /// File concerned.
+        what: String,
+        /// What was wrong.
+        detail: String,
+    },
 }

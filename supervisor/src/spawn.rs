@@ -15,10 +15,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use houndpool_hound::{HoundFds, HOUND_ARG};
-use houndpool_protocol::frame::FRAME_HEADER_LEN;
-use houndpool_protocol::messages::{
+use houndpool_protocol::control::{
     ColdTarget, Hello, HoundLimits, HoundTuning, LayerMode, LayerStatus, Message, Ready, Setup,
-    MAX_CONTROL_BODY,
+    MAX_CONTROL_DATAGRAM,
 };
 use houndpool_protocol::region::{CompletionReader, RequestWriter, SupervisorRegions};
 use houndpool_protocol::wake::{bell_pipe, BellListener, BellRinger};
@@ -27,11 +26,11 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
-use crate::cgroups::Placed;
+use crate::cgroup::HoundCgroups;
+use crate::cgroup::Placed;
 use crate::config::{ColdConfig, HoundBinary, PoolConfig};
 use crate::PoolError;
-use houndpool_protocol::messages::{Layer, LayerReport};
-use houndpool_shared::cgroup::HoundCgroups;
+use houndpool_protocol::control::{Layer, LayerReport};
 
 /// Set by `run_hound_if_requested` when the current executable can serve as a hound.
 pub(crate) static MULTICALL: std::sync::atomic::AtomicBool =
@@ -382,7 +381,7 @@ pub(crate) fn handshake(
             // Hound text: truncated and escaped before it reaches an error or a log line.
             return Err(failed(format!(
                 "hound refused to start: {}",
-                crate::collector::hound_text(&f.message)
+                crate::hound_text::hound_text(&f.message)
             )));
         }
         Ok(Some(other)) => {
@@ -499,7 +498,7 @@ impl Drop for PlacedGuard {
 /// Receives one control message, waiting at most `timeout`. `Ok(None)` on timeout or hang-up.
 pub(crate) fn recv_message(fd: &OwnedFd, timeout: Duration) -> Result<Option<Message>, String> {
     let deadline = Instant::now() + timeout;
-    let mut buf = vec![0u8; FRAME_HEADER_LEN + MAX_CONTROL_BODY as usize + 1];
+    let mut buf = vec![0u8; MAX_CONTROL_DATAGRAM + 1];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
@@ -566,7 +565,7 @@ impl Drop for ChildGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use houndpool_protocol::messages::{SandboxPolicy, SandboxReport};
+    use houndpool_protocol::control::{SandboxPolicy, SandboxReport};
 
     fn ready(layers: &[(Layer, LayerStatus)]) -> Ready {
         Ready {

@@ -5,7 +5,7 @@ use std::sync::atomic::{
     Ordering::{Relaxed, SeqCst},
 };
 
-use houndpool_protocol::messages::SandboxReport;
+use houndpool_protocol::control::SandboxReport;
 
 /// A relaxed event counter.
 #[derive(Debug, Default)]

@@ -34,48 +34,63 @@ pub fn cargo_command() -> std::process::Command {
     cmd
 }
 
-/// The real `hound` executable of this workspace.
-///
-/// `cargo test --workspace` builds it (the hound package has integration tests, so cargo builds
-/// its binary with the workspace's unified features). It is rebuilt here only when missing or
-/// older than the sources it is made of: building it with `-p` alone resolves features
-/// differently and would relink it on every run.
+/// The crates the `hound` and `hound-escape` executables are built from.
+pub const HOUND_CRATES: &[&str] = &["hound", "protocol", "cold"];
+
+/// The real `hound` executable of this workspace (`HOUNDPOOL_HOUND_BIN` if set), built by
+/// [`workspace_binary`] when missing or stale.
 pub fn hound_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("HOUNDPOOL_HOUND_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/<test> → target/<profile>/hound
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
-            .to_path_buf();
-        let bin = profile_dir.join("hound");
-        if is_fresh(&bin) {
-            return bin;
-        }
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = cargo_command();
-        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for the hound binary");
-        assert!(status.success(), "building the hound binary failed");
-        assert!(bin.is_file(), "hound binary missing at {}", bin.display());
-        bin
+    BIN.get_or_init(|| match std::env::var_os("HOUNDPOOL_HOUND_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_binary("hound", HOUND_CRATES),
     })
     .clone()
 }
 
+/// The executable `name` of this workspace in the test's own profile directory
+/// (`target/<profile>/<name>`).
+///
+/// `cargo test --workspace` builds every binary of the workspace (the packages have
+/// integration tests, so cargo builds their binaries with the workspace's unified features).
+/// It is rebuilt here, with that same command (`cargo build --workspace --bins`, `--release`
+/// for a release test), only when missing or older than a source file of `crates` (their
+/// `src/` and `Cargo.toml`) or `Cargo.lock`: building it with `-p` alone resolves features
+/// differently and would relink it on every run. Panics if the build fails or does not
+/// produce the file.
+pub fn workspace_binary(name: &str, crates: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let bin = profile_dir.join(name);
+    if is_fresh(&bin, crates) {
+        return bin;
+    }
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut cmd = cargo_command();
+    cmd.args(["build", "--quiet", "--workspace", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build for {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
+    assert!(bin.is_file(), "{name} missing at {}", bin.display());
+    bin
+}
+
 /// The test-only `hound-escape` binary (hound feature `escape-test`) next to the `hound` binary,
-/// built when missing or older than the sources it is made of (same rule as [`hound_binary`]).
+/// built when missing or older than the sources it is made of (same rule as
+/// [`workspace_binary`], but with `-p houndpool-hound --features escape-test`: the feature is
+/// not part of the workspace build).
 pub fn escape_binary() -> PathBuf {
     let bin = hound_binary().with_file_name("hound-escape");
-    if !is_fresh(&bin) {
+    if !is_fresh(&bin, HOUND_CRATES) {
         let status = cargo_command()
             .args([
                 "build",
@@ -94,13 +109,13 @@ pub fn escape_binary() -> PathBuf {
     bin
 }
 
-/// Whether `bin` exists and is newer than every source file of the crates it is built from.
-fn is_fresh(bin: &Path) -> bool {
+/// Whether `bin` exists and is newer than every source file of `crates` and `Cargo.lock`.
+fn is_fresh(bin: &Path, crates: &[&str]) -> bool {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return false;
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut stack: Vec<PathBuf> = ["hound", "protocol", "shared"]
+    let mut stack: Vec<PathBuf> = crates
         .iter()
         .flat_map(|c| [root.join(c).join("src"), root.join(c).join("Cargo.toml")])
         .collect();

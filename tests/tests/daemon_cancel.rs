@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use daemon_support::*;
 use houndpool::daemon::client::Event;
 use houndpool::{JobKind, Severity};
-use houndpool_protocol::messages::{CancelResult, DropKind, OutcomeResult};
+use houndpool_protocol::daemon::{CancelResult, DropKind, OutcomeResult};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
@@ -88,7 +88,7 @@ fn cancel_over_the_socket_dequeues_kills_and_answers_before_the_outcome() {
         Event::Outcome(o) => {
             assert_eq!(o.job_id, deferred);
             assert!(is_cancelled(&o.result), "{o:?}");
-            assert_eq!(o.attempts, 0);
+            assert_eq!(o.attempt, 0);
         }
         e => panic!("expected the cancelled outcome, got {e:?}"),
     }

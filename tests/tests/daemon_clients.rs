@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use daemon_support::*;
 use houndpool::{JobKind, Severity};
+use houndpool_protocol::daemon::{OutcomeResult, RefuseReason};
 use houndpool_protocol::envelope;
-use houndpool_protocol::messages::{OutcomeResult, RefuseReason};
 
-fn completed(r: &OutcomeResult) -> &houndpool_protocol::messages::OutcomeReceipt {
+fn completed(r: &OutcomeResult) -> &houndpool_protocol::daemon::OutcomeReceipt {
     match r {
         OutcomeResult::Completed(rc) => rc,
         other => panic!("expected completed, got {other:?}"),
@@ -127,7 +127,7 @@ fn pipelined_submits_get_exactly_one_reply_and_outcome_each_reply_first() {
         match c.next_event() {
             Ok(houndpool::daemon::client::Event::Reply(r)) => {
                 let job = match r.result {
-                    houndpool_protocol::messages::SubmitResult::Accepted { job_id, .. } => job_id,
+                    houndpool_protocol::daemon::SubmitResult::Accepted { job_id, .. } => job_id,
                     other => panic!("refused: {other:?}"),
                 };
                 assert!(replied.insert(job, r.request_id).is_none());

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use daemon_support::*;
 use houndpool::{JobKind, Severity};
-use houndpool_protocol::messages::{DaemonMessage, ErrorCode, SubmitResult};
+use houndpool_protocol::daemon::{DaemonMessage, ErrorCode, SubmitResult};
 
 /// Checks a conversation: every submit of `0..n` got one reply, every accepted job exactly
 /// one outcome after its reply. Returns (accepted, refused, error codes).

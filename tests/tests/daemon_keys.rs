@@ -11,7 +11,7 @@ use std::process::Command;
 
 use daemon_support::*;
 use houndpool::{JobKind, Severity};
-use houndpool_protocol::messages::{OutcomeResult, RefuseReason};
+use houndpool_protocol::daemon::{OutcomeResult, RefuseReason};
 
 /// `<category>:<64 lowercase hex>`, the shape of the origin's evidence signature.
 fn origin_key(category: &str, seed: u8) -> String {

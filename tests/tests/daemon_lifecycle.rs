@@ -13,8 +13,8 @@ use daemon_support::*;
 use houndpool::daemon::client::Event;
 use houndpool::daemon::DaemonError;
 use houndpool::{JobKind, Severity};
+use houndpool_protocol::daemon::{DaemonMessage, ErrorCode, OutcomeResult, RefuseReason};
 use houndpool_protocol::frame::FrameDecoder;
-use houndpool_protocol::messages::{DaemonMessage, ErrorCode, OutcomeResult, RefuseReason};
 use nix::sys::signal::Signal;
 
 /// Reads frames from a raw stream until EOF; returns the decoded messages.
@@ -95,7 +95,7 @@ fn a_client_that_stops_reading_is_disconnected_and_counted_others_are_served() {
             let body = vec![b'e'; 60 * 1024];
             for i in 0..2000u64 {
                 let mut f = Vec::new();
-                DaemonMessage::Submit(houndpool_protocol::messages::Submit {
+                DaemonMessage::Submit(houndpool_protocol::daemon::Submit {
                     request_id: i,
                     kind: JobKind::Noop,
                     severity: Severity::Low,
@@ -172,10 +172,10 @@ fn sigterm_drains_every_accepted_job_then_exits_zero() {
     loop {
         match c.next_event() {
             Ok(Event::Reply(r)) => match r.result {
-                houndpool_protocol::messages::SubmitResult::Accepted { job_id, .. } => {
+                houndpool_protocol::daemon::SubmitResult::Accepted { job_id, .. } => {
                     accepted.insert(job_id);
                 }
-                houndpool_protocol::messages::SubmitResult::Refused { reason, .. } => {
+                houndpool_protocol::daemon::SubmitResult::Refused { reason, .. } => {
                     assert_eq!(reason, RefuseReason::ShuttingDown);
                     refused += 1;
                 }

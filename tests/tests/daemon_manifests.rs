@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use houndpool_shared::cgroup::{CgroupVersion, ContainerLimits};
-use houndpool_shared::config::{env_names, Config};
+use houndpool::cgroup::{CgroupVersion, ContainerLimits};
+use houndpool::daemon::settings::{env_names, Config};
 use serde_norway::Value;
 
 fn manifest_dir() -> PathBuf {
@@ -291,7 +291,7 @@ fn every_configuration_key_is_documented() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIGURATION.md"),
     )
     .unwrap();
-    for k in houndpool_shared::config::KEYS {
+    for k in houndpool::daemon::settings::KEYS {
         let row = format!("| `{}` | `{}` | `{}` |", k.key, k.env_name(), k.default);
         assert!(
             doc.contains(&row),

@@ -31,21 +31,6 @@ fn own_memory_cgroup() -> Option<(PathBuf, bool)> {
     dir.join("memory.max").exists().then_some((dir, true))
 }
 
-fn escape_binary() -> PathBuf {
-    let bin = hound_binary().with_file_name("hound-escape");
-    if !bin.is_file() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "houndpool-hound"])
-            .args(["--features", "escape-test", "--bin", "hound-escape"])
-            .status()
-            .expect("cargo build hound-escape")
-            .success();
-        assert!(ok, "building hound-escape failed");
-    }
-    bin
-}
-
 #[test]
 fn auto_sizing_and_high_water_mark_in_a_512_mib_memory_cgroup() {
     if std::env::var_os(CHILD_ENV).is_some() {

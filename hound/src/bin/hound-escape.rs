@@ -33,7 +33,7 @@
 //! a payload: the production hound contains none of this.
 
 use houndpool_hound::sandbox::{self, SandboxContext};
-use houndpool_protocol::messages::{HoundLimits, Layer, LayerMode, SandboxPolicy, SandboxReport};
+use houndpool_protocol::control::{HoundLimits, Layer, LayerMode, SandboxPolicy, SandboxReport};
 use nix::errno::Errno;
 use std::ffi::CString;
 use std::io::Write;
@@ -268,6 +268,8 @@ fn attack(o: &Options) -> Outcome {
             // SAFETY: the child only calls _exit, which is async-signal-safe.
             match unsafe { libc::fork() } {
                 -1 => last(),
+                // SAFETY: in the forked child, _exit ends it at once (no destructors, no
+                // atexit handlers); it is async-signal-safe and takes an int.
                 0 => unsafe { libc::_exit(0) },
                 _ => Outcome::Allowed,
             }
@@ -482,8 +484,8 @@ mod hostile {
     use std::time::Duration;
 
     use houndpool_hound::sandbox::{self, SandboxContext};
+    use houndpool_protocol::control::{ColdTarget, Message, Ready, MAX_CONTROL_BODY};
     use houndpool_protocol::job::{CompletionHeader, CompletionStatus, RequestHeader};
-    use houndpool_protocol::messages::{ColdTarget, Message, Ready, MAX_CONTROL_BODY};
     use houndpool_protocol::region::{HoundRegions, HoundState};
     use houndpool_protocol::wake::{BellListener, BellRinger};
     use houndpool_protocol::PROTOCOL_VERSION;
@@ -575,7 +577,7 @@ mod hostile {
         if ctx.rw_dirs.iter().any(|d| d.ends_with("deny-landlock")) {
             super::deny_before("landlock");
         }
-        let mut report = houndpool_protocol::messages::SandboxReport::default();
+        let mut report = houndpool_protocol::control::SandboxReport::default();
         let applied = sandbox::apply_into(&setup.sandbox, &ctx, &mut report);
         let mut frame = Vec::new();
         let ready = Message::Ready(Ready {
@@ -738,7 +740,7 @@ mod hostile {
         use std::os::fd::RawFd;
         use std::time::{Duration, Instant};
 
-        use houndpool_protocol::messages::{Fatal, Message, MAX_CONTROL_BODY};
+        use houndpool_protocol::control::{Fatal, Message, MAX_CONTROL_BODY};
         use nix::sys::socket::{send, MsgFlags};
 
         pub(crate) fn run(attack: &[u8], control: RawFd, ignore_shutdown: &mut bool) -> bool {

@@ -26,7 +26,7 @@ mod seccomp;
 mod syscalls;
 
 use crate::HoundError;
-use houndpool_protocol::messages::{HoundLimits, Layer, LayerMode, SandboxPolicy, SandboxReport};
+use houndpool_protocol::control::{HoundLimits, Layer, LayerMode, SandboxPolicy, SandboxReport};
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 

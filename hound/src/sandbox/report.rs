@@ -2,7 +2,7 @@
 //! [`LayerReport`], and when a `required` layer stops start-up.
 
 use crate::HoundError;
-use houndpool_protocol::messages::{
+use houndpool_protocol::control::{
     Layer, LayerMode, LayerReport, LayerStatus, SandboxPolicy, SandboxReport,
 };
 

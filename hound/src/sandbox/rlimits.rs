@@ -1,7 +1,7 @@
 //! Resource limits. Limits are only ever lowered: the hound may lack CAP_SYS_RESOURCE (root on
 //! the reference machine does), and a sandbox has no business loosening anything.
 
-use houndpool_protocol::messages::HoundLimits;
+use houndpool_protocol::control::HoundLimits;
 use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
 
 /// The value both soft and hard limit are set to: the request, but never above the current
@@ -41,7 +41,8 @@ const FSIZE_MARGIN: u64 = 64 * 1024;
 /// [`FSIZE_MARGIN`]. Every file a hound writes is one envelope (cold-store object, its temp file,
 /// or a spool entry), so a write beyond this is an attack or a bug.
 pub fn file_size_limit(limits: &HoundLimits) -> u64 {
-    let largest = houndpool_shared::cold::max_envelope_len(limits.max_evidence_bytes as usize);
+    let largest =
+        houndpool_protocol::envelope::max_envelope_len(limits.max_evidence_bytes as usize);
     (largest as u64).saturating_add(FSIZE_MARGIN)
 }
 

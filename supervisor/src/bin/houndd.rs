@@ -9,6 +9,7 @@
 //!   operations endpoint, drain on SIGTERM / SIGINT, reload on SIGHUP.
 //! * `houndd submit --socket PATH FILE…` — submits files to a running daemon, prints outcomes.
 //! * `houndd config check FILE` — prints the effective configuration or the error.
+//! * `houndd config docs` — prints the key tables of docs/CONFIGURATION.md (from the key table).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -125,6 +126,9 @@ enum ConfigAction {
         /// The TOML file (default: none, all defaults).
         file: Option<PathBuf>,
     },
+    /// Print the tables of every key (variable, default, allowed values, reload, meaning) as
+    /// docs/CONFIGURATION.md holds them; generated from the one declaration of each key.
+    Docs,
 }
 
 fn main() -> ExitCode {
@@ -168,6 +172,12 @@ fn main() -> ExitCode {
         Command::Config {
             action: ConfigAction::Check { file },
         } => config_check(file.as_deref()),
+        Command::Config {
+            action: ConfigAction::Docs,
+        } => {
+            print!("{}", houndpool::keys::markdown());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { .. } => Ok(ExitCode::from(2)),
     };
     match r {
@@ -446,7 +456,7 @@ fn verify(dir: &Path) -> Res {
 }
 
 fn restore(file: &Path, out: Option<&Path>, max_output: usize) -> Res {
-    let limit = houndpool_shared::cold::max_envelope_len(max_output);
+    let limit = houndpool_protocol::envelope::max_envelope_len(max_output);
     let meta = std::fs::metadata(file)?;
     if meta.len() > limit as u64 {
         return Err(format!(
@@ -603,10 +613,6 @@ fn config_check(file: Option<&Path>) -> Res {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn submit(
     socket: &Path,
     kind: &str,
@@ -617,7 +623,7 @@ fn submit(
     files: &[PathBuf],
 ) -> Res {
     use houndpool::daemon::client::Client;
-    use houndpool_protocol::messages::{JobOutcome, OutcomeResult};
+    use houndpool_protocol::daemon::{JobOutcome, OutcomeResult};
     use std::collections::HashMap;
 
     let kind = [
@@ -684,7 +690,7 @@ fn submit(
                     v["key"] = serde_json::json!(r.key);
                     v["original_size"] = serde_json::json!(r.original_size);
                     v["compressed_size"] = serde_json::json!(r.compressed_size);
-                    v["sha256"] = serde_json::json!(r.sha256.map(|h| hex(&h)));
+                    v["sha256"] = serde_json::json!(r.sha256.map(hex::encode));
                     v["spooled"] = serde_json::json!(r.spooled);
                 }
                 OutcomeResult::Failed {

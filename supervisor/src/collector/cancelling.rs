@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Collector, KillCause};
-use crate::job::{CancelResult, DropReason, OutcomeKind};
-use crate::pool::Shared;
+use super::Collector;
+use crate::job::machine::{self, JobState, KillCause, Rule};
+use crate::job::CancelResult;
 
 impl Collector {
     /// Answers every pending cancel request. Returns whether there was any.
@@ -21,18 +21,17 @@ impl Collector {
         work
     }
 
+    /// Cancels job `id` wherever it is; [`machine::cancel`] says what that means.
     fn cancel_one(&mut self, id: u64) -> CancelResult {
         let sh = self.sh.clone();
-        // Retry queue: it ran once on a hound that died; it is not on any hound now.
+        // Retry queue: it ran on a hound that died; it is not on any hound now.
         if let Some(k) = self.retry.iter().position(|p| p.meta.job_id == id) {
             if let Some(p) = self.retry.remove(k) {
                 sh.retrying.store(self.retry.len(), Ordering::Relaxed);
-                let o = Shared::outcome_for(
-                    &p.meta,
-                    p.meta.tries.saturating_sub(1),
-                    OutcomeKind::Dropped(DropReason::Cancelled),
-                );
-                sh.deliver(o);
+                let from = JobState::Retrying {
+                    history: p.meta.history,
+                };
+                sh.conclude(&p.meta, machine::cancel(&from));
                 return CancelResult::Dequeued;
             }
         }
@@ -41,65 +40,50 @@ impl Collector {
         }
         // In a ring: first take what its hound has already finished.
         for i in 0..sh.slots.len() {
-            let pos = {
-                let guard = sh.slots[i].lock();
-                guard.as_ref().and_then(|c| {
-                    c.inflight
-                        .iter()
-                        .position(|m| m.job_id == id && !m.cancelled)
-                })
-            };
-            if pos.is_none() {
+            let found = sh.slots[i]
+                .lock()
+                .as_ref()
+                .and_then(|c| c.position_live(id));
+            if found.is_none() {
                 continue;
             }
             self.collect_all();
-            let marked = {
+            let step = {
                 let mut guard = sh.slots[i].lock();
                 let Some(conn) = guard.as_mut() else {
                     return CancelResult::NotFound; // its hound died: settled by on_exit
                 };
-                let Some(k) = conn
-                    .inflight
-                    .iter()
-                    .position(|m| m.job_id == id && !m.cancelled)
-                else {
+                let Some(k) = conn.position_live(id) else {
                     return CancelResult::NotFound; // completed meanwhile
                 };
-                if k == 0 {
-                    None
-                } else {
-                    let m = &mut conn.inflight[k];
-                    m.cancelled = true;
-                    Some(*m)
+                let Some(meta) = conn.job(k).copied() else {
+                    return CancelResult::NotFound;
+                };
+                let step = machine::cancel(&meta.state_in_ring(i as u32, k == 0));
+                if step.rule != Rule::CancelKill {
+                    // Behind another job, not started: withdrawn now; its record stays in the
+                    // ring and what the hound reports for it is discarded.
+                    conn.mark_cancelled(k);
+                    drop(guard);
+                    sh.conclude(&meta, step);
+                    return CancelResult::Dequeued;
                 }
+                step
             };
-            return match marked {
-                // Behind another job: withdrawn; what the hound reports for it is discarded.
-                Some(meta) => {
-                    let o = Shared::outcome_for(
-                        &meta,
-                        meta.tries.saturating_sub(1),
-                        OutcomeKind::Dropped(DropReason::Cancelled),
-                    );
-                    sh.deliver(o);
-                    CancelResult::Dequeued
-                }
-                // At the head: kill its hound, as the watchdog does. If the hound published
-                // the job's completion before it died, that completion is its outcome.
-                None => {
-                    self.cancel_hit = false;
-                    tracing::info!(
-                        slot = i,
-                        job = id,
-                        "cancel: killing the hound running the job"
-                    );
-                    self.kill_and_reap(i, Some(KillCause::Cancelled(id)));
-                    if std::mem::take(&mut self.cancel_hit) {
-                        CancelResult::Killed
-                    } else {
-                        CancelResult::NotFound
-                    }
-                }
+            // At the head: kill its hound, as the watchdog does. If the hound published the
+            // job's completion before it died, that completion is its outcome.
+            debug_assert_eq!(step.rule, Rule::CancelKill);
+            self.cancel_hit = false;
+            tracing::info!(
+                slot = i,
+                job = id,
+                "cancel: killing the hound running the job"
+            );
+            self.kill_and_reap(i, Some(KillCause::Cancelled(id)));
+            return if std::mem::take(&mut self.cancel_hit) {
+                CancelResult::Killed
+            } else {
+                CancelResult::NotFound
             };
         }
         CancelResult::NotFound

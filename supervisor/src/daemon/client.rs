@@ -24,11 +24,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use houndpool_protocol::frame::FrameDecoder;
-use houndpool_protocol::messages::{
+use houndpool_protocol::daemon::{
     Cancel, CancelReply, CancelResult, DaemonMessage, JobOutcome, RefuseReason, StatsReply,
     StatsRequest, Submit, SubmitReply, SubmitResult,
 };
+use houndpool_protocol::frame::FrameDecoder;
 
 use super::DaemonError;
 use crate::{JobKind, Severity};

@@ -1,14 +1,15 @@
-//! From the daemon's configuration file ([`houndpool_shared::config::Config`]) to what runs:
+//! From the daemon's configuration file ([`super::settings::Config`]) to what runs:
 //! the [`PoolConfig`] of the pool, the server's limits, and which changes a reload (SIGHUP)
 //! can apply to a running daemon.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use houndpool_protocol::messages::S3Target;
-use houndpool_shared::cgroup::{self, CgroupVersion, ContainerLimits, PoolSizing, SizingDecision};
-use houndpool_shared::config::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
-use houndpool_shared::SharedError;
+use super::settings::{ColdBackend, Config, ExhaustedSetting, PoolSizeSetting};
+use super::DaemonError;
+use crate::cgroup::{self, CgroupVersion, ContainerLimits, PoolSizing, SizingDecision};
+use crate::keys::KEYS;
+use houndpool_protocol::control::S3Target;
 
 use crate::{ColdConfig, HoundBinary, PoolConfig, PoolError, PoolExhaustedAction, PoolSize};
 
@@ -47,7 +48,7 @@ fn file_key(pool_key: &str) -> String {
 
 /// Builds the pool configuration, sizing an `auto` pool from the process's own cgroup limits
 /// (read once here); every error names the file's key.
-pub fn pool_config(c: &Config) -> Result<(PoolConfig, Option<SizingDecision>), SharedError> {
+pub fn pool_config(c: &Config) -> Result<(PoolConfig, Option<SizingDecision>), DaemonError> {
     let limits = match c.pool.size {
         PoolSizeSetting::Fixed(_) => ContainerLimits::unlimited(CgroupVersion::V2),
         PoolSizeSetting::Auto => cgroup::detect().unwrap_or_else(|e| {
@@ -71,7 +72,7 @@ pub fn pool_config_for(
     c: &Config,
     limits: &ContainerLimits,
     parallelism: usize,
-) -> Result<(PoolConfig, Option<SizingDecision>), SharedError> {
+) -> Result<(PoolConfig, Option<SizingDecision>), DaemonError> {
     let p = &c.pool;
     // An auto pool's size depends on its ring memory, which does not depend on the size.
     let initial = match p.size {
@@ -104,20 +105,19 @@ pub fn pool_config_for(
     validate(pool).map(|pool| (pool, sizing))
 }
 
-fn validate(pool: PoolConfig) -> Result<PoolConfig, SharedError> {
+fn validate(pool: PoolConfig) -> Result<PoolConfig, DaemonError> {
     match pool.validate() {
         Ok(()) => Ok(pool),
         Err(PoolError::InvalidConfig {
             key,
             value,
             allowed,
-        }) => Err(SharedError::InvalidConfig {
+        }) => Err(DaemonError::InvalidConfig {
             key: file_key(key),
             value,
             allowed,
         }),
-        Err(PoolError::Shared(e)) => Err(e),
-        Err(other) => Err(SharedError::InvalidConfig {
+        Err(other) => Err(DaemonError::InvalidConfig {
             key: "pool".into(),
             value: String::new(),
             allowed: other.to_string(),
@@ -193,10 +193,10 @@ fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
 }
 
 /// Checks the log filter the way the daemon will install it.
-pub fn log_filter(c: &Config) -> Result<tracing_subscriber::EnvFilter, SharedError> {
+pub fn log_filter(c: &Config) -> Result<tracing_subscriber::EnvFilter, DaemonError> {
     tracing_subscriber::EnvFilter::builder()
         .parse(&c.log.level)
-        .map_err(|e| SharedError::InvalidConfig {
+        .map_err(|e| DaemonError::InvalidConfig {
             key: "log.level".into(),
             value: c.log.level.clone(),
             allowed: format!(
@@ -214,9 +214,7 @@ pub fn max_frame(c: &Config) -> u32 {
     let body = c
         .pool
         .max_evidence_bytes
-        .max(houndpool_shared::cold::max_envelope_len(
-            c.pool.max_output_bytes,
-        ));
+        .max(houndpool_cold::max_envelope_len(c.pool.max_output_bytes));
     u32::try_from(body)
         .unwrap_or(u32::MAX)
         .saturating_add(FRAME_SLACK)
@@ -247,6 +245,10 @@ pub fn descriptors_needed(c: &Config, hounds: usize) -> u64 {
     descriptors_for(c.daemon.max_connections as u64, hounds)
 }
 
+/// Refusals (error frame + linger) in progress at most; beyond, a refused connection is
+/// closed at once without an error frame, so refusals cannot exhaust descriptors.
+pub const MAX_REFUSING: usize = 32;
+
 /// Connections being evicted at most at once (each holds its descriptor until it is closed):
 /// the eviction margin of [`descriptors_needed`].
 pub fn eviction_margin(max_connections: usize) -> usize {
@@ -256,7 +258,7 @@ pub fn eviction_margin(max_connections: usize) -> usize {
 fn descriptors_for(connections: u64, hounds: usize) -> u64 {
     connections
         + eviction_margin(connections as usize) as u64
-        + super::server::MAX_REFUSING as u64
+        + MAX_REFUSING as u64
         + super::ops::MAX_OPS_CONNECTIONS as u64
         + (hounds as u64 + 1) * DESCRIPTORS_PER_HOUND
         + BASE_DESCRIPTORS
@@ -270,7 +272,7 @@ pub fn max_connections_fitting(_c: &Config, hounds: usize, limit: u64) -> u64 {
 }
 
 /// Checks everything that can be checked without starting anything.
-pub fn prepare(config: Config) -> Result<Prepared, SharedError> {
+pub fn prepare(config: Config) -> Result<Prepared, DaemonError> {
     let (pool, sizing) = pool_config(&config)?;
     log_filter(&config)?;
     let max_frame = max_frame(&config);
@@ -282,35 +284,24 @@ pub fn prepare(config: Config) -> Result<Prepared, SharedError> {
     })
 }
 
-/// Keys a reload applies to the running daemon. Every other key needs a restart.
+/// Whether a reload applies a change of `key` (`section.key`) to the running daemon: the
+/// key's `live` flag in the key table ([`crate::keys`]). Every other key needs a restart.
 ///
 /// * `log.level` — the log filter is swapped.
 /// * `daemon.socket_mode` — the socket file is chmod-ed.
-/// * `daemon.allowed_uids`, `daemon.max_connections` — checked for each new connection.
-/// * `daemon.outcome_buffer`, `daemon.write_stall_timeout_ms`, `daemon.max_frame_bytes` — apply
-///   to connections opened after the reload.
-/// * `daemon.drain_grace_ms` — used by the next drain.
-/// * `daemon.max_connections_per_uid` — checked for each new connection.
-/// * `daemon.frame_timeout_ms`, `daemon.idle_timeout_ms` — apply to connections opened after
+/// * `daemon.allowed_uids`, `daemon.max_connections`, `daemon.max_connections_per_uid` —
+///   checked for each new connection.
+/// * `daemon.outcome_buffer`, `daemon.write_stall_timeout_ms`, `daemon.max_frame_bytes`,
+///   `daemon.frame_timeout_ms`, `daemon.idle_timeout_ms` — apply to connections opened after
 ///   the reload.
+/// * `daemon.drain_grace_ms` — used by the next drain.
 ///
-/// `daemon.buffer_budget_bytes` needs a restart (the budget is sized once).
-///
-/// The pool keys (size, exhaustion action, deadlines, …) are fixed when the pool is built: the
-/// pool's API has no live reconfiguration yet, so a reload reports them as needing a restart.
-pub const LIVE_KEYS: &[&str] = &[
-    "log.level",
-    "daemon.socket_mode",
-    "daemon.allowed_uids",
-    "daemon.max_connections",
-    "daemon.outcome_buffer",
-    "daemon.write_stall_timeout_ms",
-    "daemon.max_frame_bytes",
-    "daemon.drain_grace_ms",
-    "daemon.max_connections_per_uid",
-    "daemon.frame_timeout_ms",
-    "daemon.idle_timeout_ms",
-];
+/// `daemon.buffer_budget_bytes` needs a restart (the budget is sized once). The pool keys
+/// (size, exhaustion action, deadlines, …) are fixed when the pool is built: the pool's API
+/// has no live reconfiguration yet, so a reload reports them as needing a restart.
+pub fn is_live(key: &str) -> bool {
+    KEYS.iter().any(|k| k.live && k.dotted() == key)
+}
 
 /// One changed key found by a reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,7 +312,7 @@ pub struct Change {
     pub old: String,
     /// New value (TOML).
     pub new: String,
-    /// Whether the running daemon applies it (see [`LIVE_KEYS`]).
+    /// Whether the running daemon applies it (see [`is_live`]).
     pub live: bool,
 }
 
@@ -330,7 +321,7 @@ pub fn changes(old: &Config, new: &Config) -> Vec<Change> {
     old.diff(new)
         .into_iter()
         .map(|(key, old, new)| Change {
-            live: LIVE_KEYS.contains(&key.as_str()),
+            live: is_live(&key),
             key,
             old,
             new,
@@ -346,7 +337,6 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use houndpool_shared::config::KEYS;
 
     fn load(text: &str) -> Config {
         Config::load(text, Vec::new()).unwrap()
@@ -382,7 +372,7 @@ mod tests {
         assert_eq!(p.hound_stderr, d.hound_stderr);
         assert_eq!(p.prestart, d.prestart);
         // The same safe defaults, layer by layer (namespaces "auto" = the library's root rule).
-        for layer in houndpool_protocol::messages::Layer::ALL {
+        for layer in houndpool_protocol::control::Layer::ALL {
             assert_eq!(
                 p.sandbox.mode(layer),
                 d.sandbox.mode(layer),
@@ -480,9 +470,7 @@ mod tests {
 
     #[test]
     fn reload_changes_are_classified() {
-        assert!(LIVE_KEYS
-            .iter()
-            .all(|k| KEYS.iter().any(|info| info.dotted() == *k)));
+        assert!(is_live("log.level") && !is_live("pool.size") && !is_live("nope.x"));
         let a = Config::default();
         let b = load("[log]\nlevel = \"debug\"\n[pool]\nsize = 2\n");
         let ch = changes(&a, &b);

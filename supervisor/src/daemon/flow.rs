@@ -23,7 +23,7 @@ pub const MAX_MESSAGE: usize = 1024;
 pub fn outcome_reservation(kind: JobKind, body_len: usize, max_output: usize) -> usize {
     let payload = match kind {
         JobKind::Noop => body_len,
-        JobKind::Encode => houndpool_shared::cold::max_envelope_len(body_len),
+        JobKind::Encode => houndpool_protocol::envelope::max_envelope_len(body_len),
         JobKind::Restore | JobKind::Decode => max_output,
         JobKind::Evacuate | JobKind::Erase => 0,
     };
@@ -178,14 +178,14 @@ impl Drop for Paused<'_> {
 }
 
 /// Makes the allocator return large freed buffers to the kernel (see
-/// [`houndpool_shared::alloc::tune`]); called once at start.
+/// [`super::alloc::tune`]); called once at start.
 pub fn tune_allocator() {
-    houndpool_shared::alloc::tune();
+    super::alloc::tune();
 }
 
 /// Returns free heap pages to the kernel (after a connection that held large buffers closed).
 pub fn trim() {
-    houndpool_shared::alloc::trim();
+    super::alloc::trim();
 }
 
 #[cfg(test)]

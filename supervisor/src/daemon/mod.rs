@@ -19,7 +19,7 @@
 //! room for it was reserved in the daemon-wide buffer budget when the job was accepted.
 //!
 //! Guarantees (also in docs/PROTOCOL.md, Part 4):
-//! * every submit gets exactly one [`SubmitReply`](houndpool_protocol::messages::SubmitReply),
+//! * every submit gets exactly one [`SubmitReply`](houndpool_protocol::daemon::SubmitReply),
 //!   written before anything else about that job;
 //! * every accepted job's outcome is written to the submitting connection exactly once while
 //!   that connection lives; a connection that cannot take more is not read (backpressure)
@@ -30,6 +30,7 @@
 //! * every connection the daemon closes itself gets a final `Error` frame naming the reason
 //!   (write stall, frame or idle timeout, eviction, drain, malformed input, admission).
 
+mod alloc;
 pub mod client;
 pub mod config;
 mod flow;
@@ -37,6 +38,7 @@ mod logjson;
 mod metrics;
 mod ops;
 mod server;
+pub mod settings;
 
 use std::io;
 use std::os::unix::fs::PermissionsExt;
@@ -45,9 +47,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use houndpool_shared::config::Config;
-use houndpool_shared::SharedError;
 use prometheus_client::registry::Registry;
+use settings::Config;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -62,9 +63,32 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Errors of the daemon and of its client.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    /// The configuration is invalid (the message names the key, the value and what is allowed).
-    #[error(transparent)]
-    Config(#[from] SharedError),
+    /// A configuration value is not allowed (the message names the key, or the variable it
+    /// came from, the value and what is allowed).
+    #[error("invalid configuration: {key} = {value:?}: {allowed}")]
+    InvalidConfig {
+        /// Dotted key, e.g. `pool.size`, or the environment variable that set it.
+        key: String,
+        /// The offending value as written.
+        value: String,
+        /// What is allowed.
+        allowed: String,
+    },
+    /// The configuration file is not valid TOML.
+    #[error("invalid TOML in configuration: {detail}")]
+    ConfigParse {
+        /// The parser's message (with line and column).
+        detail: String,
+    },
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The pool could not be built.
     #[error(transparent)]
     Pool(#[from] PoolError),
@@ -106,7 +130,7 @@ fn io_err(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(io::Error) ->
     move |source| DaemonError::Io { op, path, source }
 }
 
-/// Settings a reload changes on the running daemon (see [`config::LIVE_KEYS`]).
+/// Settings a reload changes on the running daemon (see [`config::is_live`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Live {
     pub allowed_uids: Vec<u32>,
@@ -201,7 +225,7 @@ pub fn init_logging_as(level: &str, json: bool) -> Result<LogControl, DaemonErro
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::builder()
         .parse(level)
-        .map_err(|e| SharedError::InvalidConfig {
+        .map_err(|e| DaemonError::InvalidConfig {
             key: "log.level".into(),
             value: level.into(),
             allowed: format!("tracing directives ({e})"),
@@ -237,7 +261,7 @@ pub fn init_logging_as(level: &str, json: bool) -> Result<LogControl, DaemonErro
 /// Loads and checks the configuration as `houndd run` and `houndd config check` do: the file
 /// (or none), then the process environment.
 pub fn load_config(path: Option<&Path>) -> Result<Prepared, DaemonError> {
-    Ok(config::prepare(Config::load_file(path)?)?)
+    config::prepare(Config::load_file(path)?)
 }
 
 /// Removes the socket file when the daemon stops, however it stops.
@@ -311,14 +335,14 @@ fn fit_descriptors(prepared: &Prepared) -> Result<(), DaemonError> {
     if needed > limit {
         let fit =
             config::max_connections_fitting(&prepared.config, prepared.pool.hound_count(), limit);
-        return Err(DaemonError::Config(SharedError::InvalidConfig {
+        return Err(DaemonError::InvalidConfig {
             key: "daemon.max_connections".into(),
             value: prepared.config.daemon.max_connections.to_string(),
             allowed: format!(
                 "at most {fit} here: the descriptor limit (RLIMIT_NOFILE, hard {hard}) is {limit} and this configuration needs {needed} \
                  (connections + eviction margin + ops endpoint + hounds + base, docs/CONFIGURATION.md); lower daemon.max_connections or raise the limit"
             ),
-        }));
+        });
     }
     info!(
         limit,
@@ -363,7 +387,7 @@ pub fn run(
         info!(size = d.size, "{}", d.explanation);
     }
     let pool = Arc::new(Pool::builder().config(prepared.pool.clone()).build()?);
-    let outcomes = pool.outcomes().ok_or_else(|| SharedError::InvalidConfig {
+    let outcomes = pool.outcomes().ok_or_else(|| DaemonError::InvalidConfig {
         key: "pool.outcome_capacity".into(),
         value: "none".into(),
         allowed: "the daemon needs the outcome channel".into(),
@@ -385,7 +409,7 @@ pub fn run(
         metrics::PoolCollector {
             pool: pool.clone(),
             draining: draining.clone(),
-            limits: houndpool_shared::cgroup::detect()
+            limits: crate::cgroup::detect()
                 .map_err(|e| warn!(error = %e, "cannot read the cgroup limits; no container memory metrics"))
                 .ok(),
         },
@@ -582,7 +606,7 @@ fn reload(
     let mut next = running.clone();
     next.log = new.log.clone();
     next.log.json = running.log.json; // log.format takes a restart
-    next.daemon = houndpool_shared::config::DaemonSettings {
+    next.daemon = settings::DaemonSettings {
         socket: running.daemon.socket.clone(),
         ..new.daemon.clone()
     };

@@ -11,66 +11,19 @@ use std::time::{Duration, Instant};
 
 use houndpool::daemon::client::Client;
 
-/// The `houndd` executable of this workspace (`target/<profile>/houndd`).
-///
-/// Like the hound binary (`houndpool_tests::hound_binary`), it is rebuilt only when missing or
-/// older than its sources, with the same command (`cargo build --workspace --bins`), so that
-/// a test run never relinks it with other features, and never tests a stale daemon.
+/// The `houndd` executable of this workspace (`HOUNDD_BIN` if set), built like the hound
+/// binary when missing or older than its sources ([`houndpool_tests::workspace_binary`]), so
+/// that a test run never relinks it with other features, and never tests a stale daemon.
 pub fn houndd_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("HOUNDD_BIN") {
-            return PathBuf::from(p);
-        }
-        let exe = std::env::current_exe().expect("current_exe");
-        // target/<profile>/deps/<test> → target/<profile>/houndd
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary lives in target/<profile>/deps")
-            .to_path_buf();
-        let bin = profile_dir.join("houndd");
-        if is_fresh(&bin) {
-            return bin;
-        }
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = houndpool_tests::cargo_command();
-        cmd.args(["build", "--quiet", "--workspace", "--bins"]);
-        if release {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build for houndd");
-        assert!(status.success(), "building houndd failed");
-        assert!(bin.is_file(), "houndd missing at {}", bin.display());
-        bin
+    BIN.get_or_init(|| match std::env::var_os("HOUNDD_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => houndpool_tests::workspace_binary(
+            "houndd",
+            &["supervisor", "hound", "protocol", "cold"],
+        ),
     })
     .clone()
-}
-
-/// Whether `bin` exists and is newer than every source file of the crates houndd is built from.
-fn is_fresh(bin: &Path) -> bool {
-    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
-        return false;
-    };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut stack: Vec<PathBuf> = ["supervisor", "hound", "protocol", "shared"]
-        .iter()
-        .flat_map(|c| [root.join(c).join("src"), root.join(c).join("Cargo.toml")])
-        .collect();
-    stack.push(root.join("Cargo.lock"));
-    while let Some(p) = stack.pop() {
-        let Ok(meta) = std::fs::metadata(&p) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.flatten().map(|e| e.path()));
-            }
-        } else if meta.modified().is_ok_and(|m| m > built) {
-            return false;
-        }
-    }
-    true
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
@@ -312,7 +265,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
 /// One encoded submit frame (the daemon's frame limit in tests is far above `body`).
 pub fn submit_frame(request_id: u64, kind: houndpool::JobKind, body: Vec<u8>) -> Vec<u8> {
     let mut f = Vec::new();
-    houndpool_protocol::messages::DaemonMessage::Submit(houndpool_protocol::messages::Submit {
+    houndpool_protocol::daemon::DaemonMessage::Submit(houndpool_protocol::daemon::Submit {
         request_id,
         kind,
         severity: houndpool::Severity::Medium,
@@ -333,8 +286,8 @@ pub fn read_frames(
     chunk: usize,
     pause: Duration,
     limit: Duration,
-) -> Vec<houndpool_protocol::messages::DaemonMessage> {
-    use houndpool_protocol::messages::DaemonMessage;
+) -> Vec<houndpool_protocol::daemon::DaemonMessage> {
+    use houndpool_protocol::daemon::DaemonMessage;
     let deadline = Instant::now() + limit;
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut dec = houndpool_protocol::frame::FrameDecoder::new(1 << 24);

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use super::{encode, Conn, Item, Router};
+use super::conn::{Conn, Item, Router};
+use super::wire::encode;
 use crate::daemon::{Live, State};
 use crate::JobId;
-use houndpool_protocol::messages::{Cancel, CancelReply, CancelResult, DaemonMessage};
+use houndpool_protocol::daemon::{Cancel, CancelReply, CancelResult, DaemonMessage};
 
 impl Router {
     /// Removes the route of `job_id` if connection `conn` owns it; returns its request id and

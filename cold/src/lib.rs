@@ -1,0 +1,155 @@
+//! Cold storage: where evacuated evidence envelopes live. This crate is what the hound links
+//! for it; the supervisor uses only its object keys and size bounds.
+//!
+//! Objects are THCS envelopes stored under `<prefix><evidence-id>.thcs`. Backends: [`fs`]
+//! (the embedded default) and [`s3`] (any S3-compatible service). The hound opens the backend
+//! named in its handshake; the supervisor never touches object contents.
+#![forbid(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod fs;
+pub mod s3;
+
+pub use error::ColdError;
+/// The name `fs.rs` and `s3.rs` still use for [`ColdError`] (they moved here unchanged).
+pub(crate) use error::ColdError as SharedError;
+use houndpool_protocol::control::{ColdEndpoints, ColdTarget};
+
+/// Longest object key accepted.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// What `put` did with the envelope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The object is durably stored at the target.
+    Stored,
+    /// The target was unreachable; the envelope is durably in the local spool and will be
+    /// uploaded by the drainer.
+    Spooled,
+}
+
+/// A cold-storage backend. Implementations must make `put` atomic: after an error no partial
+/// object is visible under the key.
+pub trait ColdStore: Send {
+    /// Stores `envelope` under `key`, atomically, replacing nothing partial.
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError>;
+    /// Reads the object under `key`; refuses objects larger than `max_len` without reading them.
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, ColdError>;
+    /// Deletes the object; returns whether it existed.
+    fn delete(&mut self, key: &str) -> Result<bool, ColdError>;
+    /// Lists keys that start with `prefix`, in no particular order.
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, ColdError>;
+    /// One-line description for logs (no secrets).
+    fn describe(&self) -> String;
+    /// Housekeeping the owner runs while idle (the S3 backend uploads its spool). Must return
+    /// quickly: implementations bound the work they do per call. Default: nothing.
+    fn background_work(&mut self) -> Result<(), ColdError> {
+        Ok(())
+    }
+    /// Takes the resolved addresses and trusted CA of a network target (control message
+    /// `ColdEndpoints`). Default: nothing to do (the filesystem store).
+    fn set_endpoints(&mut self, _endpoints: &ColdEndpoints) -> Result<(), ColdError> {
+        Ok(())
+    }
+}
+
+/// The object key of an evidence id: `<prefix><uuid>.thcs` (hyphenated lowercase UUID).
+pub fn object_key(prefix: &str, evidence_id: &[u8; 16]) -> String {
+    format!(
+        "{prefix}{}.thcs",
+        uuid::Uuid::from_bytes(*evidence_id).hyphenated()
+    )
+}
+
+/// The object key of a job: `<prefix><key>.thcs` for a caller-chosen evidence key (checked
+/// by `houndpool_protocol::job::check_evidence_key` before it gets here), else
+/// [`object_key`] of the evidence id.
+pub fn object_key_for(prefix: &str, evidence_id: &[u8; 16], key: Option<&str>) -> String {
+    match key {
+        Some(k) => format!("{prefix}{k}.thcs"),
+        None => object_key(prefix, evidence_id),
+    }
+}
+
+/// Checks that a key is usable by every backend: non-empty, at most [`MAX_KEY_LEN`] bytes, no
+/// NUL, not absolute, no `.` or `..` or empty path segment.
+pub fn validate_key(key: &str) -> Result<(), ColdError> {
+    let bad = |reason| {
+        Err(ColdError::InvalidKey {
+            key: key.chars().take(200).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.len() > MAX_KEY_LEN {
+        return bad("longer than 1024 bytes");
+    }
+    if key.contains('\0') {
+        return bad("contains NUL");
+    }
+    if key.starts_with('/') {
+        return bad("absolute");
+    }
+    if key
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return bad("has an empty, '.' or '..' segment");
+    }
+    Ok(())
+}
+
+/// Opens the backend a hound was told to use.
+pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdError> {
+    match target {
+        ColdTarget::None => Err(ColdError::ColdNotConfigured),
+        ColdTarget::Filesystem { root, .. } => Ok(Box::new(fs::FsStore::open(root)?)),
+        ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open(t)?)),
+    }
+}
+
+/// Opens the backend inside a hound: like [`open`], but an S3 store never looks names up
+/// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
+/// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]).
+pub fn open_for_hound(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdError> {
+    match target {
+        ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open_pinned(
+            t,
+            s3::S3Tuning::default(),
+        )?)),
+        other => open(other),
+    }
+}
+
+/// The envelope bound, declared once in the protocol crate (re-exported for this crate's
+/// users).
+pub use houndpool_protocol::envelope::max_envelope_len;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_prefix_uuid_thcs() {
+        let id = [0x11u8; 16];
+        assert_eq!(
+            object_key("ev/", &id),
+            "ev/11111111-1111-1111-1111-111111111111.thcs"
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_refused_with_reason() {
+        for k in ["", "/abs", "a/../b", "a//b", "./a", "a\0b"] {
+            assert!(
+                matches!(validate_key(k), Err(ColdError::InvalidKey { .. })),
+                "{k:?}"
+            );
+        }
+        assert!(validate_key(&"x".repeat(MAX_KEY_LEN + 1)).is_err());
+        assert!(validate_key("evidence/2026/abc.thcs").is_ok());
+    }
+}

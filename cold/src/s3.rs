@@ -1,0 +1,970 @@
+//! S3-compatible cold store: rusty-s3 (sans-IO SigV4 presigning) + ureq (blocking HTTP/1.1,
+//! rustls for `https` endpoints). No threads, no async: one [`ureq::Agent`] per store, its
+//! connections reused.
+//!
+//! Keys are used verbatim: the caller builds them with [`crate::cold::object_key`] from the
+//! target's prefix, exactly as for the filesystem store.
+//!
+//! Transient failures (connection refused or reset, timeouts, HTTP 5xx, 429, 408) are retried
+//! with exponential backoff and jitter within [`S3Tuning`]. A `put` that still fails
+//! transiently is written to the local spool (if one is configured and has room) and reported
+//! as [`PutOutcome::Spooled`]; [`S3Store::drain_spool`] uploads spooled envelopes later under
+//! the same key. Refusals (403, 404 bucket, 400, redirects) are [`SharedError::ColdRejected`]
+//! and are never spooled. See docs/S3.md.
+
+pub mod net;
+mod retry;
+mod spool;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
+
+use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
+use self::spool::Spool;
+use super::{validate_key, ColdStore, PutOutcome};
+use crate::SharedError;
+use houndpool_protocol::control::{ColdEndpoints, S3Target};
+
+/// Lifetime of each presigned request URL. A URL is signed right before it is sent, so this
+/// only has to cover clock skew between this host and the server.
+const PRESIGN_EXPIRY: Duration = Duration::from_secs(15 * 60);
+/// Largest error body read to explain a refusal.
+const ERROR_BODY_LIMIT: u64 = 8 * 1024;
+/// Largest ListObjectsV2 page accepted (1000 keys of 1024 bytes, XML-escaped, fit easily).
+const LIST_PAGE_LIMIT: u64 = 16 * 1024 * 1024;
+/// Most pages one `list` follows (1000 keys each): a server that never stops paginating
+/// cannot keep a hound busy forever.
+const LIST_MAX_PAGES: usize = 100_000;
+
+/// Retry, timeout and spool-claim tuning of an [`S3Store`]. [`Default`] is the production
+/// policy; tests use shorter delays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct S3Tuning {
+    /// Attempts per request in all, the first included (values below 1 count as 1).
+    pub attempts: u32,
+    /// Backoff before the second attempt; doubles per attempt, jittered into `[d/2, d]`.
+    pub base_delay: Duration,
+    /// Cap of a single backoff.
+    pub max_delay: Duration,
+    /// No new attempt of a request starts once this much time has passed since its first.
+    pub retry_budget: Duration,
+    /// TCP (and TLS) connection setup timeout per attempt.
+    pub connect_timeout: Duration,
+    /// Longest wait for any single socket read or write once connected.
+    pub io_timeout: Duration,
+    /// A drainer's claim older than this is taken to belong to a dead or hung process and is
+    /// returned to the queue. Must exceed the longest upload (attempts × I/O time).
+    pub claim_stale_after: Duration,
+}
+
+impl Default for S3Tuning {
+    /// 4 attempts, 200 ms base backoff capped at 5 s, 30 s budget, 5 s connect timeout,
+    /// 30 s I/O timeout, claims stale after 15 minutes.
+    fn default() -> Self {
+        S3Tuning {
+            attempts: 4,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+            claim_stale_after: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl S3Tuning {
+    fn policy(&self) -> Policy {
+        Policy {
+            attempts: self.attempts,
+            base_delay: self.base_delay,
+            max_delay: self.max_delay,
+            budget: self.retry_budget,
+        }
+    }
+}
+
+/// Checks a spooled envelope before the drainer uploads it. The default is
+/// [`default_spool_verifier`] (`envelope::verify`: length and SHA-256, no decompression).
+pub type SpoolVerifier = fn(&[u8]) -> Result<(), SharedError>;
+
+/// The default [`SpoolVerifier`]: [`houndpool_protocol::envelope::verify`].
+pub fn default_spool_verifier(envelope: &[u8]) -> Result<(), SharedError> {
+    houndpool_protocol::envelope::verify(envelope)
+        .map(|_| ())
+        .map_err(SharedError::from)
+}
+
+/// What one [`S3Store::drain_spool`] call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Envelopes uploaded under their key and removed from the spool.
+    pub uploaded: usize,
+    /// Records still in the spool afterwards (pending or claimed by another drainer).
+    pub remaining: usize,
+    /// Records that failed verification and were moved to `quarantine/` (never uploaded).
+    pub quarantined: usize,
+    /// Why draining stopped early, if the target became unavailable (the record being
+    /// uploaded was put back).
+    pub unavailable: Option<String>,
+}
+
+/// An S3 bucket reached over HTTP(S), with an optional local spool for outages.
+///
+/// Guarantees: `put` either stores the whole object (`Stored`), or durably spools it
+/// (`Spooled`), or returns an error and leaves nothing new visible under the key; spooled
+/// envelopes are uploaded only under their original key.
+pub struct S3Store {
+    bucket: Bucket,
+    credentials: Credentials,
+    agent: ureq::Agent,
+    tuning: S3Tuning,
+    spool: Option<Spool>,
+    verify: SpoolVerifier,
+    description: String,
+    /// When `background_work` last drained the spool (rate limit).
+    last_drain: Option<std::time::Instant>,
+    /// Addresses handed in by [`S3Store::set_endpoints`] (or the system resolver).
+    resolver: net::PinnedResolver,
+    /// The private CA PEM the agent trusts, if any (see [`S3Store::set_endpoints`]).
+    ca_pem: Option<String>,
+}
+
+/// The HTTP agent of a store: no proxy, no redirects, statuses classified by us, the given
+/// resolver, and the built-in web roots, plus the certificates of `ca` when there is one.
+fn build_agent(
+    tuning: &S3Tuning,
+    resolver: net::PinnedResolver,
+    ca: Option<Vec<ureq::tls::Certificate<'static>>>,
+) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(private) = ca {
+        // ureq trusts either its built-in roots or a list: the list is the same Mozilla
+        // roots (compiled in, no file is read under the sandbox) followed by the private CA.
+        let mut certs: Vec<ureq::tls::Certificate<'static>> =
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|c| ureq::tls::Certificate::from_der(c.as_ref()))
+                .collect();
+        certs.extend(private);
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+    }
+    let config = ureq::Agent::config_builder()
+        // Statuses are classified here (transient / refusal), not turned into errors.
+        .http_status_as_error(false)
+        // A redirect from S3 means a wrong region or endpoint; presigned URLs cannot
+        // follow it anyway. The 3xx answer is returned and classified as a refusal.
+        .max_redirects(0)
+        // The hound's environment is empty; never pick a proxy up from variables.
+        .proxy(None)
+        .timeout_connect(Some(tuning.connect_timeout))
+        .timeout_per_read(Some(tuning.io_timeout))
+        .timeout_per_write(Some(tuning.io_timeout))
+        .user_agent(concat!("houndpool/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(2)
+        .max_idle_connections_per_host(2)
+        .tls_config(tls.build())
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        resolver,
+    )
+}
+
+impl fmt::Debug for S3Store {
+    /// Never prints credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Store")
+            .field("target", &self.description)
+            .field("tuning", &self.tuning)
+            .finish_non_exhaustive()
+    }
+}
+
+fn invalid(key: &str, value: &str, allowed: &str) -> SharedError {
+    SharedError::InvalidConfig {
+        key: format!("cold.s3.{key}"),
+        value: value.into(),
+        allowed: allowed.into(),
+    }
+}
+
+impl S3Store {
+    /// Prepares a client for `target` with the default [`S3Tuning`] (no network traffic,
+    /// no filesystem access yet).
+    pub fn open(target: &S3Target) -> Result<Self, SharedError> {
+        Self::open_with(target, S3Tuning::default())
+    }
+
+    /// Like [`S3Store::open`] with explicit tuning. Validates the endpoint (http or https
+    /// URL with a host), bucket, region and credentials; the spool directory must be
+    /// absolute. Errors are [`SharedError::InvalidConfig`] naming the field (secrets are
+    /// never echoed).
+    pub fn open_with(target: &S3Target, tuning: S3Tuning) -> Result<Self, SharedError> {
+        let mut endpoint = url::Url::parse(&target.endpoint).map_err(|e| {
+            invalid(
+                "endpoint",
+                &target.endpoint,
+                &format!("an http:// or https:// URL ({e})"),
+            )
+        })?;
+        if target.bucket.is_empty() {
+            return Err(invalid("bucket", "", "a bucket name"));
+        }
+        if target.region.is_empty() {
+            return Err(invalid("region", "", "a signing region, e.g. us-east-1"));
+        }
+        if target.access_key.is_empty() {
+            return Err(invalid("access_key", "", "a non-empty access key id"));
+        }
+        if target.secret_key.is_empty() {
+            return Err(invalid("secret_key", "", "a non-empty secret key"));
+        }
+        // Credentials in the URL would be logged by describe() and are ignored by rusty-s3.
+        if !endpoint.username().is_empty() || endpoint.password().is_some() {
+            return Err(invalid(
+                "endpoint",
+                "<redacted>",
+                "a URL without user:password (use access_key / secret_key)",
+            ));
+        }
+        endpoint.set_query(None);
+        endpoint.set_fragment(None);
+        let style = if target.path_style {
+            UrlStyle::Path
+        } else {
+            UrlStyle::VirtualHost
+        };
+        let bucket = Bucket::new(
+            endpoint.clone(),
+            style,
+            target.bucket.clone(),
+            target.region.clone(),
+        )
+        .map_err(|e| {
+            invalid(
+                "endpoint",
+                endpoint.as_str(),
+                &format!(
+                    "an http(s) URL with a host; virtual-host style needs a DNS name and a \
+                     bucket name valid in one ({e:?})"
+                ),
+            )
+        })?;
+        let credentials = match &target.session_token {
+            Some(token) => Credentials::new_with_token(
+                target.access_key.clone(),
+                target.secret_key.clone(),
+                token.clone(),
+            ),
+            None => Credentials::new(target.access_key.clone(), target.secret_key.clone()),
+        };
+        let spool = target
+            .spool_dir
+            .as_deref()
+            .map(|dir| Spool::new(dir, target.spool_limit_bytes))
+            .transpose()?;
+        let resolver = net::PinnedResolver::default();
+        let agent = build_agent(&tuning, resolver.clone(), None);
+        let description = format!(
+            "s3 {}://{}{} bucket={} prefix={:?} region={} {} spool={}",
+            endpoint.scheme(),
+            endpoint.host_str().unwrap_or(""),
+            endpoint.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            target.bucket,
+            target.prefix,
+            target.region,
+            if target.path_style {
+                "path-style"
+            } else {
+                "virtual-host"
+            },
+            match &spool {
+                Some(s) => format!(
+                    "{} (limit {} bytes)",
+                    s.dir().display(),
+                    target.spool_limit_bytes
+                ),
+                None => "none".into(),
+            },
+        );
+        Ok(S3Store {
+            bucket,
+            credentials,
+            agent,
+            tuning,
+            spool,
+            verify: default_spool_verifier,
+            description,
+            last_drain: None,
+            resolver,
+            ca_pem: None,
+        })
+    }
+
+    /// Like [`S3Store::open_with`], for a process without a resolver (the hound): host
+    /// names are never looked up, only the addresses given by [`S3Store::set_endpoints`]
+    /// are used (until then a named endpoint is a transient "host not found").
+    pub fn open_pinned(target: &S3Target, tuning: S3Tuning) -> Result<Self, SharedError> {
+        let store = Self::open_with(target, tuning)?;
+        let mut state = store
+            .resolver
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        state.addrs = Some((String::new(), Vec::new()));
+        drop(state);
+        Ok(store)
+    }
+
+    /// Uses `endpoints.addresses` for `endpoints.host` from now on (the host keeps being
+    /// used for `Host`, SigV4 and TLS SNI and certificate checks), and trusts exactly the
+    /// certificates of `endpoints.ca_pem` in addition to the built-in web roots when it is set.
+    /// Changing the CA rebuilds the HTTP agent (open connections are dropped); changing only
+    /// the addresses affects new connections. Fails with [`SharedError::InvalidConfig`]
+    /// (`cold.ca_file`) on a PEM without certificates; the store is then unchanged.
+    pub fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+        if endpoints.ca_pem != self.ca_pem {
+            let certs = endpoints.ca_pem.as_deref().map(net::parse_ca).transpose()?;
+            self.agent = build_agent(&self.tuning, self.resolver.clone(), certs);
+            self.ca_pem = endpoints.ca_pem.clone();
+        }
+        let mut state = self
+            .resolver
+            .state
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        state.addrs = Some((endpoints.host.clone(), endpoints.addresses.clone()));
+        Ok(())
+    }
+
+    /// Replaces the check applied to spooled envelopes before upload (default
+    /// [`default_spool_verifier`]). A record the verifier refuses is quarantined.
+    pub fn set_spool_verifier(&mut self, verify: SpoolVerifier) {
+        self.verify = verify;
+    }
+
+    /// The spool directory, if one is configured.
+    pub fn spool_dir(&self) -> Option<&Path> {
+        self.spool.as_ref().map(|s| s.dir())
+    }
+
+    /// Number of records in the spool (pending or being uploaded); 0 without a spool.
+    pub fn spooled(&self) -> Result<usize, SharedError> {
+        match &self.spool {
+            Some(s) => s.count().map_err(|e| spool_io("spool count", s, e)),
+            None => Ok(0),
+        }
+    }
+
+    fn policy(&self) -> Policy {
+        self.tuning.policy()
+    }
+
+    /// Reads a small answer body, for classification or to free the connection for reuse
+    /// (never fails: an unreadable body just gives a less precise reason).
+    fn error_body(resp: &mut ureq::http::Response<ureq::Body>) -> Vec<u8> {
+        resp.body_mut()
+            .with_config()
+            .limit(ERROR_BODY_LIMIT)
+            .read_to_vec()
+            .unwrap_or_default()
+    }
+
+    /// One create-only PutObject, retried: `Ok(true)` when this request created the object
+    /// (2xx), `Ok(false)` when the server refused because the key exists (412 to
+    /// `If-None-Match: *`). A server that ignores the header answers 2xx and replaces; the
+    /// HEAD check in [`S3Store::put_create_only`] covers those (with a race window).
+    fn put_remote(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
+        // Content-MD5 makes the server refuse (400 BadDigest) a body damaged in transit.
+        let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(envelope));
+        self.policy().run(|| {
+            let mut action = self.bucket.put_object(Some(&self.credentials), key);
+            action.headers_mut().insert("content-md5", md5.as_str());
+            let url = action.sign(PRESIGN_EXPIRY);
+            let mut resp = self
+                .agent
+                .put(url.as_str())
+                .header("content-md5", md5.as_str())
+                // Create-only (RFC 9110 13.1.2): S3 answers 412 if the key exists.
+                .header("if-none-match", "*")
+                .send(envelope)
+                .map_err(|e| classify_ureq("put", e))?;
+            let status = resp.status().as_u16();
+            // Read the (small) body either way so the connection can be reused.
+            let body = Self::error_body(&mut resp);
+            if resp.status().is_success() {
+                return Ok(true);
+            }
+            match status {
+                412 => Ok(false),
+                // AWS: a concurrent conditional write of the same key is in progress.
+                409 => Err(Fail::Transient(format!(
+                    "put: HTTP 409: concurrent conditional write of {key}"
+                ))),
+                _ => Err(classify_status("put", status, &body)),
+            }
+        })
+    }
+
+    /// Whether the object under `key` holds exactly `envelope` (GET bounded by its length).
+    fn remote_equals(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
+        match self.get_remote(key, envelope.len()) {
+            Ok(existing) => Ok(existing == envelope),
+            Err(Fail::Final(SharedError::ObjectTooLarge { .. })) => Ok(false),
+            // Deleted between the refusal and the GET: the caller may try again.
+            Err(Fail::Final(SharedError::NotFound { .. })) => Err(Fail::Transient(format!(
+                "put: {key} vanished while being compared"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create-only upload: HEAD, then a conditional PUT. An existing object with the same
+    /// bytes is success (idempotent retry), with other bytes [`SharedError::AlreadyExists`];
+    /// the stored object is never replaced by a server that honours `If-None-Match`. Cost:
+    /// one HEAD more than a plain PUT, and one GET when the key is taken.
+    fn put_create_only(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
+        let created = if self.head_remote(key)? {
+            false
+        } else {
+            self.put_remote(key, envelope)?
+        };
+        if created || self.remote_equals(key, envelope)? {
+            Ok(())
+        } else {
+            Err(Fail::Final(SharedError::AlreadyExists { key: key.into() }))
+        }
+    }
+
+    /// One GetObject, retried, refusing objects above `max_len` bytes.
+    fn get_remote(&self, key: &str, max_len: usize) -> Result<Vec<u8>, Fail> {
+        let max = max_len as u64;
+        self.policy().run(|| {
+            let url = self
+                .bucket
+                .get_object(Some(&self.credentials), key)
+                .sign(PRESIGN_EXPIRY);
+            let mut resp = self
+                .agent
+                .get(url.as_str())
+                .call()
+                .map_err(|e| classify_ureq("get", e))?;
+            let status = resp.status().as_u16();
+            if status == 404 {
+                let body = Self::error_body(&mut resp);
+                return Err(not_found_or_rejected("get", key, &body));
+            }
+            if !resp.status().is_success() {
+                return Err(classify_status("get", status, &Self::error_body(&mut resp)));
+            }
+            if let Some(len) = resp.body().content_length() {
+                if len > max {
+                    return Err(Fail::Final(SharedError::ObjectTooLarge {
+                        key: key.into(),
+                        len,
+                        max,
+                    }));
+                }
+            }
+            match resp.body_mut().with_config().limit(max).read_to_vec() {
+                Ok(v) => Ok(v),
+                // No (or a lying) Content-Length: the size is only known to exceed `max`.
+                Err(ureq::Error::BodyExceedsLimit(_)) => {
+                    Err(Fail::Final(SharedError::ObjectTooLarge {
+                        key: key.into(),
+                        len: max.saturating_add(1),
+                        max,
+                    }))
+                }
+                Err(e) => Err(classify_ureq("get", e)),
+            }
+        })
+    }
+
+    /// HeadObject, retried: whether the object exists.
+    fn head_remote(&self, key: &str) -> Result<bool, Fail> {
+        self.policy().run(|| {
+            let url = self
+                .bucket
+                .head_object(Some(&self.credentials), key)
+                .sign(PRESIGN_EXPIRY);
+            let resp = self
+                .agent
+                .head(url.as_str())
+                .call()
+                .map_err(|e| classify_ureq("head", e))?;
+            match resp.status().as_u16() {
+                200..=299 => Ok(true),
+                // HEAD has no body, so a missing bucket looks like a missing key here; the
+                // DELETE that follows tells them apart.
+                404 => Ok(false),
+                s => Err(classify_status("head", s, b"")),
+            }
+        })
+    }
+
+    /// DeleteObject, retried. A missing key is success (S3 answers 204 either way).
+    fn delete_remote(&self, key: &str) -> Result<(), Fail> {
+        self.policy().run(|| {
+            let url = self
+                .bucket
+                .delete_object(Some(&self.credentials), key)
+                .sign(PRESIGN_EXPIRY);
+            let mut resp = self
+                .agent
+                .delete(url.as_str())
+                .call()
+                .map_err(|e| classify_ureq("delete", e))?;
+            let status = resp.status().as_u16();
+            let body = Self::error_body(&mut resp);
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            if status == 404 {
+                return match not_found_or_rejected("delete", key, &body) {
+                    Fail::Final(SharedError::NotFound { .. }) => Ok(()),
+                    other => Err(other),
+                };
+            }
+            Err(classify_status("delete", status, &body))
+        })
+    }
+
+    /// ListObjectsV2 over every page, each page retried.
+    fn list_remote(&self, prefix: &str) -> Result<Vec<String>, Fail> {
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..LIST_MAX_PAGES {
+            let page = self.policy().run(|| {
+                let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
+                if !prefix.is_empty() {
+                    action.with_prefix(prefix);
+                }
+                if let Some(t) = &token {
+                    action.with_continuation_token(t.as_str());
+                }
+                let url = action.sign(PRESIGN_EXPIRY);
+                let mut resp = self
+                    .agent
+                    .get(url.as_str())
+                    .call()
+                    .map_err(|e| classify_ureq("list", e))?;
+                let status = resp.status().as_u16();
+                if !resp.status().is_success() {
+                    return Err(classify_status(
+                        "list",
+                        status,
+                        &Self::error_body(&mut resp),
+                    ));
+                }
+                let body = match resp
+                    .body_mut()
+                    .with_config()
+                    .limit(LIST_PAGE_LIMIT)
+                    .read_to_string()
+                {
+                    Ok(b) => b,
+                    Err(ureq::Error::BodyExceedsLimit(_)) => {
+                        return Err(Fail::Final(SharedError::ColdRejected {
+                            op: "list",
+                            status,
+                            reason: format!("listing page larger than {LIST_PAGE_LIMIT} bytes"),
+                        }))
+                    }
+                    Err(e) => return Err(classify_ureq("list", e)),
+                };
+                // A garbled page is most likely a transport hiccup: retried like one.
+                rusty_s3::actions::ListObjectsV2::parse_response(&body).map_err(|e| {
+                    Fail::Transient(format!("list: malformed ListObjectsV2 page: {e}"))
+                })
+            })?;
+            keys.extend(
+                page.contents
+                    .into_iter()
+                    .map(|c| c.key)
+                    .filter(|k| k.starts_with(prefix)),
+            );
+            match page.next_continuation_token {
+                Some(next) if token.as_deref() == Some(next.as_str()) => {
+                    return Err(Fail::Final(SharedError::ColdRejected {
+                        op: "list",
+                        status: 200,
+                        reason: "the server repeated a continuation token".into(),
+                    }))
+                }
+                Some(next) => token = Some(next),
+                None => return Ok(keys),
+            }
+        }
+        Err(Fail::Final(SharedError::ColdRejected {
+            op: "list",
+            status: 200,
+            reason: format!("more than {LIST_MAX_PAGES} listing pages"),
+        }))
+    }
+
+    /// Uploads up to `max_items` spooled envelopes, oldest first, each under the key it was
+    /// spooled for, and removes them from the spool once the target acknowledged them.
+    ///
+    /// Each record is first claimed by an atomic rename (so concurrent drainers never upload
+    /// the same record twice at once), checked with the [`SpoolVerifier`] (a refused record is
+    /// moved to `quarantine/` and counted, never uploaded), then uploaded. On a transient
+    /// failure the record is put back and draining stops ([`DrainReport::unavailable`]); on a
+    /// refusal (e.g. 403) it is put back and the refusal returned. Claims older than
+    /// [`S3Tuning::claim_stale_after`] (their drainer died) are returned to the queue first.
+    /// If a record is erased while it is being uploaded, the uploaded object is deleted again.
+    pub fn drain_spool(&mut self, max_items: usize) -> Result<DrainReport, SharedError> {
+        let Some(spool) = self.spool.clone() else {
+            return Ok(DrainReport::default());
+        };
+        let io = |op: &'static str, e| spool_io(op, &spool, e);
+        spool
+            .reclaim_stale(self.tuning.claim_stale_after)
+            .map_err(|e| io("spool reclaim", e))?;
+        let mut report = DrainReport::default();
+        let mut processed = 0usize;
+        for entry in spool.pending().map_err(|e| io("spool list", e))? {
+            if processed >= max_items {
+                break;
+            }
+            let Some(claim) = spool.claim(&entry).map_err(|e| io("spool claim", e))? else {
+                continue; // another drainer took it, or it was erased
+            };
+            processed += 1;
+            let record = match spool.read_claim(&claim) {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(why)) => Err(why.to_owned()),
+                Err(e) => {
+                    // Best effort: the read error is the one to report; a claim that cannot
+                    // be put back is returned to the queue once stale.
+                    let _ = spool.unclaim(claim);
+                    return Err(io("spool read", e));
+                }
+            };
+            let checked = record.and_then(|r| {
+                validate_key(&r.key).map_err(|e| e.to_string())?;
+                (self.verify)(&r.envelope).map_err(|e| e.to_string())?;
+                Ok(r)
+            });
+            let record = match checked {
+                Ok(r) => r,
+                Err(why) => {
+                    let name = claim.name().to_owned();
+                    let dest = spool
+                        .quarantine(claim)
+                        .map_err(|e| io("spool quarantine", e))?;
+                    tracing::error!(record = %name, to = %dest.display(), reason = %why,
+                        "spooled envelope failed verification; quarantined, not uploaded");
+                    report.quarantined += 1;
+                    continue;
+                }
+            };
+            match self.put_create_only(&record.key, &record.envelope) {
+                Ok(()) => {
+                    if spool.finish(claim).map_err(|e| io("spool remove", e))? {
+                        tracing::info!(key = %record.key, "spooled envelope uploaded");
+                        report.uploaded += 1;
+                    } else {
+                        // Erased while we uploaded: the erasure must win.
+                        tracing::warn!(key = %record.key,
+                            "spooled envelope erased during upload; deleting the upload");
+                        self.delete_remote(&record.key).map_err(fail_into)?;
+                    }
+                }
+                Err(Fail::Transient(reason)) => {
+                    spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
+                    tracing::warn!(%reason, "cold target unavailable; draining stopped");
+                    report.unavailable = Some(reason);
+                    break;
+                }
+                Err(Fail::Final(SharedError::AlreadyExists { key })) => {
+                    // Other bytes reached the target under this key first; the spooled
+                    // evidence is kept for an operator, never dropped or forced over it.
+                    let name = claim.name().to_owned();
+                    let dest = spool
+                        .quarantine(claim)
+                        .map_err(|e| io("spool quarantine", e))?;
+                    tracing::error!(record = %name, %key, to = %dest.display(),
+                        "another object with different bytes exists under the spooled key; \
+                         quarantined, not uploaded");
+                    report.quarantined += 1;
+                }
+                Err(Fail::Final(e)) => {
+                    spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
+                    return Err(e);
+                }
+            }
+        }
+        report.remaining = spool.count().map_err(|e| io("spool count", e))?;
+        Ok(report)
+    }
+}
+
+fn spool_io(op: &'static str, spool: &Spool, source: std::io::Error) -> SharedError {
+    SharedError::ColdIo {
+        op,
+        key: spool.dir().display().to_string(),
+        source,
+    }
+}
+
+/// A 404 is a missing key unless S3 says the bucket is missing (a configuration error).
+fn not_found_or_rejected(op: &'static str, key: &str, body: &[u8]) -> Fail {
+    match s3_error(body) {
+        (Some(code), msg) if code == "NoSuchBucket" => Fail::Final(SharedError::ColdRejected {
+            op,
+            status: 404,
+            reason: match msg {
+                Some(m) => format!("{code}: {m}"),
+                None => code,
+            },
+        }),
+        _ => Fail::Final(SharedError::NotFound { key: key.into() }),
+    }
+}
+
+/// The error a caller sees when retries are exhausted (no spooling involved).
+fn fail_into(f: Fail) -> SharedError {
+    match f {
+        Fail::Transient(reason) => SharedError::ColdUnavailable { reason },
+        Fail::Final(e) => e,
+    }
+}
+
+impl ColdStore for S3Store {
+    /// Create-only upload; after transient failures the envelope is spooled (if possible).
+    ///
+    /// A record already spooled (or being uploaded by a drainer) for the key counts as the
+    /// stored object: the same bytes are an idempotent `Spooled`, other bytes
+    /// [`SharedError::AlreadyExists`]. So a direct put never races a drainer uploading an
+    /// older record of the same key: both are create-only, and whichever lands first wins
+    /// while the other is refused (or found identical).
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
+        validate_key(key)?;
+        if let Some(spool) = &self.spool {
+            match spool.read(key, envelope.len()) {
+                Ok(Some(spooled)) if spooled == envelope => return Ok(PutOutcome::Spooled),
+                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => {
+                    return Err(SharedError::AlreadyExists { key: key.into() })
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.put_create_only(key, envelope) {
+            Ok(()) => Ok(PutOutcome::Stored),
+            Err(Fail::Final(e)) => Err(e),
+            Err(Fail::Transient(reason)) => {
+                let Some(spool) = &self.spool else {
+                    return Err(SharedError::ColdUnavailable { reason });
+                };
+                match spool.store(key, envelope) {
+                    Ok(()) => {
+                        tracing::warn!(%key, %reason, "cold target unavailable; envelope spooled");
+                        Ok(PutOutcome::Spooled)
+                    }
+                    Err(spool::StoreError::Exists) => {
+                        Err(SharedError::AlreadyExists { key: key.into() })
+                    }
+                    Err(e) => Err(SharedError::ColdUnavailable {
+                        reason: format!("{reason}; not spooled: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// The spooled record first (newest version, and readable while the target is down),
+    /// then GetObject. 404 `NoSuchKey` → `NotFound`; `NoSuchBucket` → `ColdRejected`.
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError> {
+        validate_key(key)?;
+        if let Some(spool) = &self.spool {
+            if let Some(envelope) = spool.read(key, max_len)? {
+                return Ok(envelope);
+            }
+        }
+        self.get_remote(key, max_len).map_err(fail_into)
+    }
+
+    /// Removes every spooled record of the key, then HEAD + DELETE at the target. Returns
+    /// whether the key existed in the spool or (per the HEAD just before the DELETE) at the
+    /// target.
+    fn delete(&mut self, key: &str) -> Result<bool, SharedError> {
+        validate_key(key)?;
+        let spooled = match &self.spool {
+            Some(spool) => spool
+                .remove_all(key)
+                .map_err(|e| spool_io("spool remove", spool, e))?,
+            None => false,
+        };
+        let remote = self.head_remote(key).map_err(fail_into)?;
+        self.delete_remote(key).map_err(fail_into)?;
+        Ok(spooled || remote)
+    }
+
+    /// Every key under `prefix` at the target (all pages) plus spooled keys, sorted, without
+    /// duplicates.
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError> {
+        let mut keys: std::collections::BTreeSet<String> = self
+            .list_remote(prefix)
+            .map_err(fail_into)?
+            .into_iter()
+            .collect();
+        if let Some(spool) = &self.spool {
+            keys.extend(
+                spool
+                    .keys(prefix)
+                    .map_err(|e| spool_io("spool list", spool, e))?,
+            );
+        }
+        Ok(keys.into_iter().collect())
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+
+    fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+        S3Store::set_endpoints(self, endpoints)
+    }
+
+    /// Drains up to [`BACKGROUND_DRAIN_ITEMS`] spooled envelopes, at most once per
+    /// [`BACKGROUND_DRAIN_PERIOD`], so an idle hound uploads what an outage left behind without
+    /// ever spending long away from its ring.
+    fn background_work(&mut self) -> Result<(), SharedError> {
+        if self.spool.is_none()
+            || self
+                .last_drain
+                .is_some_and(|t| t.elapsed() < BACKGROUND_DRAIN_PERIOD)
+        {
+            return Ok(());
+        }
+        self.last_drain = Some(std::time::Instant::now());
+        let report = self.drain_spool(BACKGROUND_DRAIN_ITEMS)?;
+        if report.uploaded > 0 || report.quarantined > 0 {
+            tracing::info!(
+                uploaded = report.uploaded,
+                quarantined = report.quarantined,
+                remaining = report.remaining,
+                "spool drained"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Most spooled envelopes one idle-time drain uploads.
+pub const BACKGROUND_DRAIN_ITEMS: usize = 16;
+/// Least time between two idle-time drains.
+pub const BACKGROUND_DRAIN_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> S3Target {
+        S3Target {
+            endpoint: "http://127.0.0.1:9".into(),
+            bucket: "b".into(),
+            prefix: "ev/".into(),
+            region: "us-east-1".into(),
+            path_style: true,
+            access_key: "AK".into(),
+            secret_key: "very-secret".into(),
+            session_token: None,
+            spool_dir: None,
+            spool_limit_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn open_validates_configuration() {
+        assert!(S3Store::open(&target()).is_ok());
+        type Mutation = fn(&mut S3Target);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|t| t.endpoint = "not a url".into(), "cold.s3.endpoint"),
+            (|t| t.endpoint = "ftp://h/".into(), "cold.s3.endpoint"),
+            (|t| t.endpoint = "http://u:p@h/".into(), "cold.s3.endpoint"),
+            (|t| t.path_style = false, "cold.s3.endpoint"), // IP host + virtual-host style
+            (|t| t.bucket.clear(), "cold.s3.bucket"),
+            (|t| t.region.clear(), "cold.s3.region"),
+            (|t| t.access_key.clear(), "cold.s3.access_key"),
+            (|t| t.secret_key.clear(), "cold.s3.secret_key"),
+            (
+                |t| t.spool_dir = Some("relative".into()),
+                "cold.s3.spool_dir",
+            ),
+        ];
+        for (mutate, want) in cases {
+            let mut t = target();
+            mutate(&mut t);
+            match S3Store::open(&t) {
+                Err(SharedError::InvalidConfig { key, value, .. }) => {
+                    assert_eq!(key, want);
+                    assert!(!value.contains("u:p"), "credentials echoed: {value}");
+                }
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn describe_and_debug_never_show_secrets() {
+        let mut t = target();
+        t.session_token = Some("tok-secret".into());
+        let s = S3Store::open(&t).unwrap();
+        for text in [s.describe(), format!("{s:?}")] {
+            assert!(
+                !text.contains("very-secret") && !text.contains("tok-secret"),
+                "{text}"
+            );
+            assert!(text.contains("bucket=b"), "{text}");
+        }
+    }
+
+    #[test]
+    fn invalid_keys_are_refused_before_any_io() {
+        let mut s = S3Store::open(&target()).unwrap();
+        assert!(matches!(
+            s.put("../x", b""),
+            Err(SharedError::InvalidKey { .. })
+        ));
+        assert!(matches!(s.get("", 1), Err(SharedError::InvalidKey { .. })));
+        assert!(matches!(
+            s.delete("/a"),
+            Err(SharedError::InvalidKey { .. })
+        ));
+    }
+
+    #[test]
+    fn default_tuning_is_bounded() {
+        let t = S3Tuning::default();
+        assert!(t.attempts >= 2);
+        assert!(t.retry_budget <= Duration::from_secs(60));
+        assert!(t.claim_stale_after > t.retry_budget + t.io_timeout * t.attempts);
+    }
+
+    #[test]
+    fn not_found_distinguishes_missing_bucket() {
+        let body = b"<Error><Code>NoSuchBucket</Code><Message>no</Message></Error>";
+        assert!(matches!(
+            not_found_or_rejected("get", "k", body),
+            Fail::Final(SharedError::ColdRejected { status: 404, .. })
+        ));
+        assert!(matches!(
+            not_found_or_rejected("get", "k", b"<Error><Code>NoSuchKey</Code></Error>"),
+            Fail::Final(SharedError::NotFound { .. })
+        ));
+        assert!(matches!(
+            not_found_or_rejected("get", "k", b""),
+            Fail::Final(SharedError::NotFound { .. })
+        ));
+    }
+}

@@ -1,0 +1,263 @@
+//! Outages of a real S3 server: puts spool, spooled envelopes stay readable, the drainer
+//! uploads them under their own keys once the server is back, erasure wins over the spool.
+
+mod s3_support;
+
+use houndpool_cold::ColdError;
+use houndpool_cold::{ColdStore, PutOutcome};
+use s3_support::{bytes, spool_files, Server};
+
+/// Test stand-in for `envelope::verify`: accepts bodies that start with "OK".
+fn accept_ok(b: &[u8]) -> Result<(), ColdError> {
+    if b.starts_with(b"OK") {
+        Ok(())
+    } else {
+        Err(ColdError::ColdUnavailable {
+            reason: "test verifier refused".into(),
+        })
+    }
+}
+
+fn env(seed: u64, len: usize) -> Vec<u8> {
+    let mut v = b"OK".to_vec();
+    v.extend(bytes(seed, len));
+    v
+}
+
+#[test]
+fn server_stopped_mid_run_spools_then_drains_under_the_same_keys() {
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    let spool_dir = spool.path().join("spool");
+    let mut s = server.store(Some(&spool_dir), 64 << 20);
+    s.set_spool_verifier(accept_ok);
+
+    let a = env(1, 1000);
+    assert_eq!(s.put("ev/a.thcs", &a).unwrap(), PutOutcome::Stored);
+
+    server.stop();
+    let b = env(2, 200_000);
+    let c = env(3, 10);
+    assert_eq!(s.put("ev/b.thcs", &b).unwrap(), PutOutcome::Spooled);
+    assert_eq!(s.put("ev/c.thcs", &c).unwrap(), PutOutcome::Spooled);
+    assert_eq!(spool_files(&spool_dir).len(), 2);
+    assert_eq!(s.spooled().unwrap(), 2);
+
+    // A restore right after a spooled evacuate works while the target is still down.
+    assert_eq!(s.get("ev/b.thcs", b.len()).unwrap(), b);
+    assert!(matches!(
+        s.get("ev/b.thcs", b.len() - 1),
+        Err(ColdError::ObjectTooLarge { .. })
+    ));
+    // What only the target has is unavailable, typed as such.
+    assert!(matches!(
+        s.get("ev/a.thcs", 10_000),
+        Err(ColdError::ColdUnavailable { .. })
+    ));
+    assert!(matches!(
+        s.list("ev/"),
+        Err(ColdError::ColdUnavailable { .. })
+    ));
+
+    // Draining while the target is down uploads nothing and loses nothing.
+    let r = s.drain_spool(100).unwrap();
+    assert_eq!((r.uploaded, r.remaining, r.quarantined), (0, 2, 0));
+    assert!(r.unavailable.is_some());
+    assert_eq!(spool_files(&spool_dir).len(), 2, "claim was put back");
+
+    server.restart();
+    // list shows spooled keys too, before they are uploaded.
+    assert_eq!(
+        s.list("ev/").unwrap(),
+        vec!["ev/a.thcs", "ev/b.thcs", "ev/c.thcs"]
+    );
+    let r = s.drain_spool(1).unwrap();
+    assert_eq!((r.uploaded, r.remaining, r.quarantined), (1, 1, 0));
+    let r = s.drain_spool(100).unwrap();
+    assert_eq!((r.uploaded, r.remaining, r.quarantined), (1, 0, 0));
+    assert_eq!(r.unavailable, None);
+    assert!(spool_files(&spool_dir).is_empty(), "spool not emptied");
+
+    // The objects are on the server at their keys, byte for byte, and nowhere else.
+    assert_eq!(std::fs::read(server.object_path("ev/b.thcs")).unwrap(), b);
+    assert_eq!(std::fs::read(server.object_path("ev/c.thcs")).unwrap(), c);
+    assert_eq!(
+        s.list("").unwrap(),
+        vec!["ev/a.thcs", "ev/b.thcs", "ev/c.thcs"]
+    );
+    assert_eq!(s.get("ev/c.thcs", 100).unwrap(), c);
+
+    // Erase of spooled-and-uploaded objects.
+    assert!(s.delete("ev/b.thcs").unwrap());
+    assert!(s.delete("ev/c.thcs").unwrap());
+    assert!(!server.object_path("ev/b.thcs").exists());
+    assert!(matches!(
+        s.get("ev/c.thcs", 100),
+        Err(ColdError::NotFound { .. })
+    ));
+    assert_eq!(s.list("ev/").unwrap(), vec!["ev/a.thcs"]);
+    // Draining again finds nothing.
+    assert_eq!(s.drain_spool(100).unwrap().uploaded, 0);
+}
+
+#[test]
+fn erasing_a_spooled_envelope_before_upload_means_it_is_never_uploaded() {
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut s = server.store(Some(spool.path()), 1 << 20);
+    s.set_spool_verifier(accept_ok);
+    server.stop();
+    assert_eq!(
+        s.put("ev/d.thcs", &env(4, 10)).unwrap(),
+        PutOutcome::Spooled
+    );
+    // Erasure needs the target too (it may hold an older copy): unavailable, but the local
+    // copy is gone already.
+    assert!(matches!(
+        s.delete("ev/d.thcs"),
+        Err(ColdError::ColdUnavailable { .. })
+    ));
+    assert!(spool_files(spool.path()).is_empty());
+    assert_eq!(
+        s.put("ev/e.thcs", &env(5, 10)).unwrap(),
+        PutOutcome::Spooled
+    );
+    server.restart();
+    assert!(s.delete("ev/e.thcs").unwrap(), "existed in the spool");
+    let r = s.drain_spool(100).unwrap();
+    assert_eq!((r.uploaded, r.remaining), (0, 0));
+    assert!(!server.object_path("ev/d.thcs").exists());
+    assert!(!server.object_path("ev/e.thcs").exists());
+    assert!(s.list("").unwrap().is_empty());
+}
+
+#[test]
+fn a_spooled_record_holds_its_key_against_direct_puts_and_drainers() {
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut s = server.store(Some(spool.path()), 1 << 20);
+    s.set_spool_verifier(accept_ok);
+    server.stop();
+    assert_eq!(s.put("ev/k.thcs", b"OK old").unwrap(), PutOutcome::Spooled);
+    server.restart();
+    // The spooled evidence was reported stored: other bytes never replace it, the same
+    // bytes are an idempotent success.
+    assert!(matches!(
+        s.put("ev/k.thcs", b"OK new"),
+        Err(ColdError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.put("ev/k.thcs", b"OK old").unwrap(), PutOutcome::Spooled);
+    assert_eq!(s.drain_spool(10).unwrap().uploaded, 1);
+    assert!(matches!(
+        s.put("ev/k.thcs", b"OK new"),
+        Err(ColdError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.get("ev/k.thcs", 100).unwrap(), b"OK old");
+
+    // A drainer uploading a claimed record races direct puts of other bytes from another
+    // store on the same spool: whatever the interleaving, the spooled version ends up at the
+    // target and every direct put is refused.
+    for round in 0..5 {
+        let key = format!("ev/race-{round}.thcs");
+        server.stop();
+        assert_eq!(s.put(&key, b"OK spooled").unwrap(), PutOutcome::Spooled);
+        server.restart();
+        let mut direct = server.store(Some(spool.path()), 1 << 20);
+        std::thread::scope(|scope| {
+            let drainer = scope.spawn(|| s.drain_spool(10).unwrap());
+            for _ in 0..5 {
+                match direct.put(&key, b"OK direct") {
+                    Err(ColdError::AlreadyExists { .. }) => {}
+                    other => panic!("round {round}: {other:?}"),
+                }
+            }
+            drainer.join().unwrap();
+        });
+        assert_eq!(
+            std::fs::read(server.object_path(&key)).unwrap(),
+            b"OK spooled"
+        );
+    }
+    assert!(spool_files(spool.path()).is_empty());
+}
+
+#[test]
+fn a_full_spool_or_no_spool_is_unavailable() {
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    // Room for one small record only.
+    let mut s = server.store(Some(spool.path()), 200);
+    let mut bare = server.store(None, 0);
+    server.stop();
+    assert_eq!(s.put("ev/1.thcs", b"OK tiny").unwrap(), PutOutcome::Spooled);
+    match s.put("ev/2.thcs", &env(6, 500)) {
+        Err(ColdError::ColdUnavailable { reason }) => {
+            assert!(reason.contains("spool full"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(spool_files(spool.path()).len(), 1, "nothing partial left");
+    assert!(matches!(
+        bare.put("ev/3.thcs", b"OK"),
+        Err(ColdError::ColdUnavailable { .. })
+    ));
+}
+
+#[test]
+fn records_failing_verification_are_quarantined_not_uploaded() {
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut s = server.store(Some(spool.path()), 1 << 20);
+    s.set_spool_verifier(accept_ok);
+    server.stop();
+    assert_eq!(
+        s.put("ev/good.thcs", b"OK good").unwrap(),
+        PutOutcome::Spooled
+    );
+    assert_eq!(
+        s.put("ev/bad.thcs", b"corrupt").unwrap(),
+        PutOutcome::Spooled
+    );
+    server.restart();
+    let r = s.drain_spool(10).unwrap();
+    assert_eq!((r.uploaded, r.remaining, r.quarantined), (1, 0, 1));
+    assert!(server.object_path("ev/good.thcs").exists());
+    assert!(!server.object_path("ev/bad.thcs").exists());
+    assert_eq!(spool_files(&spool.path().join("quarantine")).len(), 1);
+}
+
+#[test]
+fn concurrent_drainers_upload_each_record_once() {
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut s = server.store(Some(spool.path()), 64 << 20);
+    server.stop();
+    let n = 40;
+    for i in 0..n {
+        let key = format!("ev/c{i:02}.thcs");
+        assert_eq!(s.put(&key, &env(i, 100)).unwrap(), PutOutcome::Spooled);
+    }
+    server.restart();
+    let drainers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut d = server.store(Some(spool.path()), 64 << 20);
+            d.set_spool_verifier(accept_ok);
+            std::thread::spawn(move || d.drain_spool(usize::MAX).unwrap())
+        })
+        .collect();
+    let reports: Vec<_> = drainers.into_iter().map(|h| h.join().unwrap()).collect();
+    let uploaded: usize = reports.iter().map(|r| r.uploaded).sum();
+    assert_eq!(uploaded, n as usize, "{reports:?}");
+    assert!(reports
+        .iter()
+        .all(|r| r.quarantined == 0 && r.unavailable.is_none()));
+    assert!(spool_files(spool.path()).is_empty());
+    for i in 0..n {
+        let key = format!("ev/c{i:02}.thcs");
+        assert_eq!(
+            std::fs::read(server.object_path(&key)).unwrap(),
+            env(i, 100)
+        );
+    }
+    assert_eq!(s.list("ev/").unwrap().len(), n as usize);
+}

@@ -1,0 +1,164 @@
+//! A hound's death: kill and reap it, take the completions it published, and settle every job
+//! it held (retry, or its one outcome: [`machine::hound_died`] decides).
+
+use std::os::unix::process::ExitStatusExt;
+use std::sync::atomic::Ordering;
+
+use houndpool_protocol::job::{RequestHeader, COMPLETION_HEADER_LEN};
+use tracing::{debug, warn};
+
+use super::completion::handle_completion;
+use super::{Collector, HoundProc};
+use crate::cgroup::Placed;
+use crate::job::machine::{self, JobState, KillCause, Rule};
+use crate::job::HoundDeath;
+use crate::state::Pending;
+
+impl Collector {
+    /// SIGKILLs the hound of slot `i` (harmless if it already exited), reaps it, and settles
+    /// every job it held.
+    pub(super) fn kill_and_reap(&mut self, i: usize, cause: Option<KillCause>) {
+        let slot = &self.sh.slots[i];
+        slot.accepting.store(false, Ordering::Release);
+        let Some(mut h) = self.hounds[i].take() else {
+            return;
+        };
+        if h.kill_cause.is_none() {
+            h.kill_cause = cause;
+        }
+        let status = match h.child.0.as_mut() {
+            Some(child) => {
+                let _ = child.kill();
+                child.wait().ok()
+            }
+            None => None,
+        };
+        h.child.0 = None;
+        let death = match status {
+            Some(st) => match (st.code(), st.signal()) {
+                (Some(c), _) => HoundDeath::Exited(c),
+                (_, Some(s)) => HoundDeath::Signaled(s),
+                _ => HoundDeath::Exited(-1),
+            },
+            None => HoundDeath::Exited(-1),
+        };
+        self.on_exit(i, h, death);
+    }
+
+    pub(super) fn on_exit(&mut self, i: usize, mut h: HoundProc, death: HoundDeath) {
+        let sh = self.sh.clone();
+        let slot = &sh.slots[i];
+        sh.counters.hound_exits.inc();
+        crate::cold::sweep_temps(&sh.config, |pid| pid == h.pid);
+        // The hound is reaped: read its cgroup's OOM counter now; the cgroup itself is removed
+        // after the respawn is ordered (rmdir of a memory cgroup costs milliseconds while the
+        // kernel offlines it, and `remove` retries on EBUSY), so it never delays the
+        // replacement.
+        let cgroup_oom = h.placed.as_ref().is_some_and(Placed::oom_killed);
+        let placed = h.placed.take();
+        let out_of_memory = h.kill_cause.is_none()
+            && (death == HoundDeath::Exited(houndpool_hound::EXIT_OUT_OF_MEMORY)
+                || (death == HoundDeath::Signaled(libc::SIGKILL) && cgroup_oom));
+        if out_of_memory {
+            sh.counters.oom_kills.inc();
+            warn!(
+                slot = i,
+                pid = h.pid,
+                %death,
+                by = if cgroup_oom { "cgroup OOM killer" } else { "address-space budget" },
+                "hound ran out of memory"
+            );
+        }
+        // Completions the hound wrote before dying are real results: take them first, unless
+        // the hound was killed for lying.
+        if !matches!(h.kill_cause, Some(KillCause::Violation(_))) {
+            let mut head = [0u8; COMPLETION_HEADER_LEN];
+            while let Ok(Some(len)) = h.reader.pop_split(&mut head, &mut self.buf) {
+                let head = &head[..len.min(COMPLETION_HEADER_LEN)];
+                if handle_completion(&sh, i, &h, head, &mut self.buf).is_err() {
+                    break;
+                }
+            }
+        }
+        let conn = slot.take_conn();
+        slot.pid.store(0, Ordering::Relaxed);
+        let expected = matches!(
+            h.kill_cause,
+            Some(KillCause::Shutdown) | Some(KillCause::Cancelled(_))
+        )
+            || (self.finishing && death == HoundDeath::Exited(0))
+            // A retired hound asked to stop: its exit is expected however it ends (the
+            // collector may SIGKILL it while it is still exiting after closing its socket).
+            || (h.retiring && h.shutdown_sent && h.kill_cause.is_none());
+        if !expected && !self.finishing {
+            self.note_restart(i, true);
+        }
+        if expected {
+            debug!(slot = i, pid = h.pid, %death, "hound stopped");
+        } else {
+            warn!(
+                slot = i,
+                pid = h.pid,
+                generation = h.generation,
+                %death,
+                cause = ?h.kill_cause,
+                fatal = h.fatal.as_deref().unwrap_or(""),
+                uptime_ms = h.started.elapsed().as_millis() as u64,
+                "hound exited"
+            );
+        }
+        if let Some(conn) = conn {
+            let mut bytes = Vec::new();
+            for (k, mut meta) in conn.into_jobs().into_iter().enumerate() {
+                // A record `Pool::cancel` withdrew is `Done` already: nothing happens to it.
+                let from = meta.state_in_ring(i as u32, k == 0);
+                let step = machine::hound_died(
+                    meta.job_id,
+                    &from,
+                    h.kill_cause.as_ref(),
+                    death,
+                    out_of_memory,
+                );
+                match step.rule {
+                    Rule::CancelledKill => self.cancel_hit = true,
+                    Rule::Poison => sh.counters.poison.inc(),
+                    _ => {}
+                }
+                let from = sh.conclude(&meta, step);
+                let JobState::Retrying { history } = from else {
+                    continue;
+                };
+                meta.history = history;
+                if self.finishing {
+                    sh.conclude(&meta, machine::shutdown(&from));
+                    continue;
+                }
+                // Re-read our own record (the hound could not modify it: read-only mapping).
+                match h
+                    .reader
+                    .read_request(meta.pos.start, &mut bytes)
+                    .and_then(|_| RequestHeader::mark_retry(&mut bytes))
+                {
+                    Ok(()) => {
+                        let owned = std::mem::take(&mut bytes);
+                        sh.counters.retries.inc();
+                        debug!(job = meta.job_id, slot = i, "job queued for retry");
+                        sh.spans.event(meta.job_id, "hound died: queued for retry");
+                        self.retry.push_back(Pending { bytes: owned, meta });
+                    }
+                    Err(e) => {
+                        let detail = format!("request record unreadable after hound death: {e}");
+                        sh.conclude(&meta, machine::record_lost(&from, detail));
+                    }
+                }
+            }
+        }
+        sh.retrying.store(self.retry.len(), Ordering::Relaxed);
+        self.blocked = false;
+        drop(h);
+        self.schedule_respawn(i);
+        if let Some(p) = placed {
+            p.remove();
+        }
+    }
+}

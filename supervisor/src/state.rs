@@ -1,0 +1,816 @@
+//! The pool's books: the state that `submit` (caller threads), the collector and the spawner
+//! share — hound slots with their request rings and in-flight lists, the defer queue, the
+//! outcome sink, counters and the pool's lifecycle. Uses neither `pool` nor `collector`: both
+//! use it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
+
+use crate::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
+use crossbeam_channel::Sender;
+use houndpool_protocol::control::{LayerReport, SandboxReport};
+use houndpool_protocol::job::{JobKind, Severity};
+use houndpool_protocol::region::{RecordPos, RequestWriter};
+use houndpool_protocol::wake::{BellRinger, Doorbell};
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::cgroup::PoolCgroups;
+use crate::circuit::CircuitState;
+use crate::config::{ColdConfig, PoolConfig, PoolExhaustedAction};
+use crate::defer::DeferQueue;
+use crate::job::machine::{self, History, JobState, Step};
+use crate::job::{CancelResult, JobId, Outcome, OutcomeKind};
+use crate::stats::Counters;
+use crate::{PoolError, SubmitError};
+
+/// The pool's lifecycle (`Books::lifecycle`): accepting jobs, then draining after `shutdown`
+/// began, then stopped (every outcome delivered, every hound reaped).
+const RUNNING: u8 = 0;
+const DRAINING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// Bookkeeping of one accepted job while it is in a ring, the defer queue or the retry queue.
+/// Where it is says its [`JobState`] (see [`InFlight::state_in_ring`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InFlight {
+    pub(crate) job_id: u64,
+    pub(crate) evidence_id: [u8; 16],
+    pub(crate) kind: JobKind,
+    pub(crate) severity: Severity,
+    pub(crate) body_len: u32,
+    pub(crate) pos: RecordPos,
+    /// Hounds it was given to, and deaths charged to it.
+    pub(crate) history: History,
+    pub(crate) submitted_at: Instant,
+    /// `Pool::cancel` withdrew it while it sat behind another job in a ring: its outcome was
+    /// delivered then; whatever the hound reports for it later is discarded.
+    pub(crate) cancelled: bool,
+}
+
+impl InFlight {
+    /// Its state at position `front` (or behind it) of `slot`'s in-flight list.
+    pub(crate) fn state_in_ring(&self, slot: u32, front: bool) -> JobState {
+        JobState::in_ring(slot, front, self.history, self.cancelled)
+    }
+}
+
+/// Evidence keys of accepted jobs that have one, by job id. Unkeyed jobs never take the
+/// lock (one relaxed load of the count).
+#[derive(Debug, Default)]
+pub(crate) struct JobKeys {
+    count: AtomicUsize,
+    map: Mutex<std::collections::HashMap<u64, Box<str>>>,
+}
+
+impl JobKeys {
+    pub(crate) fn insert(&self, job_id: u64, key: &str) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(job_id, key.into());
+        self.count.store(map.len(), Ordering::Relaxed);
+    }
+    pub(crate) fn remove(&self, job_id: u64) {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&job_id);
+        self.count.store(map.len(), Ordering::Relaxed);
+    }
+    /// The key of a job, if it has one.
+    pub(crate) fn get(&self, job_id: u64) -> Option<Box<str>> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&job_id).cloned()
+    }
+}
+
+/// A job held in supervisor memory (defer queue or retry queue): header + body bytes.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) meta: InFlight,
+}
+
+/// The submit-side half of a live hound. Its in-flight list is changed only through
+/// [`Slot`]'s methods, which keep `Slot::in_flight` and `front_since` right.
+pub(crate) struct SlotConn {
+    writer: RequestWriter,
+    /// Our end of the hound's request doorbell (never shared: rings never block).
+    bell: BellRinger,
+    inflight: VecDeque<InFlight>,
+    /// When the job at the front of `inflight` became the front (watchdog reference).
+    front_since: Instant,
+}
+
+impl SlotConn {
+    /// A live hound's request ring writer and doorbell, with room for `capacity` jobs.
+    pub(crate) fn new(writer: RequestWriter, bell: BellRinger, capacity: usize) -> Self {
+        SlotConn {
+            writer,
+            bell,
+            inflight: VecDeque::with_capacity(capacity),
+            front_since: Instant::now(),
+        }
+    }
+
+    /// The job at the front of the ring (running, or the next the hound takes).
+    pub(crate) fn front(&self) -> Option<&InFlight> {
+        self.inflight.front()
+    }
+
+    /// Since when the front job has been the front (the watchdog's reference).
+    pub(crate) fn front_since(&self) -> Instant {
+        self.front_since
+    }
+
+    /// Position of job `job_id` in the ring, unless it was cancelled already.
+    pub(crate) fn position_live(&self, job_id: u64) -> Option<usize> {
+        self.inflight
+            .iter()
+            .position(|m| m.job_id == job_id && !m.cancelled)
+    }
+
+    /// The job at position `k` (0: the front).
+    pub(crate) fn job(&self, k: usize) -> Option<&InFlight> {
+        self.inflight.get(k)
+    }
+
+    /// Marks the job at position `k` cancelled: its record stays until the hound passes it,
+    /// and whatever the hound reports for it is discarded.
+    pub(crate) fn mark_cancelled(&mut self, k: usize) {
+        if let Some(m) = self.inflight.get_mut(k) {
+            m.cancelled = true;
+        }
+    }
+
+    /// The jobs it held, front first (the hound is gone).
+    pub(crate) fn into_jobs(self) -> VecDeque<InFlight> {
+        self.inflight
+    }
+}
+
+/// One hound slot, shared by submitters and the collector.
+pub(crate) struct Slot {
+    pub(crate) id: u32,
+    /// False while the slot is empty, being refilled, or its hound is being killed.
+    pub(crate) accepting: AtomicBool,
+    /// Mirror of `conn.inflight.len()` for lock-free load balancing.
+    in_flight: AtomicUsize,
+    conn: Mutex<Option<SlotConn>>,
+    pub(crate) pid: AtomicU32,
+    pub(crate) generation: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    /// Mirrors of the hound's self-reported state and heartbeat (untrusted, for stats).
+    pub(crate) reported_state: AtomicU32,
+    pub(crate) heartbeat: AtomicU64,
+}
+
+impl Slot {
+    /// An empty slot.
+    pub(crate) fn new(id: u32) -> Self {
+        Slot {
+            id,
+            accepting: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            conn: Mutex::new(None),
+            pid: AtomicU32::new(0),
+            generation: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            reported_state: AtomicU32::new(0),
+            heartbeat: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<SlotConn>> {
+        // A panic while holding this lock cannot leave the ring inconsistent (the writer
+        // publishes atomically), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Jobs in this slot's ring (a relaxed mirror, for load balancing and stats).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Gives the slot a new hound's connection (empty ring).
+    pub(crate) fn install(&self, conn: SlotConn) {
+        let mut guard = self.lock();
+        self.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+        *guard = Some(conn);
+    }
+
+    /// Takes the connection of a dead hound, with the jobs it held.
+    pub(crate) fn take_conn(&self) -> Option<SlotConn> {
+        let conn = self.lock().take();
+        self.in_flight.store(0, Ordering::Relaxed);
+        conn
+    }
+
+    /// Removes the front job of `conn` (this slot's, locked by the caller): the next job
+    /// becomes the front now.
+    pub(crate) fn pop_front(&self, conn: &mut SlotConn) -> Option<InFlight> {
+        let meta = conn.inflight.pop_front()?;
+        conn.front_since = Instant::now();
+        self.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+        Some(meta)
+    }
+
+    /// One job of a `submit_batch` run into `conn` (this slot's, locked by the caller): placed
+    /// as a fresh submission ([`machine::place`] from `Submitted`) if the in-flight bound
+    /// (`max`) and the ring have room now, without ringing the hound (the run rings once at its
+    /// end, [`Self::ring_if_sleeping`]). Returns whether it was placed.
+    pub(crate) fn push_in_run(
+        &self,
+        conn: &mut SlotConn,
+        parts: &[&[u8]],
+        meta: InFlight,
+        max: usize,
+    ) -> bool {
+        if conn.inflight.len() >= max {
+            return false;
+        }
+        match conn.writer.try_push(parts) {
+            Ok(Some(pos)) => {
+                let history = machine::place(&JobState::Submitted, self.id).next.history();
+                self.push_back(
+                    conn,
+                    InFlight {
+                        pos,
+                        history,
+                        ..meta
+                    },
+                );
+                true
+            }
+            Ok(None) | Err(_) => false,
+        }
+    }
+
+    /// Whether `conn` (locked by the caller) takes no job now for its in-flight bound `max`.
+    pub(crate) fn at_bound(conn: &SlotConn, max: usize) -> bool {
+        conn.inflight.len() >= max
+    }
+
+    /// After a run of pushes: one fence and one look at the hound's flag for the whole run
+    /// (the last tail store precedes the fence: see the wake-up argument in
+    /// `protocol::region`), and a ring if it announced sleep.
+    pub(crate) fn ring_if_sleeping(conn: &SlotConn) {
+        if conn.writer.hound_sleeping() {
+            let _ = conn.bell.ring();
+        }
+    }
+
+    /// Appends a placed job to `conn` (this slot's, locked by the caller).
+    fn push_back(&self, conn: &mut SlotConn, meta: InFlight) {
+        if conn.inflight.is_empty() {
+            conn.front_since = Instant::now();
+        }
+        conn.inflight.push_back(meta);
+        self.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
+    }
+}
+
+/// An escalation event (`PoolExhaustedAction::Escalate`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EscalationEvent {
+    /// Kind of the refused job.
+    pub kind: JobKind,
+    /// Severity of the refused job.
+    pub severity: Severity,
+    /// Its body length.
+    pub body_len: usize,
+    /// Jobs in rings at the time.
+    pub in_rings: usize,
+    /// Total escalations so far (including this one).
+    pub count: u64,
+}
+
+pub(crate) type Callback = Box<dyn Fn(&Outcome) + Send + Sync>;
+
+/// Delivers outcomes without ever blocking.
+pub(crate) struct OutcomeSink {
+    tx: Option<Sender<Outcome>>,
+    callback: Option<Callback>,
+}
+
+impl OutcomeSink {
+    /// Outcomes go to `tx` (if any) and `callback` (if any).
+    pub(crate) fn new(tx: Option<Sender<Outcome>>, callback: Option<Callback>) -> Self {
+        OutcomeSink { tx, callback }
+    }
+}
+
+/// State shared by the pool handle, the collector and the spawner.
+pub(crate) struct Books {
+    pub(crate) config: PoolConfig,
+    pub(crate) slots: Box<[Slot]>,
+    pub(crate) counters: Counters,
+    next_job: AtomicU64,
+    rr: AtomicUsize,
+    pub(crate) defer: Option<Mutex<DeferQueue<Pending>>>,
+    /// Rung to wake the collector (deferred work, spawns, shutdown).
+    pub(crate) wake: Doorbell,
+    pub(crate) collector_sleeping: AtomicBool,
+    /// RUNNING, DRAINING or STOPPED (only ever forward).
+    lifecycle: AtomicU8,
+    drain_deadline: Mutex<Option<Instant>>,
+    outcomes: OutcomeSink,
+    escalation_tx: Sender<EscalationEvent>,
+    /// Largest body per kind class: evidence (Noop/Encode/Evacuate) and envelope (Decode).
+    limits: BodyLimits,
+    pub(crate) key_prefix: Option<String>,
+    /// Evidence keys of accepted keyed jobs, until their outcome.
+    pub(crate) keys: JobKeys,
+    pub(crate) sandbox_report: Mutex<Option<SandboxReport>>,
+    /// Jobs in the collector's retry queue (mirror for stats).
+    pub(crate) retrying: AtomicUsize,
+    /// Per-hound cgroups (the manager is taken and removed at shutdown).
+    pub(crate) cgroups: CgroupState,
+    /// The size decision made at build.
+    pub(crate) sizing: SizingDecision,
+    /// Hounds the pool aims to run now (≤ slots).
+    pub(crate) target: AtomicUsize,
+    /// Mirror of the collector's circuit state (`CircuitState::to_u8`).
+    pub(crate) circuit: AtomicU8,
+    /// The high-water mark share in force (`f64` bits); starts at the configured one.
+    high_water: AtomicU64,
+    /// Pid of the spawner's prestarted spare hound, 0 when there is none (mirror for stats).
+    pub(crate) spare_pid: AtomicU32,
+    /// Per-job handles of tracked jobs without an outcome yet.
+    pub(crate) tracked: crate::tracked::Registry,
+    /// Cancel requests for the collector.
+    pub(crate) cancels: Requests,
+    /// Submit→outcome latency by job kind.
+    pub(crate) latency: crate::latency::Latency,
+    /// Per-job tracing spans (only while a subscriber enables them).
+    pub(crate) spans: crate::spans::Spans,
+}
+
+/// One pending request: the job id and where the answer goes.
+pub(crate) type Request = (u64, Sender<CancelResult>);
+
+/// Cancel requests waiting for the collector (`Pool::cancel`; see `cancel.rs`).
+#[derive(Default)]
+pub(crate) struct Requests {
+    queue: Mutex<Vec<Request>>,
+    collector: OnceLock<ThreadId>,
+}
+
+impl Requests {
+    /// Records the collector thread (a cancel from it must not wait for itself).
+    pub(crate) fn set_collector(&self, id: ThreadId) {
+        let _ = self.collector.set(id);
+    }
+
+    /// Takes every pending request (collector).
+    pub(crate) fn take(&self) -> Vec<Request> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Queues a request (`Pool::cancel`).
+    pub(crate) fn push(&self, request: Request) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(request);
+    }
+
+    /// Whether the calling thread is the collector (a cancel from it must not wait for itself).
+    pub(crate) fn on_collector_thread(&self) -> bool {
+        self.collector.get() == Some(&std::thread::current().id())
+    }
+
+    /// Whether a request waits (collector, before it sleeps).
+    pub(crate) fn pending(&self) -> bool {
+        !self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+}
+
+/// The largest job body `submit` accepts, per kind class (each also fits a ring record).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimits {
+    /// Evidence (Noop, Encode, Evacuate).
+    pub(crate) evidence: usize,
+    /// An envelope (Decode).
+    pub(crate) envelope: usize,
+}
+
+/// The cgroup part of [`Books`].
+pub(crate) struct CgroupState {
+    pub(crate) manager: Mutex<Option<HoundCgroups>>,
+    pub(crate) layer: LayerReport,
+    pub(crate) limits: Option<ContainerLimits>,
+}
+
+impl Books {
+    /// The books of a pool of `slots` slots (all empty) that runs with `config`, delivers
+    /// outcomes to `outcomes` and escalations to `escalation_tx`, accepts bodies up to
+    /// `limits`, places hounds in `cgroups` and aims at the size of `sizing`.
+    pub(crate) fn new(
+        config: PoolConfig,
+        slots: usize,
+        outcomes: OutcomeSink,
+        escalation_tx: Sender<EscalationEvent>,
+        limits: BodyLimits,
+        cgroups: PoolCgroups,
+        sizing: SizingDecision,
+    ) -> Result<Self, PoolError> {
+        let target = sizing.size.clamp(1, config.hound_count());
+        let key_prefix = match &config.cold {
+            ColdConfig::None => None,
+            ColdConfig::Filesystem { prefix, .. } => Some(prefix.clone()),
+            ColdConfig::S3(t) => Some(t.prefix.clone()),
+        };
+        let defer = match config.exhausted {
+            PoolExhaustedAction::Defer { limit } => Some(Mutex::new(DeferQueue::new(limit))),
+            _ => None,
+        };
+        Ok(Books {
+            slots: (0..slots as u32).map(Slot::new).collect(),
+            counters: Counters::default(),
+            next_job: AtomicU64::new(1),
+            rr: AtomicUsize::new(0),
+            defer,
+            wake: Doorbell::new()?,
+            collector_sleeping: AtomicBool::new(false),
+            lifecycle: AtomicU8::new(RUNNING),
+            drain_deadline: Mutex::new(None),
+            outcomes,
+            escalation_tx,
+            limits,
+            key_prefix,
+            keys: JobKeys::default(),
+            sandbox_report: Mutex::new(None),
+            retrying: AtomicUsize::new(0),
+            cgroups: CgroupState {
+                manager: Mutex::new(cgroups.manager),
+                layer: cgroups.layer,
+                limits: cgroups.limits,
+            },
+            sizing,
+            target: AtomicUsize::new(target),
+            circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
+            high_water: AtomicU64::new(config.high_water_mark.to_bits()),
+            spare_pid: AtomicU32::new(0),
+            tracked: Default::default(),
+            cancels: Default::default(),
+            latency: Default::default(),
+            spans: Default::default(),
+            config,
+        })
+    }
+
+    /// Whether the pool still accepts jobs (`shutdown` has not begun).
+    pub(crate) fn is_running(&self) -> bool {
+        self.lifecycle.load(Ordering::Acquire) == RUNNING
+    }
+
+    /// Whether `shutdown` began and the collector has not finished yet.
+    pub(crate) fn is_draining(&self) -> bool {
+        self.lifecycle.load(Ordering::Acquire) == DRAINING
+    }
+
+    /// Whether the pool stopped: every outcome delivered, every hound reaped.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.lifecycle.load(Ordering::Acquire) == STOPPED
+    }
+
+    /// Begins the drain with `grace` to finish what is accepted; false if it had begun.
+    pub(crate) fn begin_drain(&self, grace: Duration) -> bool {
+        let began = self
+            .lifecycle
+            .compare_exchange(RUNNING, DRAINING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if began {
+            *self
+                .drain_deadline
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + grace);
+        }
+        began
+    }
+
+    /// Whether the drain's grace period is over.
+    pub(crate) fn grace_over(&self) -> bool {
+        let deadline = *self
+            .drain_deadline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Marks the pool stopped (the collector, when it finished).
+    pub(crate) fn mark_stopped(&self) {
+        self.lifecycle.store(STOPPED, Ordering::Release);
+    }
+
+    /// A new pool-unique job number (from 1).
+    pub(crate) fn next_job_id(&self) -> u64 {
+        self.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The body limits `submit` enforces.
+    pub(crate) fn limits(&self) -> BodyLimits {
+        self.limits
+    }
+
+    /// Sends an escalation event; never blocks (a full channel keeps the oldest events).
+    pub(crate) fn escalate(&self, event: EscalationEvent) {
+        let _ = self.escalation_tx.try_send(event);
+    }
+
+    /// Sets the high-water mark share in force (checked by the caller).
+    pub(crate) fn set_high_water_mark(&self, share: f64) {
+        self.high_water.store(share.to_bits(), Ordering::Relaxed);
+    }
+
+    // The suggested collapse would move `outcome` inside a match guard.
+    fn deliver(&self, outcome: Outcome) {
+        self.keys.remove(outcome.job_id.0);
+        let c = &self.counters;
+        match &outcome.result {
+            OutcomeKind::Completed(_) => c.completed.inc_sc(),
+            OutcomeKind::Failed(_) => c.failed.inc_sc(),
+            OutcomeKind::TimedOut => c.timed_out.inc_sc(),
+            OutcomeKind::Dropped(_) => c.dropped.inc_sc(),
+        }
+        self.latency.record(outcome.kind, outcome.latency);
+        self.spans.close(&outcome);
+        // A panicking callback must not take the collector down (nor leave other outcomes
+        // undelivered): contained, counted, logged (on the 1st, 2nd, 4th, 8th, … panic, so a
+        // callback that always panics cannot flood the log), and delivery goes on.
+        let mut callback_ok = false;
+        if let Some(cb) = &self.outcomes.callback {
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&outcome)));
+            callback_ok = called.is_ok();
+            if let Err(panic) = called {
+                c.callback_panics.inc();
+                let n = c.callback_panics.get();
+                if n.is_power_of_two() {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic".into());
+                    warn!(
+                        job = outcome.job_id.0,
+                        panics = n,
+                        panic = %what,
+                        "on_outcome callback panicked; contained, delivery goes on"
+                    );
+                }
+            }
+        }
+        // A tracked job's outcome goes to its handle, not the shared channel.
+        let Some(outcome) = self.tracked.offer(outcome) else {
+            return;
+        };
+        // Never blocks: a full channel counts the outcome as undelivered. It was counted in
+        // its terminal counter above either way, so the accounting identity stays exact;
+        // `undelivered` says how many of those the consumer never saw.
+        let delivered = match &self.outcomes.tx {
+            Some(tx) => tx.try_send(outcome).is_ok(),
+            None => callback_ok,
+        };
+        if !delivered {
+            c.undelivered.inc();
+        }
+    }
+
+    fn outcome_for(meta: &InFlight, attempts: u8, result: OutcomeKind) -> Outcome {
+        Outcome {
+            job_id: JobId(meta.job_id),
+            evidence_id: Uuid::from_bytes(meta.evidence_id),
+            kind: meta.kind,
+            severity: meta.severity,
+            attempts,
+            latency: meta.submitted_at.elapsed(),
+            result,
+        }
+    }
+
+    /// Delivers the outcome `step` names for the job of `meta`, if it names one. Returns
+    /// where the job is now.
+    pub(crate) fn conclude(&self, meta: &InFlight, step: Step) -> JobState {
+        if let Some(v) = step.outcome {
+            self.deliver(Self::outcome_for(meta, v.attempts, v.result));
+        }
+        step.next
+    }
+
+    /// Rings the collector's doorbell if it announced sleep.
+    pub(crate) fn nudge_collector(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.collector_sleeping.load(Ordering::SeqCst) {
+            let _ = self.wake.ring();
+        }
+    }
+
+    /// Copies `parts` into the least-loaded accepting hound's ring: the job, in state `from`
+    /// (`Submitted`, `Deferred` or `Retrying`), is placed ([`machine::place`]). Returns false if
+    /// no hound has room. Critical sections are a bounded memcpy plus O(1) bookkeeping.
+    pub(crate) fn try_place(&self, parts: &[&[u8]], meta: InFlight, from: JobState) -> bool {
+        let n = self.slots.len();
+        let max = self.config.max_in_flight_per_hound;
+        let start = self.rr.fetch_add(1, Ordering::Relaxed) % n;
+        // Pick the least loaded accepting slot, ties broken by the rotating start.
+        let mut best: Option<(usize, usize)> = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let s = &self.slots[idx];
+            if !s.accepting.load(Ordering::Acquire) {
+                continue;
+            }
+            let load = s.in_flight();
+            if load < max && best.is_none_or(|(_, b)| load < b) {
+                best = Some((idx, load));
+                if load == 0 {
+                    break;
+                }
+            }
+        }
+        let Some((first, _)) = best else {
+            return false;
+        };
+        let order =
+            std::iter::once(first).chain((0..n).map(|i| (start + i) % n).filter(|&i| i != first));
+        // First pass: never wait for a slot lock the collector holds (it may be preempted
+        // holding it, and a contended std mutex sleeps on a futex: a wake-up costs tens of µs on
+        // a VM) — take the next slot instead. Only if every slot was busy, wait in a second
+        // pass (the critical sections are a memcpy and O(1) bookkeeping).
+        for wait in [false, true] {
+            if let Some(placed) = self.try_place_pass(order.clone(), parts, meta, from, wait) {
+                return placed;
+            }
+        }
+        false
+    }
+
+    /// One pass of [`Self::try_place`] over `order`: `Some(true)` placed, `Some(false)` no slot
+    /// with room exists, `None` some slot was skipped because its lock was taken (`!wait`).
+    fn try_place_pass(
+        &self,
+        order: impl Iterator<Item = usize>,
+        parts: &[&[u8]],
+        meta: InFlight,
+        from: JobState,
+        wait: bool,
+    ) -> Option<bool> {
+        let max = self.config.max_in_flight_per_hound;
+        let mut skipped = false;
+        for idx in order {
+            let slot = &self.slots[idx];
+            if !slot.accepting.load(Ordering::Acquire) {
+                continue;
+            }
+            let mut guard = if wait {
+                slot.lock()
+            } else {
+                match slot.conn.try_lock() {
+                    Ok(g) => g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        skipped = true;
+                        continue;
+                    }
+                }
+            };
+            let Some(conn) = guard.as_mut() else {
+                continue;
+            };
+            if conn.inflight.len() >= max {
+                continue;
+            }
+            match conn.writer.try_push(parts) {
+                Ok(Some(pos)) => {
+                    let history = machine::place(&from, slot.id).next.history();
+                    slot.push_back(
+                        conn,
+                        InFlight {
+                            pos,
+                            history,
+                            ..meta
+                        },
+                    );
+                    if conn.writer.hound_sleeping() {
+                        let _ = conn.bell.ring();
+                    }
+                    return Some(true);
+                }
+                Ok(None) | Err(_) => continue,
+            }
+        }
+        (!skipped).then_some(false)
+    }
+
+    pub(crate) fn refuse(&self, e: SubmitError) -> SubmitError {
+        let c = &self.counters;
+        match e {
+            SubmitError::PoolExhausted => c.refused_exhausted.inc(),
+            SubmitError::DeferQueueFull { .. } => c.refused_defer_full.inc(),
+            SubmitError::EvidenceTooLarge { .. } => c.refused_too_large.inc(),
+            SubmitError::EmptyEvidence { .. }
+            | SubmitError::InvalidJob { .. }
+            | SubmitError::InvalidKey { .. } => c.refused_invalid.inc(),
+            SubmitError::ShutDown => c.refused_shutdown.inc(),
+        }
+        e
+    }
+
+    /// The high-water mark share in force.
+    pub(crate) fn high_water_mark(&self) -> f64 {
+        f64::from_bits(self.high_water.load(Ordering::Relaxed))
+    }
+
+    /// The fewest hounds the high-water mark may shrink the pool to.
+    pub(crate) fn min_size(&self) -> usize {
+        match self.config.size {
+            crate::config::PoolSize::Auto { min, .. } => min.max(1),
+            crate::config::PoolSize::Fixed(_) => 1,
+        }
+    }
+
+    pub(crate) fn in_rings(&self) -> usize {
+        self.slots.iter().map(Slot::in_flight).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use houndpool_protocol::region::SupervisorRegions;
+    use houndpool_protocol::wake::bell_pipe;
+
+    use super::*;
+
+    fn job(job_id: u64, pos: RecordPos) -> InFlight {
+        InFlight {
+            job_id,
+            evidence_id: [0; 16],
+            kind: JobKind::Noop,
+            severity: Severity::Medium,
+            body_len: 1,
+            pos,
+            history: History::default(),
+            submitted_at: Instant::now(),
+            cancelled: false,
+        }
+    }
+
+    /// A slot with a live connection to a real (hound-less) request ring.
+    fn slot() -> Slot {
+        let layout = PoolConfig::default().region_layout();
+        let regions = SupervisorRegions::create(layout, "state-test").expect("regions");
+        let (writer, _reader) = regions.split();
+        let (bell, _listener) = bell_pipe().expect("bell");
+        let slot = Slot::new(0);
+        slot.install(SlotConn::new(writer, bell, 4));
+        slot
+    }
+
+    #[test]
+    fn the_in_flight_mirror_and_the_front_time_follow_every_change() {
+        let slot = slot();
+        assert_eq!(slot.in_flight(), 0);
+        let mut guard = slot.lock();
+        let conn = guard.as_mut().expect("installed");
+        for id in 1..=3 {
+            let pos = conn.writer.try_push(&[b"x"]).expect("push").expect("room");
+            slot.push_back(conn, job(id, pos));
+        }
+        assert_eq!(slot.in_flight(), 3);
+        assert_eq!(conn.front().map(|j| j.job_id), Some(1));
+        let first_front = conn.front_since();
+        // Pushing behind the front does not restart the front's clock.
+        std::thread::sleep(Duration::from_millis(2));
+        let pos = conn.writer.try_push(&[b"y"]).expect("push").expect("room");
+        slot.push_back(conn, job(4, pos));
+        assert_eq!(conn.front_since(), first_front);
+        // Popping the front makes the next job the front now.
+        assert_eq!(slot.pop_front(conn).map(|j| j.job_id), Some(1));
+        assert_eq!(slot.in_flight(), 3);
+        assert!(conn.front_since() > first_front);
+        assert_eq!(conn.front().map(|j| j.job_id), Some(2));
+        // A cancelled record stays, but is no longer found live.
+        assert_eq!(conn.position_live(3), Some(1));
+        conn.mark_cancelled(1);
+        assert_eq!(conn.position_live(3), None);
+        assert_eq!(slot.in_flight(), 3);
+        drop(guard);
+        // A dead hound's connection is taken with its jobs; the mirror drops to zero.
+        let taken = slot.take_conn().expect("connection");
+        assert_eq!(slot.in_flight(), 0);
+        let ids: Vec<u64> = taken.into_jobs().iter().map(|j| j.job_id).collect();
+        assert_eq!(ids, [2, 3, 4]);
+        assert!(slot.lock().is_none());
+    }
+}
