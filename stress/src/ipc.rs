@@ -151,8 +151,8 @@ fn take_outcomes(pool: &Pool, buf: &mut Vec<houndpool::Outcome>, spin: Duration)
     Ok(())
 }
 
-/// The `shm` row: the window refilled with one `submit_batch` whenever half of it has come
-/// back, outcomes taken with `recv_outcomes`; the round trip is a batch of one.
+/// The `shm` row: the window refilled with one `submit_batch` after every take of outcomes,
+/// outcomes taken with `recv_outcomes`; the round trip is a batch of one.
 fn shm_batched(
     pool: &Pool,
     body: &[u8],
@@ -177,15 +177,9 @@ fn shm_batched(
         let mut room = WINDOW;
         while done < n {
             let outstanding = sent - done;
-            // Refill once half the window has come back, so that a batch is a batch (refilling
-            // after every outcome would submit batches of one).
-            let k = if outstanding <= WINDOW / 2 {
-                (n - sent)
-                    .min(WINDOW - outstanding)
-                    .min(room.max(usize::from(outstanding == 0)))
-            } else {
-                0
-            };
+            let k = (n - sent)
+                .min(WINDOW - outstanding)
+                .min(room.max(usize::from(outstanding == 0)));
             if k > 0 {
                 pool.submit_batch(&jobs[..k], &mut results);
                 let mut refused = false;
@@ -315,8 +309,8 @@ fn shm(
     for size in SIZES {
         let body = payload(size);
         let (n, samples) = counts(ctx, size);
-        out.push(shm_batched(&pool, &body, n, samples, outcome_spin)?);
         out.push(shm_single(&pool, &rx, &body, n, samples, outcome_spin)?);
+        out.push(shm_batched(&pool, &body, n, samples, outcome_spin)?);
         bar.inc(1);
     }
 
