@@ -25,7 +25,7 @@ use houndpool_protocol::job::{CompletionHeader, EvacuateReceipt, JobKind};
 use houndpool_protocol::region::{offsets, RegionLayout, SupervisorRegions, REGION_HEADER_LEN};
 
 const CAP: usize = 4096;
-/// The collector's per-hound budget per pass (supervisor/src/collector.rs).
+/// The collector's per-hound budget per pass (supervisor/src/collector/mod.rs).
 const COLLECT_BUDGET: usize = 256;
 
 fn field(data: &[u8], from: usize, len: usize) -> Vec<u8> {

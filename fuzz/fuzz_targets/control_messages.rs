@@ -1,6 +1,6 @@
 #![no_main]
 //! Fuzzes control-message decoding as the supervisor does it for a hound's datagram
-//! (`Message::from_datagram`, supervisor/src/collector.rs `read_control` and the handshake's
+//! (`Message::from_datagram`, supervisor/src/collector/control.rs `read_control` and the handshake's
 //! `recv_message`): any bytes, up to one frame header plus `MAX_CONTROL_BODY` plus one byte
 //! (the receive buffer). An accepted message must re-encode and decode to an equal message;
 //! `Fatal` text must be a valid string of bounded size. Any panic is a bug.

@@ -458,6 +458,16 @@ impl CompletionHeader {
             return Err(malformed("completion shorter than its 16-byte header"));
         }
         let (b, body) = payload.split_at(COMPLETION_HEADER_LEN);
+        Ok((Self::parse_parts(b, body)?, body))
+    }
+    /// [`Self::parse`] for a payload already split into its header bytes `head` and its `body`
+    /// (as `region::CompletionReader::pop_split` copies it out): the same checks, the header
+    /// against the body included. `head` must be exactly `COMPLETION_HEADER_LEN` bytes.
+    pub fn parse_parts(head: &[u8], body: &[u8]) -> Result<Self, ProtocolError> {
+        if head.len() != COMPLETION_HEADER_LEN {
+            return Err(malformed("completion shorter than its 16-byte header"));
+        }
+        let b = head;
         let kind =
             JobKind::from_u8(b[8]).map_err(|_| malformed("completion job kind is not 0..=5"))?;
         let code = le_u16(b, 10);
@@ -502,13 +512,12 @@ impl CompletionHeader {
             }
             (CompletionStatus::Ok, _) => {}
         }
-        let header = CompletionHeader {
+        Ok(CompletionHeader {
             job_id: le_u64(b, 0),
             kind,
             status,
             flags,
-        };
-        Ok((header, body))
+        })
     }
 }
 
@@ -620,6 +629,31 @@ mod tests {
         assert!(Severity::from_u8(4).is_err());
         assert!(FailCode::from_u16(0).is_err());
         assert!(FailCode::from_u16(10).is_err());
+    }
+
+    #[test]
+    fn parse_parts_checks_the_header_against_the_body_like_parse() {
+        let ok = |kind| CompletionHeader {
+            job_id: 9,
+            kind,
+            status: CompletionStatus::Ok,
+            flags: 0,
+        };
+        let cases: [(CompletionHeader, &[u8]); 4] = [
+            (ok(JobKind::Evacuate), &[0u8; EVACUATE_RECEIPT_LEN]),
+            (ok(JobKind::Evacuate), &[0u8; 3]),
+            (ok(JobKind::Erase), &[1]),
+            (ok(JobKind::Erase), &[2]),
+        ];
+        for (h, body) in cases {
+            let head = h.to_bytes();
+            let mut whole = head.to_vec();
+            whole.extend_from_slice(body);
+            let split = CompletionHeader::parse_parts(&head, body).ok();
+            let joined = CompletionHeader::parse(&whole).ok().map(|(h, _)| h);
+            assert_eq!(split, joined, "{h:?} with {} body bytes", body.len());
+        }
+        assert!(CompletionHeader::parse_parts(&[0u8; 15], &[]).is_err());
     }
 
     #[test]

@@ -635,6 +635,32 @@ impl CompletionReader {
             None => Ok(false),
         }
     }
+    /// Like [`Self::pop`], but copies the record's first `header.len()` bytes into `header`
+    /// and the rest into `body` (cleared first), each byte once: a caller that hands the body
+    /// on (an outcome's payload) takes it out of the ring without a second copy. Returns the
+    /// payload's total length (which may be shorter than `header`: check it before parsing),
+    /// `Ok(None)` when empty; errors as for `pop`.
+    pub fn pop_split(
+        &mut self,
+        header: &mut [u8],
+        body: &mut Vec<u8>,
+    ) -> Result<Option<usize>, ProtocolError> {
+        let sh = &*self.shared;
+        let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
+        fence(Ordering::Acquire);
+        match sh
+            .cmp_ring
+            .read_record_split(self.head, tail, header, body)?
+        {
+            Some((next, len)) => {
+                self.head = next;
+                // Release: the copy above completes before the hound may reuse the space.
+                sh.req_hdr.u64(REQ_CMP_HEAD).store(next, Ordering::Release);
+                Ok(Some(len))
+            }
+            None => Ok(None),
+        }
+    }
     /// Whether a completion is waiting (validates the tail like `pop`, and the next record's
     /// header too: `Ok(true)` means a `pop` now returns `Ok(true)` unless the hound rewrites
     /// the record in between).

@@ -342,28 +342,65 @@ impl RingMemory {
         let Some(rec) = self.locate(head, tail)? else {
             return Ok(None);
         };
-        out.clear();
-        // `rec.len <= max_payload(capacity)`: bounded allocation whatever the peer wrote.
-        out.reserve(rec.len);
-        // SAFETY: source: `payload_index + len <= capacity` (`locate` checked the record does
-        // not cross the end of the data area), so it lies inside the readable area promised
-        // to `new`. Destination: `out` has capacity >= len after `reserve` and is a private
-        // allocation, so the ranges cannot overlap. The peer process may be writing these
-        // bytes concurrently (a hostile hound, or a bug): that can only yield arbitrary byte
-        // values in the copy — every `u8` is valid — and nothing in this process acts on the
-        // shared bytes themselves: the length was fixed from the single header read in
-        // `locate`, and callers interpret only the private copy. A well-behaved producer does
-        // not write the range at all until the consumer position moves past it.
-        // `set_len` is sound because exactly `len` bytes were just initialised.
+        self.copy_out(rec.payload_index, rec.len, out);
+        Ok(Some(rec.next))
+    }
+
+    /// Like [`Self::read_record_copy`], but the payload is copied in two parts: its first
+    /// `min(len, prefix.len())` bytes into `prefix`, the rest into `rest` (cleared first).
+    /// Returns `Ok(Some((next_head, len)))` with the payload's total length, `Ok(None)` when
+    /// the ring is empty. Each byte is copied once, so a caller that wants the body after a
+    /// fixed-size header in a buffer of its own (to hand it on without another copy) gets it
+    /// straight out of the ring. Same validation and guarantees as `read_record_copy`;
+    /// `prefix` and `rest` are left untouched unless the result is `Ok(Some(_))`.
+    pub fn read_record_split(
+        &self,
+        head: u64,
+        tail: u64,
+        prefix: &mut [u8],
+        rest: &mut Vec<u8>,
+    ) -> Result<Option<(u64, usize)>, ProtocolError> {
+        let Some(rec) = self.locate(head, tail)? else {
+            return Ok(None);
+        };
+        let first = rec.len.min(prefix.len());
+        // SAFETY: the source range `payload_index .. payload_index + first` lies inside the
+        // record, which `locate` checked lies inside the data area `new` was promised is
+        // readable; the destination is `first <= prefix.len()` bytes of a private slice, so
+        // the ranges cannot overlap. Concurrent writes by the peer can only change the byte
+        // values copied (see `copy_out`).
         unsafe {
             std::ptr::copy_nonoverlapping(
                 self.ptr.add(rec.payload_index),
-                out.as_mut_ptr(),
-                rec.len,
+                prefix.as_mut_ptr(),
+                first,
             );
-            out.set_len(rec.len);
         }
-        Ok(Some(rec.next))
+        self.copy_out(rec.payload_index + first, rec.len - first, rest);
+        Ok(Some((rec.next, rec.len)))
+    }
+
+    /// Copies `len` bytes of the data area from index `idx` into `out` (cleared first).
+    /// `idx + len` must lie within a record `locate` validated.
+    fn copy_out(&self, idx: usize, len: usize, out: &mut Vec<u8>) {
+        debug_assert!(idx <= self.capacity && len <= self.capacity - idx);
+        out.clear();
+        // `len <= max_payload(capacity)`: bounded allocation whatever the peer wrote.
+        out.reserve(len);
+        // SAFETY: source: `idx + len <= capacity` (callers pass a range inside a record that
+        // `locate` checked does not cross the end of the data area), so it lies inside the
+        // readable area promised to `new`. Destination: `out` has capacity >= len after
+        // `reserve` and is a private allocation, so the ranges cannot overlap. The peer
+        // process may be writing these bytes concurrently (a hostile hound, or a bug): that
+        // can only yield arbitrary byte values in the copy — every `u8` is valid — and nothing
+        // in this process acts on the shared bytes themselves: the length was fixed from the
+        // single header read in `locate`, and callers interpret only the private copy. A
+        // well-behaved producer does not write the range at all until the consumer position
+        // moves past it. `set_len` is sound because exactly `len` bytes were just initialised.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(idx), out.as_mut_ptr(), len);
+            out.set_len(len);
+        }
     }
 
     /// Consumer over memory the peer cannot modify (the hound reading the request region, which
@@ -682,6 +719,38 @@ mod tests {
         );
         assert_eq!(r.read_record_copy(48, 88, &mut out).unwrap(), Some(88));
         assert_eq!(out.len(), 9);
+    }
+
+    #[test]
+    fn split_read_copies_prefix_and_rest() {
+        let mut b = Buf::new(64);
+        let r = b.ring();
+        let (_, t) = r.write_record(0, 0, &[b"headbody!"]).unwrap().unwrap();
+        let mut prefix = [0u8; 4];
+        let mut rest = vec![7u8; 100];
+        assert_eq!(
+            r.read_record_split(0, t, &mut prefix, &mut rest).unwrap(),
+            Some((t, 9))
+        );
+        assert_eq!((&prefix, &rest[..]), (b"head", &b"body!"[..]));
+        // A record shorter than the prefix: only its bytes are written, `rest` is empty.
+        let (_, t2) = r.write_record(t, t, &[b"ab"]).unwrap().unwrap();
+        let mut prefix = [0u8; 4];
+        assert_eq!(
+            r.read_record_split(t, t2, &mut prefix, &mut rest).unwrap(),
+            Some((t2, 2))
+        );
+        assert_eq!((&prefix, rest.len()), (b"ab\0\0", 0));
+        assert_eq!(
+            r.read_record_split(t2, t2, &mut prefix, &mut rest).unwrap(),
+            None
+        );
+        // Corruption is reported and leaves both buffers untouched.
+        b.put(24, &header_bytes(0, 0xdead));
+        let r = b.ring();
+        rest = vec![1];
+        assert!(r.read_record_split(24, 32, &mut prefix, &mut rest).is_err());
+        assert_eq!((&prefix, &rest[..]), (b"ab\0\0", &[1u8][..]));
     }
 
     #[test]

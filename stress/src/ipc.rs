@@ -2,6 +2,9 @@
 //! side with a SOCK_SEQPACKET socketpair and a pair of pipes carrying the protocol's frames
 //! (`frame::write_frame` + parse) to an echo process — a re-exec of this binary
 //! (`hound-stress __echo-peer`), so every transport crosses a real process boundary.
+//! The pool runs twice per size: `shm` through its fastest public API (`submit_batch` +
+//! `recv_outcomes`), `shm-single` with one `submit` per job and the per-outcome channel. The
+//! `ring` row is the bare ring between two threads (see [`ring`]): the physical limit.
 //!
 //! Streaming keeps a window of requests outstanding and counts round trips per second; the
 //! round-trip latency is measured one request at a time. The pipe peer batches: it answers
@@ -30,6 +33,8 @@ use nix::sys::socket::{
 };
 
 use crate::report::{IdleResult, IpcResult, Transport};
+
+mod ring;
 use crate::util::{
     bench_config, cpu_time, expect_completed, histogram, next_outcome, percentiles, record, Ctx,
     Result, StressError,
@@ -55,6 +60,11 @@ fn counts(ctx: &Ctx, size: usize) -> (usize, usize) {
     (stream, rtt)
 }
 
+/// Untimed round trips streamed before a timed stream of `n`.
+fn warm_up(n: usize) -> usize {
+    (n / 10).max(4 * WINDOW)
+}
+
 /// A payload of `size` bytes with a recognisable pattern.
 fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
@@ -64,15 +74,18 @@ fn payload(size: usize) -> Vec<u8> {
 /// overrides how long the shm pool's hound and collector, and the thread waiting for outcomes,
 /// busy-wait before sleeping (the production default, 50 µs, when `None`).
 pub fn run(ctx: &Ctx, spin: Option<Duration>) -> Result<(Vec<IpcResult>, IdleResult)> {
-    let bar = ctx.bar((SIZES.len() * 3) as u64, "ipc");
+    let bar = ctx.bar((SIZES.len() * 4) as u64, "ipc");
     let (mut results, idle) = shm(ctx, spin, &bar)?;
+    results.extend(ring::run(ctx, shm_config(spin).region_layout(), &bar)?);
     results.extend(seqpacket(ctx, &bar)?);
     results.extend(pipe(ctx, &bar)?);
     bar.finish_and_clear();
     let order = |t: Transport| match t {
         Transport::Shm => 0,
-        Transport::Seqpacket => 1,
-        Transport::Pipe => 2,
+        Transport::ShmSingle => 1,
+        Transport::Ring => 2,
+        Transport::Seqpacket => 3,
+        Transport::Pipe => 4,
     };
     results.sort_by_key(|r| (r.size, order(r.transport)));
     Ok((results, idle))
@@ -115,34 +128,119 @@ fn check_echo(o: &houndpool::Outcome, size: usize) -> Result<()> {
     }
 }
 
-fn shm(
-    ctx: &Ctx,
-    spin: Option<Duration>,
-    bar: &ProgressBar,
-) -> Result<(Vec<IpcResult>, IdleResult)> {
-    let max = *SIZES.iter().max().unwrap_or(&(256 * 1024));
-    let defaults = bench_config(1);
-    // This thread busy-waits for outcomes as long as the pool's threads do.
-    let outcome_spin = spin.unwrap_or(defaults.collector_spin);
-    let pool = Pool::builder()
-        .config(PoolConfig {
-            max_evidence_bytes: max,
-            max_output_bytes: max,
-            exhausted: PoolExhaustedAction::Drop,
-            hound_spin: spin.unwrap_or(defaults.hound_spin),
-            collector_spin: spin.unwrap_or(defaults.collector_spin),
-            ..defaults
-        })
-        .build()?;
-    let rx = pool
-        .outcomes()
-        .ok_or_else(|| StressError::Unexpected("outcome channel disabled".into()))?;
-    let mut out = Vec::new();
-    for size in SIZES {
-        let body = payload(size);
-        let job = Job::noop(&body);
-        let (n, samples) = counts(ctx, size);
+/// Takes at least one outcome into `buf` (spinning up to `spin` first, as the pool's threads
+/// do), and everything else that is waiting, up to `WINDOW`.
+fn take_outcomes(pool: &Pool, buf: &mut Vec<houndpool::Outcome>, spin: Duration) -> Result<()> {
+    let start = Instant::now();
+    let mut i = 0u32;
+    loop {
+        if pool.recv_outcomes(buf, WINDOW, Duration::ZERO) > 0 {
+            return Ok(());
+        }
+        i = i.wrapping_add(1);
+        if i.is_multiple_of(64) && start.elapsed() >= spin {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    if pool.recv_outcomes(buf, WINDOW, OUTCOME_TIMEOUT) == 0 {
+        return Err(StressError::Unexpected(format!(
+            "no outcome within {OUTCOME_TIMEOUT:?} (pool stalled?)"
+        )));
+    }
+    Ok(())
+}
 
+/// The `shm` row: the window refilled with one `submit_batch` after every take of outcomes,
+/// outcomes taken with `recv_outcomes`; the round trip is a batch of one.
+fn shm_batched(
+    pool: &Pool,
+    body: &[u8],
+    n: usize,
+    samples: usize,
+    spin: Duration,
+) -> Result<IpcResult> {
+    let size = body.len();
+    let jobs = vec![Job::noop(body); WINDOW];
+    let mut results = Vec::with_capacity(WINDOW);
+    let mut outcomes = Vec::with_capacity(WINDOW);
+    let mut elapsed = Duration::ZERO;
+    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
+    // allocator growth) that a short run would otherwise count.
+    for (n, timed) in [(warm_up(n), false), (n, true)] {
+        let start = Instant::now();
+        let (mut sent, mut done) = (0usize, 0usize);
+        // What the rings are believed to have room for: after a refusal, only as many as outcomes
+        // freed since (a caller that backs off when told the pool is exhausted; at 256 KiB the
+        // rings hold 3 jobs, and offering the whole window each time would spend the time on
+        // refusals).
+        let mut room = WINDOW;
+        while done < n {
+            let outstanding = sent - done;
+            let k = (n - sent)
+                .min(WINDOW - outstanding)
+                .min(room.max(usize::from(outstanding == 0)));
+            if k > 0 {
+                pool.submit_batch(&jobs[..k], &mut results);
+                let mut refused = false;
+                for r in results.drain(..) {
+                    match r {
+                        Ok(_) => sent += 1,
+                        // Rings full: the outcomes below make room.
+                        Err(SubmitError::PoolExhausted) if sent > done => refused = true,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                room = if refused { 0 } else { room.saturating_sub(k) };
+            }
+            outcomes.clear();
+            take_outcomes(pool, &mut outcomes, spin)?;
+            for o in &outcomes {
+                check_echo(o, size)?;
+            }
+            done += outcomes.len();
+            room += outcomes.len();
+        }
+        if timed {
+            elapsed = start.elapsed();
+        }
+    }
+
+    let mut h = histogram();
+    for i in 0..samples + samples / 10 {
+        let t = Instant::now();
+        pool.submit_batch(&jobs[..1], &mut results);
+        if let Some(Err(e)) = results.pop() {
+            return Err(e.into());
+        }
+        outcomes.clear();
+        take_outcomes(pool, &mut outcomes, spin)?;
+        let d = t.elapsed();
+        for o in &outcomes {
+            check_echo(o, size)?;
+        }
+        if i >= samples / 10 {
+            record(&mut h, d);
+        }
+    }
+    Ok(result(Transport::Shm, size, n, elapsed, &h))
+}
+
+/// The `shm-single` row: one `submit` per job, outcomes from the per-outcome channel.
+fn shm_single(
+    pool: &Pool,
+    rx: &houndpool::Receiver<houndpool::Outcome>,
+    body: &[u8],
+    n: usize,
+    samples: usize,
+    spin: Duration,
+) -> Result<IpcResult> {
+    let size = body.len();
+    let job = Job::noop(body);
+    let mut elapsed = Duration::ZERO;
+    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
+    // allocator growth) that a short run would otherwise count.
+    for (n, timed) in [(warm_up(n), false), (n, true)] {
         let start = Instant::now();
         let (mut sent, mut done) = (0usize, 0usize);
         while done < n {
@@ -154,7 +252,7 @@ fn shm(
                 }
             }
             // Take every outcome that is there, then refill the window in one go.
-            let o = next_outcome(&rx, outcome_spin, OUTCOME_TIMEOUT)?;
+            let o = next_outcome(rx, spin, OUTCOME_TIMEOUT)?;
             check_echo(&o, size)?;
             done += 1;
             while let Ok(o) = rx.try_recv() {
@@ -162,20 +260,57 @@ fn shm(
                 done += 1;
             }
         }
-        let elapsed = start.elapsed();
-
-        let mut h = histogram();
-        for i in 0..samples + samples / 10 {
-            let t = Instant::now();
-            pool.submit(&job)?;
-            let o = next_outcome(&rx, outcome_spin, OUTCOME_TIMEOUT)?;
-            let d = t.elapsed();
-            check_echo(&o, size)?;
-            if i >= samples / 10 {
-                record(&mut h, d);
-            }
+        if timed {
+            elapsed = start.elapsed();
         }
-        out.push(result(Transport::Shm, size, n, elapsed, &h));
+    }
+
+    let mut h = histogram();
+    for i in 0..samples + samples / 10 {
+        let t = Instant::now();
+        pool.submit(&job)?;
+        let o = next_outcome(rx, spin, OUTCOME_TIMEOUT)?;
+        let d = t.elapsed();
+        check_echo(&o, size)?;
+        if i >= samples / 10 {
+            record(&mut h, d);
+        }
+    }
+    Ok(result(Transport::ShmSingle, size, n, elapsed, &h))
+}
+
+/// The shm pool's configuration (its ring sizes are the `ring` row's too).
+fn shm_config(spin: Option<Duration>) -> PoolConfig {
+    let max = *SIZES.iter().max().unwrap_or(&(256 * 1024));
+    let defaults = bench_config(1);
+    PoolConfig {
+        max_evidence_bytes: max,
+        max_output_bytes: max,
+        exhausted: PoolExhaustedAction::Drop,
+        hound_spin: spin.unwrap_or(defaults.hound_spin),
+        collector_spin: spin.unwrap_or(defaults.collector_spin),
+        ..defaults
+    }
+}
+
+fn shm(
+    ctx: &Ctx,
+    spin: Option<Duration>,
+    bar: &ProgressBar,
+) -> Result<(Vec<IpcResult>, IdleResult)> {
+    let config = shm_config(spin);
+    // This thread busy-waits for outcomes as long as the pool's threads do.
+    let outcome_spin = config.collector_spin;
+    let pool = Pool::builder().config(config).build()?;
+    let rx = pool
+        .outcomes()
+        .ok_or_else(|| StressError::Unexpected("outcome channel disabled".into()))?;
+    let mut out = Vec::new();
+    for size in SIZES {
+        let body = payload(size);
+        let (n, samples) = counts(ctx, size);
+        out.push(shm_single(&pool, &rx, &body, n, samples, outcome_spin)?);
+        out.push(shm_batched(&pool, &body, n, samples, outcome_spin)?);
         bar.inc(1);
     }
 
@@ -430,19 +565,26 @@ fn seqpacket_size(fd: &OwnedFd, size: usize, n: usize, samples: usize) -> Result
     };
 
     // Streaming: never block in send (the peer may be blocked sending replies to us).
-    let start = Instant::now();
-    let (mut sent, mut done) = (0usize, 0usize);
-    while done < n {
-        while sent < n && sent - done < WINDOW {
-            if !send_one(MsgFlags::MSG_DONTWAIT)? {
-                break;
+    let mut elapsed = Duration::ZERO;
+    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
+    // allocator growth) that a short run would otherwise count.
+    for (n, timed) in [(warm_up(n), false), (n, true)] {
+        let start = Instant::now();
+        let (mut sent, mut done) = (0usize, 0usize);
+        while done < n {
+            while sent < n && sent - done < WINDOW {
+                if !send_one(MsgFlags::MSG_DONTWAIT)? {
+                    break;
+                }
+                sent += 1;
             }
-            sent += 1;
+            recv_one(&mut buf)?;
+            done += 1;
         }
-        recv_one(&mut buf)?;
-        done += 1;
+        if timed {
+            elapsed = start.elapsed();
+        }
     }
-    let elapsed = start.elapsed();
 
     let mut h = histogram();
     for i in 0..samples + samples / 10 {
@@ -473,6 +615,7 @@ fn pipe(ctx: &Ctx, bar: &ProgressBar) -> Result<Vec<IpcResult>> {
     let mut out = Vec::new();
     for size in SIZES {
         let (n, samples) = counts(ctx, size);
+        pipe_exchange(&mut stdin, &mut stdout, size, warm_up(n), WINDOW, None)?;
         let start = Instant::now();
         pipe_exchange(&mut stdin, &mut stdout, size, n, WINDOW, None)?;
         let elapsed = start.elapsed();

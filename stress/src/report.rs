@@ -57,8 +57,15 @@ pub struct Machine {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
-    /// The real pool's shared-memory rings (Noop jobs).
+    /// The real pool's shared-memory rings (Noop jobs) through its fastest public API:
+    /// `submit_batch` and `recv_outcomes`.
     Shm,
+    /// The real pool with one `submit` per job and the per-outcome channel.
+    #[serde(rename = "shm-single")]
+    ShmSingle,
+    /// The bare ring code (the protocol crate's region writer/reader over a memfd) between
+    /// two threads of one process, no pool: the physical limit of the shm rows.
+    Ring,
     /// A SOCK_SEQPACKET socketpair to an echo process.
     Seqpacket,
     /// A pair of pipes (stdin/stdout) to an echo process: the origin's transport.
@@ -70,6 +77,8 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::Shm => "shm",
+            Transport::ShmSingle => "shm-single",
+            Transport::Ring => "ring",
             Transport::Seqpacket => "seqpacket",
             Transport::Pipe => "pipe",
         }
@@ -295,7 +304,7 @@ pub struct TargetCheck {
 }
 
 impl Report {
-    /// Evaluates every target of issue 5 whose measurements are in this report.
+    /// Evaluates every target of issues 5 and 11 whose measurements are in this report.
     pub fn targets(&self) -> Vec<TargetCheck> {
         let mut out = Vec::new();
         let ipc = |t: Transport, size: usize| {
@@ -314,6 +323,25 @@ impl Report {
                     met: ratio >= factor,
                 });
             }
+        }
+        if let (Some(shm), Some(ring)) = (ipc(Transport::Shm, 64), ipc(Transport::Ring, 64)) {
+            let ratio = shm.msgs_per_sec / ring.msgs_per_sec.max(f64::MIN_POSITIVE);
+            out.push(TargetCheck {
+                goal: "ipc: shm streaming >= 0.2x the bare ring (64 B)".into(),
+                measured: format!("{ratio:.2}x"),
+                met: ratio >= 0.2,
+            });
+        }
+        if let (Some(shm), Some(seq)) = (
+            ipc(Transport::Shm, 256 * 1024),
+            ipc(Transport::Seqpacket, 256 * 1024),
+        ) {
+            let ratio = shm.msgs_per_sec / seq.msgs_per_sec.max(f64::MIN_POSITIVE);
+            out.push(TargetCheck {
+                goal: "ipc: shm streaming >= seqpacket (256 KiB)".into(),
+                measured: format!("{ratio:.2}x"),
+                met: ratio >= 1.0,
+            });
         }
         if let Some(shm) = ipc(Transport::Shm, 64) {
             out.push(TargetCheck {
@@ -521,7 +549,7 @@ impl Report {
         }
         let targets = self.targets();
         if !targets.is_empty() {
-            let _ = writeln!(s, "\ntargets (issue 5)");
+            let _ = writeln!(s, "\ntargets (issues 5 and 11)");
             for t in targets {
                 let _ = writeln!(
                     s,
@@ -751,7 +779,13 @@ mod tests {
 
     #[test]
     fn transports_and_kinds_use_lowercase_names() {
-        for t in [Transport::Shm, Transport::Seqpacket, Transport::Pipe] {
+        for t in [
+            Transport::Shm,
+            Transport::ShmSingle,
+            Transport::Ring,
+            Transport::Seqpacket,
+            Transport::Pipe,
+        ] {
             assert_eq!(serde_json::to_value(t).unwrap(), t.name());
         }
         for k in [EncodeKind::Encode, EncodeKind::Evacuate] {
@@ -807,5 +841,42 @@ mod tests {
         let chaos = t.iter().find(|t| t.goal.starts_with("chaos")).unwrap();
         assert!(!chaos.met, "10 jobs are not 1 M");
         assert!(r.table().contains("NOT met"));
+    }
+
+    #[test]
+    fn issue_11_targets_use_the_ring_and_seqpacket_rows() {
+        let row = |transport, size, msgs_per_sec| IpcResult {
+            transport,
+            size,
+            msgs_per_sec,
+            bytes_per_sec: 0.0,
+            rtt_p50_us: 1.0,
+            rtt_p99_us: 1.0,
+            rtt_p999_us: 1.0,
+            rtt_max_us: 1.0,
+        };
+        let mut r = sample();
+        r.ipc = vec![
+            row(Transport::Shm, 64, 3_000_000.0),
+            row(Transport::Ring, 64, 20_000_000.0),
+            row(Transport::Shm, 256 * 1024, 30_000.0),
+            row(Transport::Seqpacket, 256 * 1024, 40_000.0),
+        ];
+        let t = r.targets();
+        let ring = t.iter().find(|t| t.goal.contains("bare ring")).unwrap();
+        assert_eq!((ring.measured.as_str(), ring.met), ("0.15x", false));
+        let big = t.iter().find(|t| t.goal.contains("256 KiB")).unwrap();
+        assert_eq!((big.measured.as_str(), big.met), ("0.75x", false));
+        r.ipc[0].msgs_per_sec = 4_000_000.0;
+        r.ipc[2].msgs_per_sec = 40_000.0;
+        assert!(r
+            .targets()
+            .iter()
+            .filter(|t| t.goal.contains("bare ring") || t.goal.contains("256 KiB"))
+            .all(|t| t.met));
+        assert_eq!(
+            serde_json::to_value(Transport::ShmSingle).unwrap(),
+            "shm-single"
+        );
     }
 }

@@ -30,8 +30,8 @@ use crate::{cgroup, collector, spawn, PoolError, SubmitError};
 /// A pool of sandboxed hound processes. Cheap to share (`&Pool` is `Sync`); dropping it shuts
 /// the pool down with no grace period.
 pub struct Pool {
-    shared: Arc<Books>,
-    outcome_rx: Option<Receiver<Outcome>>,
+    pub(crate) shared: Arc<Books>,
+    pub(crate) outcome_rx: Option<Receiver<Outcome>>,
     escalation_rx: Receiver<EscalationEvent>,
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
@@ -195,78 +195,13 @@ impl Pool {
         if !sh.is_running() {
             return Err(sh.refuse(SubmitError::ShutDown));
         }
-        let max = match job.kind {
-            JobKind::Encode | JobKind::Evacuate => {
-                if job.body.is_empty() {
-                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
-                }
-                sh.limits().evidence
-            }
-            JobKind::Decode => {
-                if job.body.is_empty() {
-                    return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
-                }
-                sh.limits().envelope
-            }
-            JobKind::Noop => sh.limits().evidence,
-            JobKind::Restore | JobKind::Erase => {
-                if job.evidence_id.is_none() == job.key.is_none() || !job.body.is_empty() {
-                    return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
-                }
-                0
-            }
-        };
-        if job.body.len() > max {
-            return Err(sh.refuse(SubmitError::EvidenceTooLarge {
-                len: job.body.len(),
-                max,
-            }));
-        }
-        let key = match job.key {
-            None => &[][..],
-            Some(_)
-                if !matches!(
-                    job.kind,
-                    JobKind::Evacuate | JobKind::Restore | JobKind::Erase
-                ) =>
-            {
-                return Err(sh.refuse(SubmitError::InvalidKey {
-                    reason: "a key is allowed only for evacuate, restore and erase",
-                }))
-            }
-            Some(k) => match houndpool_protocol::job::check_evidence_key(k.as_bytes()) {
-                Ok(k) => k.as_bytes(),
-                Err(reason) => return Err(sh.refuse(SubmitError::InvalidKey { reason })),
-            },
-        };
-        let job_id = sh.next_job_id();
-        let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
-        let header = RequestHeader {
-            job_id,
-            kind: job.kind,
-            level: job.level.unwrap_or(sh.config.gzip_level).min(9),
-            severity: job.severity,
-            attempt: 0,
-            evidence_id: *evidence_id.as_bytes(),
-            // At most MAX_EVIDENCE_KEY (200) bytes, checked above.
-            key_len: key.len() as u16,
-        }
-        .to_bytes();
-        let meta = InFlight {
-            job_id,
-            evidence_id: *evidence_id.as_bytes(),
-            kind: job.kind,
-            severity: job.severity,
-            body_len: job.body.len() as u32,
-            pos: RecordPos { start: 0, end: 0 },
-            history: History::default(),
-            submitted_at: Instant::now(),
-            cancelled: false,
-        };
-        let ticket = Ticket {
-            job_id: JobId(job_id),
-            evidence_id,
-        };
+        let Admitted {
+            header,
+            key,
+            meta,
+            ticket,
+        } = admit(sh, job)?;
+        let job_id = meta.job_id;
         if let Some(cell) = track {
             sh.tracked.register(job_id, cell.clone());
         }
@@ -283,7 +218,7 @@ impl Pool {
     }
 
     /// The second half of submit: place the validated job, or apply the exhaustion action.
-    fn place_or_apply(
+    pub(crate) fn place_or_apply(
         &self,
         job: &Job<'_>,
         ticket: Ticket,
@@ -566,4 +501,97 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.stop(Duration::ZERO);
     }
+}
+
+/// A job that passed validation: its request header, key bytes and bookkeeping (built by
+/// [`admit`], placed by `submit` or `batch::submit_batch`).
+pub(crate) struct Admitted<'j> {
+    pub(crate) header: [u8; REQUEST_HEADER_LEN],
+    pub(crate) key: &'j [u8],
+    pub(crate) meta: InFlight,
+    pub(crate) ticket: Ticket,
+}
+
+/// Validates `job` (refusals are counted, with their reason) and, if it is acceptable,
+/// assigns its job id and builds its request header and bookkeeping. Shared by `submit` and
+/// `submit_batch`. No allocation, no lock.
+pub(crate) fn admit<'j>(sh: &Books, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
+    let max = match job.kind {
+        JobKind::Encode | JobKind::Evacuate => {
+            if job.body.is_empty() {
+                return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
+            }
+            sh.limits().evidence
+        }
+        JobKind::Decode => {
+            if job.body.is_empty() {
+                return Err(sh.refuse(SubmitError::EmptyEvidence { kind: job.kind }));
+            }
+            sh.limits().envelope
+        }
+        JobKind::Noop => sh.limits().evidence,
+        JobKind::Restore | JobKind::Erase => {
+            if job.evidence_id.is_none() == job.key.is_none() || !job.body.is_empty() {
+                return Err(sh.refuse(SubmitError::InvalidJob { kind: job.kind }));
+            }
+            0
+        }
+    };
+    if job.body.len() > max {
+        return Err(sh.refuse(SubmitError::EvidenceTooLarge {
+            len: job.body.len(),
+            max,
+        }));
+    }
+    let key = match job.key {
+        None => &[][..],
+        Some(_)
+            if !matches!(
+                job.kind,
+                JobKind::Evacuate | JobKind::Restore | JobKind::Erase
+            ) =>
+        {
+            return Err(sh.refuse(SubmitError::InvalidKey {
+                reason: "a key is allowed only for evacuate, restore and erase",
+            }))
+        }
+        Some(k) => match houndpool_protocol::job::check_evidence_key(k.as_bytes()) {
+            Ok(k) => k.as_bytes(),
+            Err(reason) => return Err(sh.refuse(SubmitError::InvalidKey { reason })),
+        },
+    };
+    let job_id = sh.next_job_id();
+    let evidence_id = job.evidence_id.unwrap_or_else(Uuid::now_v7);
+    let header = RequestHeader {
+        job_id,
+        kind: job.kind,
+        level: job.level.unwrap_or(sh.config.gzip_level).min(9),
+        severity: job.severity,
+        attempt: 0,
+        evidence_id: *evidence_id.as_bytes(),
+        // At most MAX_EVIDENCE_KEY (200) bytes, checked above.
+        key_len: key.len() as u16,
+    }
+    .to_bytes();
+    let meta = InFlight {
+        job_id,
+        evidence_id: *evidence_id.as_bytes(),
+        kind: job.kind,
+        severity: job.severity,
+        body_len: job.body.len() as u32,
+        pos: RecordPos { start: 0, end: 0 },
+        history: History::default(),
+        submitted_at: Instant::now(),
+        cancelled: false,
+    };
+    let ticket = Ticket {
+        job_id: JobId(job_id),
+        evidence_id,
+    };
+    Ok(Admitted {
+        header,
+        key,
+        meta,
+        ticket,
+    })
 }

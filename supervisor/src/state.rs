@@ -221,6 +221,51 @@ impl Slot {
         Some(meta)
     }
 
+    /// One job of a `submit_batch` run into `conn` (this slot's, locked by the caller): placed
+    /// as a fresh submission ([`machine::place`] from `Submitted`) if the in-flight bound
+    /// (`max`) and the ring have room now, without ringing the hound (the run rings once at its
+    /// end, [`Self::ring_if_sleeping`]). Returns whether it was placed.
+    pub(crate) fn push_in_run(
+        &self,
+        conn: &mut SlotConn,
+        parts: &[&[u8]],
+        meta: InFlight,
+        max: usize,
+    ) -> bool {
+        if conn.inflight.len() >= max {
+            return false;
+        }
+        match conn.writer.try_push(parts) {
+            Ok(Some(pos)) => {
+                let history = machine::place(&JobState::Submitted, self.id).next.history();
+                self.push_back(
+                    conn,
+                    InFlight {
+                        pos,
+                        history,
+                        ..meta
+                    },
+                );
+                true
+            }
+            Ok(None) | Err(_) => false,
+        }
+    }
+
+    /// Whether `conn` (locked by the caller) takes no job now for its in-flight bound `max`.
+    pub(crate) fn at_bound(conn: &SlotConn, max: usize) -> bool {
+        conn.inflight.len() >= max
+    }
+
+    /// After a run of pushes: one fence and one look at the hound's flag for the whole run
+    /// (the last tail store precedes the fence: see the wake-up argument in
+    /// `protocol::region`), and a ring if it announced sleep.
+    pub(crate) fn ring_if_sleeping(conn: &SlotConn) {
+        if conn.writer.hound_sleeping() {
+            let _ = conn.bell.ring();
+        }
+    }
+
     /// Appends a placed job to `conn` (this slot's, locked by the caller).
     fn push_back(&self, conn: &mut SlotConn, meta: InFlight) {
         if conn.inflight.is_empty() {

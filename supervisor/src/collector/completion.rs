@@ -118,15 +118,19 @@ impl fmt::Display for Violation {
 
 /// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
 /// delivers its outcome ([`machine::complete`]) and frees its ring space. `Err` means the
-/// hound must be killed.
+/// hound must be killed. `head` is the completion's header (as many bytes of it as the record
+/// had) and `body` the rest, both private copies out of the ring
+/// (`CompletionReader::pop_split`); a payload-carrying receipt takes `body`'s buffer as it is
+/// (no second copy), leaving the caller's `body` empty.
 pub(super) fn handle_completion(
     sh: &Books,
     i: usize,
     h: &HoundProc,
-    payload: &[u8],
+    head: &[u8],
+    body: &mut Vec<u8>,
 ) -> Result<(), Violation> {
-    let (hdr, body) =
-        CompletionHeader::parse(payload).map_err(|e| Violation::Malformed(e.to_string()))?;
+    let hdr = CompletionHeader::parse_parts(head, body)
+        .map_err(|e| Violation::Malformed(e.to_string()))?;
     let slot = &sh.slots[i];
     let (meta, result) = {
         let mut guard = slot.lock();
@@ -163,8 +167,9 @@ fn interpret(
     hound: u32,
     job: &InFlight,
     hdr: &CompletionHeader,
-    body: &[u8],
+    body_buf: &mut Vec<u8>,
 ) -> Result<OutcomeKind, Violation> {
+    let body: &[u8] = body_buf;
     if hdr.flags & COMPLETION_FLAG_SPOOLED != 0 && job.kind != JobKind::Evacuate {
         return Err(Violation::SpooledWithoutStore);
     }
@@ -204,7 +209,7 @@ fn interpret(
                     request: job.body_len,
                 });
             }
-            r.payload = Some(body.to_vec());
+            r.payload = Some(std::mem::take(body_buf));
         }
         JobKind::Encode => {
             let eh =
@@ -218,7 +223,7 @@ fn interpret(
             r.original_size = Some(u64::from(eh.original_size));
             r.compressed_size = Some(u64::from(eh.compressed_size));
             r.sha256 = Some(eh.sha256);
-            r.payload = Some(body.to_vec());
+            r.payload = Some(std::mem::take(body_buf));
         }
         JobKind::Evacuate => {
             let rc = EvacuateReceipt::parse(body).map_err(|e| Violation::Receipt(e.to_string()))?;
@@ -250,7 +255,7 @@ fn interpret(
                 r.key = key();
             }
             r.original_size = Some(body.len() as u64);
-            r.payload = Some(body.to_vec());
+            r.payload = Some(std::mem::take(body_buf));
         }
         JobKind::Erase => {
             match body {

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use houndpool_protocol::control::MAX_CONTROL_DATAGRAM;
+use houndpool_protocol::job::COMPLETION_HEADER_LEN;
 use houndpool_protocol::region::{CompletionReader, HoundState};
 use houndpool_protocol::wake::BellListener;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -340,17 +341,19 @@ impl Collector {
                 continue;
             };
             let mut violation = None;
+            let mut head = [0u8; COMPLETION_HEADER_LEN];
             for _ in 0..COLLECT_BUDGET {
-                match h.reader.pop(&mut self.buf) {
-                    Ok(true) => {
+                match h.reader.pop_split(&mut head, &mut self.buf) {
+                    Ok(Some(len)) => {
                         work = true;
                         self.blocked = false;
-                        if let Err(v) = handle_completion(&self.sh, i, h, &self.buf) {
+                        let head = &head[..len.min(COMPLETION_HEADER_LEN)];
+                        if let Err(v) = handle_completion(&self.sh, i, h, head, &mut self.buf) {
                             violation = Some(v);
                             break;
                         }
                     }
-                    Ok(false) => break,
+                    Ok(None) => break,
                     Err(e) => {
                         violation = Some(completion::Violation::Malformed(e.to_string()));
                         break;

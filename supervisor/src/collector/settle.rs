@@ -4,7 +4,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::Ordering;
 
-use houndpool_protocol::job::RequestHeader;
+use houndpool_protocol::job::{RequestHeader, COMPLETION_HEADER_LEN};
 use tracing::{debug, warn};
 
 use super::completion::handle_completion;
@@ -72,8 +72,10 @@ impl Collector {
         // Completions the hound wrote before dying are real results: take them first, unless
         // the hound was killed for lying.
         if !matches!(h.kill_cause, Some(KillCause::Violation(_))) {
-            while let Ok(true) = h.reader.pop(&mut self.buf) {
-                if handle_completion(&sh, i, &h, &self.buf).is_err() {
+            let mut head = [0u8; COMPLETION_HEADER_LEN];
+            while let Ok(Some(len)) = h.reader.pop_split(&mut head, &mut self.buf) {
+                let head = &head[..len.min(COMPLETION_HEADER_LEN)];
+                if handle_completion(&sh, i, &h, head, &mut self.buf).is_err() {
                     break;
                 }
             }

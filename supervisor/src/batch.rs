@@ -1,0 +1,225 @@
+//! Batches: many jobs per call, many outcomes per wake-up.
+//!
+//! [`Pool::submit_batch`] fills rings with runs of jobs under one slot lock and rings each
+//! hound's doorbell at most once per run; [`Pool::recv_outcomes`] takes every outcome that is
+//! waiting (up to a bound) in one call. Both keep every contract of the one-job calls: each
+//! job is accepted or refused on its own, with its own reason, and every accepted job gets
+//! exactly one outcome.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+
+use crate::job::{Job, Outcome, Ticket};
+use crate::pool::{admit, Admitted, Pool};
+use crate::state::{Books, Slot};
+use crate::SubmitError;
+
+impl Pool {
+    /// Submits `jobs` in order, each as [`submit`](Self::submit) would, and writes one result
+    /// per job to `results` (cleared first): `results[i]` is job `i`'s ticket or the reason it
+    /// was refused. Returns how many were accepted. Every `Ok` ticket gets exactly one outcome,
+    /// as with `submit`; a refusal of one job never stops the others (an oversized job in the
+    /// middle of a batch is refused with `EvidenceTooLarge`, the jobs around it go on).
+    ///
+    /// What it saves: jobs are copied into a hound's ring in runs, under one lock, and the
+    /// hound's doorbell is rung at most once per run (only if it announced sleep). Runs are
+    /// spread over the accepting hounds (least loaded first, about an equal share each), so
+    /// jobs of one batch are not all queued behind each other. Jobs that fit no ring get the
+    /// configured [`PoolExhaustedAction`](crate::PoolExhaustedAction) one by one, exactly as
+    /// consecutive `submit` calls would: with `Drop`, a later smaller job may still be accepted
+    /// after an earlier one was refused.
+    ///
+    /// Cost: bounded by `jobs.len()` memcpys and O(1) bookkeeping each; no allocation per job
+    /// (the caller's `results` grows only if it is too small, keyed jobs store their key as
+    /// with `submit`). Never blocks on a hound; a slot lock is held for at most one run: up to
+    /// 64 KiB of job bodies (or one larger job), then it is released (and the hound rung if it
+    /// sleeps) before the next run, so the collector never waits long for it.
+    pub fn submit_batch(
+        &self,
+        jobs: &[Job<'_>],
+        results: &mut Vec<Result<Ticket, SubmitError>>,
+    ) -> usize {
+        let sh = &*self.shared;
+        results.clear();
+        results.reserve(jobs.len());
+        let mut next = 0usize;
+        // A job admitted (id assigned) but not yet placed: carried to the next slot.
+        let mut held: Option<Admitted<'_>> = None;
+        let n = sh.slots.len();
+        let first = least_loaded(sh);
+        for visit in 0..n {
+            if next >= jobs.len() {
+                break;
+            }
+            let idx = (first + visit) % n;
+            let left = n - visit;
+            let mut quota = (jobs.len() - next).div_ceil(left);
+            // Runs on one slot until its share is placed or it is full; each run releases
+            // the lock after RUN_BYTES, so the collector never waits long for it.
+            while fill_slot(sh, idx, jobs, &mut next, &mut quota, &mut held, results) {}
+        }
+        // What fits no ring: the exhaustion action, job by job (as `submit` would).
+        while next < jobs.len() {
+            let job = &jobs[next];
+            let a = match held.take() {
+                Some(a) => Ok(a),
+                None => admit_counted(sh, job),
+            };
+            let r = a.and_then(|a| {
+                let job_id = a.meta.job_id;
+                sh.spans
+                    .open(job_id, job.kind, job.severity, job.body.len());
+                let r = self.place_or_apply(job, a.ticket, &a.header, a.key, a.meta);
+                if r.is_err() {
+                    sh.spans.discard(job_id);
+                }
+                r
+            });
+            results.push(r);
+            next += 1;
+        }
+        results.iter().filter(|r| r.is_ok()).count()
+    }
+
+    /// Takes up to `max` outcomes into `buf` (appended; `buf` is not cleared): waits up to
+    /// `timeout` for the first one, then takes whatever else is waiting without waiting
+    /// again. Returns how many were added (0: none within `timeout`, or the outcome channel is
+    /// disabled or closed). Outcomes of tracked jobs go to their handles, not here.
+    ///
+    /// One call drains a burst of outcomes for one wake-up of the caller's thread, so a
+    /// consumer that pairs it with [`submit_batch`](Self::submit_batch) pays the channel's
+    /// wake-up once per burst instead of once per job. Allocates only if `buf` must grow.
+    /// Mixes freely with receivers from [`outcomes`](Self::outcomes): each outcome goes to
+    /// exactly one of them.
+    pub fn recv_outcomes(&self, buf: &mut Vec<Outcome>, max: usize, timeout: Duration) -> usize {
+        let Some(rx) = self.outcome_rx.as_ref() else {
+            return 0;
+        };
+        if max == 0 {
+            return 0;
+        }
+        let before = buf.len();
+        match rx.try_recv() {
+            Ok(o) => buf.push(o),
+            Err(TryRecvError::Disconnected) => return 0,
+            // A zero timeout is a poll: no waiting machinery at all.
+            Err(TryRecvError::Empty) if timeout.is_zero() => return 0,
+            Err(TryRecvError::Empty) => match rx.recv_timeout(timeout) {
+                Ok(o) => buf.push(o),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return 0,
+            },
+        }
+        while buf.len() - before < max {
+            match rx.try_recv() {
+                Ok(o) => buf.push(o),
+                Err(_) => break,
+            }
+        }
+        buf.len() - before
+    }
+}
+
+/// `submit`'s preamble for one job of a batch: counts it, refuses after shutdown, validates.
+fn admit_counted<'j>(sh: &Books, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
+    sh.counters.submitted.inc();
+    if !sh.is_running() {
+        return Err(sh.refuse(SubmitError::ShutDown));
+    }
+    admit(sh, job)
+}
+
+/// Index of the least-loaded accepting slot (0 if none accepts: `fill_slot` skips those).
+fn least_loaded(sh: &Books) -> usize {
+    let mut best: Option<(usize, usize)> = None;
+    for (i, s) in sh.slots.iter().enumerate() {
+        if !s.accepting.load(Ordering::Acquire) {
+            continue;
+        }
+        let load = s.in_flight();
+        if best.is_none_or(|(_, b)| load < b) {
+            best = Some((i, load));
+        }
+    }
+    best.map_or(0, |(i, _)| i)
+}
+
+/// Bytes of job bodies one run copies under a slot lock (at least one job, whatever its size):
+/// the collector needs that lock for every completion, and a contended lock costs it a futex
+/// sleep and wake-up.
+const RUN_BYTES: usize = 64 * 1024;
+
+/// One run: places up to `quota` jobs (decremented per placed job) from `jobs[*next..]` into
+/// slot `idx` under one lock, writing each refused-at-admission job's error and each placed
+/// job's ticket to `results`. Stops early when the slot's ring or in-flight bound is full,
+/// leaving the admitted job that did not fit in `held`. Rings the hound's doorbell once at the
+/// end if anything was placed and it sleeps. Returns true when it stopped only because the run
+/// copied [`RUN_BYTES`]: the caller runs again on the same slot.
+fn fill_slot<'j>(
+    sh: &Books,
+    idx: usize,
+    jobs: &[Job<'j>],
+    next: &mut usize,
+    quota: &mut usize,
+    held: &mut Option<Admitted<'j>>,
+    results: &mut Vec<Result<Ticket, SubmitError>>,
+) -> bool {
+    let slot = &sh.slots[idx];
+    if !slot.accepting.load(Ordering::Acquire) {
+        return false;
+    }
+    let max = sh.config.max_in_flight_per_hound;
+    let mut guard = slot.lock();
+    let Some(conn) = guard.as_mut() else {
+        return false;
+    };
+    let mut placed = 0usize;
+    let mut bytes = 0usize;
+    let mut budget_spent = false;
+    while *next < jobs.len() && *quota > 0 && !Slot::at_bound(conn, max) {
+        if bytes >= RUN_BYTES {
+            budget_spent = true;
+            break;
+        }
+        let job = &jobs[*next];
+        let a = match held.take() {
+            Some(a) => a,
+            None => match admit_counted(sh, job) {
+                Ok(a) => a,
+                Err(e) => {
+                    results.push(Err(e));
+                    *next += 1;
+                    continue;
+                }
+            },
+        };
+        // Counted before the job becomes visible to the collector (as in `place_or_apply`).
+        sh.counters.accepted.inc_sc();
+        if let Some(k) = job.key {
+            sh.keys.insert(a.meta.job_id, k);
+        }
+        sh.spans
+            .open(a.meta.job_id, job.kind, job.severity, job.body.len());
+        if slot.push_in_run(conn, &[&a.header, a.key, job.body], a.meta, max) {
+            sh.spans.event(a.meta.job_id, "placed in a ring");
+            results.push(Ok(a.ticket));
+            *next += 1;
+            placed += 1;
+            *quota -= 1;
+            bytes += job.body.len();
+        } else {
+            // Full now (or a record this ring can never hold, which admission rules out):
+            // not accepted here; the next slot or the exhaustion action decides.
+            sh.counters.accepted.dec_sc();
+            sh.keys.remove(a.meta.job_id);
+            sh.spans.discard(a.meta.job_id);
+            *held = Some(a);
+            break;
+        }
+    }
+    if placed > 0 {
+        Slot::ring_if_sleeping(conn);
+    }
+    budget_spent
+}

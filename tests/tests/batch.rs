@@ -1,0 +1,224 @@
+//! `Pool::submit_batch` and `Pool::recv_outcomes` with real hounds: each job accepted or
+//! refused on its own, exactly one outcome per accepted job, ring order kept.
+
+use std::time::{Duration, Instant};
+
+use houndpool::{
+    Job, JobId, JobKind, Outcome, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, PoolSize,
+    SubmitError,
+};
+use houndpool_tests::*;
+use nix::sys::signal::Signal;
+
+/// One hound, stopped, with room for `in_flight` jobs.
+fn stalled_pool(
+    dir: &std::path::Path,
+    action: PoolExhaustedAction,
+    in_flight: usize,
+) -> (Pool, i32) {
+    let config = PoolConfig {
+        size: PoolSize::Fixed(1),
+        exhausted: action,
+        max_in_flight_per_hound: in_flight,
+        job_timeout: Duration::from_secs(60),
+        ..test_config(dir)
+    };
+    let pool = Pool::builder().config(config).build().unwrap();
+    let pid = pid_of(&pool, 0);
+    signal(pid, Signal::SIGSTOP);
+    (pool, pid)
+}
+
+/// Takes outcomes with `recv_outcomes` (at most `max` per call, checked) until `n` arrived or
+/// `timeout` passed.
+fn recv_all(pool: &Pool, n: usize, max: usize, timeout: Duration) -> Vec<Outcome> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n && Instant::now() < deadline {
+        let before = out.len();
+        let got = pool.recv_outcomes(&mut out, max, Duration::from_millis(200));
+        assert_eq!(got, out.len() - before);
+        assert!(got <= max, "{got} outcomes for a bound of {max}");
+    }
+    out
+}
+
+fn accepted(results: &[Result<houndpool::Ticket, SubmitError>]) -> Vec<JobId> {
+    results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|t| t.job_id))
+        .collect()
+}
+
+#[test]
+fn a_batch_of_1000_jobs_gets_exactly_one_outcome_each() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, _rx) = start(test_config(dir.path()));
+    let bodies: Vec<Vec<u8>> = (0..1000usize)
+        .map(|i| (0..(1 + i % 700)).map(|j| (i * 7 + j) as u8).collect())
+        .collect();
+    let jobs: Vec<Job<'_>> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if i % 2 == 0 {
+                Job::noop(b)
+            } else {
+                Job::encode(b)
+            }
+        })
+        .collect();
+    let mut results = Vec::new();
+    // More jobs than the rings hold: the rest goes to the defer queue (test_config defers).
+    assert_eq!(pool.submit_batch(&jobs, &mut results), 1000);
+    assert_eq!(results.len(), 1000);
+    let ids = accepted(&results);
+    let outs = recv_all(&pool, 1000, 64, Duration::from_secs(60));
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    for (i, id) in ids.iter().enumerate() {
+        let o = &by_id[id];
+        let OutcomeKind::Completed(r) = &o.result else {
+            panic!("{id}: {:?}", o.result);
+        };
+        match o.kind {
+            JobKind::Noop => assert_eq!(r.payload.as_deref(), Some(&bodies[i][..])),
+            JobKind::Encode => assert_eq!(r.original_size, Some(bodies[i].len() as u64)),
+            other => panic!("{id}: unexpected kind {other:?}"),
+        }
+    }
+    let s = pool.shutdown(Duration::from_secs(5));
+    assert_eq!((s.submitted, s.accepted, s.completed), (1000, 1000, 1000));
+    assert_eq!(s.failed + s.timed_out + s.dropped + s.undelivered, 0);
+    assert_no_hounds_left();
+}
+
+#[test]
+fn refusals_in_the_middle_of_a_batch_leave_the_other_jobs_alone() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, pid) = stalled_pool(dir.path(), PoolExhaustedAction::Drop, 4);
+    let big = vec![1u8; 64 * 1024 + 1];
+    let jobs = [
+        Job::encode(b"a"),
+        Job::encode(&big), // too large
+        Job::encode(b""),  // empty evidence
+        Job::noop(b"b"),
+        Job::encode(b"c"),
+        Job::noop(b"d"),
+        Job::noop(b"e"), // the hound holds 4: exhausted
+        Job::noop(b"f"), // exhausted
+    ];
+    let mut results = vec![Err(SubmitError::ShutDown); 3]; // cleared by the call
+    assert_eq!(pool.submit_batch(&jobs, &mut results), 4);
+    assert_eq!(results.len(), jobs.len());
+    assert!(results[0].is_ok());
+    assert!(matches!(
+        results[1],
+        Err(SubmitError::EvidenceTooLarge { len, .. }) if len == big.len()
+    ));
+    assert_eq!(
+        results[2],
+        Err(SubmitError::EmptyEvidence {
+            kind: JobKind::Encode
+        })
+    );
+    assert!(results[3..6].iter().all(Result::is_ok));
+    assert_eq!(results[6], Err(SubmitError::PoolExhausted));
+    assert_eq!(results[7], Err(SubmitError::PoolExhausted));
+    let s = pool.stats();
+    assert_eq!((s.submitted, s.accepted, s.in_rings), (8, 4, 4));
+    assert_eq!(
+        (s.refused.too_large, s.refused.invalid, s.refused.exhausted),
+        (1, 1, 2)
+    );
+    signal(pid, Signal::SIGCONT);
+    let ids = accepted(&results);
+    let outs = recv_all(&pool, ids.len(), 2, Duration::from_secs(10));
+    assert_exactly_one_each(&ids, &outs);
+    // One hound: outcomes come in ring order, which is the batch's order.
+    let order: Vec<JobId> = outs.iter().map(|o| o.job_id).collect();
+    assert_eq!(order, ids);
+    pool.shutdown(Duration::from_secs(5));
+    assert_no_hounds_left();
+}
+
+#[test]
+fn a_full_ring_refuses_a_large_job_and_still_takes_a_smaller_one_after_it() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // 64 KiB evidence: the request ring (256 KiB) holds three 64 KiB jobs, far below the
+    // in-flight bound, so the ring's bytes are what runs out.
+    let (pool, pid) = stalled_pool(dir.path(), PoolExhaustedAction::Drop, 64);
+    let big = vec![7u8; 64 * 1024];
+    let jobs = [
+        Job::noop(&big),
+        Job::noop(&big),
+        Job::noop(&big),
+        Job::noop(&big),     // no room left for 64 KiB
+        Job::noop(b"small"), // but for this
+    ];
+    let mut results = Vec::new();
+    assert_eq!(pool.submit_batch(&jobs, &mut results), 4);
+    assert!(results[..3].iter().all(Result::is_ok));
+    assert_eq!(results[3], Err(SubmitError::PoolExhausted));
+    assert!(results[4].is_ok());
+    signal(pid, Signal::SIGCONT);
+    let ids = accepted(&results);
+    let outs = recv_all(&pool, ids.len(), 8, Duration::from_secs(10));
+    assert_exactly_one_each(&ids, &outs);
+    let order: Vec<JobId> = outs.iter().map(|o| o.job_id).collect();
+    assert_eq!(order, ids, "one hound: ring order");
+    let last = &outs[3];
+    assert!(matches!(
+        &last.result,
+        OutcomeKind::Completed(r) if r.payload.as_deref() == Some(&b"small"[..])
+    ));
+    pool.shutdown(Duration::from_secs(5));
+    assert_no_hounds_left();
+}
+
+#[test]
+fn what_fits_no_ring_is_deferred_until_the_queue_is_full() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, pid) = stalled_pool(dir.path(), PoolExhaustedAction::Defer { limit: 2 }, 2);
+    let jobs = [Job::noop(b"x"); 5];
+    let mut results = Vec::new();
+    assert_eq!(pool.submit_batch(&jobs, &mut results), 4);
+    assert!(results[..4].iter().all(Result::is_ok));
+    assert_eq!(results[4], Err(SubmitError::DeferQueueFull { limit: 2 }));
+    let s = pool.stats();
+    assert_eq!((s.accepted, s.in_rings, s.deferred), (4, 2, 2));
+    signal(pid, Signal::SIGCONT);
+    let ids = accepted(&results);
+    let outs = recv_all(&pool, ids.len(), 16, Duration::from_secs(10));
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    assert!(by_id
+        .values()
+        .all(|o| matches!(o.result, OutcomeKind::Completed(_))));
+    pool.shutdown(Duration::from_secs(5));
+    assert_no_hounds_left();
+}
+
+#[test]
+fn a_batch_after_shutdown_is_refused_job_by_job() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, _rx) = start(test_config(dir.path()));
+    pool.shutdown(Duration::from_secs(5));
+    let jobs = [Job::noop(b"1"), Job::encode(b"2")];
+    let mut results = Vec::new();
+    assert_eq!(pool.submit_batch(&jobs, &mut results), 0);
+    assert_eq!(
+        results,
+        vec![Err(SubmitError::ShutDown), Err(SubmitError::ShutDown)]
+    );
+    assert_eq!(pool.stats().refused.shutdown, 2);
+    let mut outs = Vec::new();
+    assert_eq!(
+        pool.recv_outcomes(&mut outs, 8, Duration::from_millis(10)),
+        0
+    );
+    assert_no_hounds_left();
+}
