@@ -39,6 +39,9 @@ const TMP_PREFIX: &str = ".tmp-";
 pub(super) const QUARANTINE_DIR: &str = "quarantine";
 
 /// Length of the record header for a key of `key_len` bytes.
+/// How many times [`Spool::read`] looks again when a record moves while it looks.
+const SCAN_ROUNDS: usize = 4;
+
 fn header_len(key_len: usize) -> usize {
     MAGIC.len() + 2 + key_len
 }
@@ -356,60 +359,87 @@ impl Spool {
     /// The envelope spooled for `key`, if any (pending or claimed by a drainer), read only if
     /// it is at most `max_len` bytes.
     pub fn read(&self, key: &str, max_len: usize) -> Result<Option<Vec<u8>>, ColdError> {
-        let stem = stem_of(key);
-        // The pending file first (cheap), then claims (a drainer may be uploading it).
-        let mut candidates = vec![format!("{stem}{SUFFIX}")];
-        candidates.extend(
-            self.files_of(key)
+        let pending = format!("{}{SUFFIX}", stem_of(key));
+        // A drainer moves a record pending -> claim (claim), claim -> pending (unclaim) and
+        // removes a claim once the upload landed. Each look must therefore follow a miss of
+        // the one before: the pending file first, the claims listed only after it was found
+        // missing (a list taken earlier can predate the claim's rename and miss the record
+        // in both places). A file that vanishes between the listing and the open was moved
+        // under us: look again, a bounded number of times (then the record is gone or keeps
+        // moving; the caller's HEAD check covers a record that was uploaded and removed).
+        for _ in 0..SCAN_ROUNDS {
+            if let Some(envelope) = self.read_file(key, &pending, max_len)? {
+                return Ok(Some(envelope));
+            }
+            let claims: Vec<String> = self
+                .files_of(key)
                 .map_err(|e| Self::io_err("spool list", &self.dir, e))?
                 .into_iter()
-                .filter(|n| n.contains(CLAIM_MARK)),
-        );
-        for name in candidates {
-            let path = self.dir.join(&name);
-            let mut f = match File::open(&path) {
-                Ok(f) => f,
-                // Uploaded and removed, or claimed, since we looked: try the next one.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Self::io_err("spool read", &path, e)),
-            };
-            let size = f
-                .metadata()
-                .map_err(|e| Self::io_err("spool stat", &path, e))?
-                .len();
-            let hlen = header_len(key.len()) as u64;
-            let corrupt = |why: &str| ColdError::ColdIo {
-                op: "spool read",
-                key: path.display().to_string(),
-                source: io::Error::new(io::ErrorKind::InvalidData, why.to_owned()),
-            };
-            if size < hlen {
-                return Err(corrupt("record shorter than its header"));
+                .filter(|n| n.contains(CLAIM_MARK))
+                .collect();
+            let mut moved = false;
+            for name in &claims {
+                match self.read_file(key, name, max_len)? {
+                    Some(envelope) => return Ok(Some(envelope)),
+                    None => moved = true,
+                }
             }
-            let body = size - hlen;
-            if body > max_len as u64 {
-                return Err(ColdError::ObjectTooLarge {
-                    key: key.into(),
-                    len: body,
-                    max: max_len as u64,
-                });
+            if !moved && !self.dir.join(&pending).exists() {
+                return Ok(None);
             }
-            let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            (&mut f)
-                .take(size.saturating_add(1))
-                .read_to_end(&mut buf)
-                .map_err(|e| Self::io_err("spool read", &path, e))?;
-            if buf.len() as u64 != size {
-                return Err(corrupt("record changed while being read"));
-            }
-            let (k, h) = parse_header(&buf, &stem).map_err(corrupt)?;
-            if k != key {
-                return Err(corrupt("record holds another key"));
-            }
-            buf.drain(..h);
-            return Ok(Some(buf));
         }
         Ok(None)
+    }
+
+    /// One spooled file of `key` under `name`: `None` if it does not exist (any more).
+    fn read_file(
+        &self,
+        key: &str,
+        name: &str,
+        max_len: usize,
+    ) -> Result<Option<Vec<u8>>, ColdError> {
+        let stem = stem_of(key);
+        let path = self.dir.join(name);
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Self::io_err("spool read", &path, e)),
+        };
+        let size = f
+            .metadata()
+            .map_err(|e| Self::io_err("spool stat", &path, e))?
+            .len();
+        let hlen = header_len(key.len()) as u64;
+        let corrupt = |why: &str| ColdError::ColdIo {
+            op: "spool read",
+            key: path.display().to_string(),
+            source: io::Error::new(io::ErrorKind::InvalidData, why.to_owned()),
+        };
+        if size < hlen {
+            return Err(corrupt("record shorter than its header"));
+        }
+        let body = size - hlen;
+        if body > max_len as u64 {
+            return Err(ColdError::ObjectTooLarge {
+                key: key.into(),
+                len: body,
+                max: max_len as u64,
+            });
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        (&mut f)
+            .take(size.saturating_add(1))
+            .read_to_end(&mut buf)
+            .map_err(|e| Self::io_err("spool read", &path, e))?;
+        if buf.len() as u64 != size {
+            return Err(corrupt("record changed while being read"));
+        }
+        let (k, h) = parse_header(&buf, &stem).map_err(corrupt)?;
+        if k != key {
+            return Err(corrupt("record holds another key"));
+        }
+        buf.drain(..h);
+        Ok(Some(buf))
     }
 
     /// Removes every record of `key`, pending and claimed (erasure). Returns whether any
