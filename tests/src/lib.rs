@@ -265,3 +265,24 @@ pub fn pid_of(pool: &houndpool::Pool, slot: u32) -> i32 {
 pub fn signal(pid: i32, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).expect("kill");
 }
+
+/// A pool of one hound, stopped (SIGSTOP) once it is ready, with room for `in_flight` jobs
+/// and `action` once they are taken: the pool is exhausted after `in_flight` submits. Returns
+/// the pool and the hound's pid (to SIGCONT it).
+pub fn stalled_pool(
+    dir: &Path,
+    action: houndpool::PoolExhaustedAction,
+    in_flight: usize,
+) -> (houndpool::Pool, i32) {
+    let config = PoolConfig {
+        size: houndpool::PoolSize::Fixed(1),
+        exhausted: action,
+        max_in_flight_per_hound: in_flight,
+        job_timeout: std::time::Duration::from_secs(60),
+        ..test_config(dir)
+    };
+    let pool = houndpool::Pool::builder().config(config).build().unwrap();
+    let pid = pid_of(&pool, 0);
+    signal(pid, nix::sys::signal::Signal::SIGSTOP);
+    (pool, pid)
+}

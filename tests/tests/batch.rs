@@ -4,30 +4,10 @@
 use std::time::{Duration, Instant};
 
 use houndpool::{
-    Job, JobId, JobKind, Outcome, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, PoolSize,
-    SubmitError,
+    Job, JobId, JobKind, Outcome, OutcomeKind, Pool, PoolExhaustedAction, SubmitError,
 };
 use houndpool_tests::*;
 use nix::sys::signal::Signal;
-
-/// One hound, stopped, with room for `in_flight` jobs.
-fn stalled_pool(
-    dir: &std::path::Path,
-    action: PoolExhaustedAction,
-    in_flight: usize,
-) -> (Pool, i32) {
-    let config = PoolConfig {
-        size: PoolSize::Fixed(1),
-        exhausted: action,
-        max_in_flight_per_hound: in_flight,
-        job_timeout: Duration::from_secs(60),
-        ..test_config(dir)
-    };
-    let pool = Pool::builder().config(config).build().unwrap();
-    let pid = pid_of(&pool, 0);
-    signal(pid, Signal::SIGSTOP);
-    (pool, pid)
-}
 
 /// Takes outcomes with `recv_outcomes` (at most `max` per call, checked) until `n` arrived or
 /// `timeout` passed.

@@ -2,31 +2,9 @@
 
 use std::time::Duration;
 
-use houndpool::{
-    DropReason, Job, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, PoolSize, Severity,
-    SubmitError,
-};
+use houndpool::{DropReason, Job, OutcomeKind, Pool, PoolExhaustedAction, Severity, SubmitError};
 use houndpool_tests::*;
 use nix::sys::signal::Signal;
-
-/// One hound, stopped, with room for `in_flight` jobs: the pool is exhausted after that.
-fn stalled_pool(
-    dir: &std::path::Path,
-    action: PoolExhaustedAction,
-    in_flight: usize,
-) -> (Pool, i32) {
-    let config = PoolConfig {
-        size: PoolSize::Fixed(1),
-        exhausted: action,
-        max_in_flight_per_hound: in_flight,
-        job_timeout: Duration::from_secs(60),
-        ..test_config(dir)
-    };
-    let pool = Pool::builder().config(config).build().unwrap();
-    let pid = pid_of(&pool, 0);
-    signal(pid, Signal::SIGSTOP);
-    (pool, pid)
-}
 
 #[test]
 fn drop_refuses_at_once_and_counts() {

