@@ -20,7 +20,7 @@
 //!
 //! When the final name already exists, its bytes are compared with the envelope: the same
 //! bytes are an idempotent success (a retry after a crash), other bytes are
-//! [`SharedError::AlreadyExists`] and the stored object is left untouched. No partial object
+//! [`ColdError::AlreadyExists`] and the stored object is left untouched. No partial object
 //! is ever visible under a key. Temp files left behind by a crash are never listed and never
 //! returned; [`sweep_temps`] removes them once their writer is gone.
 //!
@@ -33,7 +33,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{validate_key, ColdStore, PutItem, PutOutcome};
-use crate::SharedError;
+use crate::ColdError;
 
 /// File-name prefix of in-flight writes. Keys with a segment starting with it are refused, so
 /// an object can never be mistaken for a temp file (or vice versa).
@@ -130,8 +130,8 @@ impl FsStore {
     ///
     /// Creates `root` and its missing ancestors, then remembers its canonical path (symlinks
     /// and `..` resolved), so later changes of the working directory do not matter. Fails with
-    /// [`SharedError::ColdIo`] when it cannot be created or is not a directory.
-    pub fn open(root: impl AsRef<Path>) -> Result<Self, SharedError> {
+    /// [`ColdError::ColdIo`] when it cannot be created or is not a directory.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, ColdError> {
         let root = root.as_ref();
         let shown = || root.display().to_string();
         fs::DirBuilder::new()
@@ -168,10 +168,10 @@ impl FsStore {
     }
 
     /// The path of `key`'s object, after validating the key.
-    fn path_of(&self, key: &str) -> Result<PathBuf, SharedError> {
+    fn path_of(&self, key: &str) -> Result<PathBuf, ColdError> {
         validate_key(key)?;
         if key.split('/').any(|seg| seg.starts_with(TEMP_PREFIX)) {
-            return Err(SharedError::InvalidKey {
+            return Err(ColdError::InvalidKey {
                 key: key.chars().take(200).collect(),
                 reason: "a segment starts with the temp-file prefix \".tmp-\"",
             });
@@ -201,7 +201,7 @@ impl FsStore {
     /// Creates the directories of `key`'s parent segments that are missing, fsyncing the
     /// parent of each one created. An existing non-directory in the way makes a later step
     /// fail with `ENOTDIR`.
-    fn create_parents(&self, key: &str) -> Result<(), SharedError> {
+    fn create_parents(&self, key: &str) -> Result<(), ColdError> {
         let Some((dirs, _file)) = key.rsplit_once('/') else {
             return Ok(());
         };
@@ -228,7 +228,7 @@ impl FsStore {
         &self,
         item: &PutItem<'_>,
         temp_dir_ready: &mut bool,
-    ) -> Result<(PathBuf, PathBuf), SharedError> {
+    ) -> Result<(PathBuf, PathBuf), ColdError> {
         let key = item.key;
         let path = self.path_of(key)?;
         self.create_parents(key)?;
@@ -256,10 +256,10 @@ impl FsStore {
 impl ColdStore for FsStore {
     /// Create-only, atomic, durable put (see the module docs for the exact sequence): a batch
     /// of one. An existing object with the same bytes is an idempotent success; with other
-    /// bytes the put fails with [`SharedError::AlreadyExists`] and the object is unchanged.
+    /// bytes the put fails with [`ColdError::AlreadyExists`] and the object is unchanged.
     /// Never leaves a temp file behind on error (short of a crash, and of the cleanup `unlink`
     /// itself failing). Costs one extra read of the existing object when the key is taken.
-    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError> {
         self.put_batch(&[PutItem { key, envelope }])
             .pop()
             .unwrap_or_else(|| Err(cold_io("put", key, io::Error::other("empty batch result"))))
@@ -272,8 +272,8 @@ impl ColdStore for FsStore {
     /// fails at any step gets its own error and takes no further step; the others go on.
     /// Cost for `n` items in `d` directories: `n` temp files, `n` fdatasyncs or one syncfs,
     /// `n` links and unlinks, `d` directory fsyncs.
-    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, SharedError>> {
-        let mut results: Vec<Option<Result<PutOutcome, SharedError>>> =
+    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, ColdError>> {
+        let mut results: Vec<Option<Result<PutOutcome, ColdError>>> =
             items.iter().map(|_| None).collect();
         // 1. temp files, written but not synced.
         let mut staged = Vec::with_capacity(items.len());
@@ -349,7 +349,7 @@ impl ColdStore for FsStore {
                         // Possibly linked by a writer that has not synced its directory yet:
                         // the directory sync below covers it before we report it.
                         Ok(true) => Ok(()),
-                        Ok(false) => Err(SharedError::AlreadyExists { key: key.into() }),
+                        Ok(false) => Err(ColdError::AlreadyExists { key: key.into() }),
                         Err(e) => Err(cold_io("put: compare existing", key, e)),
                     },
                     Err(e) => Err(e),
@@ -406,13 +406,13 @@ impl ColdStore for FsStore {
             .collect()
     }
 
-    /// Reads the object. Refuses with [`SharedError::ObjectTooLarge`] when the file's size is
+    /// Reads the object. Refuses with [`ColdError::ObjectTooLarge`] when the file's size is
     /// above `max_len`, before reading any of it, and never reads more than `max_len + 1`
     /// bytes even if the file grows meanwhile. A missing key, a key below a non-directory, or
-    /// a key naming a directory is [`SharedError::NotFound`].
-    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError> {
+    /// a key naming a directory is [`ColdError::NotFound`].
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, ColdError> {
         let path = self.path_of(key)?;
-        let not_found = || SharedError::NotFound {
+        let not_found = || ColdError::NotFound {
             key: key.to_owned(),
         };
         let mut file = match OpenOptions::new()
@@ -432,7 +432,7 @@ impl ColdStore for FsStore {
         }
         let max = max_len as u64;
         if meta.len() > max {
-            return Err(SharedError::ObjectTooLarge {
+            return Err(ColdError::ObjectTooLarge {
                 key: key.to_owned(),
                 len: meta.len(),
                 max,
@@ -445,7 +445,7 @@ impl ColdStore for FsStore {
             .read_to_end(&mut buf)
             .map_err(|e| cold_io("get: read", key, e))?;
         if buf.len() > max_len {
-            return Err(SharedError::ObjectTooLarge {
+            return Err(ColdError::ObjectTooLarge {
                 key: key.to_owned(),
                 len: buf.len() as u64,
                 max,
@@ -457,7 +457,7 @@ impl ColdStore for FsStore {
     /// Removes the object and fsyncs its directory. `Ok(false)` when there was no object under
     /// the key (missing, below a non-directory, or a directory). Empty parent directories are
     /// left in place.
-    fn delete(&mut self, key: &str) -> Result<bool, SharedError> {
+    fn delete(&mut self, key: &str) -> Result<bool, ColdError> {
         let path = self.path_of(key)?;
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -474,7 +474,7 @@ impl ColdStore for FsStore {
     /// `prefix`. Skips temp files, symlinks, names that are not UTF-8 and names that are not
     /// valid keys; descends only into directories that can hold matching keys. Entries that
     /// vanish during the walk are skipped.
-    fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError> {
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, ColdError> {
         let mut keys = Vec::new();
         // (directory, its key prefix ending in '/' or empty for the root)
         let mut pending = vec![(self.root.clone(), String::new())];
@@ -632,8 +632,8 @@ fn is_missing(e: &io::Error) -> bool {
     )
 }
 
-fn cold_io(op: &'static str, key: impl Into<String>, source: io::Error) -> SharedError {
-    SharedError::ColdIo {
+fn cold_io(op: &'static str, key: impl Into<String>, source: io::Error) -> ColdError {
+    ColdError::ColdIo {
         op,
         key: key.into(),
         source,
@@ -717,9 +717,9 @@ mod tests {
                 "{mode:?} {results:?}"
             );
             assert!(matches!(results[1], Ok(PutOutcome::Stored)));
-            assert!(matches!(results[2], Err(SharedError::AlreadyExists { .. })));
+            assert!(matches!(results[2], Err(ColdError::AlreadyExists { .. })));
             assert!(matches!(results[3], Ok(PutOutcome::Stored)));
-            assert!(matches!(results[4], Err(SharedError::InvalidKey { .. })));
+            assert!(matches!(results[4], Err(ColdError::InvalidKey { .. })));
             assert!(matches!(results[5], Ok(PutOutcome::Stored)));
             assert!(
                 matches!(results[6], Ok(PutOutcome::Stored)),
@@ -772,7 +772,7 @@ mod tests {
         let store = FsStore::open(dir.path()).unwrap();
         for k in [".tmp-1-2", "a/.tmp-x/b", "a/.tmp-"] {
             assert!(
-                matches!(store.path_of(k), Err(SharedError::InvalidKey { .. })),
+                matches!(store.path_of(k), Err(ColdError::InvalidKey { .. })),
                 "{k}"
             );
         }

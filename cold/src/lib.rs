@@ -12,8 +12,6 @@ pub mod fs;
 pub mod s3;
 
 pub use error::ColdError;
-/// The name `fs.rs` and `s3.rs` still use for [`ColdError`] (they moved here unchanged).
-pub(crate) use error::ColdError as SharedError;
 use houndpool_protocol::control::{ColdEndpoints, ColdTarget};
 
 /// Longest object key accepted.

@@ -11,7 +11,7 @@
 //! with exponential backoff and jitter within [`S3Tuning`]. A `put` that still fails
 //! transiently is written to the local spool (if one is configured and has room) and reported
 //! as [`PutOutcome::Spooled`]; [`S3Store::drain_spool`] uploads spooled envelopes later under
-//! the same key. Refusals (403, 404 bucket, 400, redirects) are [`SharedError::ColdRejected`]
+//! the same key. Refusals (403, 404 bucket, 400, redirects) are [`ColdError::ColdRejected`]
 //! and are never spooled. See docs/S3.md.
 
 pub mod net;
@@ -31,7 +31,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
 use self::spool::Spool;
 use super::{validate_key, ColdStore, PutItem, PutOutcome};
-use crate::SharedError;
+use crate::ColdError;
 use houndpool_protocol::control::{ColdEndpoints, S3Target};
 
 /// Lifetime of each presigned request URL. A URL is signed right before it is sent, so this
@@ -104,13 +104,13 @@ impl S3Tuning {
 
 /// Checks a spooled envelope before the drainer uploads it. The default is
 /// [`default_spool_verifier`] (`envelope::verify`: length and SHA-256, no decompression).
-pub type SpoolVerifier = fn(&[u8]) -> Result<(), SharedError>;
+pub type SpoolVerifier = fn(&[u8]) -> Result<(), ColdError>;
 
 /// The default [`SpoolVerifier`]: [`houndpool_protocol::envelope::verify`].
-pub fn default_spool_verifier(envelope: &[u8]) -> Result<(), SharedError> {
+pub fn default_spool_verifier(envelope: &[u8]) -> Result<(), ColdError> {
     houndpool_protocol::envelope::verify(envelope)
         .map(|_| ())
-        .map_err(SharedError::from)
+        .map_err(ColdError::from)
 }
 
 /// What one [`S3Store::drain_spool`] call did.
@@ -201,8 +201,8 @@ impl fmt::Debug for S3Store {
     }
 }
 
-fn invalid(key: &str, value: &str, allowed: &str) -> SharedError {
-    SharedError::InvalidConfig {
+fn invalid(key: &str, value: &str, allowed: &str) -> ColdError {
+    ColdError::InvalidConfig {
         key: format!("cold.s3.{key}"),
         value: value.into(),
         allowed: allowed.into(),
@@ -212,15 +212,15 @@ fn invalid(key: &str, value: &str, allowed: &str) -> SharedError {
 impl S3Store {
     /// Prepares a client for `target` with the default [`S3Tuning`] (no network traffic,
     /// no filesystem access yet).
-    pub fn open(target: &S3Target) -> Result<Self, SharedError> {
+    pub fn open(target: &S3Target) -> Result<Self, ColdError> {
         Self::open_with(target, S3Tuning::default())
     }
 
     /// Like [`S3Store::open`] with explicit tuning. Validates the endpoint (http or https
     /// URL with a host), bucket, region and credentials; the spool directory must be
-    /// absolute. Errors are [`SharedError::InvalidConfig`] naming the field (secrets are
+    /// absolute. Errors are [`ColdError::InvalidConfig`] naming the field (secrets are
     /// never echoed).
-    pub fn open_with(target: &S3Target, tuning: S3Tuning) -> Result<Self, SharedError> {
+    pub fn open_with(target: &S3Target, tuning: S3Tuning) -> Result<Self, ColdError> {
         let mut endpoint = url::Url::parse(&target.endpoint).map_err(|e| {
             invalid(
                 "endpoint",
@@ -325,7 +325,7 @@ impl S3Store {
     /// Like [`S3Store::open_with`], for a process without a resolver (the hound): host
     /// names are never looked up, only the addresses given by [`S3Store::set_endpoints`]
     /// are used (until then a named endpoint is a transient "host not found").
-    pub fn open_pinned(target: &S3Target, tuning: S3Tuning) -> Result<Self, SharedError> {
+    pub fn open_pinned(target: &S3Target, tuning: S3Tuning) -> Result<Self, ColdError> {
         let store = Self::open_with(target, tuning)?;
         let mut state = store
             .resolver
@@ -341,9 +341,9 @@ impl S3Store {
     /// used for `Host`, SigV4 and TLS SNI and certificate checks), and trusts exactly the
     /// certificates of `endpoints.ca_pem` in addition to the built-in web roots when it is set.
     /// Changing the CA rebuilds the HTTP agent (open connections are dropped); changing only
-    /// the addresses affects new connections. Fails with [`SharedError::InvalidConfig`]
+    /// the addresses affects new connections. Fails with [`ColdError::InvalidConfig`]
     /// (`cold.ca_file`) on a PEM without certificates; the store is then unchanged.
-    pub fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+    pub fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), ColdError> {
         if endpoints.ca_pem != self.ca_pem {
             let certs = endpoints.ca_pem.as_deref().map(net::parse_ca).transpose()?;
             self.agent = build_agent(&self.tuning, self.resolver.clone(), certs);
@@ -370,7 +370,7 @@ impl S3Store {
     }
 
     /// Number of records in the spool (pending or being uploaded); 0 without a spool.
-    pub fn spooled(&self) -> Result<usize, SharedError> {
+    pub fn spooled(&self) -> Result<usize, ColdError> {
         match &self.spool {
             Some(s) => s.count().map_err(|e| spool_io("spool count", s, e)),
             None => Ok(0),
@@ -431,9 +431,9 @@ impl S3Store {
     fn remote_equals(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
         match self.get_remote(key, envelope.len()) {
             Ok(existing) => Ok(existing == envelope),
-            Err(Fail::Final(SharedError::ObjectTooLarge { .. })) => Ok(false),
+            Err(Fail::Final(ColdError::ObjectTooLarge { .. })) => Ok(false),
             // Deleted between the refusal and the GET: the caller may try again.
-            Err(Fail::Final(SharedError::NotFound { .. })) => Err(Fail::Transient(format!(
+            Err(Fail::Final(ColdError::NotFound { .. })) => Err(Fail::Transient(format!(
                 "put: {key} vanished while being compared"
             ))),
             Err(e) => Err(e),
@@ -441,7 +441,7 @@ impl S3Store {
     }
 
     /// Create-only upload: HEAD, then a conditional PUT. An existing object with the same
-    /// bytes is success (idempotent retry), with other bytes [`SharedError::AlreadyExists`];
+    /// bytes is success (idempotent retry), with other bytes [`ColdError::AlreadyExists`];
     /// the stored object is never replaced by a server that honours `If-None-Match`. Cost:
     /// one HEAD more than a plain PUT, and one GET when the key is taken.
     fn put_create_only(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
@@ -453,7 +453,7 @@ impl S3Store {
         if created || self.remote_equals(key, envelope)? {
             Ok(())
         } else {
-            Err(Fail::Final(SharedError::AlreadyExists { key: key.into() }))
+            Err(Fail::Final(ColdError::AlreadyExists { key: key.into() }))
         }
     }
 
@@ -480,7 +480,7 @@ impl S3Store {
             }
             if let Some(len) = resp.body().content_length() {
                 if len > max {
-                    return Err(Fail::Final(SharedError::ObjectTooLarge {
+                    return Err(Fail::Final(ColdError::ObjectTooLarge {
                         key: key.into(),
                         len,
                         max,
@@ -491,7 +491,7 @@ impl S3Store {
                 Ok(v) => Ok(v),
                 // No (or a lying) Content-Length: the size is only known to exceed `max`.
                 Err(ureq::Error::BodyExceedsLimit(_)) => {
-                    Err(Fail::Final(SharedError::ObjectTooLarge {
+                    Err(Fail::Final(ColdError::ObjectTooLarge {
                         key: key.into(),
                         len: max.saturating_add(1),
                         max,
@@ -543,7 +543,7 @@ impl S3Store {
             }
             if status == 404 {
                 return match not_found_or_rejected("delete", key, &body) {
-                    Fail::Final(SharedError::NotFound { .. }) => Ok(()),
+                    Fail::Final(ColdError::NotFound { .. }) => Ok(()),
                     other => Err(other),
                 };
             }
@@ -586,7 +586,7 @@ impl S3Store {
                 {
                     Ok(b) => b,
                     Err(ureq::Error::BodyExceedsLimit(_)) => {
-                        return Err(Fail::Final(SharedError::ColdRejected {
+                        return Err(Fail::Final(ColdError::ColdRejected {
                             op: "list",
                             status,
                             reason: format!("listing page larger than {LIST_PAGE_LIMIT} bytes"),
@@ -607,7 +607,7 @@ impl S3Store {
             );
             match page.next_continuation_token {
                 Some(next) if token.as_deref() == Some(next.as_str()) => {
-                    return Err(Fail::Final(SharedError::ColdRejected {
+                    return Err(Fail::Final(ColdError::ColdRejected {
                         op: "list",
                         status: 200,
                         reason: "the server repeated a continuation token".into(),
@@ -617,7 +617,7 @@ impl S3Store {
                 None => return Ok(keys),
             }
         }
-        Err(Fail::Final(SharedError::ColdRejected {
+        Err(Fail::Final(ColdError::ColdRejected {
             op: "list",
             status: 200,
             reason: format!("more than {LIST_MAX_PAGES} listing pages"),
@@ -634,7 +634,7 @@ impl S3Store {
     /// refusal (e.g. 403) it is put back and the refusal returned. Claims older than
     /// [`S3Tuning::claim_stale_after`] (their drainer died) are returned to the queue first.
     /// If a record is erased while it is being uploaded, the uploaded object is deleted again.
-    pub fn drain_spool(&mut self, max_items: usize) -> Result<DrainReport, SharedError> {
+    pub fn drain_spool(&mut self, max_items: usize) -> Result<DrainReport, ColdError> {
         let Some(spool) = self.spool.clone() else {
             return Ok(DrainReport::default());
         };
@@ -698,7 +698,7 @@ impl S3Store {
                     report.unavailable = Some(reason);
                     break;
                 }
-                Err(Fail::Final(SharedError::AlreadyExists { key })) => {
+                Err(Fail::Final(ColdError::AlreadyExists { key })) => {
                     // Other bytes reached the target under this key first; the spooled
                     // evidence is kept for an operator, never dropped or forced over it.
                     let name = claim.name().to_owned();
@@ -721,8 +721,8 @@ impl S3Store {
     }
 }
 
-fn spool_io(op: &'static str, spool: &Spool, source: std::io::Error) -> SharedError {
-    SharedError::ColdIo {
+fn spool_io(op: &'static str, spool: &Spool, source: std::io::Error) -> ColdError {
+    ColdError::ColdIo {
         op,
         key: spool.dir().display().to_string(),
         source,
@@ -732,7 +732,7 @@ fn spool_io(op: &'static str, spool: &Spool, source: std::io::Error) -> SharedEr
 /// A 404 is a missing key unless S3 says the bucket is missing (a configuration error).
 fn not_found_or_rejected(op: &'static str, key: &str, body: &[u8]) -> Fail {
     match s3_error(body) {
-        (Some(code), msg) if code == "NoSuchBucket" => Fail::Final(SharedError::ColdRejected {
+        (Some(code), msg) if code == "NoSuchBucket" => Fail::Final(ColdError::ColdRejected {
             op,
             status: 404,
             reason: match msg {
@@ -740,14 +740,14 @@ fn not_found_or_rejected(op: &'static str, key: &str, body: &[u8]) -> Fail {
                 None => code,
             },
         }),
-        _ => Fail::Final(SharedError::NotFound { key: key.into() }),
+        _ => Fail::Final(ColdError::NotFound { key: key.into() }),
     }
 }
 
 /// The error a caller sees when retries are exhausted (no spooling involved).
-fn fail_into(f: Fail) -> SharedError {
+fn fail_into(f: Fail) -> ColdError {
     match f {
-        Fail::Transient(reason) => SharedError::ColdUnavailable { reason },
+        Fail::Transient(reason) => ColdError::ColdUnavailable { reason },
         Fail::Final(e) => e,
     }
 }
@@ -757,10 +757,10 @@ impl ColdStore for S3Store {
     ///
     /// A record already spooled (or being uploaded by a drainer) for the key counts as the
     /// stored object: the same bytes are an idempotent `Spooled`, other bytes
-    /// [`SharedError::AlreadyExists`]. So a direct put never races a drainer uploading an
+    /// [`ColdError::AlreadyExists`]. So a direct put never races a drainer uploading an
     /// older record of the same key: both are create-only, and whichever lands first wins
     /// while the other is refused (or found identical).
-    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, SharedError> {
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError> {
         self.put_shared(key, envelope, &Mutex::new(()))
     }
 
@@ -771,13 +771,13 @@ impl ColdStore for S3Store {
     /// Spool writes are serialised (its size limit is checked per write). A thread that cannot
     /// be started (the sandbox's limits) only lowers the concurrency; with none the caller
     /// uploads everything itself. Cost: one thread start per extra worker per batch.
-    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, SharedError>> {
+    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, ColdError>> {
         self.put_concurrently(items)
     }
 
     /// The spooled record first (newest version, and readable while the target is down),
     /// then GetObject. 404 `NoSuchKey` → `NotFound`; `NoSuchBucket` → `ColdRejected`.
-    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, SharedError> {
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, ColdError> {
         validate_key(key)?;
         if let Some(spool) = &self.spool {
             if let Some(envelope) = spool.read(key, max_len)? {
@@ -790,7 +790,7 @@ impl ColdStore for S3Store {
     /// Removes every spooled record of the key, then HEAD + DELETE at the target. Returns
     /// whether the key existed in the spool or (per the HEAD just before the DELETE) at the
     /// target.
-    fn delete(&mut self, key: &str) -> Result<bool, SharedError> {
+    fn delete(&mut self, key: &str) -> Result<bool, ColdError> {
         validate_key(key)?;
         let spooled = match &self.spool {
             Some(spool) => spool
@@ -805,7 +805,7 @@ impl ColdStore for S3Store {
 
     /// Every key under `prefix` at the target (all pages) plus spooled keys, sorted, without
     /// duplicates.
-    fn list(&mut self, prefix: &str) -> Result<Vec<String>, SharedError> {
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, ColdError> {
         let mut keys: std::collections::BTreeSet<String> = self
             .list_remote(prefix)
             .map_err(fail_into)?
@@ -830,14 +830,14 @@ impl ColdStore for S3Store {
         self.tuning.concurrency.clamp(1, MAX_CONCURRENCY)
     }
 
-    fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), SharedError> {
+    fn set_endpoints(&mut self, endpoints: &ColdEndpoints) -> Result<(), ColdError> {
         S3Store::set_endpoints(self, endpoints)
     }
 
     /// Drains up to [`BACKGROUND_DRAIN_ITEMS`] spooled envelopes, at most once per
     /// [`BACKGROUND_DRAIN_PERIOD`], so an idle hound uploads what an outage left behind without
     /// ever spending long away from its ring.
-    fn background_work(&mut self) -> Result<(), SharedError> {
+    fn background_work(&mut self) -> Result<(), ColdError> {
         if self.spool.is_none()
             || self
                 .last_drain
@@ -905,7 +905,7 @@ mod tests {
             let mut t = target();
             mutate(&mut t);
             match S3Store::open(&t) {
-                Err(SharedError::InvalidConfig { key, value, .. }) => {
+                Err(ColdError::InvalidConfig { key, value, .. }) => {
                     assert_eq!(key, want);
                     assert!(!value.contains("u:p"), "credentials echoed: {value}");
                 }
@@ -933,13 +933,10 @@ mod tests {
         let mut s = S3Store::open(&target()).unwrap();
         assert!(matches!(
             s.put("../x", b""),
-            Err(SharedError::InvalidKey { .. })
+            Err(ColdError::InvalidKey { .. })
         ));
-        assert!(matches!(s.get("", 1), Err(SharedError::InvalidKey { .. })));
-        assert!(matches!(
-            s.delete("/a"),
-            Err(SharedError::InvalidKey { .. })
-        ));
+        assert!(matches!(s.get("", 1), Err(ColdError::InvalidKey { .. })));
+        assert!(matches!(s.delete("/a"), Err(ColdError::InvalidKey { .. })));
     }
 
     #[test]
@@ -955,15 +952,15 @@ mod tests {
         let body = b"<Error><Code>NoSuchBucket</Code><Message>no</Message></Error>";
         assert!(matches!(
             not_found_or_rejected("get", "k", body),
-            Fail::Final(SharedError::ColdRejected { status: 404, .. })
+            Fail::Final(ColdError::ColdRejected { status: 404, .. })
         ));
         assert!(matches!(
             not_found_or_rejected("get", "k", b"<Error><Code>NoSuchKey</Code></Error>"),
-            Fail::Final(SharedError::NotFound { .. })
+            Fail::Final(ColdError::NotFound { .. })
         ));
         assert!(matches!(
             not_found_or_rejected("get", "k", b""),
-            Fail::Final(SharedError::NotFound { .. })
+            Fail::Final(ColdError::NotFound { .. })
         ));
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use super::retry::Fail;
 use super::{spool, S3Store, MAX_CONCURRENCY};
-use crate::SharedError;
+use crate::ColdError;
 use crate::{validate_key, PutItem, PutOutcome};
 
 /// Stack of an upload thread: ureq, rustls and SigV4 need far less; kept small because a
@@ -20,13 +20,13 @@ impl S3Store {
         key: &str,
         envelope: &[u8],
         spool_lock: &Mutex<()>,
-    ) -> Result<PutOutcome, SharedError> {
+    ) -> Result<PutOutcome, ColdError> {
         validate_key(key)?;
         if let Some(spool) = &self.spool {
             match spool.read(key, envelope.len()) {
                 Ok(Some(spooled)) if spooled == envelope => return Ok(PutOutcome::Spooled),
-                Ok(Some(_)) | Err(SharedError::ObjectTooLarge { .. }) => {
-                    return Err(SharedError::AlreadyExists { key: key.into() })
+                Ok(Some(_)) | Err(ColdError::ObjectTooLarge { .. }) => {
+                    return Err(ColdError::AlreadyExists { key: key.into() })
                 }
                 Ok(None) => {}
                 Err(e) => return Err(e),
@@ -37,7 +37,7 @@ impl S3Store {
             Err(Fail::Final(e)) => Err(e),
             Err(Fail::Transient(reason)) => {
                 let Some(spool) = &self.spool else {
-                    return Err(SharedError::ColdUnavailable { reason });
+                    return Err(ColdError::ColdUnavailable { reason });
                 };
                 let stored = {
                     let _one_writer = spool_lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -49,9 +49,9 @@ impl S3Store {
                         Ok(PutOutcome::Spooled)
                     }
                     Err(spool::StoreError::Exists) => {
-                        Err(SharedError::AlreadyExists { key: key.into() })
+                        Err(ColdError::AlreadyExists { key: key.into() })
                     }
-                    Err(e) => Err(SharedError::ColdUnavailable {
+                    Err(e) => Err(ColdError::ColdUnavailable {
                         reason: format!("{reason}; not spooled: {e}"),
                     }),
                 }
@@ -65,7 +65,7 @@ impl S3Store {
     pub(super) fn put_concurrently(
         &self,
         items: &[PutItem<'_>],
-    ) -> Vec<Result<PutOutcome, SharedError>> {
+    ) -> Vec<Result<PutOutcome, ColdError>> {
         let spool_lock = Mutex::new(());
         let workers = self
             .tuning
@@ -78,7 +78,7 @@ impl S3Store {
                 .map(|i| self.put_shared(i.key, i.envelope, &spool_lock))
                 .collect();
         }
-        let results: Vec<Mutex<Option<Result<PutOutcome, SharedError>>>> =
+        let results: Vec<Mutex<Option<Result<PutOutcome, ColdError>>>> =
             items.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
         let this = self;
@@ -110,7 +110,7 @@ impl S3Store {
                 r.into_inner()
                     .unwrap_or_else(|e| e.into_inner())
                     .unwrap_or_else(|| {
-                        Err(SharedError::ColdUnavailable {
+                        Err(ColdError::ColdUnavailable {
                             reason: format!("put {}: no upload ran", item.key),
                         })
                     })
