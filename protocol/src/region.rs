@@ -733,13 +733,80 @@ impl CompletionReader {
     }
     /// Snapshot of the hound's counters (untrusted values).
     pub fn status(&self) -> HoundStatus {
-        let h = &self.shared.cmp_hdr;
+        self.shared.status()
+    }
+    /// A view of this ring for a thread that does not consume it (the supervisor's collector
+    /// while the reader sits behind a lock another thread may hold): the sleeping flag, the
+    /// hound's counters and whether a completion waits.
+    pub fn watch(&self) -> CompletionWatch {
+        CompletionWatch {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl SupervisorMappings {
+    fn status(&self) -> HoundStatus {
+        let h = &self.cmp_hdr;
         HoundStatus {
             state: h.load_u32(CMP_STATE),
             heartbeat: h.load_u64(CMP_HEARTBEAT),
             jobs_done: h.load_u64(CMP_JOBS_DONE),
             current_job: h.load_u64(CMP_CURRENT_JOB),
         }
+    }
+}
+
+/// Supervisor: a view of one completion ring that consumes nothing (see
+/// [`CompletionReader::watch`]). It announces and cancels the supervisor's sleep exactly as
+/// the reader does, reads the hound's counters, and tells whether a completion waits after the
+/// consumer position last *published* (`REQ_CMP_HEAD`, which only the supervisor writes): a
+/// reader on another thread may have consumed more since, so `has_pending` may answer `true`
+/// for a record already taken (never `false` for one that waits at the published position).
+/// That errs on the side of staying awake, which is what a sleep re-check needs. `Send`.
+#[derive(Debug)]
+pub struct CompletionWatch {
+    shared: Arc<SupervisorMappings>,
+}
+
+// SAFETY: a CompletionWatch touches only header atomics (the sleeping flag, the published
+// consumer position, the hound's tail and counters) and *reads* completion ring bytes through
+// `RingMemory::has_record`, which validates whatever it finds (the hound may be writing there at
+// any time; a CompletionReader on another thread of this process only reads them too). It never
+// touches `released` / `published_tail` nor any ring byte the RequestWriter writes, so the
+// partition argued on `impl Send for RequestWriter` still holds; the mappings live as long as
+// the Arc. Not Sync: one thread at a time, like the halves.
+unsafe impl Send for CompletionWatch {}
+
+impl CompletionWatch {
+    /// As [`CompletionReader::announce_sleep`].
+    pub fn announce_sleep(&self) {
+        self.shared
+            .req_hdr
+            .u32(REQ_SUPERVISOR_SLEEPING)
+            .store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+    /// As [`CompletionReader::cancel_sleep`].
+    pub fn cancel_sleep(&self) {
+        self.shared
+            .req_hdr
+            .u32(REQ_SUPERVISOR_SLEEPING)
+            .store(0, Ordering::Relaxed);
+    }
+    /// Snapshot of the hound's counters (untrusted values).
+    pub fn status(&self) -> HoundStatus {
+        self.shared.status()
+    }
+    /// Whether a completion waits at the last published consumer position (see the type's
+    /// docs); validates like [`CompletionReader::has_pending`].
+    pub fn has_pending(&self) -> Result<bool, ProtocolError> {
+        let sh = &*self.shared;
+        // Stored with Release by whichever thread consumed last.
+        let head = sh.req_hdr.u64(REQ_CMP_HEAD).load(Ordering::Acquire);
+        let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
+        fence(Ordering::Acquire);
+        sh.cmp_ring.has_record(head, tail)
     }
 }
 
