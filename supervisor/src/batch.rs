@@ -7,9 +7,9 @@
 //! exactly one outcome.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::job::{Job, Outcome, Ticket};
 use crate::pool::{admit, Admitted, Pool};
@@ -90,9 +90,19 @@ impl Pool {
     ///
     /// One call drains a burst of outcomes for one wake-up of the caller's thread, so a
     /// consumer that pairs it with [`submit_batch`](Self::submit_batch) pays the channel's
-    /// wake-up once per burst instead of once per job. Allocates only if `buf` must grow.
-    /// Mixes freely with receivers from [`outcomes`](Self::outcomes): each outcome goes to
-    /// exactly one of them.
+    /// wake-up once per burst instead of once per job. Mixes freely with receivers from
+    /// [`outcomes`](Self::outcomes): each outcome goes to exactly one of them.
+    ///
+    /// Unless the pool has an [`on_outcome`](crate::PoolBuilder::on_outcome) callback (which
+    /// runs on the collector thread), the calling thread first consumes the hounds' completion
+    /// rings itself, for every ring no other thread is consuming at that moment: each
+    /// completion is copied out, checked and turned into its outcome exactly as the collector
+    /// does it, without waiting for the collector thread to be scheduled. A hound that wrote
+    /// something impossible is not acted on here: the collector kills it and settles its jobs.
+    /// While waiting, the thread keeps consuming, yielding its CPU between looks, for up to
+    /// `collector_spin` (the collector sleeps meanwhile); then it blocks on the channel and
+    /// the collector delivers. Allocates only if `buf` must grow (and, as the collector does,
+    /// one buffer per outcome payload).
     pub fn recv_outcomes(&self, buf: &mut Vec<Outcome>, max: usize, timeout: Duration) -> usize {
         let Some(rx) = self.outcome_rx.as_ref() else {
             return 0;
@@ -100,25 +110,72 @@ impl Pool {
         if max == 0 {
             return 0;
         }
+        let sh = &*self.shared;
+        let consume = sh.caller_may_consume();
         let before = buf.len();
-        match rx.try_recv() {
-            Ok(o) => buf.push(o),
-            Err(TryRecvError::Disconnected) => return 0,
-            // A zero timeout is a poll: no waiting machinery at all.
-            Err(TryRecvError::Empty) if timeout.is_zero() => return 0,
-            Err(TryRecvError::Empty) => match rx.recv_timeout(timeout) {
-                Ok(o) => buf.push(o),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return 0,
-            },
+        let take = |buf: &mut Vec<Outcome>| {
+            while buf.len() - before < max {
+                match rx.try_recv() {
+                    Ok(o) => buf.push(o),
+                    Err(_) => break,
+                }
+            }
+        };
+        if consume {
+            self.consume_rings(true);
         }
-        while buf.len() - before < max {
-            match rx.try_recv() {
-                Ok(o) => buf.push(o),
-                Err(_) => break,
+        take(buf);
+        if buf.len() > before || timeout.is_zero() {
+            return buf.len() - before;
+        }
+        let start = Instant::now();
+        if consume {
+            // Keep consuming (the collector does not spin meanwhile), then block.
+            let spin = sh.config.collector_spin.min(timeout);
+            while start.elapsed() < spin {
+                std::thread::yield_now();
+                self.consume_rings(true);
+                take(buf);
+                if buf.len() > before {
+                    return buf.len() - before;
+                }
+            }
+            sh.end_caller_lease();
+            // What arrived between the last look and the end of the lease.
+            self.consume_rings(false);
+            take(buf);
+            if buf.len() > before {
+                return buf.len() - before;
             }
         }
+        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+            Ok(o) => buf.push(o),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return 0,
+        }
+        take(buf);
         buf.len() - before
     }
+
+    /// One pass of the caller's thread over the completion rings (see
+    /// [`recv_outcomes`](Self::recv_outcomes)); with `lease`, marks a caller as consuming for
+    /// a while (the collector sleeps without doorbells meanwhile).
+    fn consume_rings(&self, lease: bool) -> usize {
+        let sh = &*self.shared;
+        if lease {
+            sh.extend_caller_lease();
+        }
+        CALLER_BUF.with(|b| match b.try_borrow_mut() {
+            Ok(mut b) => crate::collector::completion::drain_on_caller(sh, &mut b),
+            // Re-entered from inside a drain (a tracked job's waker that polls inline).
+            Err(_) => crate::collector::completion::drain_on_caller(sh, &mut Vec::new()),
+        })
+    }
+}
+
+thread_local! {
+    /// A caller's scratch buffer for completion bodies (a payload-carrying outcome takes it
+    /// as its payload; the next body gets a fresh one).
+    static CALLER_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `submit`'s preamble for one job of a batch: counts it, refuses after shutdown, validates.

@@ -52,6 +52,7 @@ mod state;
 mod stats;
 pub mod synth;
 mod tracked;
+mod violation;
 
 pub use circuit::CircuitState;
 pub use config::{

@@ -13,7 +13,7 @@ use crate::cgroup::{ContainerLimits, HoundCgroups, SizingDecision};
 use crossbeam_channel::Sender;
 use houndpool_protocol::control::{LayerReport, SandboxReport};
 use houndpool_protocol::job::{JobKind, Severity};
-use houndpool_protocol::region::{RecordPos, RequestWriter};
+use houndpool_protocol::region::{CompletionReader, RecordPos, RequestWriter};
 use houndpool_protocol::wake::{BellRinger, Doorbell};
 use tracing::warn;
 use uuid::Uuid;
@@ -25,6 +25,7 @@ use crate::defer::DeferQueue;
 use crate::job::machine::{self, History, JobState, Step};
 use crate::job::{CancelResult, JobId, Outcome, OutcomeKind};
 use crate::stats::Counters;
+use crate::violation::Violation;
 use crate::{PoolError, SubmitError};
 
 /// The pool's lifecycle (`Books::lifecycle`): accepting jobs, then draining after `shutdown`
@@ -155,6 +156,16 @@ impl SlotConn {
     }
 }
 
+/// The consumer side of a live hound's completion ring: whoever holds the slot's `consumer`
+/// lock consumes (the collector, or a caller's thread in `Pool::recv_outcomes`). Lock order:
+/// `consumer` before the slot's `conn` lock, never the other way round.
+pub(crate) struct Consumer {
+    pub(crate) reader: CompletionReader,
+    /// A protocol violation a caller's thread found, for the collector to act on (kill the
+    /// hound, settle its jobs). While it is set nobody consumes from this ring.
+    pub(crate) violation: Option<Violation>,
+}
+
 /// One hound slot, shared by submitters and the collector.
 pub(crate) struct Slot {
     pub(crate) id: u32,
@@ -163,6 +174,9 @@ pub(crate) struct Slot {
     /// Mirror of `conn.inflight.len()` for lock-free load balancing.
     in_flight: AtomicUsize,
     conn: Mutex<Option<SlotConn>>,
+    /// The completion ring's consumer while the hound lives (taken by the collector when it
+    /// dies).
+    pub(crate) consumer: Mutex<Option<Consumer>>,
     pub(crate) pid: AtomicU32,
     pub(crate) generation: AtomicU64,
     pub(crate) completed: AtomicU64,
@@ -179,6 +193,7 @@ impl Slot {
             accepting: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             conn: Mutex::new(None),
+            consumer: Mutex::new(None),
             pid: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             completed: AtomicU64::new(0),
@@ -214,9 +229,11 @@ impl Slot {
 
     /// Removes the front job of `conn` (this slot's, locked by the caller): the next job
     /// becomes the front now.
-    pub(crate) fn pop_front(&self, conn: &mut SlotConn) -> Option<InFlight> {
+    /// `now` is the time it happens (read by the caller once for a completion: the new front's
+    /// clock and the outcome's latency).
+    pub(crate) fn pop_front(&self, conn: &mut SlotConn, now: Instant) -> Option<InFlight> {
         let meta = conn.inflight.pop_front()?;
-        conn.front_since = Instant::now();
+        conn.front_since = now;
         self.in_flight.store(conn.inflight.len(), Ordering::Relaxed);
         Some(meta)
     }
@@ -350,7 +367,19 @@ pub(crate) struct Books {
     pub(crate) latency: crate::latency::Latency,
     /// Per-job tracing spans (only while a subscriber enables them).
     pub(crate) spans: crate::spans::Spans,
+    /// Set by a caller's thread that consumed completions (ring space freed): the collector
+    /// then retries placing its retry and defer queues.
+    pub(crate) space_freed: AtomicBool,
+    /// Until when (nanoseconds since `epoch`) a caller's thread is taken to be consuming
+    /// completion rings itself (`Pool::recv_outcomes`); 0: none. While it runs the collector
+    /// sleeps without asking hounds to ring it, for at most [`CALLER_LEASE`] at a time.
+    caller_lease: AtomicU64,
+    epoch: Instant,
 }
+
+/// How long one drain pass of a caller's thread counts as "a caller is consuming": the longest
+/// a completion can wait for the collector after that caller went away without blocking.
+pub(crate) const CALLER_LEASE: Duration = Duration::from_millis(1);
 
 /// One pending request: the job id and where the answer goes.
 pub(crate) type Request = (u64, Sender<CancelResult>);
@@ -466,8 +495,59 @@ impl Books {
             cancels: Default::default(),
             latency: Default::default(),
             spans: Default::default(),
+            space_freed: AtomicBool::new(false),
+            caller_lease: AtomicU64::new(0),
+            epoch: Instant::now(),
             config,
         })
+    }
+
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A caller's thread is consuming completion rings (for the next [`CALLER_LEASE`]).
+    pub(crate) fn extend_caller_lease(&self) {
+        let until = self.nanos().saturating_add(CALLER_LEASE.as_nanos() as u64);
+        self.caller_lease.fetch_max(until, Ordering::SeqCst);
+    }
+
+    /// A caller's thread stops consuming and is about to block until the collector delivers:
+    /// ends the lease, and wakes the collector if it sleeps without asking hounds to ring it
+    /// (it then sleeps again the ordinary way). Dekker with the collector's `sleep`: the lease
+    /// store and the collector's `collector_sleeping` store each precede a SeqCst fence and
+    /// the other's load, so either the collector sees no lease or this sees it asleep.
+    pub(crate) fn end_caller_lease(&self) {
+        self.caller_lease.store(0, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.collector_sleeping.load(Ordering::SeqCst) {
+            let _ = self.wake.ring();
+        }
+    }
+
+    /// Whether a caller's lease runs (the collector, after its own SeqCst fence).
+    pub(crate) fn caller_consuming(&self) -> bool {
+        self.caller_lease.load(Ordering::SeqCst) > self.nanos()
+    }
+
+    /// A caller's thread consumed completions: ring space freed, so the collector's blocked
+    /// retry and defer queues may fit now; wake it if one waits.
+    pub(crate) fn note_space_freed(&self) {
+        self.space_freed.store(true, Ordering::Release);
+        let waiting = self.retrying.load(Ordering::Relaxed) > 0
+            || self.defer.as_ref().is_some_and(|d| match d.try_lock() {
+                Ok(q) => q.len() > 0,
+                Err(_) => true,
+            });
+        if waiting {
+            self.nudge_collector();
+        }
+    }
+
+    /// Whether outcomes may be delivered on a caller's thread: not with an `on_outcome`
+    /// callback, which is documented to run on the collector thread.
+    pub(crate) fn caller_may_consume(&self) -> bool {
+        self.outcomes.callback.is_none()
     }
 
     /// Whether the pool still accepts jobs (`shutdown` has not begun).
@@ -587,14 +667,14 @@ impl Books {
         }
     }
 
-    fn outcome_for(meta: &InFlight, attempts: u8, result: OutcomeKind) -> Outcome {
+    fn outcome_for(meta: &InFlight, attempts: u8, result: OutcomeKind, now: Instant) -> Outcome {
         Outcome {
             job_id: JobId(meta.job_id),
             evidence_id: Uuid::from_bytes(meta.evidence_id),
             kind: meta.kind,
             severity: meta.severity,
             attempts,
-            latency: meta.submitted_at.elapsed(),
+            latency: now.saturating_duration_since(meta.submitted_at),
             result,
         }
     }
@@ -602,8 +682,13 @@ impl Books {
     /// Delivers the outcome `step` names for the job of `meta`, if it names one. Returns
     /// where the job is now.
     pub(crate) fn conclude(&self, meta: &InFlight, step: Step) -> JobState {
+        self.conclude_at(meta, step, Instant::now())
+    }
+
+    /// [`Self::conclude`] at `now` (the outcome's latency ends there).
+    pub(crate) fn conclude_at(&self, meta: &InFlight, step: Step, now: Instant) -> JobState {
         if let Some(v) = step.outcome {
-            self.deliver(Self::outcome_for(meta, v.attempts, v.result));
+            self.deliver(Self::outcome_for(meta, v.attempts, v.result, now));
         }
         step.next
     }
@@ -796,7 +881,10 @@ mod tests {
         slot.push_back(conn, job(4, pos));
         assert_eq!(conn.front_since(), first_front);
         // Popping the front makes the next job the front now.
-        assert_eq!(slot.pop_front(conn).map(|j| j.job_id), Some(1));
+        assert_eq!(
+            slot.pop_front(conn, Instant::now()).map(|j| j.job_id),
+            Some(1)
+        );
         assert_eq!(slot.in_flight(), 3);
         assert!(conn.front_since() > first_front);
         assert_eq!(conn.front().map(|j| j.job_id), Some(2));

@@ -202,3 +202,84 @@ fn a_batch_after_shutdown_is_refused_job_by_job() {
     );
     assert_no_hounds_left();
 }
+
+/// Two caller threads consume the completion rings themselves (`recv_outcomes` with a zero
+/// timeout, in a loop) while a third submits batches and the hounds are SIGKILLed now and
+/// then: every accepted job still gets exactly one outcome (retried jobs included), the
+/// callers never see one twice between them, and the books balance.
+#[test]
+fn callers_consuming_the_rings_while_hounds_die_get_exactly_one_outcome_each() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, rx) = start(test_config(dir.path()));
+    let total = 4000usize;
+    let bodies: Vec<Vec<u8>> = (0..total)
+        .map(|i| (0..(1 + i % 300)).map(|j| (i + j) as u8).collect())
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (ids, outs) = std::thread::scope(|s| {
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while !done.load(std::sync::atomic::Ordering::Acquire)
+                        && Instant::now() < deadline
+                    {
+                        if pool.recv_outcomes(&mut out, 64, Duration::ZERO) == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        let mut results = Vec::new();
+        for (k, chunk) in bodies.chunks(100).enumerate() {
+            let jobs: Vec<Job<'_>> = chunk.iter().map(|b| Job::noop(b)).collect();
+            pool.submit_batch(&jobs, &mut results);
+            ids.extend(accepted(&results));
+            if k % 8 == 7 {
+                let slot = (k / 8 % 2) as u32;
+                signal(pid_of(&pool, slot), Signal::SIGKILL);
+            }
+        }
+        // Wait until every accepted job has its outcome (counted by the pool), then stop the
+        // consumers.
+        wait_for("every outcome delivered", || {
+            let st = pool.stats();
+            (st.completed + st.failed + st.timed_out + st.dropped == ids.len() as u64).then_some(())
+        });
+        // What the last outcomes left in the channel is taken by the consumers' next calls.
+        std::thread::sleep(Duration::from_millis(50));
+        done.store(true, std::sync::atomic::Ordering::Release);
+        let mut outs: Vec<Outcome> = Vec::new();
+        for c in consumers {
+            outs.extend(c.join().unwrap());
+        }
+        (ids, outs)
+    });
+    let mut outs = outs;
+    outs.extend(rx.try_iter());
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    for o in by_id.values() {
+        // A job at the front of two killed hounds is poison; nothing else may fail.
+        assert!(
+            matches!(
+                o.result,
+                OutcomeKind::Completed(_)
+                    | OutcomeKind::Failed(houndpool::FailReason::Poison { .. })
+            ),
+            "{}: {:?}",
+            o.job_id,
+            o.result
+        );
+    }
+    let s = pool.shutdown(Duration::from_secs(5));
+    assert!(s.identity_holds(), "{s:?}");
+    assert_eq!(s.completed + s.failed, ids.len() as u64, "{s:?}");
+    assert_eq!(s.undelivered, 0);
+    assert!(s.hound_exits >= 4, "{s:?}");
+    assert_no_hounds_left();
+}

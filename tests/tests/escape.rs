@@ -31,6 +31,32 @@ fn run_attack_with(
     attack: &str,
     edit: impl FnOnce(&mut PoolConfig),
 ) -> (OutcomeKind, houndpool::PoolStats) {
+    run_attack_via(attack, edit, false)
+}
+
+/// Takes `n` outcomes with `Pool::recv_outcomes` called in a tight loop with a zero timeout:
+/// the test's thread consumes the completion rings itself (the collector, seeing a caller
+/// consume, sleeps), so what the hound writes is mostly read, checked and found wrong on this
+/// thread and handed over to the collector.
+fn recv_on_caller(pool: &Pool, n: usize, timeout: Duration) -> Vec<houndpool::Outcome> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n && Instant::now() < deadline {
+        let want = n - out.len();
+        if pool.recv_outcomes(&mut out, want, Duration::ZERO) == 0 {
+            std::thread::yield_now();
+        }
+    }
+    out
+}
+
+/// [`run_attack_with`]; `caller` takes the outcomes with [`recv_on_caller`] instead of the
+/// channel.
+fn run_attack_via(
+    attack: &str,
+    edit: impl FnOnce(&mut PoolConfig),
+    caller: bool,
+) -> (OutcomeKind, houndpool::PoolStats) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = hostile_config(dir.path());
     edit(&mut config);
@@ -57,7 +83,11 @@ fn run_attack_with(
                 .job_id,
         );
     }
-    let outs = collect(&rx, ids.len(), Duration::from_secs(30));
+    let outs = if caller {
+        recv_on_caller(&pool, ids.len(), Duration::from_secs(30))
+    } else {
+        collect(&rx, ids.len(), Duration::from_secs(30))
+    };
     let by_id = assert_exactly_one_each(&ids, &outs);
     for (id, o) in &by_id {
         if *id != bad {
@@ -75,7 +105,11 @@ fn run_attack_with(
         std::thread::sleep(Duration::from_millis(10));
     }
     let after = pool.submit(&Job::noop(b"after the replacement")).unwrap();
-    let o = collect(&rx, 1, Duration::from_secs(10));
+    let o = if caller {
+        recv_on_caller(&pool, 1, Duration::from_secs(10))
+    } else {
+        collect(&rx, 1, Duration::from_secs(10))
+    };
     assert_eq!(o.len(), 1);
     assert_eq!(o[0].job_id, after.job_id);
     assert!(matches!(o[0].result, OutcomeKind::Completed(_)));
@@ -103,6 +137,29 @@ fn garbage_over_the_completion_region_is_a_protocol_violation() {
 #[test]
 fn a_completion_for_the_wrong_job_is_a_protocol_violation() {
     assert_violation("wrong_job_id");
+}
+
+/// A violation found on a caller's thread (`recv_outcomes` consuming the rings) is the same
+/// violation: the collector kills the hound, the job fails with `ProtocolViolation`, the other
+/// jobs complete exactly once, the books balance and the hound is replaced.
+fn assert_violation_on_caller(attack: &str) {
+    let _g = serial();
+    let (r, s) = run_attack_via(attack, |_| {}, true);
+    assert!(
+        matches!(r, OutcomeKind::Failed(FailReason::ProtocolViolation { .. })),
+        "{attack}: {r:?}"
+    );
+    assert!(s.protocol_violations >= 1);
+}
+
+#[test]
+fn garbage_over_the_completion_region_is_a_violation_when_the_caller_consumes() {
+    assert_violation_on_caller("garbage_completion");
+}
+
+#[test]
+fn a_completion_for_the_wrong_job_is_a_violation_when_the_caller_consumes() {
+    assert_violation_on_caller("wrong_job_id");
 }
 
 #[test]

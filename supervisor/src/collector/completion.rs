@@ -1,7 +1,6 @@
 //! Completions: each one (untrusted) is checked against the job at the front of its hound's
 //! ring and turned into that job's outcome, or into the reason the hound must be killed.
 
-use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -11,110 +10,14 @@ use houndpool_protocol::job::{
     MAX_FAIL_MESSAGE,
 };
 
-use super::HoundProc;
+use houndpool_protocol::job::COMPLETION_HEADER_LEN;
+use houndpool_protocol::region::CompletionReader;
+
+use super::COLLECT_BUDGET;
 use crate::job::machine;
 use crate::job::{FailReason, OutcomeKind, Receipt};
 use crate::state::{Books, InFlight};
-
-/// What a hound did that it may not: the reason it is killed. The job at its front then fails
-/// with `ProtocolViolation`, this text (escaped) as the detail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Violation {
-    /// The completion ring, a record in it or a completion header is malformed.
-    Malformed(String),
-    /// A completion from a hound whose slot is closed.
-    SlotClosed,
-    /// A completion while no job is in flight.
-    NothingInFlight { job_id: u64 },
-    /// A completion for another job than the one at the front.
-    NotNext { job_id: u64, next: u64 },
-    /// A completion of another kind than its job's.
-    WrongKind { reported: JobKind, job: JobKind },
-    /// The spooled flag on a job that stores nothing.
-    SpooledWithoutStore,
-    /// A failure message longer than `MAX_FAIL_MESSAGE`.
-    FailMessageTooLong { len: usize },
-    /// A Noop echo of another length than the request.
-    EchoLength { len: usize, request: u32 },
-    /// An Encode envelope whose header does not parse.
-    Envelope(String),
-    /// An envelope naming another original size than the evidence's.
-    EnvelopeSize { original: u32, evidence: u32 },
-    /// An Evacuate receipt that does not parse.
-    Receipt(String),
-    /// A receipt naming another evidence id.
-    ReceiptEvidenceId,
-    /// A receipt naming another original size than the evidence's.
-    ReceiptSize { original: u32, evidence: u32 },
-    /// Decoded output above `max_output_bytes`.
-    OutputTooLarge { len: usize, max: usize },
-    /// An Erase body other than one 0/1 byte.
-    EraseBody,
-    /// A control datagram larger than the receive buffer.
-    ControlDatagram { len: usize },
-    /// A second `Fatal` message.
-    SecondFatal,
-    /// A message after `Fatal`.
-    AfterFatal { kind: &'static str },
-    /// A control message a hound may not send after `Ready`.
-    UnexpectedControl { kind: &'static str },
-    /// A control frame that does not decode.
-    MalformedControl(String),
-    /// The control socket failed.
-    ControlSocket(String),
-}
-
-impl fmt::Display for Violation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Violation::Malformed(e) => f.write_str(e),
-            Violation::SlotClosed => f.write_str("completion from a hound whose slot is closed"),
-            Violation::NothingInFlight { job_id } => {
-                write!(f, "completion for job {job_id} with no job in flight")
-            }
-            Violation::NotNext { job_id, next } => {
-                write!(f, "completion for job {job_id} but job {next} is next")
-            }
-            Violation::WrongKind { reported, job } => write!(
-                f,
-                "completion kind {} for a {} job",
-                reported.name(),
-                job.name()
-            ),
-            Violation::SpooledWithoutStore => {
-                f.write_str("spooled flag on a job that stores nothing")
-            }
-            Violation::FailMessageTooLong { len } => write!(f, "failure message of {len} bytes"),
-            Violation::EchoLength { len, request } => {
-                write!(f, "echo of {len} bytes for a {request}-byte request")
-            }
-            Violation::Envelope(e) => write!(f, "envelope: {e}"),
-            Violation::EnvelopeSize { original, evidence } => write!(
-                f,
-                "envelope of {original} original bytes for {evidence} bytes of evidence"
-            ),
-            Violation::Receipt(e) => f.write_str(e),
-            Violation::ReceiptEvidenceId => f.write_str("receipt names another evidence id"),
-            Violation::ReceiptSize { original, evidence } => write!(
-                f,
-                "receipt says {original} original bytes for {evidence} bytes of evidence"
-            ),
-            Violation::OutputTooLarge { len, max } => write!(
-                f,
-                "decoded output of {len} bytes exceeds the limit of {max}"
-            ),
-            Violation::EraseBody => f.write_str("erase completion body is not one 0/1 byte"),
-            Violation::ControlDatagram { len } => write!(f, "control datagram of {len} bytes"),
-            Violation::SecondFatal => f.write_str("a second Fatal message"),
-            Violation::AfterFatal { kind } => write!(f, "{kind} message after Fatal"),
-            Violation::UnexpectedControl { kind } => {
-                write!(f, "unexpected control message {kind}")
-            }
-            Violation::MalformedControl(e) => write!(f, "malformed control frame: {e}"),
-            Violation::ControlSocket(e) => write!(f, "control socket error: {e}"),
-        }
-    }
-}
+pub(crate) use crate::violation::Violation;
 
 /// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
 /// delivers its outcome ([`machine::complete`]) and frees its ring space. `Err` means the
@@ -125,18 +28,20 @@ impl fmt::Display for Violation {
 pub(super) fn handle_completion(
     sh: &Books,
     i: usize,
-    h: &HoundProc,
+    reader: &CompletionReader,
     head: &[u8],
     body: &mut Vec<u8>,
 ) -> Result<(), Violation> {
     let hdr = CompletionHeader::parse_parts(head, body)
         .map_err(|e| Violation::Malformed(e.to_string()))?;
     let slot = &sh.slots[i];
+    // One clock read per completion: the next front's clock and this outcome's latency.
+    let now = std::time::Instant::now();
     let (meta, result) = {
         let mut guard = slot.lock();
         let conn = guard.as_mut().ok_or(Violation::SlotClosed)?;
-        let no_job = Violation::NothingInFlight { job_id: hdr.job_id };
-        let front = conn.front().ok_or(no_job.clone())?;
+        let no_job = || Violation::NothingInFlight { job_id: hdr.job_id };
+        let front = conn.front().ok_or_else(no_job)?;
         if front.job_id != hdr.job_id {
             return Err(Violation::NotNext {
                 job_id: hdr.job_id,
@@ -150,15 +55,73 @@ pub(super) fn handle_completion(
             });
         }
         let result = interpret(sh, i as u32, front, &hdr, body)?;
-        let meta = slot.pop_front(conn).ok_or(no_job)?;
+        let meta = slot.pop_front(conn, now).ok_or_else(no_job)?;
         (meta, result)
     };
-    h.reader.release_requests(meta.pos.end);
+    reader.release_requests(meta.pos.end);
     slot.completed.fetch_add(1, Ordering::Relaxed);
     // A record `Pool::cancel` withdrew is discarded: its outcome was delivered then.
     let step = machine::complete(&meta.state_in_ring(i as u32, true), result);
-    sh.conclude(&meta, step);
+    sh.conclude_at(&meta, step, now);
     Ok(())
+}
+
+/// Consumes completions on a caller's thread (`Pool::recv_outcomes`), so that a caller waiting
+/// for outcomes does not wait for the collector thread too: for each slot whose ring nobody
+/// else is consuming (`try_lock`), up to [`COLLECT_BUDGET`] completions, each checked and
+/// delivered by [`handle_completion`] exactly as the collector would (copy out, validate
+/// against the front of the in-flight list, the state machine, the books; the outcome goes to
+/// the channel or its tracked handle). What a hound did wrong is not acted on here: the
+/// violation is left in the slot's [`crate::state::Consumer`] (nobody consumes that ring any
+/// more) and the collector is woken, which kills the hound and settles its jobs. Returns how
+/// many completions were consumed. `buf` is the caller's scratch buffer for record bodies.
+pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> usize {
+    let mut consumed = 0usize;
+    let mut violated = false;
+    for (i, slot) in sh.slots.iter().enumerate() {
+        let mut guard = match slot.consumer.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            // The collector (or another caller) is consuming this ring right now.
+            Err(std::sync::TryLockError::WouldBlock) => continue,
+        };
+        let Some(c) = guard.as_mut() else {
+            continue;
+        };
+        if c.violation.is_some() {
+            continue;
+        }
+        let mut head = [0u8; COMPLETION_HEADER_LEN];
+        for _ in 0..COLLECT_BUDGET {
+            match c.reader.pop_split(&mut head, buf) {
+                Ok(Some(len)) => {
+                    let head = &head[..len.min(COMPLETION_HEADER_LEN)];
+                    match handle_completion(sh, i, &c.reader, head, buf) {
+                        Ok(()) => consumed += 1,
+                        Err(v) => {
+                            c.violation = Some(v);
+                            violated = true;
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    c.violation = Some(Violation::Malformed(e.to_string()));
+                    violated = true;
+                    break;
+                }
+            }
+        }
+    }
+    if violated {
+        // Not only when it sleeps: an awake collector drains the bell at its next sleep.
+        let _ = sh.wake.ring();
+    }
+    if consumed > 0 {
+        sh.note_space_freed();
+    }
+    consumed
 }
 
 /// Turns a validated completion into an outcome; `Err` if the body is impossible for the job.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use houndpool_protocol::control::MAX_CONTROL_DATAGRAM;
 use houndpool_protocol::job::COMPLETION_HEADER_LEN;
-use houndpool_protocol::region::{CompletionReader, HoundState};
+use houndpool_protocol::region::{CompletionWatch, HoundState};
 use houndpool_protocol::wake::BellListener;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use tracing::{debug, warn};
@@ -28,7 +28,7 @@ use crate::cgroup::Placed;
 use crate::circuit::Circuit;
 use crate::job::machine::{JobState, KillCause};
 use crate::spawn::ChildGuard;
-use crate::state::{Books, Pending};
+use crate::state::{Books, Pending, CALLER_LEASE};
 use crate::PoolError;
 use completion::handle_completion;
 use control::LogBudget;
@@ -36,7 +36,7 @@ use spawner::{spawner_loop, SpawnOrder, SpawnResult};
 
 // Pool::cancel, the collector's half.
 mod cancelling;
-mod completion;
+pub(crate) mod completion;
 mod control;
 mod settle;
 mod shutdown;
@@ -45,7 +45,7 @@ mod supervision;
 
 /// Completions consumed from one hound before looking at the others (a hound can only
 /// complete jobs it holds, so this also bounds to `max_in_flight_per_hound`).
-const COLLECT_BUDGET: usize = 256;
+pub(crate) const COLLECT_BUDGET: usize = 256;
 /// Control datagrams read from one hound per housekeeping pass: the only legitimate one after
 /// `Ready` is a single `Fatal`, so a hound flooding its socket costs a few `recv` per pass.
 const CONTROL_BUDGET: usize = 4;
@@ -62,7 +62,9 @@ struct HoundProc {
     pid: u32,
     generation: u64,
     control: OwnedFd,
-    reader: CompletionReader,
+    /// The completion ring seen without consuming it (flags, counters, pending); the reader
+    /// itself is in the slot's `consumer` lock, shared with callers' threads.
+    watch: CompletionWatch,
     /// Our read end of the hound's completion doorbell (never shared: drains never block).
     completion_bell: BellListener,
     kill_cause: Option<KillCause>,
@@ -238,7 +240,12 @@ impl Collector {
                 last_work = Instant::now();
                 continue;
             }
-            if last_work.elapsed() < self.sh.config.collector_spin && !self.cores_busy() {
+            // A caller's thread consuming completions itself needs no collector spinning next
+            // to it (three threads on fewer cores): sleep at once.
+            if last_work.elapsed() < self.sh.config.collector_spin
+                && !self.cores_busy()
+                && !self.sh.caller_consuming()
+            {
                 std::thread::yield_now();
                 continue;
             }
@@ -263,23 +270,35 @@ impl Collector {
             .hounds
             .iter()
             .flatten()
-            .filter(|h| h.reader.status().state == HoundState::Busy as u32)
+            .filter(|h| h.watch.status().state == HoundState::Busy as u32)
             .count();
         busy >= self.cores
     }
 
     /// Announce sleep on every completion ring and the pool's doorbell, re-check, then poll.
+    ///
+    /// While a caller's thread consumes completions itself (`Pool::recv_outcomes`, its lease
+    /// in `Books`), hounds are not asked to ring: the caller takes their completions, and a
+    /// doorbell would only wake this thread for nothing. It then sleeps at most
+    /// [`CALLER_LEASE`] at a time and looks again; a caller that stops consuming to block on
+    /// the channel ends its lease and wakes it (`Books::end_caller_lease`).
     fn sleep(&mut self) {
         self.sh.collector_sleeping.store(true, Ordering::SeqCst);
-        for h in self.hounds.iter().flatten() {
-            h.reader.announce_sleep();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let caller = self.sh.caller_consuming();
+        if !caller {
+            for h in self.hounds.iter().flatten() {
+                h.watch.announce_sleep();
+            }
         }
         std::sync::atomic::fence(Ordering::SeqCst);
-        let pending = self
-            .hounds
-            .iter()
-            .flatten()
-            .any(|h| !matches!(h.reader.has_pending(), Ok(false)))
+        let pending = (!caller
+            && self
+                .hounds
+                .iter()
+                .flatten()
+                .any(|h| !matches!(h.watch.has_pending(), Ok(false))))
+            || self.handovers()
             || !self.results.is_empty()
             || self.sh.cancels.pending()
             || (!self.blocked && (!self.retry.is_empty() || self.defer_len() > 0));
@@ -290,6 +309,9 @@ impl Collector {
             }
             if self.sh.is_draining() {
                 timeout = timeout.min(Duration::from_millis(5));
+            }
+            if caller {
+                timeout = timeout.min(CALLER_LEASE);
             }
             let ms = u16::try_from(timeout.as_millis().max(1)).unwrap_or(u16::MAX);
             let mut fds = Vec::with_capacity(1 + 2 * self.hounds.len());
@@ -307,7 +329,7 @@ impl Collector {
             let Some(h) = h else {
                 continue;
             };
-            h.reader.cancel_sleep();
+            h.watch.cancel_sleep();
             // Our own non-blocking end: returns at once whatever the hound did to its end.
             if h.completion_bell.drain().hung_up {
                 hung_up.push(i);
@@ -337,29 +359,48 @@ impl Collector {
         self.collect_start = (self.collect_start + 1) % n.max(1);
         for k in 0..n {
             let i = (self.collect_start + k) % n;
-            let Some(h) = self.hounds[i].as_mut() else {
+            if self.hounds[i].is_none() {
+                continue;
+            }
+            let sh = self.sh.clone();
+            let mut guard = match sh.slots[i].consumer.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                // A caller's thread is consuming this ring right now.
+                Err(std::sync::TryLockError::WouldBlock) => continue,
+            };
+            let Some(c) = guard.as_mut() else {
                 continue;
             };
-            let mut violation = None;
+            // A violation a caller's thread found: acted on here (kill, settle). It stays set
+            // until the kill takes the consumer, so nobody consumes from this ring meanwhile.
+            let mut violation = c.violation.clone();
             let mut head = [0u8; COMPLETION_HEADER_LEN];
             for _ in 0..COLLECT_BUDGET {
-                match h.reader.pop_split(&mut head, &mut self.buf) {
+                if violation.is_some() {
+                    break;
+                }
+                match c.reader.pop_split(&mut head, &mut self.buf) {
                     Ok(Some(len)) => {
                         work = true;
                         self.blocked = false;
                         let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                        if let Err(v) = handle_completion(&self.sh, i, h, head, &mut self.buf) {
+                        if let Err(v) = handle_completion(&sh, i, &c.reader, head, &mut self.buf) {
                             violation = Some(v);
-                            break;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         violation = Some(completion::Violation::Malformed(e.to_string()));
-                        break;
                     }
                 }
             }
+            if violation.is_some() && c.violation.is_none() {
+                // Found here: the same rule (nobody consumes until the kill).
+                c.violation.clone_from(&violation);
+            }
+            // The kill takes the consumer lock again (settling).
+            drop(guard);
             if let Some(v) = violation {
                 self.violation(i, v);
                 work = true;
@@ -368,8 +409,22 @@ impl Collector {
         work
     }
 
+    /// Whether a caller's thread left a violation for this thread to act on (a lock held right
+    /// now counts as no: the caller that sets one rings this thread's bell).
+    fn handovers(&self) -> bool {
+        self.sh.slots.iter().any(|s| {
+            s.consumer
+                .try_lock()
+                .is_ok_and(|c| c.as_ref().is_some_and(|c| c.violation.is_some()))
+        })
+    }
+
     /// Places retries (oldest first), then deferred jobs, into rings with room.
     fn place_pending(&mut self) -> bool {
+        if self.sh.space_freed.swap(false, Ordering::AcqRel) {
+            // A caller's thread consumed completions: ring space may have freed.
+            self.blocked = false;
+        }
         if self.blocked {
             return false;
         }
@@ -463,7 +518,7 @@ impl Collector {
                 next = Some(next.map_or(by, |n: Instant| n.min(by)));
             }
             let slot = &self.sh.slots[i];
-            let st = h.reader.status();
+            let st = h.watch.status();
             slot.reported_state.store(st.state, Ordering::Relaxed);
             slot.heartbeat.store(st.heartbeat, Ordering::Relaxed);
             let guard = slot.lock();

@@ -69,13 +69,37 @@ impl Collector {
                 "hound ran out of memory"
             );
         }
+        // The ring's consumer: from here on this thread's alone (a caller's thread that was
+        // consuming finished its pass before the lock was ours, and finds the slot empty).
+        let taken = slot
+            .consumer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut reader = None;
+        let mut lying = matches!(h.kill_cause, Some(KillCause::Violation(_)));
+        if let Some(consumer) = taken {
+            if let Some(v) = consumer.violation {
+                // Found lying (by a caller's thread, or by this one just before this kill):
+                // its completions after the bad record are not results. Normally the kill
+                // cause says so already; a hound that died on its own meanwhile gets it too.
+                lying = true;
+                if h.kill_cause.is_none() {
+                    sh.counters.protocol_violations.inc();
+                    let detail = crate::hound_text::hound_text(&v.to_string());
+                    warn!(slot = i, %detail, "hound violated the protocol");
+                    h.kill_cause = Some(KillCause::Violation(detail));
+                }
+            }
+            reader = Some(consumer.reader);
+        }
         // Completions the hound wrote before dying are real results: take them first, unless
         // the hound was killed for lying.
-        if !matches!(h.kill_cause, Some(KillCause::Violation(_))) {
+        if let Some(reader) = reader.as_mut().filter(|_| !lying) {
             let mut head = [0u8; COMPLETION_HEADER_LEN];
-            while let Ok(Some(len)) = h.reader.pop_split(&mut head, &mut self.buf) {
+            while let Ok(Some(len)) = reader.pop_split(&mut head, &mut self.buf) {
                 let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                if handle_completion(&sh, i, &h, head, &mut self.buf).is_err() {
+                if handle_completion(&sh, i, reader, head, &mut self.buf).is_err() {
                     break;
                 }
             }
@@ -134,11 +158,16 @@ impl Collector {
                     continue;
                 }
                 // Re-read our own record (the hound could not modify it: read-only mapping).
-                match h
-                    .reader
-                    .read_request(meta.pos.start, &mut bytes)
-                    .and_then(|_| RequestHeader::mark_retry(&mut bytes))
-                {
+                let read = match &reader {
+                    Some(r) => r.read_request(meta.pos.start, &mut bytes),
+                    // Unreachable: a live hound's consumer is installed with it.
+                    None => Err(houndpool_protocol::ProtocolError::RingCorrupt {
+                        what: "no completion consumer for a dead hound's slot",
+                        position: meta.pos.start,
+                        value: 0,
+                    }),
+                };
+                match read.and_then(|_| RequestHeader::mark_retry(&mut bytes)) {
                     Ok(()) => {
                         let owned = std::mem::take(&mut bytes);
                         sh.counters.retries.inc();

@@ -68,13 +68,18 @@ impl Collector {
             .sandbox_report
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = Some(s.ready.sandbox);
+        let watch = s.reader.watch();
+        *slot.consumer.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::state::Consumer {
+            reader: s.reader,
+            violation: None,
+        });
         self.hounds[i] =
             Some(HoundProc {
                 child: s.child,
                 pid,
                 generation: s.generation,
                 control: s.control,
-                reader: s.reader,
+                watch,
                 completion_bell: s.completion_bell,
                 kill_cause: None,
                 fatal: None,
