@@ -70,15 +70,60 @@ fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
 }
 
-/// Runs every transport at every size. Results are ordered by size, then transport. `spin`
-/// overrides how long the shm pool's hound and collector, and the thread waiting for outcomes,
-/// busy-wait before sleeping (the production default, 50 µs, when `None`).
-pub fn run(ctx: &Ctx, spin: Option<Duration>) -> Result<(Vec<IpcResult>, IdleResult)> {
-    let bar = ctx.bar((SIZES.len() * 4) as u64, "ipc");
-    let (mut results, idle) = shm(ctx, spin, &bar)?;
-    results.extend(ring::run(ctx, shm_config(spin).region_layout(), &bar)?);
-    results.extend(seqpacket(ctx, &bar)?);
-    results.extend(pipe(ctx, &bar)?);
+/// Which rows an `ipc` run measures (`hound-stress ipc --sizes 64 --transports shm`, e.g. to
+/// profile one row); everything by default.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Payload sizes (each one of [`SIZES`]); all of them when empty.
+    pub sizes: Vec<usize>,
+    /// Transports; all of them when empty.
+    pub transports: Vec<Transport>,
+}
+
+impl Filter {
+    fn sizes(&self) -> Vec<usize> {
+        SIZES
+            .into_iter()
+            .filter(|s| self.sizes.is_empty() || self.sizes.contains(s))
+            .collect()
+    }
+    fn wants(&self, t: Transport) -> bool {
+        self.transports.is_empty() || self.transports.contains(&t)
+    }
+}
+
+/// Runs every transport at every size (or those `filter` names). Results are ordered by size,
+/// then transport. `spin` overrides how long the shm pool's hound and collector, and the thread
+/// waiting for outcomes, busy-wait before sleeping (the production default, 50 µs, when `None`).
+/// The idle figure is measured only when an shm row ran (`None` otherwise).
+pub fn run(
+    ctx: &Ctx,
+    spin: Option<Duration>,
+    filter: &Filter,
+) -> Result<(Vec<IpcResult>, Option<IdleResult>)> {
+    let sizes = filter.sizes();
+    let bar = ctx.bar((sizes.len() * 4) as u64, "ipc");
+    let mut results = Vec::new();
+    let mut idle = None;
+    if filter.wants(Transport::Shm) || filter.wants(Transport::ShmSingle) {
+        let (r, i) = shm(ctx, spin, &bar, filter, &sizes)?;
+        results.extend(r);
+        idle = Some(i);
+    }
+    if filter.wants(Transport::Ring) {
+        results.extend(ring::run(
+            ctx,
+            shm_config(spin).region_layout(),
+            &bar,
+            &sizes,
+        )?);
+    }
+    if filter.wants(Transport::Seqpacket) {
+        results.extend(seqpacket(ctx, &bar, &sizes)?);
+    }
+    if filter.wants(Transport::Pipe) {
+        results.extend(pipe(ctx, &bar, &sizes)?);
+    }
     bar.finish_and_clear();
     let order = |t: Transport| match t {
         Transport::Shm => 0,
@@ -128,21 +173,10 @@ fn check_echo(o: &houndpool::Outcome, size: usize) -> Result<()> {
     }
 }
 
-/// Takes at least one outcome into `buf` (spinning up to `spin` first, as the pool's threads
-/// do), and everything else that is waiting, up to `WINDOW`.
-fn take_outcomes(pool: &Pool, buf: &mut Vec<houndpool::Outcome>, spin: Duration) -> Result<()> {
-    let start = Instant::now();
-    let mut i = 0u32;
-    loop {
-        if pool.recv_outcomes(buf, WINDOW, Duration::ZERO) > 0 {
-            return Ok(());
-        }
-        i = i.wrapping_add(1);
-        if i.is_multiple_of(64) && start.elapsed() >= spin {
-            break;
-        }
-        std::thread::yield_now();
-    }
+/// Takes at least one outcome into `buf`, and everything else that is waiting, up to
+/// `WINDOW`: one `recv_outcomes`, which consumes the completion rings on this thread and spins
+/// (the pool's `collector_spin`, which `--spin-us` sets) before it blocks.
+fn take_outcomes(pool: &Pool, buf: &mut Vec<houndpool::Outcome>) -> Result<()> {
     if pool.recv_outcomes(buf, WINDOW, OUTCOME_TIMEOUT) == 0 {
         return Err(StressError::Unexpected(format!(
             "no outcome within {OUTCOME_TIMEOUT:?} (pool stalled?)"
@@ -153,13 +187,7 @@ fn take_outcomes(pool: &Pool, buf: &mut Vec<houndpool::Outcome>, spin: Duration)
 
 /// The `shm` row: the window refilled with one `submit_batch` after every take of outcomes,
 /// outcomes taken with `recv_outcomes`; the round trip is a batch of one.
-fn shm_batched(
-    pool: &Pool,
-    body: &[u8],
-    n: usize,
-    samples: usize,
-    spin: Duration,
-) -> Result<IpcResult> {
+fn shm_batched(pool: &Pool, body: &[u8], n: usize, samples: usize) -> Result<IpcResult> {
     let size = body.len();
     let jobs = vec![Job::noop(body); WINDOW];
     let mut results = Vec::with_capacity(WINDOW);
@@ -194,7 +222,7 @@ fn shm_batched(
                 room = if refused { 0 } else { room.saturating_sub(k) };
             }
             outcomes.clear();
-            take_outcomes(pool, &mut outcomes, spin)?;
+            take_outcomes(pool, &mut outcomes)?;
             for o in &outcomes {
                 check_echo(o, size)?;
             }
@@ -214,7 +242,7 @@ fn shm_batched(
             return Err(e.into());
         }
         outcomes.clear();
-        take_outcomes(pool, &mut outcomes, spin)?;
+        take_outcomes(pool, &mut outcomes)?;
         let d = t.elapsed();
         for o in &outcomes {
             check_echo(o, size)?;
@@ -297,6 +325,8 @@ fn shm(
     ctx: &Ctx,
     spin: Option<Duration>,
     bar: &ProgressBar,
+    filter: &Filter,
+    sizes: &[usize],
 ) -> Result<(Vec<IpcResult>, IdleResult)> {
     let config = shm_config(spin);
     // This thread busy-waits for outcomes as long as the pool's threads do.
@@ -306,11 +336,15 @@ fn shm(
         .outcomes()
         .ok_or_else(|| StressError::Unexpected("outcome channel disabled".into()))?;
     let mut out = Vec::new();
-    for size in SIZES {
+    for &size in sizes {
         let body = payload(size);
         let (n, samples) = counts(ctx, size);
-        out.push(shm_single(&pool, &rx, &body, n, samples, outcome_spin)?);
-        out.push(shm_batched(&pool, &body, n, samples, outcome_spin)?);
+        if filter.wants(Transport::ShmSingle) {
+            out.push(shm_single(&pool, &rx, &body, n, samples, outcome_spin)?);
+        }
+        if filter.wants(Transport::Shm) {
+            out.push(shm_batched(&pool, &body, n, samples)?);
+        }
         bar.inc(1);
     }
 
@@ -493,7 +527,7 @@ fn payload_last(size: usize) -> Option<u8> {
 // ---------------------------------------------------------------------------------------------
 // SOCK_SEQPACKET
 
-fn seqpacket(ctx: &Ctx, bar: &ProgressBar) -> Result<Vec<IpcResult>> {
+fn seqpacket(ctx: &Ctx, bar: &ProgressBar, sizes: &[usize]) -> Result<Vec<IpcResult>> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -514,7 +548,7 @@ fn seqpacket(ctx: &Ctx, bar: &ProgressBar) -> Result<Vec<IpcResult>> {
     let sndbuf = getsockopt(&ours, sockopt::SndBuf).unwrap_or(0);
     let peer = Peer::spawn("seqpacket", Stdio::from(theirs), Stdio::null())?;
     let mut out = Vec::new();
-    for size in SIZES {
+    for &size in sizes {
         if FRAME_HEADER_LEN + size + 64 > sndbuf {
             eprintln!(
                 "hound-stress: ipc seqpacket {size} B skipped: SO_SNDBUF is {sndbuf} bytes \
@@ -601,7 +635,7 @@ fn seqpacket_size(fd: &OwnedFd, size: usize, n: usize, samples: usize) -> Result
 // ---------------------------------------------------------------------------------------------
 // Pipes
 
-fn pipe(ctx: &Ctx, bar: &ProgressBar) -> Result<Vec<IpcResult>> {
+fn pipe(ctx: &Ctx, bar: &ProgressBar, sizes: &[usize]) -> Result<Vec<IpcResult>> {
     let mut peer = Peer::spawn("pipe", Stdio::piped(), Stdio::piped())?;
     let (Some(mut stdin), Some(mut stdout)) = (peer.0.stdin.take(), peer.0.stdout.take()) else {
         return Err(StressError::Unexpected("echo peer pipes missing".into()));
@@ -613,7 +647,7 @@ fn pipe(ctx: &Ctx, bar: &ProgressBar) -> Result<Vec<IpcResult>> {
     )
     .map_err(StressError::os("F_SETFL"))?;
     let mut out = Vec::new();
-    for size in SIZES {
+    for &size in sizes {
         let (n, samples) = counts(ctx, size);
         pipe_exchange(&mut stdin, &mut stdout, size, warm_up(n), WINDOW, None)?;
         let start = Instant::now();

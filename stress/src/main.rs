@@ -84,6 +84,31 @@ struct IpcArgs {
     /// busy-wait before sleeping, microseconds [default: the pool's default, 50].
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=100_000))]
     spin_us: Option<u64>,
+    /// Payload sizes to measure, comma-separated, each one of 64, 1024, 16384, 262144
+    /// [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = parse_size)]
+    sizes: Vec<usize>,
+    /// Transports to measure, comma-separated: shm, shm-single, ring, seqpacket, pipe
+    /// [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = parse_transport)]
+    transports: Vec<report::Transport>,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if ipc::SIZES.contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not one of {:?}", ipc::SIZES))
+    }
+}
+
+fn parse_transport(s: &str) -> Result<report::Transport, String> {
+    use report::Transport::*;
+    [Shm, ShmSingle, Ring, Seqpacket, Pipe]
+        .into_iter()
+        .find(|t| t.name() == s)
+        .ok_or_else(|| format!("unknown transport {s:?}"))
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -151,9 +176,15 @@ fn main() -> ExitCode {
                 | (Some(Cmd::Chaos(_)), "chaos")
         )
     };
-    let spin = match &cli.cmd {
-        Some(Cmd::Ipc(a)) => a.spin_us.map(Duration::from_micros),
-        _ => None,
+    let (spin, filter) = match &cli.cmd {
+        Some(Cmd::Ipc(a)) => (
+            a.spin_us.map(Duration::from_micros),
+            ipc::Filter {
+                sizes: a.sizes.clone(),
+                transports: a.transports.clone(),
+            },
+        ),
+        _ => (None, ipc::Filter::default()),
     };
     let chaos_args = match &cli.cmd {
         Some(Cmd::Chaos(a)) => a.clone(),
@@ -181,9 +212,9 @@ fn main() -> ExitCode {
         );
     };
     step("ipc", &mut || {
-        let (r, idle) = ipc::run(&ctx, spin).map_err(|e| e.to_string())?;
+        let (r, idle) = ipc::run(&ctx, spin, &filter).map_err(|e| e.to_string())?;
         report.ipc = r;
-        report.idle = Some(idle);
+        report.idle = idle;
         Ok(())
     });
     step("encode", &mut || {

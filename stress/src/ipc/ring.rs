@@ -19,12 +19,17 @@ use houndpool_protocol::region::{
 use houndpool_protocol::ProtocolError;
 use indicatif::ProgressBar;
 
-use super::{counts, payload, payload_last, result, warm_up, OUTCOME_TIMEOUT, SIZES, WINDOW};
+use super::{counts, payload, payload_last, result, warm_up, OUTCOME_TIMEOUT, WINDOW};
 use crate::report::{IpcResult, Transport};
 use crate::util::{histogram, record, Ctx, Result, StressError};
 
-/// Runs the bare ring at every size with `layout` (the shm pool's ring sizes).
-pub(super) fn run(ctx: &Ctx, layout: RegionLayout, bar: &ProgressBar) -> Result<Vec<IpcResult>> {
+/// Runs the bare ring at each of `sizes` with `layout` (the shm pool's ring sizes).
+pub(super) fn run(
+    ctx: &Ctx,
+    layout: RegionLayout,
+    bar: &ProgressBar,
+    sizes: &[usize],
+) -> Result<Vec<IpcResult>> {
     let sup = SupervisorRegions::create(layout, "hound-stress-ring")?;
     let req = sup
         .request_fd()
@@ -51,7 +56,7 @@ pub(super) fn run(ctx: &Ctx, layout: RegionLayout, bar: &ProgressBar) -> Result<
     };
     let mut out = Vec::new();
     let mut r = Ok(());
-    for size in SIZES {
+    for &size in sizes {
         let (n, samples) = counts(ctx, size);
         match side.measure(size, n, samples) {
             Ok(row) => out.push(row),
