@@ -393,3 +393,41 @@ fn hound_map_validates() {
     let r = HoundRegions::map(a, fake_region(&good_cmp(), 8192, COMPLETION_SEALS));
     assert!(matches!(r, Err(ProtocolError::Os { .. })), "{r:?}");
 }
+
+/// The collector's non-consuming view: the supervisor's sleeping flag it sets is the one the
+/// hound reads, the hound's counters are the reader's, and `has_pending` follows the consumer
+/// position the reader publishes (a record consumed on another thread is no longer pending).
+#[test]
+fn a_watch_sees_what_the_reader_publishes() {
+    let sup = SupervisorRegions::create(LAYOUT, "hp-test-watch").unwrap();
+    let hound = HoundRegions::map(dup(sup.request_fd()), dup(sup.completion_fd())).unwrap();
+    let (_w, mut reader) = sup.split();
+    let (_hr, mut hw, status) = hound.split();
+    let watch = reader.watch();
+    assert!(!hw.supervisor_sleeping());
+    watch.announce_sleep();
+    assert!(hw.supervisor_sleeping());
+    watch.cancel_sleep();
+    assert!(!hw.supervisor_sleeping());
+    status.set_state(HoundState::Busy);
+    assert_eq!(watch.status().state, HoundState::Busy as u32);
+    assert_eq!(watch.status(), reader.status());
+    assert!(!watch.has_pending().unwrap());
+    assert!(hw.try_push(&[b"one"]).unwrap());
+    assert!(hw.try_push(&[b"two"]).unwrap());
+    assert!(watch.has_pending().unwrap());
+    // The watch moves to another thread (as it does to the collector) while the reader
+    // consumes here.
+    let watch = std::thread::spawn(move || {
+        assert!(watch.has_pending().unwrap());
+        watch
+    })
+    .join()
+    .unwrap();
+    let mut out = Vec::new();
+    assert!(reader.pop(&mut out).unwrap());
+    assert_eq!(out, b"one");
+    assert!(watch.has_pending().unwrap());
+    assert!(reader.pop(&mut out).unwrap());
+    assert!(!watch.has_pending().unwrap());
+}
