@@ -670,6 +670,16 @@ impl CompletionReader {
         fence(Ordering::Acquire);
         sh.cmp_ring.has_record(self.head, tail)
     }
+    /// The payload length of the next completion record, validated as [`Self::pop`] validates
+    /// it, without consuming it (`Ok(None)` when empty). Untrusted like the record: the hound
+    /// may rewrite it before the `pop`, which validates again; a caller uses it only to decide
+    /// who consumes the record.
+    pub fn next_len(&self) -> Result<Option<usize>, ProtocolError> {
+        let sh = &*self.shared;
+        let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
+        fence(Ordering::Acquire);
+        sh.cmp_ring.record_len(self.head, tail)
+    }
     /// Frees request ring space up to `upto` (a `RecordPos::end`), with a Release store.
     /// Positions only move forward: an `upto` that is not 8-aligned or not in
     /// `[released, tail]` is ignored (it cannot be a `RecordPos::end` of an unreleased record).

@@ -323,6 +323,13 @@ impl RingMemory {
         Ok(self.locate(head, tail)?.is_some())
     }
 
+    /// Validates the record at `head` like [`Self::read_record_copy`] without copying it and
+    /// returns its payload length (at most the ring's maximum payload), `None` when the ring is
+    /// empty. The peer may rewrite the record afterwards: a later read validates again.
+    pub fn record_len(&self, head: u64, tail: u64) -> Result<Option<usize>, ProtocolError> {
+        Ok(self.locate(head, tail)?.map(|r| r.len))
+    }
+
     /// Consumer over untrusted memory: reads the record at `head` given a `tail` loaded with
     /// `Acquire` from memory the peer writes. Padding records are skipped transparently. On a
     /// data record its payload is copied into `out` (cleared first) and `Ok(Some(next_head))` is

@@ -425,9 +425,13 @@ fn a_watch_sees_what_the_reader_publishes() {
     .join()
     .unwrap();
     let mut out = Vec::new();
+    // The next record's length, without consuming it.
+    assert_eq!(reader.next_len().unwrap(), Some(3));
+    assert_eq!(reader.next_len().unwrap(), Some(3));
     assert!(reader.pop(&mut out).unwrap());
     assert_eq!(out, b"one");
     assert!(watch.has_pending().unwrap());
     assert!(reader.pop(&mut out).unwrap());
     assert!(!watch.has_pending().unwrap());
+    assert_eq!(reader.next_len().unwrap(), None);
 }

@@ -157,18 +157,23 @@ impl Pool {
     }
 
     /// One pass of the caller's thread over the completion rings (see
-    /// [`recv_outcomes`](Self::recv_outcomes)); with `lease`, marks a caller as consuming for
-    /// a while (the collector sleeps without doorbells meanwhile).
+    /// [`recv_outcomes`](Self::recv_outcomes)). With `lease`, marks a caller as consuming for a
+    /// while (the collector sleeps without doorbells meanwhile) — unless the pass left a large
+    /// record to the collector: then the lease ends, so that the collector consumes, spins and
+    /// sleeps as it does without a caller while large records come.
     fn consume_rings(&self, lease: bool) -> usize {
         let sh = &*self.shared;
-        if lease {
-            sh.extend_caller_lease();
-        }
-        CALLER_BUF.with(|b| match b.try_borrow_mut() {
+        let (consumed, handed) = CALLER_BUF.with(|b| match b.try_borrow_mut() {
             Ok(mut b) => crate::collector::completion::drain_on_caller(sh, &mut b),
             // Re-entered from inside a drain (a tracked job's waker that polls inline).
             Err(_) => crate::collector::completion::drain_on_caller(sh, &mut Vec::new()),
-        })
+        });
+        if handed {
+            sh.drop_caller_lease();
+        } else if lease {
+            sh.extend_caller_lease();
+        }
+        consumed
     }
 }
 

@@ -164,7 +164,18 @@ pub(crate) struct Consumer {
     /// A protocol violation a caller's thread found, for the collector to act on (kill the
     /// hound, settle its jobs). While it is set nobody consumes from this ring.
     pub(crate) violation: Option<Violation>,
+    /// A caller's thread left the next record to the collector (larger than
+    /// [`CALLER_MAX_RECORD`]) and woke it; cleared when the collector consumes from this ring.
+    pub(crate) handed_over: bool,
 }
+
+/// Largest completion a caller's thread consumes itself; larger ones are left to the collector.
+/// Copying a large record out is the expensive part of its round trip, and done by the
+/// collector it runs on the other core in parallel with the caller's own copy into the request
+/// ring (the caller doing both halved the 256 KiB rate); it also keeps the large payload
+/// buffers on the collector thread's malloc arena, which reuses them, where the caller's
+/// thread got fresh pages (page faults) for every one.
+pub(crate) const CALLER_MAX_RECORD: usize = 64 * 1024;
 
 /// One hound slot, shared by submitters and the collector.
 pub(crate) struct Slot {
@@ -374,6 +385,8 @@ pub(crate) struct Books {
     /// completion rings itself (`Pool::recv_outcomes`); 0: none. While it runs the collector
     /// sleeps without asking hounds to ring it, for at most [`CALLER_LEASE`] at a time.
     caller_lease: AtomicU64,
+    /// When (nanoseconds since `epoch`) a caller last left a large record to the collector.
+    last_handover: AtomicU64,
     epoch: Instant,
 }
 
@@ -497,6 +510,7 @@ impl Books {
             spans: Default::default(),
             space_freed: AtomicBool::new(false),
             caller_lease: AtomicU64::new(0),
+            last_handover: AtomicU64::new(0),
             epoch: Instant::now(),
             config,
         })
@@ -508,7 +522,12 @@ impl Books {
 
     /// A caller's thread is consuming completion rings (for the next [`CALLER_LEASE`]).
     pub(crate) fn extend_caller_lease(&self) {
-        let until = self.nanos().saturating_add(CALLER_LEASE.as_nanos() as u64);
+        let now = self.nanos();
+        let lease = CALLER_LEASE.as_nanos() as u64;
+        if now.saturating_sub(self.last_handover.load(Ordering::Relaxed)) < lease {
+            return;
+        }
+        let until = now.saturating_add(lease);
         self.caller_lease.fetch_max(until, Ordering::SeqCst);
     }
 
@@ -518,11 +537,21 @@ impl Books {
     /// store and the collector's `collector_sleeping` store each precede a SeqCst fence and
     /// the other's load, so either the collector sees no lease or this sees it asleep.
     pub(crate) fn end_caller_lease(&self) {
-        self.caller_lease.store(0, Ordering::SeqCst);
+        // No lease (none taken, or dropped for a large record): the collector sleeps, if it
+        // does, the ordinary way, and needs no wake-up.
+        let had = self.caller_lease.swap(0, Ordering::SeqCst) != 0;
         std::sync::atomic::fence(Ordering::SeqCst);
-        if self.collector_sleeping.load(Ordering::SeqCst) {
+        if had && self.collector_sleeping.load(Ordering::SeqCst) {
             let _ = self.wake.ring();
         }
+    }
+
+    /// A caller left a large record to the collector (and woke it): ends the lease, and no
+    /// caller takes one for the next [`CALLER_LEASE`], so that while large records come the
+    /// collector consumes, spins and sleeps as it does without a caller.
+    pub(crate) fn drop_caller_lease(&self) {
+        self.last_handover.store(self.nanos(), Ordering::Relaxed);
+        self.caller_lease.store(0, Ordering::SeqCst);
     }
 
     /// Whether a caller's lease runs (the collector, after its own SeqCst fence).

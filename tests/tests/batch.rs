@@ -283,3 +283,47 @@ fn callers_consuming_the_rings_while_hounds_die_get_exactly_one_outcome_each() {
     assert!(s.hound_exits >= 4, "{s:?}");
     assert_no_hounds_left();
 }
+
+/// Records too large for a caller to consume itself (above 64 KiB) are left to the collector
+/// while the caller consumes the small ones around them: mixed sizes through `recv_outcomes`
+/// in a loop come back complete, exactly once each, with their own bytes.
+#[test]
+fn large_completions_are_left_to_the_collector_while_the_caller_consumes_small_ones() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = houndpool::PoolConfig {
+        max_evidence_bytes: 256 * 1024,
+        max_output_bytes: 256 * 1024,
+        ..test_config(dir.path())
+    };
+    let (pool, _rx) = start(config);
+    let bodies: Vec<Vec<u8>> = (0..120usize)
+        .map(|i| {
+            let len = if i % 3 == 0 { 100 * 1024 + i } else { 1 + i };
+            (0..len).map(|j| (i * 13 + j) as u8).collect()
+        })
+        .collect();
+    let jobs: Vec<Job<'_>> = bodies.iter().map(|b| Job::noop(b)).collect();
+    let mut results = Vec::new();
+    pool.submit_batch(&jobs, &mut results);
+    let ids = accepted(&results);
+    assert_eq!(ids.len(), bodies.len(), "{results:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut outs = Vec::new();
+    while outs.len() < ids.len() && Instant::now() < deadline {
+        let want = ids.len() - outs.len();
+        if pool.recv_outcomes(&mut outs, want, Duration::ZERO) == 0 {
+            std::thread::yield_now();
+        }
+    }
+    let by_id = assert_exactly_one_each(&ids, &outs);
+    for (i, id) in ids.iter().enumerate() {
+        let OutcomeKind::Completed(r) = &by_id[id].result else {
+            panic!("{id}: {:?}", by_id[id].result);
+        };
+        assert_eq!(r.payload.as_deref(), Some(&bodies[i][..]), "{id}");
+    }
+    let s = pool.shutdown(Duration::from_secs(5));
+    assert!(s.identity_holds(), "{s:?}");
+    assert_eq!(s.completed, ids.len() as u64);
+}

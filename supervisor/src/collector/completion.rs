@@ -16,7 +16,7 @@ use houndpool_protocol::region::CompletionReader;
 use super::COLLECT_BUDGET;
 use crate::job::machine;
 use crate::job::{FailReason, OutcomeKind, Receipt};
-use crate::state::{Books, InFlight};
+use crate::state::{Books, InFlight, CALLER_MAX_RECORD};
 pub(crate) use crate::violation::Violation;
 
 /// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
@@ -71,13 +71,16 @@ pub(super) fn handle_completion(
 /// else is consuming (`try_lock`), up to [`COLLECT_BUDGET`] completions, each checked and
 /// delivered by [`handle_completion`] exactly as the collector would (copy out, validate
 /// against the front of the in-flight list, the state machine, the books; the outcome goes to
-/// the channel or its tracked handle). What a hound did wrong is not acted on here: the
+/// the channel or its tracked handle). A record larger than [`CALLER_MAX_RECORD`] is left to
+/// the collector, which is woken for it. What a hound did wrong is not acted on here: the
 /// violation is left in the slot's [`crate::state::Consumer`] (nobody consumes that ring any
 /// more) and the collector is woken, which kills the hound and settles its jobs. Returns how
-/// many completions were consumed. `buf` is the caller's scratch buffer for record bodies.
-pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> usize {
+/// many completions were consumed, and whether a record was left to the collector. `buf` is
+/// the caller's scratch buffer for record bodies.
+pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
     let mut consumed = 0usize;
     let mut violated = false;
+    let mut handed = false;
     for (i, slot) in sh.slots.iter().enumerate() {
         let mut guard = match slot.consumer.try_lock() {
             Ok(g) => g,
@@ -88,11 +91,22 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> usize {
         let Some(c) = guard.as_mut() else {
             continue;
         };
-        if c.violation.is_some() {
+        if c.violation.is_some() || c.handed_over {
             continue;
         }
         let mut head = [0u8; COMPLETION_HEADER_LEN];
         for _ in 0..COLLECT_BUDGET {
+            match c.reader.next_len() {
+                Ok(Some(len)) if len > CALLER_MAX_RECORD => {
+                    c.handed_over = true;
+                    handed = true;
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                // `pop_split` below reports it (the same validation).
+                Err(_) => {}
+            }
             match c.reader.pop_split(&mut head, buf) {
                 Ok(Some(len)) => {
                     let head = &head[..len.min(COMPLETION_HEADER_LEN)];
@@ -114,14 +128,21 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> usize {
             }
         }
     }
-    if violated {
-        // Not only when it sleeps: an awake collector drains the bell at its next sleep.
+    // A violation: whether or not it sleeps (an awake collector drains the bell at its next
+    // sleep). A record left to it: only if it sleeps (awake, it takes the record on its next
+    // pass), which may be without doorbells while a caller's lease ran.
+    if violated
+        || (handed
+            && sh
+                .collector_sleeping
+                .load(std::sync::atomic::Ordering::SeqCst))
+    {
         let _ = sh.wake.ring();
     }
     if consumed > 0 {
         sh.note_space_freed();
     }
-    consumed
+    (consumed, handed)
 }
 
 /// Turns a validated completion into an outcome; `Err` if the body is impossible for the job.

@@ -122,6 +122,9 @@ struct Collector {
     collect_start: usize,
     /// Which resolved S3 endpoint set the hounds have.
     endpoints: crate::cold::Pusher,
+    /// When this thread last took a record a caller's thread left to it (too large for the
+    /// caller: `CALLER_MAX_RECORD`).
+    last_handover: Option<Instant>,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -208,6 +211,7 @@ pub(crate) fn start(
         log_budget: vec![LogBudget::new(); n],
         collect_start: 0,
         endpoints: crate::cold::Pusher::default(),
+        last_handover: None,
     };
     for s in spawned {
         c.install(s);
@@ -242,9 +246,11 @@ impl Collector {
             }
             // A caller's thread consuming completions itself needs no collector spinning next
             // to it (three threads on fewer cores): sleep at once.
-            if last_work.elapsed() < self.sh.config.collector_spin
+            let spin = self.sh.config.collector_spin;
+            let handing_over = self.last_handover.is_some_and(|t| t.elapsed() < spin);
+            if last_work.elapsed() < spin
                 && !self.cores_busy()
-                && !self.sh.caller_consuming()
+                && (handing_over || !self.sh.caller_consuming())
             {
                 std::thread::yield_now();
                 continue;
@@ -375,6 +381,11 @@ impl Collector {
             // A violation a caller's thread found: acted on here (kill, settle). It stays set
             // until the kill takes the consumer, so nobody consumes from this ring meanwhile.
             let mut violation = c.violation.clone();
+            if std::mem::take(&mut c.handed_over) {
+                // A caller left a large record to this thread: more may follow at once, so
+                // spin for them as without a caller (see `run`).
+                self.last_handover = Some(Instant::now());
+            }
             let mut head = [0u8; COMPLETION_HEADER_LEN];
             for _ in 0..COLLECT_BUDGET {
                 if violation.is_some() {

@@ -72,6 +72,7 @@ impl Collector {
         *slot.consumer.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::state::Consumer {
             reader: s.reader,
             violation: None,
+            handed_over: false,
         });
         self.hounds[i] =
             Some(HoundProc {
