@@ -65,6 +65,9 @@ pub const JOURNAL_DIR: &str = ".tmp-journal";
 /// Directory below the store's root that holds envelopes the materialiser could not store
 /// because their key already held other bytes (see [`super::materialise`]).
 pub const CONFLICT_DIR: &str = ".tmp-conflicts";
+/// Directory below the store's root that holds erasure records: which journal records a
+/// `delete` erased (see [`super::writer`]).
+pub const ERASED_DIR: &str = ".tmp-erased";
 /// Suffix of a journal its writer rotated away from.
 pub const SEALED_SUFFIX: &str = ".sealed";
 
@@ -318,6 +321,16 @@ impl JournalName {
             random: u32::from_str_radix(random, 16).ok()?,
             sealed,
         })
+    }
+
+    /// The file name without the sealed suffix: what names the journal for erasure records,
+    /// sealed or not.
+    pub fn base_name(&self) -> String {
+        JournalName {
+            sealed: false,
+            ..*self
+        }
+        .file_name()
     }
 
     /// The file name (with the sealed suffix when sealed).

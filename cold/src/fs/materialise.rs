@@ -141,11 +141,21 @@ impl FsStore {
         else {
             return Ok(0);
         };
+        let base = name.base_name();
+        let erased = self
+            .erased()
+            .map_err(|e| cold_io("materialise: read erasures", &shown, e))?;
         let mut records = Records::new(&bytes, self.journal_max_envelope);
         let mut items: Vec<PutItem<'_>> = Vec::new();
+        let mut offsets: Vec<u64> = Vec::new();
         let mut count = 0;
-        for rec in records.by_ref() {
+        loop {
+            let at = records.offset() as u64;
+            let Some(rec) = records.next() else { break };
             count += 1;
+            if erased.contains(&(base.clone(), at)) {
+                continue;
+            }
             if let Err(e) = self.path_of(rec.key) {
                 report.skipped += 1;
                 tracing::warn!(journal = %shown, pid = name.pid, error = %e,
@@ -162,6 +172,7 @@ impl FsStore {
                 key: rec.key,
                 envelope: rec.envelope,
             });
+            offsets.push(at);
         }
         let stop = records.stop().unwrap_or(journal::Stop::End);
         if !stop.is_clean() {
@@ -170,9 +181,19 @@ impl FsStore {
                 reason = %stop, ignored_bytes = bytes.len() - records.offset(),
                 "journal tail ignored after its last valid record");
         }
-        for chunk in items.chunks(CHUNK) {
+        for (chunk, at) in items.chunks(CHUNK).zip(offsets.chunks(CHUNK)) {
             let results = self.put_batch_per_file(chunk);
-            for (item, r) in chunk.iter().zip(results) {
+            // An erasure written while these were being linked: undo what it erased.
+            let erased = self
+                .erased()
+                .map_err(|e| cold_io("materialise: read erasures", &shown, e))?;
+            for ((item, r), &at) in chunk.iter().zip(results).zip(at) {
+                if erased.contains(&(base.clone(), at)) {
+                    if r.is_ok() {
+                        self.delete_file(item.key)?;
+                    }
+                    continue;
+                }
                 match r {
                     Ok(_) => report.stored += 1,
                     Err(ColdError::AlreadyExists { .. }) => {
@@ -191,7 +212,25 @@ impl FsStore {
         fs::remove_file(path).map_err(|e| cold_io("materialise: remove journal", &shown, e))?;
         let dir = path.parent().unwrap_or(&self.root);
         sync_dir(dir).map_err(|e| cold_io("materialise: fsync dir", &shown, e))?;
+        self.drop_stale_erasures();
         Ok(count)
+    }
+
+    /// Removes the erasure files whose journals are all gone (best effort).
+    fn drop_stale_erasures(&self) {
+        let Ok(files) = self.erasure_files() else {
+            return;
+        };
+        let Ok(journals) = journal::list_journals(&self.root) else {
+            return;
+        };
+        let live: std::collections::HashSet<String> =
+            journals.iter().map(|(n, _)| n.base_name()).collect();
+        for (path, records) in files {
+            if records.iter().all(|(base, _)| !live.contains(base)) {
+                let _ = fs::remove_file(&path);
+            }
+        }
     }
 
     /// Writes `item` durably to the conflicts area (temp file, fsync, link, directory fsync).

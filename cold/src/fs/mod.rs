@@ -664,21 +664,19 @@ impl ColdStore for FsStore {
     /// the key (missing, below a non-directory, or a directory). Empty parent directories are
     /// left in place.
     ///
-    /// A key that is still in a journal (committed, not yet materialised) is refused with
-    /// [`ColdError::ColdUnavailable`] and nothing is removed: removing its key file alone
-    /// would let the materialiser bring the object back, and a writer cannot edit another
-    /// writer's journal. The materialiser runs every 500 ms, so a retry soon succeeds. Costs a
-    /// read of the journals (erasure is rare; journals are small while the materialiser keeps
-    /// up).
+    /// A key that still has records in journals (committed, not yet materialised) gets a
+    /// durable erasure record naming them first (see [`writer`]: readers and the materialiser
+    /// skip erased records), then its key file, if any, is removed; it existed. Costs a read
+    /// of the journals (erasure is rare; journals are small while the materialiser keeps up).
     fn delete(&mut self, key: &str) -> Result<bool, ColdError> {
-        if self.get_journaled(key, usize::MAX)?.is_some() {
-            return Err(ColdError::ColdUnavailable {
-                reason: format!(
-                    "object {key:?} is in the commit journal and not yet materialised; retry"
-                ),
-            });
+        self.path_of(key)?;
+        let records = self.journal_records_of(key)?;
+        if records.is_empty() {
+            return self.delete_file(key);
         }
-        self.delete_file(key)
+        self.write_erasure(key, &records)?;
+        self.delete_file(key)?;
+        Ok(true)
     }
 
     /// The keys starting with `prefix`: those of key files (see [`FsStore::list_files`]) and

@@ -26,17 +26,28 @@
 //! crash in the middle of step 3 leaves a torn tail, which readers ignore: none of its records
 //! was reported.
 //!
+//! # Erasure
+//! `delete` of a key that has records in journals cannot edit those journals (they belong to
+//! other writers, and readers stop at the first damaged record). It writes an erasure record
+//! instead: `<root>/.tmp-erased/<random>.erased`, durably (temp file, fsync, link, directory
+//! fsync), naming the key and each of its journal records by (journal base name, offset); it
+//! then removes the key file. Readers and the materialiser skip erased records. A later put of
+//! the same key is a new record, not erased. The materialiser re-reads the erasure records
+//! after it linked key files and removes any it finds erased: an erasure that races a
+//! materialisation either is seen by that re-check, or comes after it and removes the key
+//! file itself. An erasure record whose journals are all gone is removed by the materialiser.
+//!
 //! The size bound keeps a journal below the hound's RLIMIT_FSIZE (see [`super::journal_bound`]):
 //! a journal write never fails with `EFBIG`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::journal::{self, JournalName, Records, JOURNAL_DIR};
+use super::journal::{self, JournalName, Records, ERASED_DIR, JOURNAL_DIR};
 #[cfg(test)]
 use super::Op;
 use super::{cold_io, is_missing, sync_dir, Commit, FsStore, DIR_MODE, FILE_MODE};
@@ -51,9 +62,20 @@ pub struct Active {
     /// Bytes written and synced (the file's length after the last successful append).
     len: u64,
     opened: Instant,
-    /// Key -> (offset of its envelope in the file, envelope length), for the records of this
-    /// journal: a later put of the same key is compared with them.
-    index: HashMap<String, (u64, usize)>,
+    /// For the records of this journal: a later put of the same key is compared with them.
+    /// Key -> (offset of its record, offset of its envelope, envelope length) in this
+    /// journal.
+    index: HashMap<String, (u64, u64, usize)>,
+}
+
+/// A journal record and where it is.
+pub(crate) struct Located<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) envelope: &'a [u8],
+    /// Base name of its journal.
+    pub(crate) journal: &'a str,
+    /// Offset of the record in the journal.
+    pub(crate) offset: u64,
 }
 
 /// What step 1 decided for an item.
@@ -177,9 +199,10 @@ impl FsStore {
                         break;
                     };
                     for &(i, env_at) in &members {
+                        let rec_at = env_at - (journal::HEADER_LEN + items[i].key.len()) as u64;
                         j.index.insert(
                             items[i].key.to_owned(),
-                            (j.len + env_at, items[i].envelope.len()),
+                            (j.len + rec_at, j.len + env_at, items[i].envelope.len()),
                         );
                         results[i] = Some(Ok(PutOutcome::Stored));
                     }
@@ -286,8 +309,15 @@ impl FsStore {
             };
         }
         if let Some(j) = &self.journal {
-            if let Some(&(at, len)) = j.index.get(key) {
-                // Committed by an earlier batch of this writer.
+            let hit = j.index.get(key).copied();
+            // Committed by an earlier batch of this writer, unless erased since (erasure
+            // files are rare: usually this reads a directory that does not exist).
+            let live = hit.filter(|&(rec_at, _, _)| {
+                !self
+                    .erased()
+                    .is_ok_and(|e| e.contains(&(j.name.base_name(), rec_at)))
+            });
+            if let Some((_, at, len)) = live {
                 return Plan::Done(if len != item.envelope.len() {
                     Err(ColdError::AlreadyExists { key: key.into() })
                 } else {
@@ -378,47 +408,158 @@ impl FsStore {
         max_len: usize,
     ) -> Result<Option<Vec<u8>>, ColdError> {
         self.path_of(key)?;
-        let journals = journal::list_journals(&self.root)
-            .map_err(|e| cold_io("get: list journals", key, e))?;
-        for (_, path) in journals {
-            let Some(bytes) =
-                read_journal(&path).map_err(|e| cold_io("get: read journal", key, e))?
-            else {
-                continue;
-            };
-            for rec in Records::new(&bytes, self.journal_max_envelope) {
-                if rec.key == key {
-                    if rec.envelope.len() > max_len {
-                        return Err(ColdError::ObjectTooLarge {
-                            key: key.to_owned(),
-                            len: rec.envelope.len() as u64,
-                            max: max_len as u64,
-                        });
-                    }
-                    return Ok(Some(rec.envelope.to_vec()));
-                }
+        let mut found = None;
+        self.each_record(|rec| {
+            if rec.key != key {
+                return true;
             }
-        }
-        Ok(None)
+            found = Some(if rec.envelope.len() > max_len {
+                Err(ColdError::ObjectTooLarge {
+                    key: key.to_owned(),
+                    len: rec.envelope.len() as u64,
+                    max: max_len as u64,
+                })
+            } else {
+                Ok(rec.envelope.to_vec())
+            });
+            false
+        })
+        .map_err(|e| cold_io("get: read journals", key, e))?;
+        found.transpose()
     }
 
-    /// The valid keys of every journal record (repeats possible).
+    /// The valid keys of every journal record not erased (repeats possible).
     pub(crate) fn journaled_keys(&self) -> Result<Vec<String>, ColdError> {
-        let shown = || self.root.join(JOURNAL_DIR).display().to_string();
-        let journals =
-            journal::list_journals(&self.root).map_err(|e| cold_io("list", shown(), e))?;
         let mut keys = Vec::new();
-        for (_, path) in journals {
-            let Some(bytes) = read_journal(&path).map_err(|e| cold_io("list", shown(), e))? else {
+        self.each_record(|rec| {
+            if self.path_of(rec.key).is_ok() {
+                keys.push(rec.key.to_owned());
+            }
+            true
+        })
+        .map_err(|e| cold_io("list", self.root.join(JOURNAL_DIR).display().to_string(), e))?;
+        Ok(keys)
+    }
+
+    /// The journal records of `key` not erased yet: (journal base name, offset).
+    pub(crate) fn journal_records_of(&self, key: &str) -> Result<Vec<(String, u64)>, ColdError> {
+        let mut found = Vec::new();
+        self.each_record(|rec| {
+            if rec.key == key {
+                found.push((rec.journal.to_owned(), rec.offset));
+            }
+            true
+        })
+        .map_err(|e| cold_io("delete: read journals", key, e))?;
+        Ok(found)
+    }
+
+    /// Calls `f` with every valid, not erased record of every journal, oldest journal first,
+    /// until it returns false. Journals that vanish meanwhile (materialised) are skipped.
+    fn each_record(&self, mut f: impl FnMut(&Located<'_>) -> bool) -> io::Result<()> {
+        let journals = journal::list_journals(&self.root)?;
+        if journals.is_empty() {
+            return Ok(());
+        }
+        let erased = self.erased()?;
+        for (name, path) in journals {
+            let base = name.base_name();
+            let Some(bytes) = read_journal(&path)? else {
                 continue;
             };
-            for rec in Records::new(&bytes, self.journal_max_envelope) {
-                if self.path_of(rec.key).is_ok() {
-                    keys.push(rec.key.to_owned());
+            let mut records = Records::new(&bytes, self.journal_max_envelope);
+            loop {
+                let offset = records.offset() as u64;
+                let Some(rec) = records.next() else { break };
+                if erased.contains(&(base.clone(), offset)) {
+                    continue;
+                }
+                let located = Located {
+                    key: rec.key,
+                    envelope: rec.envelope,
+                    journal: &base,
+                    offset,
+                };
+                if !f(&located) {
+                    return Ok(());
                 }
             }
         }
-        Ok(keys)
+        Ok(())
+    }
+
+    /// Writes the erasure record of `key`'s journal `records`, durably.
+    pub(crate) fn write_erasure(
+        &self,
+        key: &str,
+        records: &[(String, u64)],
+    ) -> Result<(), ColdError> {
+        let dir = self.root.join(ERASED_DIR);
+        match fs::DirBuilder::new().mode(DIR_MODE).create(&dir) {
+            Ok(()) => sync_dir(&self.root).map_err(|e| cold_io("delete: fsync dir", key, e))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(cold_io("delete: create erasure dir", key, e)),
+        }
+        let mut text = format!("{key}\n");
+        for (base, at) in records {
+            text.push_str(&format!("{base} {at}\n"));
+        }
+        let (tmp, mut file) =
+            super::create_temp(&dir).map_err(|e| cold_io("delete: create erasure", key, e))?;
+        let written = file
+            .write_all(text.as_bytes())
+            .and_then(|()| file.sync_data());
+        drop(file);
+        let name = format!(
+            "{:016x}{:016x}.erased",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        );
+        let linked = written.and_then(|()| fs::hard_link(&tmp, dir.join(name)));
+        let _ = fs::remove_file(&tmp);
+        linked.map_err(|e| cold_io("delete: write erasure", key, e))?;
+        sync_dir(&dir).map_err(|e| cold_io("delete: fsync dir", key, e))
+    }
+
+    /// Every erased journal record: (journal base name, offset). Lines that do not parse
+    /// erase nothing.
+    pub(crate) fn erased(&self) -> io::Result<HashSet<(String, u64)>> {
+        Ok(self
+            .erasure_files()?
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .collect())
+    }
+
+    /// The erasure files and the records each names.
+    pub(crate) fn erasure_files(&self) -> io::Result<Vec<(PathBuf, Vec<(String, u64)>)>> {
+        let dir = self.root.join(ERASED_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry?.path();
+            if path.extension().is_none_or(|e| e != "erased") {
+                continue;
+            }
+            let Some(bytes) = journal::read_capped(&path, 1 << 20)? else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(&bytes);
+            let records = text
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let (base, at) = l.split_once(' ')?;
+                    Some((base.to_owned(), at.parse::<u64>().ok()?))
+                })
+                .collect();
+            out.push((path, records));
+        }
+        Ok(out)
     }
 
     /// The journal this store appends to (tests and diagnostics).
@@ -524,10 +665,6 @@ mod tests {
             keys,
             ["a/1.thcs", "a/same.thcs", "a/taken.thcs", "b/c/2.thcs"]
         );
-        assert!(matches!(
-            plain.delete("a/1.thcs"),
-            Err(ColdError::ColdUnavailable { .. })
-        ));
         // The live writer's journal is not materialised; sealed, it is.
         let r = plain.materialise(&|_| false, accept_all, 1000).unwrap();
         assert_eq!(r.journals, 0);
@@ -680,5 +817,35 @@ mod tests {
             }
         }
         assert_eq!(all, [root.join("fine")], "nothing else written anywhere");
+    }
+
+    /// Erasing a journaled key: gone for readers and never materialised; a later put of the
+    /// key is a new object.
+    #[test]
+    fn erased_records_stay_erased() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = journaled(dir.path());
+        store.put("e/k", b"v1").unwrap();
+        assert!(store.delete("e/k").unwrap());
+        assert!(matches!(
+            store.get("e/k", 10),
+            Err(ColdError::NotFound { .. })
+        ));
+        assert!(store.list("").unwrap().is_empty());
+        assert!(!store.delete("e/k").unwrap(), "erased already");
+        store.put("e/k", b"v2").unwrap();
+        assert_eq!(store.get("e/k", 10).unwrap(), b"v2");
+        store.seal_journal();
+        let mut plain = FsStore::open(dir.path()).unwrap();
+        let r = plain.materialise(&|_| false, accept_all, 1000).unwrap();
+        assert_eq!(r.stored, 1, "{r:?}");
+        assert_eq!(fs::read(dir.path().join("e/k")).unwrap(), b"v2");
+        assert_eq!(
+            fs::read_dir(dir.path().join(super::ERASED_DIR))
+                .unwrap()
+                .count(),
+            0,
+            "stale erasure removed with its journal"
+        );
     }
 }
