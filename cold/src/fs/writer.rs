@@ -68,6 +68,9 @@ pub struct Active {
     index: HashMap<String, (u64, u64, usize)>,
 }
 
+/// An erased journal record: its journal's base name and its offset there.
+pub(crate) type Erased = (String, u64);
+
 /// A journal record and where it is.
 pub(crate) struct Located<'a> {
     pub(crate) key: &'a str,
@@ -523,7 +526,7 @@ impl FsStore {
 
     /// Every erased journal record: (journal base name, offset). Lines that do not parse
     /// erase nothing.
-    pub(crate) fn erased(&self) -> io::Result<HashSet<(String, u64)>> {
+    pub(crate) fn erased(&self) -> io::Result<HashSet<Erased>> {
         Ok(self
             .erasure_files()?
             .into_iter()
@@ -532,7 +535,7 @@ impl FsStore {
     }
 
     /// The erasure files and the records each names.
-    pub(crate) fn erasure_files(&self) -> io::Result<Vec<(PathBuf, Vec<(String, u64)>)>> {
+    pub(crate) fn erasure_files(&self) -> io::Result<Vec<(PathBuf, Vec<Erased>)>> {
         let dir = self.root.join(ERASED_DIR);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
