@@ -34,6 +34,12 @@ pub struct PutItem<'a> {
     pub key: &'a str,
     /// The envelope bytes.
     pub envelope: &'a [u8],
+    /// Whether the key was chosen by the job's submitter (an evidence key) rather than
+    /// derived from a pool-generated evidence id. Two jobs may then race for one key with
+    /// different bytes, and create-only must be decided at once: the filesystem store's
+    /// journal mode stores such items per file (a create-only `link`), never in a journal,
+    /// whose writer cannot see the other writers' journals.
+    pub caller_key: bool,
 }
 
 /// A cold-storage backend. Implementations must make `put` atomic: after an error no partial

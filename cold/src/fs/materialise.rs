@@ -171,6 +171,7 @@ impl FsStore {
             items.push(PutItem {
                 key: rec.key,
                 envelope: rec.envelope,
+                caller_key: false,
             });
             offsets.push(at);
         }

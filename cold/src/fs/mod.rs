@@ -51,7 +51,9 @@
 //! the same key with different bytes before either is materialised, both get `Stored` (per
 //! file, the second would get `AlreadyExists`); the materialiser keeps the first and moves the
 //! other to `<root>/.tmp-conflicts/` (logged at error, reported by `houndd verify`), so no
-//! envelope reported stored is ever lost.
+//! envelope reported stored is ever lost. Keys a submitter chose ([`PutItem::caller_key`])
+//! always take the per-file path, so their create-only answer is exact; journaled keys are
+//! derived from pool-generated evidence ids, which only collide if a caller reuses an id.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -627,9 +629,13 @@ impl ColdStore for FsStore {
     /// Never leaves a temp file behind on error (short of a crash, and of the cleanup `unlink`
     /// itself failing). Costs one extra read of the existing object when the key is taken.
     fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError> {
-        self.put_batch(&[PutItem { key, envelope }])
-            .pop()
-            .unwrap_or_else(|| Err(cold_io("put", key, io::Error::other("empty batch result"))))
+        self.put_batch(&[PutItem {
+            key,
+            envelope,
+            caller_key: false,
+        }])
+        .pop()
+        .unwrap_or_else(|| Err(cold_io("put", key, io::Error::other("empty batch result"))))
     }
 
     /// Stores a batch: per file ([`FsStore::put_batch_per_file`]) or through the journal
@@ -862,30 +868,37 @@ mod tests {
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "b/c/2.thcs",
                     envelope: b"two",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/taken.thcs",
                     envelope: b"new",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/same.thcs",
                     envelope: b"same",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "../bad",
                     envelope: b"x",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/3.thcs",
                     envelope: b"three",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
+                    caller_key: false,
                 },
             ];
             let results = store.put_batch(&items);

@@ -7,7 +7,12 @@
 //!    bytes are `AlreadyExists`. If this writer's current journal, or an earlier item of this
 //!    batch, already holds the key, the same comparison applies against those bytes (read
 //!    back from the journal with `pread`: they are in the page cache). A record longer than
-//!    the journal bound goes through the per-file path instead (never with default limits).
+//!    the journal bound goes through the per-file path instead (never with default limits),
+//!    and so does an item whose key the submitter chose ([`crate::PutItem::caller_key`]): two
+//!    jobs may race for such a key with different bytes, and only the per-file path's
+//!    create-only `link` answers `AlreadyExists` to the second across writers. Keys derived
+//!    from pool-generated evidence ids (UUID v7) are unique per job; a retried job encodes the
+//!    same bytes again, which is an idempotent success.
 //! 2. Rotation: the current journal is sealed (renamed with the `.sealed` suffix) when it is
 //!    older than `max_age`, or when the next record would take it beyond `max_bytes`. A new
 //!    journal is created `O_EXCL`, mode 0600, and its directory (created 0700 and its parent
@@ -334,7 +339,7 @@ impl FsStore {
             }
         }
         in_batch.insert(key, idx);
-        if record_len_of(item) as u64 > max_bytes {
+        if item.caller_key || record_len_of(item) as u64 > max_bytes {
             Plan::PerFile
         } else {
             Plan::Append
@@ -604,7 +609,11 @@ mod tests {
     }
 
     fn item<'a>(key: &'a str, envelope: &'a [u8]) -> PutItem<'a> {
-        PutItem { key, envelope }
+        PutItem {
+            key,
+            envelope,
+            caller_key: false,
+        }
     }
 
     fn accept_all(_: &[u8]) -> Result<(), ColdError> {

@@ -489,10 +489,11 @@ fn verify(dir: &Path) -> Res {
         );
     }
     println!(
-        "{good} envelopes verified, {journaled} more in commit journals, {bad} bad, {} \
-         conflicts, under {}",
+        "{} envelopes verified, {bad} bad, under {} ({journaled} of them in commit journals \
+         not yet materialised, {} conflicts)",
+        good + journaled,
+        dir.display(),
         conflicts.len(),
-        dir.display()
     );
     Ok(if bad == 0 && conflicts.is_empty() {
         ExitCode::SUCCESS
