@@ -34,6 +34,12 @@ pub struct PutItem<'a> {
     pub key: &'a str,
     /// The envelope bytes.
     pub envelope: &'a [u8],
+    /// Whether the key was chosen by the job's submitter (an evidence key) rather than
+    /// derived from a pool-generated evidence id. Two jobs may then race for one key with
+    /// different bytes, and create-only must be decided at once: the filesystem store's
+    /// journal mode stores such items per file (a create-only `link`), never in a journal,
+    /// whose writer cannot see the other writers' journals.
+    pub caller_key: bool,
 }
 
 /// A cold-storage backend. Implementations must make `put` atomic: after an error no partial
@@ -138,12 +144,19 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdError> {
 /// Opens the backend inside a hound: like [`open`], but an S3 store never looks names up
 /// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
 /// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]), and runs up to `s3_concurrency`
-/// uploads at once ([`s3::S3Tuning::concurrency`]).
+/// uploads at once ([`s3::S3Tuning::concurrency`]); a filesystem store commits as
+/// `fs_commit` says ([`fs::FsStore::set_commit`]).
 pub fn open_for_hound(
     target: &ColdTarget,
     s3_concurrency: usize,
+    fs_commit: fs::Commit,
 ) -> Result<Box<dyn ColdStore>, ColdError> {
     match target {
+        ColdTarget::Filesystem { root, .. } => {
+            let mut store = fs::FsStore::open(root)?;
+            store.set_commit(fs_commit);
+            Ok(Box::new(store))
+        }
         ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open_pinned(
             t,
             s3::S3Tuning {

@@ -110,7 +110,12 @@ impl JobRunner {
             .iter()
             .zip(&self.envelopes)
             .filter_map(|(st, env)| match &st.state {
-                Ok((key, _, _)) => Some(PutItem { key, envelope: env }),
+                Ok((key, _, _)) => Some(PutItem {
+                    key,
+                    envelope: env,
+                    // An evidence key chosen by the submitter (create-only decided at once).
+                    caller_key: st.req.key_len > 0,
+                }),
                 Err(_) => None,
             })
             .collect();

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use houndpool_cold as cold;
-use houndpool_protocol::control::{ColdTarget, Fatal, HoundTuning, Message, Ready, SandboxReport};
+use houndpool_protocol::control::{
+    ColdTarget, Fatal, FsCommit, HoundTuning, Message, Ready, SandboxReport,
+};
 use houndpool_protocol::frame::MessageKind;
 use houndpool_protocol::job::{JobKind, RequestHeader, COMPLETION_HEADER_LEN};
 use houndpool_protocol::region::{
@@ -123,7 +125,7 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
     let completion_bell = BellRinger::from_fd(completion_bell);
 
     // Open the store before confinement: it may create its root directory.
-    let (store, prefix) = open_store(&setup.cold, setup.tuning.s3_concurrency);
+    let (store, prefix) = open_store(&setup.cold, &setup.tuning, &setup.limits);
     let ctx = SandboxContext {
         keep_fds: vec![
             channel.raw_fd(),
@@ -228,17 +230,32 @@ fn ready(report: SandboxReport) -> Message {
     })
 }
 
+/// Opens the cold store the supervisor named. A filesystem store commits through the journal
+/// unless `cold.fs_commit` says per file; a journal is sealed before it would outgrow one
+/// envelope of this hound's evidence limit plus 32 KiB ([`cold::fs::journal_bound`]), which
+/// keeps it 32 KiB below RLIMIT_FSIZE (`sandbox::rlimits::file_size_limit`).
 fn open_store(
     target: &ColdTarget,
-    s3_concurrency: u16,
+    tuning: &HoundTuning,
+    limits: &houndpool_protocol::control::HoundLimits,
 ) -> (Result<Box<dyn houndpool_cold::ColdStore>, String>, String) {
+    let fs_commit = match tuning.fs_commit {
+        FsCommit::PerFile => cold::fs::Commit::PerFile,
+        FsCommit::Journal => cold::fs::Commit::Journal {
+            max_bytes: cold::fs::journal_bound(cold::max_envelope_len(
+                limits.max_evidence_bytes as usize,
+            )),
+            max_age: cold::fs::JOURNAL_MAX_AGE,
+        },
+    };
     let prefix = match target {
         ColdTarget::None => String::new(),
         ColdTarget::Filesystem { prefix, .. } => prefix.clone(),
         ColdTarget::S3(t) => t.prefix.clone(),
     };
     (
-        cold::open_for_hound(target, usize::from(s3_concurrency)).map_err(|e| e.to_string()),
+        cold::open_for_hound(target, usize::from(tuning.s3_concurrency), fs_commit)
+            .map_err(|e| e.to_string()),
         prefix,
     )
 }

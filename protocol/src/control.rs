@@ -200,6 +200,20 @@ pub struct HoundTuning {
     /// Most S3 uploads the hound runs at once, each on its own thread (`cold.s3_concurrency`;
     /// 1: one at a time, no thread). Ignored by other cold targets.
     pub s3_concurrency: u16,
+    /// How a filesystem cold store commits Evacuate batches (`cold.fs_commit`). Ignored by
+    /// other cold targets.
+    pub fs_commit: FsCommit,
+}
+
+/// How a hound's filesystem cold store commits (`cold.fs_commit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum FsCommit {
+    /// Append each batch to the hound's own journal: one write and one fdatasync per batch;
+    /// the supervisor turns journals into key files later. The default.
+    #[default]
+    Journal,
+    /// A durable file per key (temp file, fdatasync, link, directory fsync).
+    PerFile,
 }
 
 /// Cold storage target as the hound needs it.

@@ -89,7 +89,7 @@ fn announced_lengths_do_not_drive_allocation() {
     // With one honest pair and the tuning it decodes, so the case above failed on the length.
     let mut body = vec![0u8; 2 + 25 + 4];
     body.extend(1u64.to_le_bytes());
-    body.extend([0u8; 8 + 8 + 2]);
+    body.extend([0u8; 8 + 8 + 2 + 4]);
     assert!(Message::from_datagram(&datagram(MessageKind::Setup, &body)).is_ok());
 
     // The codec itself, for generic types: a string is never allocated beyond the input; a

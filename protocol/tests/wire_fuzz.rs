@@ -66,6 +66,7 @@ fn seeds() -> Vec<Vec<u8>> {
             spin_us: 1,
             idle_poll_ms: 2,
             s3_concurrency: 16,
+            fs_commit: FsCommit::Journal,
         },
     };
     let ready = Ready {

@@ -105,6 +105,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 spin_us: t.0,
                 idle_poll_ms: t.1,
                 s3_concurrency: 16,
+                fs_commit: FsCommit::Journal,
             },
         })
 }
@@ -263,6 +264,7 @@ fn documented_setup_example_bytes() {
             spin_us: 50,
             idle_poll_ms: 100,
             s3_concurrency: 16,
+            fs_commit: FsCommit::Journal,
         },
     };
     let bytes = encode(&Message::Setup(setup.clone()));
@@ -285,14 +287,15 @@ fn documented_setup_example_bytes() {
         "32000000",         // tuning.spin_us
         "64000000",         // tuning.idle_poll_ms
         "1000",             // tuning.s3_concurrency
+        "00000000",         // tuning.fs_commit = Journal
     ]
     .concat();
-    // magic, version 1, kind 5 = Setup, body_len 77, reserved.
-    let header = "48504652 0100 0500 4d000000 00000000".replace(' ', "");
-    assert_eq!(body.len() / 2, 77);
+    // magic, version 1, kind 5 = Setup, body_len 81, reserved.
+    let header = "48504652 0100 0500 51000000 00000000".replace(' ', "");
+    assert_eq!(body.len() / 2, 81);
     assert_eq!(hex::encode(&bytes), format!("{header}{body}"));
     assert_eq!(
-        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 77 bytes"),
+        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 81 bytes"),
         hex::encode(&bytes)
     );
     assert_eq!(
@@ -426,6 +429,7 @@ fn non_canonical_bool_and_option_refused() {
             spin_us: 0,
             idle_poll_ms: 0,
             s3_concurrency: 16,
+            fs_commit: FsCommit::Journal,
         },
     });
     let bytes = encode(&m);

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use houndpool_protocol::control::{S3Target, SandboxPolicy};
+use houndpool_protocol::control::{FsCommit, S3Target, SandboxPolicy};
 use houndpool_protocol::region::RegionLayout;
 use houndpool_protocol::{job, ring};
 
@@ -198,6 +198,11 @@ pub struct PoolConfig {
     /// Name resolution and TLS roots of an S3 cold target. Default: system resolver every
     /// 30 s, built-in web roots.
     pub cold_net: crate::cold::net::ColdNet,
+    /// How a filesystem cold store commits evacuations (`cold.fs_commit`). Default
+    /// [`FsCommit::Journal`]: each hound appends a batch to its own journal with one write and
+    /// one fdatasync, and the pool turns journals into key files in the background
+    /// (docs/ARCHITECTURE.md, "Cold store commit journal"). Ignored by other targets.
+    pub fs_commit: FsCommit,
 }
 
 impl Default for PoolConfig {
@@ -239,6 +244,10 @@ impl Default for PoolConfig {
             rotation: Rotation::default(),
             retire_grace: Duration::from_secs(2),
             cold_net: crate::cold::net::ColdNet::default(),
+            fs_commit: match keys::COLD_FS_COMMIT.str_default() {
+                "per-file" => FsCommit::PerFile,
+                _ => FsCommit::Journal,
+            },
         }
     }
 }

@@ -371,6 +371,8 @@ keys! {
         "PEM file of CA certificate(s) trusted for an https:// S3 endpoint in addition to the built-in web roots; empty: the built-in roots only";
     COLD_S3_CONCURRENCY: "cold", "s3_concurrency", Integer, Int(16), span(1, 64, Count), &[], RESTART,
         "most S3 uploads each hound runs at once (1: one at a time, no upload threads); must stay below pool.hound_pids_limit";
+    COLD_FS_COMMIT: "cold", "fs_commit", String, Str("journal"), NONE, &["journal", "per-file"], RESTART,
+        "how the filesystem store commits evacuations: \"journal\" appends each batch to the hound's journal (one write + one fdatasync; the supervisor turns journals into key files in the background), \"per-file\" writes and syncs a file per key";
     COLD_RESOLVE_INTERVAL_MS: "cold", "resolve_interval_ms", Integer, Int(30000), span(1000, 86_400_000, Millis), &[], RESTART,
         "how often the supervisor re-resolves the S3 endpoint's host name for the hounds, milliseconds (also soon after a hound finds the endpoint unreachable)";
     // ---- [sandbox]

@@ -62,7 +62,7 @@ pub use config::{
 pub use crossbeam_channel::Receiver;
 pub use error::{PoolError, SubmitError};
 pub use houndpool_protocol::control::{
-    Layer, LayerMode, LayerReport, LayerStatus, S3Target, SandboxPolicy, SandboxReport,
+    FsCommit, Layer, LayerMode, LayerReport, LayerStatus, S3Target, SandboxPolicy, SandboxReport,
 };
 pub use job::{
     CancelResult, DropReason, FailCode, FailReason, HoundDeath, Job, JobError, JobId, JobKind,

@@ -33,7 +33,15 @@ pub struct Pool {
     pub(crate) shared: Arc<Books>,
     pub(crate) outcome_rx: Option<Receiver<Outcome>>,
     escalation_rx: Receiver<EscalationEvent>,
-    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
+    /// Collector, spawner and (filesystem targets) journal materialiser threads.
+    threads: Mutex<Option<Threads>>,
+}
+
+/// The threads a pool joins when it stops.
+struct Threads {
+    collector: JoinHandle<()>,
+    spawner: JoinHandle<()>,
+    journal: Option<JoinHandle<()>>,
 }
 
 /// Builds a [`Pool`].
@@ -119,10 +127,21 @@ impl PoolBuilder {
             pool_cgroups,
             sizing,
         )?);
+        // Journals of earlier runs become key files before any hound starts, then the
+        // background materialiser takes over (docs/ARCHITECTURE.md, "Cold store commit
+        // journal").
+        shared.journal.recover();
+        let journal = shared.journal.start()?;
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
         // thread would kill the hounds when that thread ends.
-        let (collector, spawner) = collector::start(shared.clone(), binary, pool_id)?;
+        let (collector, spawner) = match collector::start(shared.clone(), binary, pool_id) {
+            Ok(t) => t,
+            Err(e) => {
+                shared.journal.finish(journal);
+                return Err(e);
+            }
+        };
         shared.cancels.set_collector(collector.thread().id());
         info!(
             hounds = shared.target.load(Ordering::Relaxed),
@@ -134,7 +153,11 @@ impl PoolBuilder {
             shared,
             outcome_rx,
             escalation_rx,
-            threads: Mutex::new(Some((collector, spawner))),
+            threads: Mutex::new(Some(Threads {
+                collector,
+                spawner,
+                journal,
+            })),
         })
     }
 }
@@ -388,6 +411,9 @@ impl Pool {
                 .and_then(|l| l.effective_memory_limit()),
             high_water_bytes: None,
             hounds: Vec::with_capacity(sh.slots.len()),
+            journal_backlog: 0,
+            journal_backlog_bytes: 0,
+            journal_conflicts: 0,
             spare_pid: match sh.spare_pid.load(Ordering::Relaxed) {
                 0 => None,
                 p => Some(p),
@@ -406,6 +432,10 @@ impl Pool {
             .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).len() as u64)
             .unwrap_or(0);
         s.retrying = sh.retrying.load(Ordering::Relaxed) as u64;
+        let journal = sh.journal.snapshot();
+        s.journal_backlog = journal.backlog_files;
+        s.journal_backlog_bytes = journal.backlog_bytes;
+        s.journal_conflicts = journal.conflicts;
         s.degraded = s.circuit != CircuitState::Closed;
         s.high_water_bytes = s
             .memory_limit
@@ -478,9 +508,16 @@ impl Pool {
         // Whoever takes the handles joins; concurrent callers wait on the lock until the pool
         // has stopped, so every caller returns after every outcome was delivered.
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((collector, spawner)) = threads.take() {
+        if let Some(Threads {
+            collector,
+            spawner,
+            journal,
+        }) = threads.take()
+        {
             let _ = collector.join();
             let _ = spawner.join();
+            // Every hound is reaped: what they journaled becomes key files now.
+            sh.journal.finish(journal);
             // Every hound is reaped and its cgroup removed: remove the pool directory.
             let manager = sh
                 .cgroups

@@ -143,6 +143,7 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
             spin_us: clamp_u32(config.hound_spin.as_micros() as usize),
             idle_poll_ms: clamp_u32(config.hound_idle_poll.as_millis() as usize).max(1),
             s3_concurrency,
+            fs_commit: config.fs_commit,
         },
     }
 }

@@ -370,6 +370,8 @@ pub(crate) struct Books {
     high_water: AtomicU64,
     /// Pid of the spawner's prestarted spare hound, 0 when there is none (mirror for stats).
     pub(crate) spare_pid: AtomicU32,
+    /// The materialiser of the filesystem store's commit journals.
+    pub(crate) journal: crate::cold::journal::Journal,
     /// Per-job handles of tracked jobs without an outcome yet.
     pub(crate) tracked: crate::tracked::Registry,
     /// Cancel requests for the collector.
@@ -504,6 +506,7 @@ impl Books {
             circuit: AtomicU8::new(CircuitState::Closed.to_u8()),
             high_water: AtomicU64::new(config.high_water_mark.to_bits()),
             spare_pid: AtomicU32::new(0),
+            journal: crate::cold::journal::Journal::new(&config),
             tracked: Default::default(),
             cancels: Default::default(),
             latency: Default::default(),

@@ -208,6 +208,16 @@ pub struct PoolStats {
     /// Pid of the hound kept started ahead of demand (`PoolConfig::prestart`), if one is
     /// waiting now; the next replacement hound is this process.
     pub spare_pid: Option<u32>,
+    /// Commit journals of the filesystem store waiting to become key files (as of the
+    /// materialiser's last run, every 500 ms; always 0 for other targets). Grows while hounds journal faster than key files can be written, and
+    /// drains when the load drops; the pool's shutdown materialises what is left.
+    pub journal_backlog: u64,
+    /// Bytes of those journals.
+    pub journal_backlog_bytes: u64,
+    /// Journal records the materialiser moved to `<root>/.tmp-conflicts/` because their key
+    /// already held other bytes (two hounds stored one key differently; logged at error and
+    /// reported by `houndd verify`). Should stay 0.
+    pub journal_conflicts: u64,
     /// The sandbox report of the most recently started hound.
     pub sandbox: Option<SandboxReport>,
 }

@@ -286,3 +286,23 @@ pub fn stalled_pool(
     signal(pid, nix::sys::signal::Signal::SIGSTOP);
     (pool, pid)
 }
+
+/// The object stored under `key` in the filesystem store at `root`, read as the store reads
+/// it: its key file, else its record in a commit journal not yet materialised (a `Completed`
+/// evacuation is readable at once, but its key file may appear only later). Panics if there
+/// is none.
+pub fn stored_object(root: &Path, key: &str) -> Vec<u8> {
+    use houndpool_cold::ColdStore;
+    let mut store = houndpool_cold::fs::FsStore::open(root).expect("open the store");
+    store
+        .get(key, 1 << 30)
+        .unwrap_or_else(|e| panic!("object {key} under {}: {e}", root.display()))
+}
+
+/// Whether an object is stored under `key` (see [`stored_object`]).
+pub fn object_exists(root: &Path, key: &str) -> bool {
+    use houndpool_cold::ColdStore;
+    houndpool_cold::fs::FsStore::open(root)
+        .and_then(|mut s| s.get(key, 1 << 30))
+        .is_ok()
+}

@@ -10,6 +10,7 @@ use daemon_support::*;
 use houndpool::{JobKind, Severity};
 use houndpool_protocol::daemon::{OutcomeResult, RefuseReason};
 use houndpool_protocol::envelope;
+use houndpool_tests::{object_exists, stored_object};
 
 fn completed(r: &OutcomeResult) -> &houndpool_protocol::daemon::OutcomeReceipt {
     match r {
@@ -43,7 +44,7 @@ fn rust_client_runs_every_job_kind_and_stats_add_up() {
     let key = format!("evidence/{}.thcs", evidence_id.hyphenated());
     assert_eq!(r.key.as_deref(), Some(key.as_str()));
     assert_eq!(r.original_size, Some(evidence.len() as u64));
-    let stored = std::fs::read(d.dir.path().join("cold").join(&key)).unwrap();
+    let stored = stored_object(&d.dir.path().join("cold"), &key);
     assert_eq!(envelope::decode(&stored, 1 << 20).unwrap(), evidence);
 
     // Encode returns the envelope; Decode inside a hound gives the evidence back.
@@ -278,7 +279,7 @@ fn houndd_submit_prints_one_line_per_file() {
     for l in &lines {
         assert_eq!(l["result"], "completed", "{l}");
         let key = l["key"].as_str().unwrap();
-        assert!(d.dir.path().join("cold").join(key).is_file(), "{key}");
+        assert!(object_exists(&d.dir.path().join("cold"), key), "{key}");
     }
     // A refused file makes the exit status 1.
     let empty = d.dir.path().join("empty.bin");

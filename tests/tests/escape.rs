@@ -325,6 +325,28 @@ fn a_fatal_flood_is_a_violation_and_logs_little() {
 }
 
 #[test]
+fn a_hound_that_reports_fatal_and_stays_is_killed_after_the_grace() {
+    let _g = serial();
+    // One legitimate Fatal, then the hound neither exits nor answers. The watchdog would
+    // only fire after a minute (job_timeout); the Fatal grace (300 ms) must end it first, so
+    // the 21 jobs all get their outcome within `run_attack`'s 30 s collection window.
+    let (r, s) = hang_guard(Duration::from_secs(120), || {
+        run_attack_with("fatal_then_stall", |c| {
+            c.job_timeout = Duration::from_secs(60);
+            c.retire_grace = Duration::from_millis(300);
+        })
+    });
+    // Each hound that takes the job does the same: killed twice, the job is poison.
+    assert!(
+        matches!(r, OutcomeKind::Failed(FailReason::Poison { .. })),
+        "{r:?}"
+    );
+    assert!(s.retire_kills >= 2, "{s:?}");
+    assert_eq!(s.watchdog_kills, 0, "{s:?}");
+    assert_eq!(s.protocol_violations, 0, "{s:?}");
+}
+
+#[test]
 fn a_hound_that_ignores_shutdown_is_killed_after_the_grace() {
     let _g = serial();
     hang_guard(Duration::from_secs(120), || {

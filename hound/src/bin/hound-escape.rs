@@ -807,6 +807,13 @@ mod hostile {
                     std::thread::sleep(Duration::from_secs(120));
                     true
                 }
+                b"fatal_then_stall" => {
+                    // One well-formed Fatal (a legitimate last word), then no exit: the
+                    // supervisor must kill it once the retire grace has passed.
+                    send_fatal(control, "hostile hound: fatal, and staying");
+                    std::thread::sleep(Duration::from_secs(120));
+                    true
+                }
                 b"ignore_shutdown" => {
                     *ignore_shutdown = true;
                     true
@@ -848,6 +855,18 @@ mod hostile {
             }
             eprintln!("hostile hound: cleared O_NONBLOCK on {cleared} descriptors");
             cleared
+        }
+
+        /// Sends one `Fatal` frame carrying `message` on the control socket.
+        fn send_fatal(control: RawFd, message: &str) {
+            let mut frame = Vec::new();
+            let fatal = Message::Fatal(Fatal {
+                message: message.to_owned(),
+            });
+            if fatal.encode_frame(&mut frame).is_ok() {
+                let sent = send(control, &frame, MsgFlags::MSG_NOSIGNAL);
+                eprintln!("hostile hound: one Fatal sent ({sent:?})");
+            }
         }
 
         /// Sends near-maximal `Fatal` frames on the control socket for `how_long`.

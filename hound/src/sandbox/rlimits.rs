@@ -39,7 +39,9 @@ const FSIZE_MARGIN: u64 = 64 * 1024;
 
 /// RLIMIT_FSIZE of a hound: the largest envelope its evidence limit allows plus
 /// [`FSIZE_MARGIN`]. Every file a hound writes is one envelope (cold-store object, its temp file,
-/// or a spool entry), so a write beyond this is an attack or a bug.
+/// or a spool entry) or a commit journal, which the store seals before it would outgrow one
+/// envelope plus 32 KiB (`houndpool_cold::fs::journal_bound`), so a write beyond this is an
+/// attack or a bug.
 pub fn file_size_limit(limits: &HoundLimits) -> u64 {
     let largest =
         houndpool_protocol::envelope::max_envelope_len(limits.max_evidence_bytes as usize);

@@ -426,7 +426,10 @@ fn verify(dir: &Path) -> Res {
             let path = entry.path();
             let ft = entry.file_type()?;
             if ft.is_dir() {
-                stack.push(path);
+                // Journals, conflicts and temp files (`.tmp-*`) are looked at below.
+                if !entry.file_name().to_string_lossy().starts_with(".tmp-") {
+                    stack.push(path);
+                }
                 continue;
             }
             if path.extension().is_none_or(|e| e != "thcs") {
@@ -444,11 +447,55 @@ fn verify(dir: &Path) -> Res {
             }
         }
     }
+    // Committed envelopes not yet materialised (a pool still running, or stopped by a crash:
+    // the next pool start materialises them) are objects too.
+    let mut journaled = 0u64;
+    for (_, path) in houndpool_cold::fs::journal::list_journals(dir)? {
+        let Some(bytes) =
+            houndpool_cold::fs::journal::read_capped(&path, houndpool_cold::fs::JOURNAL_READ_CAP)?
+        else {
+            continue;
+        };
+        let mut records = houndpool_cold::fs::journal::Records::new(
+            &bytes,
+            houndpool_cold::fs::JOURNAL_READ_CAP as usize,
+        );
+        for rec in records.by_ref() {
+            if !rec.key.ends_with(".thcs") {
+                continue;
+            }
+            match houndpool_protocol::envelope::verify(rec.envelope) {
+                Ok(_) => journaled += 1,
+                Err(e) => {
+                    bad += 1;
+                    println!("BAD {} in journal {}: {e}", rec.key, path.display());
+                }
+            }
+        }
+    }
+    // Envelopes the materialiser could not store because their key held other bytes.
+    let conflicts = houndpool_cold::fs::materialise::conflicts(dir)?;
+    for c in &conflicts {
+        println!(
+            "CONFLICT {:?}: another envelope is stored under this key; this one ({} bytes, {}) \
+             was kept in {}",
+            c.key,
+            c.envelope.len(),
+            match houndpool_protocol::envelope::verify(&c.envelope) {
+                Ok(_) => "verifies".to_string(),
+                Err(e) => format!("does not verify: {e}"),
+            },
+            c.file.display()
+        );
+    }
     println!(
-        "{good} envelopes verified, {bad} bad, under {}",
-        dir.display()
+        "{} envelopes verified, {bad} bad, under {} ({journaled} of them in commit journals \
+         not yet materialised, {} conflicts)",
+        good + journaled,
+        dir.display(),
+        conflicts.len(),
     );
-    Ok(if bad == 0 {
+    Ok(if bad == 0 && conflicts.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

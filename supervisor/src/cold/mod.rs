@@ -23,6 +23,7 @@ use nix::sys::socket::{send, MsgFlags};
 use crate::config::{ColdConfig, PoolConfig};
 use crate::PoolError;
 
+pub(crate) mod journal;
 pub(crate) mod net;
 
 pub use net::{ColdNet, Live, Resolve, SystemResolver};

@@ -187,6 +187,7 @@ fn build_pool_config(c: &Config, size: usize) -> PoolConfig {
         sandbox: c.sandbox.clone(),
         hound_stderr: p.hound_stderr,
         prestart: p.prestart,
+        fs_commit: c.cold.fs_commit,
         // Cgroup limits, high-water mark, restart intensity and rotation keep the library's
         // defaults until the file grows keys for them.
         ..PoolConfig::default()

@@ -286,6 +286,24 @@ impl Collector for PoolCollector {
             "1 while a prestarted hound waits to replace the next one that dies (pool.prestart).",
             gauge_i(u64::from(s.spare_pid.is_some())),
         )?;
+        gauge(
+            &mut e,
+            "houndpool_journal_backlog_files",
+            "Filesystem-store commit journals waiting to become key files.",
+            gauge_i(s.journal_backlog),
+        )?;
+        gauge(
+            &mut e,
+            "houndpool_journal_backlog_bytes",
+            "Bytes of the commit journals waiting to become key files.",
+            gauge_i(s.journal_backlog_bytes),
+        )?;
+        counter(
+            &mut e,
+            "houndpool_journal_conflicts",
+            "Journal records moved to the conflicts area (a key stored twice with different bytes).",
+            s.journal_conflicts,
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "houndpool_hound_restarts",

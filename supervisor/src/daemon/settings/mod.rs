@@ -156,6 +156,10 @@ impl Config {
                     _ => s(""),
                 },
                 ("cold", "prefix") => s(&self.cold.prefix),
+                ("cold", "fs_commit") => s(match self.cold.fs_commit {
+                    houndpool_protocol::control::FsCommit::Journal => "journal",
+                    houndpool_protocol::control::FsCommit::PerFile => "per-file",
+                }),
                 ("cold", "endpoint") => s(s3.map(|t| t.endpoint.as_str()).unwrap_or("")),
                 ("cold", "bucket") => s(s3.map(|t| t.bucket.as_str()).unwrap_or("")),
                 ("cold", "region") => s(s3.map(|t| t.region.as_str()).unwrap_or("")),

@@ -179,7 +179,15 @@ pub(super) fn cold_settings(
             })
         }
     };
-    Ok(ColdSettings { backend, prefix })
+    let fs_commit = match v.choice("cold", "fs_commit")? {
+        "per-file" => houndpool_protocol::control::FsCommit::PerFile,
+        _ => houndpool_protocol::control::FsCommit::Journal,
+    };
+    Ok(ColdSettings {
+        backend,
+        prefix,
+        fs_commit,
+    })
 }
 
 pub(super) fn sandbox_settings(v: &Values) -> Result<SandboxPolicy, DaemonError> {

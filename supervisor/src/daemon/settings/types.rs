@@ -149,6 +149,8 @@ pub struct ColdSettings {
     pub backend: ColdBackend,
     /// Object key prefix (empty, or a valid key prefix).
     pub prefix: String,
+    /// How the filesystem store commits (`cold.fs_commit`).
+    pub fs_commit: houndpool_protocol::control::FsCommit,
 }
 
 /// `[daemon]`: the Unix-socket server.

@@ -26,11 +26,40 @@
 //!
 //! Modes: objects 0600, directories created by the store 0700 (evidence is private to the
 //! user the hounds run as).
+//!
+//! # Journaled commits ([`Commit::Journal`], what hounds use by default)
+//! File-per-key commits cost an inode, a data sync and a directory sync per object, which
+//! bounds them to a few thousand objects per second on common disks. In journal mode
+//! [`ColdStore::put_batch`] instead appends the records of every new key of the batch to the
+//! writer's own journal `<root>/.tmp-journal/.tmp-<pid>-<created>-<random>` with one `write`
+//! and makes them durable with one `fdatasync` ([`journal`] has the format and the names;
+//! [`writer`] the exact steps and why each is needed). Only then are they reported stored.
+//! The durability promise is unchanged: a stored envelope survives a power cut and is
+//! readable under its key, because readers fall back to the journals:
+//! - `get` reads the key file; when there is none it searches the journals oldest first (the
+//!   order the materialiser applies them in, so a read returns the bytes that will end up in
+//!   the key file), then looks at the key file once more (a journal materialised and removed
+//!   between the two looks left its key file behind before it went);
+//! - `list` returns the keys of key files and of journal records;
+//! - `delete` refuses a key that is still in a journal (see [`ColdStore::delete`] below).
+//!
+//! The supervisor turns journals whose writer is gone or rotated away into ordinary key files
+//! ([`materialise`]), through the per-file path above, and then removes them.
+//!
+//! The one change of semantics: a writer checks the key files and its own current journal for
+//! an existing object, but cannot see the journals of other writers. When two writers journal
+//! the same key with different bytes before either is materialised, both get `Stored` (per
+//! file, the second would get `AlreadyExists`); the materialiser keeps the first and moves the
+//! other to `<root>/.tmp-conflicts/` (logged at error, reported by `houndd verify`), so no
+//! envelope reported stored is ever lost. Keys a submitter chose ([`PutItem::caller_key`])
+//! always take the per-file path, so their create-only answer is exact; journaled keys are
+//! derived from pool-generated evidence ids, which only collide if a caller reuses an id.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::{validate_key, ColdStore, PutItem, PutOutcome};
 use crate::ColdError;
@@ -63,6 +92,12 @@ pub struct FsStore {
     root: PathBuf,
     /// How [`ColdStore::put_batch`] makes a batch's temp files durable.
     batch_sync: BatchSync,
+    /// How [`ColdStore::put_batch`] commits: files per key, or the journal.
+    commit: Commit,
+    /// The journal this store appends to (journal mode, after the first batch).
+    journal: Option<writer::Active>,
+    /// Longest envelope a journal record may announce when this store reads journals.
+    journal_max_envelope: usize,
     /// Every filesystem step of the last puts, in order (unit tests of the ordering only).
     #[cfg(test)]
     ops: Vec<Op>,
@@ -87,6 +122,46 @@ pub enum BatchSync {
     Syncfs,
 }
 
+/// How [`ColdStore::put_batch`] commits a batch. Either way nothing is reported stored before
+/// it is durable and readable under its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Commit {
+    /// A durable file per key (temp file, sync, link, directory sync). The default of
+    /// [`FsStore::open`]: what the supervisor's own writes (materialisation) use.
+    #[default]
+    PerFile,
+    /// Append the batch to this writer's journal, one `write` and one `fdatasync` (see
+    /// [`writer`]). What hounds use unless `cold.fs_commit = "per-file"`.
+    Journal {
+        /// A journal is sealed before it would grow beyond this many bytes (hounds: well
+        /// below their RLIMIT_FSIZE, see [`journal_bound`]). A record longer than this goes
+        /// through the per-file path.
+        max_bytes: u64,
+        /// A journal older than this is sealed at the next batch, so that the materialiser
+        /// keeps up under light load.
+        max_age: Duration,
+    },
+}
+
+/// The journal size bound for writers whose envelopes are at most `max_envelope` bytes: that
+/// plus [`JOURNAL_SLACK`], so any one record (header, key of at most 1024 bytes, checksum)
+/// fits a fresh journal. A hound's RLIMIT_FSIZE is the same envelope bound plus 64 KiB, so a
+/// journal stops growing at least 32 KiB before the limit could refuse a write.
+pub fn journal_bound(max_envelope: usize) -> u64 {
+    (max_envelope as u64).saturating_add(JOURNAL_SLACK)
+}
+
+/// Room above the largest envelope in [`journal_bound`].
+pub const JOURNAL_SLACK: u64 = 32 * 1024;
+
+/// Default age after which a journal is sealed at the next batch.
+pub const JOURNAL_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// Most bytes of one journal file a reader looks at: writers stay far below it (their bound
+/// is one envelope plus [`JOURNAL_SLACK`]); it only stops a reader from loading an arbitrarily
+/// large file someone else put in the journal directory.
+pub const JOURNAL_READ_CAP: u64 = 256 << 20;
+
 /// Records a filesystem step for the ordering tests (compiled only in unit tests).
 macro_rules! note {
     ($store:expr, $op:expr) => {{
@@ -109,9 +184,21 @@ pub(crate) enum Op {
     Link(String),
     /// A directory was fsynced (path relative to the root, "" for the root).
     DirSync(String),
+    /// Records were appended to the journal (how many).
+    Append(usize),
+    /// The journal was synced.
+    JournalSync,
+    /// A journal was sealed.
+    Seal,
+    /// A journal was created (and its directory synced).
+    NewJournal,
     /// `put_batch` is about to return its results.
     Results,
 }
+
+pub mod journal;
+pub mod materialise;
+pub mod writer;
 
 /// An item of a batch whose temp file was written.
 struct Staged {
@@ -151,9 +238,33 @@ impl FsStore {
         Ok(Self {
             root,
             batch_sync: BatchSync::default(),
+            commit: Commit::default(),
+            journal: None,
+            journal_max_envelope: JOURNAL_READ_CAP as usize,
             #[cfg(test)]
             ops: Vec::new(),
         })
+    }
+
+    /// Chooses how [`ColdStore::put_batch`] commits (default [`Commit::PerFile`]). Switching
+    /// away from journal mode seals the current journal.
+    pub fn set_commit(&mut self, commit: Commit) {
+        if commit == Commit::PerFile {
+            self.seal_journal();
+        }
+        self.commit = commit;
+    }
+
+    /// The commit mode.
+    pub fn commit(&self) -> Commit {
+        self.commit
+    }
+
+    /// Longest envelope a journal record may announce when this store reads journals
+    /// (`get`, `list`, materialisation); a record announcing more ends the reading of its
+    /// journal like a damaged one. Default [`JOURNAL_READ_CAP`].
+    pub fn set_journal_max_envelope(&mut self, max: usize) {
+        self.journal_max_envelope = max;
     }
 
     /// Chooses how [`ColdStore::put_batch`] syncs a batch's temp files (default
@@ -168,7 +279,7 @@ impl FsStore {
     }
 
     /// The path of `key`'s object, after validating the key.
-    fn path_of(&self, key: &str) -> Result<PathBuf, ColdError> {
+    pub(crate) fn path_of(&self, key: &str) -> Result<PathBuf, ColdError> {
         validate_key(key)?;
         if key.split('/').any(|seg| seg.starts_with(TEMP_PREFIX)) {
             return Err(ColdError::InvalidKey {
@@ -253,26 +364,19 @@ impl FsStore {
     }
 }
 
-impl ColdStore for FsStore {
-    /// Create-only, atomic, durable put (see the module docs for the exact sequence): a batch
-    /// of one. An existing object with the same bytes is an idempotent success; with other
-    /// bytes the put fails with [`ColdError::AlreadyExists`] and the object is unchanged.
-    /// Never leaves a temp file behind on error (short of a crash, and of the cleanup `unlink`
-    /// itself failing). Costs one extra read of the existing object when the key is taken.
-    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError> {
-        self.put_batch(&[PutItem { key, envelope }])
-            .pop()
-            .unwrap_or_else(|| Err(cold_io("put", key, io::Error::other("empty batch result"))))
-    }
-
-    /// Group commit: each item as [`ColdStore::put`] would store it, with the syncs shared.
+impl FsStore {
+    /// Per-file group commit: each item as [`ColdStore::put`] would store it, with the syncs
+    /// shared.
     /// Order of steps (checked by a unit test): write every temp file; make them all durable
     /// ([`BatchSync`]); link each to its key (or compare with the object already there) and
     /// remove its temp name; fsync each distinct object directory once; return. An item that
     /// fails at any step gets its own error and takes no further step; the others go on.
     /// Cost for `n` items in `d` directories: `n` temp files, `n` fdatasyncs or one syncfs,
     /// `n` links and unlinks, `d` directory fsyncs.
-    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, ColdError>> {
+    pub(crate) fn put_batch_per_file(
+        &mut self,
+        items: &[PutItem<'_>],
+    ) -> Vec<Result<PutOutcome, ColdError>> {
         let mut results: Vec<Option<Result<PutOutcome, ColdError>>> =
             items.iter().map(|_| None).collect();
         // 1. temp files, written but not synced.
@@ -405,12 +509,14 @@ impl ColdStore for FsStore {
             })
             .collect()
     }
+}
 
-    /// Reads the object. Refuses with [`ColdError::ObjectTooLarge`] when the file's size is
+impl FsStore {
+    /// Reads the key file of the object. Refuses with [`ColdError::ObjectTooLarge`] when the file's size is
     /// above `max_len`, before reading any of it, and never reads more than `max_len + 1`
     /// bytes even if the file grows meanwhile. A missing key, a key below a non-directory, or
     /// a key naming a directory is [`ColdError::NotFound`].
-    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, ColdError> {
+    fn get_file(&self, key: &str, max_len: usize) -> Result<Vec<u8>, ColdError> {
         let path = self.path_of(key)?;
         let not_found = || ColdError::NotFound {
             key: key.to_owned(),
@@ -457,7 +563,7 @@ impl ColdStore for FsStore {
     /// Removes the object and fsyncs its directory. `Ok(false)` when there was no object under
     /// the key (missing, below a non-directory, or a directory). Empty parent directories are
     /// left in place.
-    fn delete(&mut self, key: &str) -> Result<bool, ColdError> {
+    fn delete_file(&self, key: &str) -> Result<bool, ColdError> {
         let path = self.path_of(key)?;
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -474,7 +580,7 @@ impl ColdStore for FsStore {
     /// `prefix`. Skips temp files, symlinks, names that are not UTF-8 and names that are not
     /// valid keys; descends only into directories that can hold matching keys. Entries that
     /// vanish during the walk are skipped.
-    fn list(&mut self, prefix: &str) -> Result<Vec<String>, ColdError> {
+    fn list_files(&self, prefix: &str) -> Result<Vec<String>, ColdError> {
         let mut keys = Vec::new();
         // (directory, its key prefix ending in '/' or empty for the root)
         let mut pending = vec![(self.root.clone(), String::new())];
@@ -510,6 +616,84 @@ impl ColdStore for FsStore {
                 {
                     keys.push(key);
                 }
+            }
+        }
+        Ok(keys)
+    }
+}
+
+impl ColdStore for FsStore {
+    /// Create-only, atomic, durable put (see the module docs for the exact sequence): a batch
+    /// of one. An existing object with the same bytes is an idempotent success; with other
+    /// bytes the put fails with [`ColdError::AlreadyExists`] and the object is unchanged.
+    /// Never leaves a temp file behind on error (short of a crash, and of the cleanup `unlink`
+    /// itself failing). Costs one extra read of the existing object when the key is taken.
+    fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError> {
+        self.put_batch(&[PutItem {
+            key,
+            envelope,
+            caller_key: false,
+        }])
+        .pop()
+        .unwrap_or_else(|| Err(cold_io("put", key, io::Error::other("empty batch result"))))
+    }
+
+    /// Stores a batch: per file ([`FsStore::put_batch_per_file`]) or through the journal
+    /// ([`FsStore::put_batch_journal`]), as [`FsStore::set_commit`] chose.
+    fn put_batch(&mut self, items: &[PutItem<'_>]) -> Vec<Result<PutOutcome, ColdError>> {
+        match self.commit {
+            Commit::PerFile => self.put_batch_per_file(items),
+            Commit::Journal { max_bytes, max_age } => {
+                self.put_batch_journal(items, max_bytes, max_age)
+            }
+        }
+    }
+
+    /// Reads the object: its key file, else its record in the journals (oldest journal first,
+    /// the first record of the key in it: what materialisation will store), else the key file
+    /// again (a journal materialised between the two looks). Refuses with
+    /// [`ColdError::ObjectTooLarge`] an object larger than `max_len`, before reading it. A
+    /// missing key, a key below a non-directory, or a key naming a directory is
+    /// [`ColdError::NotFound`].
+    fn get(&mut self, key: &str, max_len: usize) -> Result<Vec<u8>, ColdError> {
+        match self.get_file(key, max_len) {
+            Err(ColdError::NotFound { .. }) => {}
+            other => return other,
+        }
+        if let Some(found) = self.get_journaled(key, max_len)? {
+            return Ok(found);
+        }
+        self.get_file(key, max_len)
+    }
+
+    /// Removes the object and fsyncs its directory. `Ok(false)` when there was no object under
+    /// the key (missing, below a non-directory, or a directory). Empty parent directories are
+    /// left in place.
+    ///
+    /// A key that still has records in journals (committed, not yet materialised) gets a
+    /// durable erasure record naming them first (see [`writer`]: readers and the materialiser
+    /// skip erased records), then its key file, if any, is removed; it existed. Costs a read
+    /// of the journals (erasure is rare; journals are small while the materialiser keeps up).
+    fn delete(&mut self, key: &str) -> Result<bool, ColdError> {
+        self.path_of(key)?;
+        let records = self.journal_records_of(key)?;
+        if records.is_empty() {
+            return self.delete_file(key);
+        }
+        self.write_erasure(key, &records)?;
+        self.delete_file(key)?;
+        Ok(true)
+    }
+
+    /// The keys starting with `prefix`: those of key files (see [`FsStore::list_files`]) and
+    /// those of journal records not yet materialised, each once.
+    fn list(&mut self, prefix: &str) -> Result<Vec<String>, ColdError> {
+        let mut keys = self.list_files(prefix)?;
+        let mut seen: std::collections::HashSet<String> = keys.iter().cloned().collect();
+        for key in self.journaled_keys()? {
+            if key.starts_with(prefix) && !seen.contains(&key) {
+                seen.insert(key.clone());
+                keys.push(key);
             }
         }
         Ok(keys)
@@ -684,30 +868,37 @@ mod tests {
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "b/c/2.thcs",
                     envelope: b"two",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/taken.thcs",
                     envelope: b"new",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/same.thcs",
                     envelope: b"same",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "../bad",
                     envelope: b"x",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/3.thcs",
                     envelope: b"three",
+                    caller_key: false,
                 },
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
+                    caller_key: false,
                 },
             ];
             let results = store.put_batch(&items);

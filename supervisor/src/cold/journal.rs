@@ -1,0 +1,208 @@
+//! Materialising the filesystem store's commit journals ([`houndpool_cold::fs::materialise`])
+//! from the supervisor: when, on which thread, and what an operator sees of it.
+//!
+//! When:
+//! * **pool start** ([`Journal::recover`]), before any hound starts, synchronously: journals left by
+//!   an earlier run (a crash, a power cut, a kill) become key files first. Journals of writers
+//!   that still exist (another pool on the same root) are left alone.
+//! * **a hound's death** ([`Journal::hound_died`]): the collector only kicks the background
+//!   thread (a lock held for a flag, a condvar notify) and never waits for materialisation;
+//!   the dead hound is reaped by then, so its journals count as gone.
+//! * **periodically** (every [`PERIOD`]): the background thread `houndpool-journal` takes the
+//!   journals live hounds rotated away from (sealed), at most [`BUDGET`] records per wake (plus
+//!   the rest of a journal once started), so it never monopolises the disk.
+//! * **pool shutdown** ([`Journal::finish`]), after every hound was reaped: everything left, so
+//!   that an operator finds key files after a clean stop.
+//!
+//! The backlog (journal files and bytes waiting) and the conflicts found are published in
+//! [`crate::PoolStats`] (`journal_backlog`, `journal_backlog_bytes`, `journal_conflicts`) and
+//! as the daemon's metrics `houndpool_journal_backlog_files` / `_bytes` and
+//! `houndpool_journal_conflicts`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use houndpool_cold::fs::{self, FsStore};
+
+use crate::config::{ColdConfig, PoolConfig};
+use crate::PoolError;
+
+/// How often the background thread looks for sealed journals.
+pub(crate) const PERIOD: Duration = Duration::from_millis(500);
+
+/// Records materialised per wake of the background thread (about 1 s of one disk's per-file
+/// commits measured here; the rest waits for the next wake).
+pub(crate) const BUDGET: usize = 2048;
+
+/// The pool's materialiser: shared by the pool handle, the collector and its thread.
+#[derive(Debug, Default)]
+pub(crate) struct Journal(Option<Arc<Inner>>);
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    max_envelope: usize,
+    state: Mutex<State>,
+    wake: Condvar,
+    backlog_files: AtomicU64,
+    backlog_bytes: AtomicU64,
+    conflicts: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// A hound died: run now.
+    kick: bool,
+    /// The pool is stopping: exit.
+    stop: bool,
+}
+
+/// What the pool's stats show of the journals.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) backlog_files: u64,
+    pub(crate) backlog_bytes: u64,
+    pub(crate) conflicts: u64,
+}
+
+impl Journal {
+    /// The materialiser of a filesystem target (none for other targets).
+    pub(crate) fn new(config: &PoolConfig) -> Self {
+        let ColdConfig::Filesystem { root, .. } = &config.cold else {
+            return Journal(None);
+        };
+        Journal(Some(Arc::new(Inner {
+            root: root.clone(),
+            max_envelope: max_envelope(config),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            backlog_files: AtomicU64::new(0),
+            backlog_bytes: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+        })))
+    }
+
+    /// Starts the background thread (filesystem targets only).
+    pub(crate) fn start(&self) -> Result<Option<JoinHandle<()>>, PoolError> {
+        let Some(inner) = self.0.clone() else {
+            return Ok(None);
+        };
+        std::thread::Builder::new()
+            .name("houndpool-journal".into())
+            .spawn(move || run(&inner))
+            .map(Some)
+            .map_err(|source| PoolError::Os {
+                op: "start the journal materialiser thread",
+                source,
+            })
+    }
+
+    /// Materialises every journal whose writer is gone; run before the pool's first hound
+    /// starts. Failures are logged, never fatal: the journals stay, readers still find their
+    /// records, and the next run retries.
+    pub(crate) fn recover(&self) {
+        if let Some(inner) = &self.0 {
+            once(inner, usize::MAX);
+        }
+    }
+
+    /// A hound died: its journals can be materialised. Never waits for the work.
+    pub(crate) fn hound_died(&self) {
+        if let Some(inner) = &self.0 {
+            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.kick = true;
+            inner.wake.notify_one();
+        }
+    }
+
+    /// Stops the background thread and materialises everything whose writer is gone (every
+    /// hound of this pool was reaped before this is called).
+    pub(crate) fn finish(&self, thread: Option<JoinHandle<()>>) {
+        let Some(inner) = &self.0 else { return };
+        {
+            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            st.stop = true;
+            inner.wake.notify_one();
+        }
+        if let Some(t) = thread {
+            let _ = t.join();
+        }
+        once(inner, usize::MAX);
+    }
+
+    /// Backlog and conflicts as last measured.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        match &self.0 {
+            Some(i) => Snapshot {
+                backlog_files: i.backlog_files.load(Ordering::Relaxed),
+                backlog_bytes: i.backlog_bytes.load(Ordering::Relaxed),
+                conflicts: i.conflicts.load(Ordering::Relaxed),
+            },
+            None => Snapshot::default(),
+        }
+    }
+}
+
+/// The longest envelope a record of this pool's hounds can hold.
+fn max_envelope(config: &PoolConfig) -> usize {
+    houndpool_cold::max_envelope_len(config.max_evidence_bytes.max(config.max_output_bytes))
+}
+
+/// The background thread: a run per wake until the pool stops.
+fn run(inner: &Inner) {
+    loop {
+        {
+            let st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let (mut st, _) = inner
+                .wake
+                .wait_timeout_while(st, PERIOD, |s| !s.kick && !s.stop)
+                .unwrap_or_else(|p| p.into_inner());
+            if st.stop {
+                return;
+            }
+            st.kick = false;
+        }
+        once(inner, BUDGET);
+    }
+}
+
+/// One materialisation run over journals of gone or rotated writers, then the backlog.
+fn once(inner: &Inner, budget: usize) {
+    let result = FsStore::open(&inner.root).and_then(|mut store| {
+        store.set_journal_max_envelope(inner.max_envelope);
+        store.materialise(
+            &fs::pid_gone,
+            houndpool_cold::s3::default_spool_verifier,
+            budget,
+        )
+    });
+    match result {
+        Ok(r) => {
+            if r.conflicts > 0 {
+                inner
+                    .conflicts
+                    .fetch_add(r.conflicts as u64, Ordering::Relaxed);
+            }
+            if r.journals > 0 || r.skipped > 0 {
+                tracing::debug!(
+                    journals = r.journals,
+                    stored = r.stored,
+                    conflicts = r.conflicts,
+                    skipped = r.skipped,
+                    torn = r.torn,
+                    left = r.left,
+                    "journals materialised"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(root = %inner.root.display(), error = %e,
+            "could not materialise the cold store's journals; retried later"),
+    }
+    if let Ok(b) = fs::materialise::backlog(&inner.root) {
+        inner.backlog_files.store(b.journals, Ordering::Relaxed);
+        inner.backlog_bytes.store(b.bytes, Ordering::Relaxed);
+    }
+}
