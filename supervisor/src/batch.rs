@@ -159,10 +159,14 @@ impl Pool {
     /// One pass of the caller's thread over the completion rings (see
     /// [`recv_outcomes`](Self::recv_outcomes)). With `lease`, marks a caller as consuming for a
     /// while (the collector sleeps without doorbells meanwhile) — unless the pass left a large
-    /// record to the collector: then the lease ends, so that the collector consumes, spins and
-    /// sleeps as it does without a caller while large records come.
+    /// record to the collector: then the lease ends and for a while callers do not consume at
+    /// all, so that the collector consumes, spins and sleeps as it does without a caller while
+    /// large records come.
     fn consume_rings(&self, lease: bool) -> usize {
         let sh = &*self.shared;
+        if sh.recent_handover() {
+            return 0;
+        }
         let (consumed, handed) = CALLER_BUF.with(|b| match b.try_borrow_mut() {
             Ok(mut b) => crate::collector::completion::drain_on_caller(sh, &mut b),
             // Re-entered from inside a drain (a tracked job's waker that polls inline).

@@ -527,9 +527,6 @@ impl Books {
     pub(crate) fn extend_caller_lease(&self) {
         let now = self.nanos();
         let lease = CALLER_LEASE.as_nanos() as u64;
-        if now.saturating_sub(self.last_handover.load(Ordering::Relaxed)) < lease {
-            return;
-        }
         let until = now.saturating_add(lease);
         self.caller_lease.fetch_max(until, Ordering::SeqCst);
     }
@@ -550,11 +547,19 @@ impl Books {
     }
 
     /// A caller left a large record to the collector (and woke it): ends the lease, and no
-    /// caller takes one for the next [`CALLER_LEASE`], so that while large records come the
-    /// collector consumes, spins and sleeps as it does without a caller.
+    /// caller consumes (nor takes a lease) for the next [`CALLER_LEASE`], so that while large
+    /// records come the collector consumes, spins and sleeps as it does without a caller.
     pub(crate) fn drop_caller_lease(&self) {
         self.last_handover.store(self.nanos(), Ordering::Relaxed);
         self.caller_lease.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether a caller left a large record to the collector within the last
+    /// [`CALLER_LEASE`]: callers then leave the rings to the collector altogether (their
+    /// `try_lock` on a ring would only make the collector miss it).
+    pub(crate) fn recent_handover(&self) -> bool {
+        let last = self.last_handover.load(Ordering::Relaxed);
+        last != 0 && self.nanos().saturating_sub(last) < CALLER_LEASE.as_nanos() as u64
     }
 
     /// Whether a caller's lease runs (the collector, after its own SeqCst fence).
