@@ -285,6 +285,47 @@ fn hostile_journal_is_skipped_without_harm() {
 }
 
 #[test]
+fn a_hounds_symlink_never_makes_the_materialiser_write_outside_the_root() {
+    let _g = serial();
+    // A compromised hound may create symlinks below the store root (its Landlock rule grants
+    // every right beneath it) and write any journal. The materialiser runs in the unconfined
+    // supervisor: following `evil -> outside` it would create `outside/pwned.thcs` (and an
+    // erasure record could make it unlink there). It must not.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("cold");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+    std::fs::write(outside.join("victim"), b"not the store's").unwrap();
+    let good = houndpool_protocol::envelope::encode(b"planted evidence", 6).unwrap();
+    let mut bytes = Vec::new();
+    record(&mut bytes, "evil/pwned.thcs", &good);
+    record(&mut bytes, "evil/deeper/pwned.thcs", &good);
+    record(&mut bytes, "evidence/fine.thcs", &good);
+    write_journal(&root, dead_pid(), 1, &bytes);
+
+    let (pool, rx) = start(test_config(&root));
+    let t = pool.submit(&Job::evacuate(b"after the symlink")).unwrap();
+    let o = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert!(matches!(o.result, OutcomeKind::Completed(_)), "{o:?}");
+    assert_eq!(restore(&pool, &rx, t.evidence_id), b"after the symlink");
+    pool.shutdown(Duration::from_secs(10));
+
+    let mut outside_files: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    outside_files.sort();
+    assert_eq!(outside_files, ["victim"], "written outside the root");
+    assert_eq!(
+        std::fs::read(root.join("evidence/fine.thcs")).unwrap(),
+        good,
+        "the record below a real directory is still stored"
+    );
+}
+
+#[test]
 fn conflicting_journals_keep_both_envelopes_and_verify_reports_it() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();

@@ -111,3 +111,34 @@ pub(crate) fn apply(
     }
     Ok(parts.join("; "))
 }
+
+/// Confines the **calling thread** (not the process: Landlock domains belong to a thread's
+/// credentials, and `landlock_restrict_self` changes only the caller's) so that every
+/// filesystem access it makes from now on must resolve to a file beneath `dir`. Used by the
+/// supervisor's journal materialiser, which writes and removes files at paths inside a store
+/// whose directories a compromised hound may have replaced with symlinks: with the rule in
+/// force, a path that leads outside `dir` fails with `EACCES` instead of writing there,
+/// whatever the race. Sets no-new-privs on the thread (required by Landlock without
+/// CAP_SYS_ADMIN; harmless for a thread that never execs). Network and scopes are left
+/// alone. Fails when the kernel does not enforce the rule: the caller must then not do the
+/// work.
+pub fn confine_thread_beneath(dir: &std::path::Path) -> Result<(), String> {
+    let shown = || dir.display().to_string();
+    let fd = PathFd::new(dir).map_err(|e| format!("landlock beneath {}: {e}", shown()))?;
+    let status = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(TARGET))
+        .and_then(|r| r.create())
+        .and_then(|r| r.add_rule(PathBeneath::new(fd, AccessFs::from_all(TARGET))))
+        .and_then(|r| r.restrict_self())
+        .map_err(|e| format!("landlock beneath {}: {e}", shown()))?;
+    match status.ruleset {
+        // Partial: the kernel lacks some of the newest rights; every right it has is handled
+        // (and denied outside `dir`), which includes creating, writing, linking and removing.
+        RulesetStatus::FullyEnforced | RulesetStatus::PartiallyEnforced => Ok(()),
+        other => Err(format!(
+            "landlock beneath {}: ruleset {other:?} on this kernel",
+            shown()
+        )),
+    }
+}

@@ -30,6 +30,7 @@ use houndpool_protocol::control::{HoundLimits, Layer, LayerMode, SandboxPolicy, 
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
+pub use landlock::confine_thread_beneath;
 pub use process::EXIT_ORPHANED;
 pub use report::render_table;
 pub use rlimits::file_size_limit;

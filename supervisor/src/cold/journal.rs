@@ -169,8 +169,45 @@ fn run(inner: &Inner) {
     }
 }
 
-/// One materialisation run over journals of gone or rotated writers, then the backlog.
+/// One materialisation run over journals of gone or rotated writers, then the backlog, on a
+/// thread of its own confined beneath the store root (see [`materialise_confined`]).
 fn once(inner: &Inner, budget: usize) {
+    let ran = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("houndpool-journal-run".into())
+            .spawn_scoped(scope, || materialise_confined(inner, budget))
+            .map(|t| t.join())
+    });
+    match ran {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => tracing::error!("the journal materialiser panicked; retried later"),
+        Err(e) => tracing::warn!(error = %e, "could not start a journal materialiser run"),
+    }
+    if let Ok(b) = fs::materialise::backlog(&inner.root) {
+        inner.backlog_files.store(b.journals, Ordering::Relaxed);
+        inner.backlog_bytes.store(b.bytes, Ordering::Relaxed);
+    }
+}
+
+/// The body of [`once`], on a fresh thread that first confines itself with Landlock to the
+/// store root (`houndpool_hound::sandbox::confine_thread_beneath`).
+///
+/// Why: journals, erasure records and every directory below the root are written by hounds,
+/// which may be compromised and which may create symlinks there (their own Landlock rule
+/// grants every right beneath the root; Landlock checks where a path resolves, so a hound
+/// cannot use a symlink itself). This thread runs in the unconfined supervisor: following
+/// `root/evil -> /etc` while linking a key file or removing an erased one would write or
+/// unlink outside the store with the supervisor's privileges. Checking each path component
+/// for symlinks first would race a live hound; the kernel's rule does not. Confinement is
+/// per thread, so the rest of the supervisor is untouched, and a fresh thread per run keeps
+/// the rule off every other code path. When the kernel cannot enforce it, nothing is
+/// materialised: the journals stay (readers still find their records) and an error is logged.
+fn materialise_confined(inner: &Inner, budget: usize) {
+    if let Err(e) = houndpool_hound::sandbox::confine_thread_beneath(&inner.root) {
+        tracing::error!(root = %inner.root.display(), error = %e,
+            "journals not materialised: the materialiser cannot confine itself to the store");
+        return;
+    }
     let result = FsStore::open(&inner.root).and_then(|mut store| {
         store.set_journal_max_envelope(inner.max_envelope);
         store.materialise(
@@ -200,9 +237,5 @@ fn once(inner: &Inner, budget: usize) {
         }
         Err(e) => tracing::warn!(root = %inner.root.display(), error = %e,
             "could not materialise the cold store's journals; retried later"),
-    }
-    if let Ok(b) = fs::materialise::backlog(&inner.root) {
-        inner.backlog_files.store(b.journals, Ordering::Relaxed);
-        inner.backlog_bytes.store(b.bytes, Ordering::Relaxed);
     }
 }
