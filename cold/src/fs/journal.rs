@@ -349,11 +349,8 @@ impl JournalName {
 /// The journals under `root`, oldest first (by the creation time in their names). A missing
 /// journal directory is no journal; names that do not parse are left out.
 pub fn list_journals(root: &Path) -> io::Result<Vec<(JournalName, PathBuf)>> {
-    let dir = root.join(JOURNAL_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let Some(entries) = super::read_dir_if_any(&root.join(JOURNAL_DIR))? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in entries {

@@ -280,11 +280,8 @@ pub struct Conflict {
 /// The conflicts kept under `root` (files that do not parse are reported with an empty key
 /// and envelope, so they are not overlooked).
 pub fn conflicts(root: &Path) -> io::Result<Vec<Conflict>> {
-    let dir = root.join(CONFLICT_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let Some(entries) = super::read_dir_if_any(&root.join(CONFLICT_DIR))? else {
+        return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for entry in entries {

@@ -495,19 +495,7 @@ impl FsStore {
             }
         }
         note!(self, Op::Results);
-        results
-            .into_iter()
-            .zip(items)
-            .map(|(r, item)| {
-                r.unwrap_or_else(|| {
-                    Err(cold_io(
-                        "put",
-                        item.key,
-                        io::Error::other("no result recorded"),
-                    ))
-                })
-            })
-            .collect()
+        batch_results(results, items)
     }
 }
 
@@ -738,11 +726,8 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
 /// The supervisor calls it before its first hound starts (with "no such process" as `gone`)
 /// and after each hound death (with that hound's pid).
 pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize> {
-    let dir = root.join(TEMP_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if is_missing(&e) => return Ok(0),
-        Err(e) => return Err(e),
+    let Some(entries) = read_dir_if_any(&root.join(TEMP_DIR))? else {
+        return Ok(0);
     };
     let mut removed = 0;
     for entry in entries {
@@ -806,6 +791,38 @@ fn syncfs(file: &File) -> io::Result<()> {
 /// Makes `dir`'s entries (creations, renames, removals) durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// The entries of `dir`, or `None` when it does not exist (yet) or is not a directory: the
+/// store's side directories (temp files, journals, erasures, conflicts) are created on first
+/// use.
+fn read_dir_if_any(dir: &Path) -> io::Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) if is_missing(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// `results` of a batch, one per item: an item that no step decided (a bug, never an input)
+/// is an error naming its key rather than a panic.
+fn batch_results(
+    results: Vec<Option<Result<PutOutcome, ColdError>>>,
+    items: &[PutItem<'_>],
+) -> Vec<Result<PutOutcome, ColdError>> {
+    results
+        .into_iter()
+        .zip(items)
+        .map(|(r, item)| {
+            r.unwrap_or_else(|| {
+                Err(cold_io(
+                    "put",
+                    item.key,
+                    io::Error::other("no result recorded"),
+                ))
+            })
+        })
+        .collect()
 }
 
 /// ENOENT, or ENOTDIR from a key whose parent path runs through a regular file.

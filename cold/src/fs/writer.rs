@@ -272,19 +272,7 @@ impl FsStore {
             });
         }
         note!(self, Op::Results);
-        results
-            .into_iter()
-            .zip(items)
-            .map(|(r, item)| {
-                r.unwrap_or_else(|| {
-                    Err(cold_io(
-                        "put",
-                        item.key,
-                        io::Error::other("no result recorded"),
-                    ))
-                })
-            })
-            .collect()
+        super::batch_results(results, items)
     }
 
     /// Step 1 for one item.
@@ -541,11 +529,8 @@ impl FsStore {
 
     /// The erasure files and the records each names.
     pub(crate) fn erasure_files(&self) -> io::Result<Vec<(PathBuf, Vec<Erased>)>> {
-        let dir = self.root.join(ERASED_DIR);
-        let entries = match fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
+        let Some(entries) = super::read_dir_if_any(&self.root.join(ERASED_DIR))? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in entries {
