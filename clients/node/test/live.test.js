@@ -135,7 +135,13 @@ test('evacuate stores a verifiable envelope and the outcome names its key', asyn
   assert.equal(o.severity, 'high');
   assert.equal(o.receipt.key, `evidence/${r.evidenceId}.thcs`);
   assert.equal(o.receipt.originalSize, evidence.length);
-  const stored = fs.readFileSync(path.join(dir, 'cold', o.receipt.key));
+  // Completed means durable in the hound's commit journal (the default). The key file
+  // appears once the idle hound has sealed its journal (after 200 ms) and the supervisor has
+  // materialised it (every 500 ms): wait for it, as an operator looking at the store would.
+  const keyPath = path.join(dir, 'cold', o.receipt.key);
+  const until = Date.now() + 15000;
+  while (!fs.existsSync(keyPath) && Date.now() < until) await sleep(50);
+  const stored = fs.readFileSync(keyPath);
   assert.equal(stored.subarray(0, 4).toString(), 'THCS');
   assert.equal(stored.readUInt32BE(6), evidence.length);
   assert.equal(stored.subarray(14, 78).toString(), o.receipt.sha256);

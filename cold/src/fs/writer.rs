@@ -374,6 +374,14 @@ impl FsStore {
         Err(last)
     }
 
+    /// How long the current journal has been open, if there is one with records in it.
+    pub(crate) fn journal_age(&self) -> Option<Duration> {
+        self.journal
+            .as_ref()
+            .filter(|j| j.len > 0)
+            .map(|j| j.opened.elapsed())
+    }
+
     /// Seals the current journal (renames it with the sealed suffix; it is never written
     /// again), if there is one. An empty journal is removed instead. Errors are logged: a
     /// journal whose rename failed is still sealed once its writer is gone.
@@ -703,6 +711,29 @@ mod tests {
         for k in &keys {
             assert_eq!(store.get(k, 1 << 20).unwrap(), env);
         }
+    }
+
+    /// An idle writer seals its journal once it is old enough, not before; an empty or absent
+    /// journal is left alone.
+    #[test]
+    fn idle_work_seals_a_journal_old_enough() {
+        use crate::ColdStore;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = journaled(dir.path());
+        store.background_work().unwrap();
+        assert!(journal::list_journals(dir.path()).unwrap().is_empty());
+        store.put("idle/1", b"one").unwrap();
+        store.background_work().unwrap();
+        let open = journal::list_journals(dir.path()).unwrap();
+        assert_eq!(open.len(), 1);
+        assert!(!open[0].0.sealed, "sealed at once: {open:?}");
+        std::thread::sleep(super::super::IDLE_SEAL_AGE);
+        store.background_work().unwrap();
+        let sealed = journal::list_journals(dir.path()).unwrap();
+        assert_eq!(sealed.len(), 1);
+        assert!(sealed[0].0.sealed, "{sealed:?}");
+        assert!(store.active_journal().is_none());
+        assert_eq!(store.get("idle/1", 10).unwrap(), b"one");
     }
 
     /// A journal of a gone writer with a torn tail: every complete record is materialised.
