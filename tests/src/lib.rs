@@ -306,3 +306,53 @@ pub fn object_exists(root: &Path, key: &str) -> bool {
         .and_then(|mut s| s.get(key, 1 << 30))
         .is_ok()
 }
+
+/// What [`evacuate_under_kills`] submitted: the accepted jobs in order, each one's evidence id
+/// and evidence, and how many hounds it SIGKILLed.
+pub struct KilledRun {
+    /// Accepted job ids, in submission order.
+    pub accepted: Vec<JobId>,
+    /// Evidence id and evidence of each accepted job.
+    pub evidence_of: HashMap<JobId, (houndpool::Uuid, Vec<u8>)>,
+    /// Hounds killed.
+    pub kills: u32,
+}
+
+/// Submits bursts of 32 evacuations of `evidence(n)` to a pool of (at least) two hounds for
+/// `run`, sleeping 10 ms between bursts so several jobs wait in each ring and hounds store
+/// batches, and SIGKILLs slots 0 and 1 in turn every 100 ms, mostly in the middle of a batch.
+/// Refused submits are skipped (not counted as accepted).
+pub fn evacuate_under_kills(
+    pool: &Pool,
+    evidence: impl Fn(u32) -> Vec<u8>,
+    run: Duration,
+) -> KilledRun {
+    let mut out = KilledRun {
+        accepted: Vec::new(),
+        evidence_of: HashMap::new(),
+        kills: 0,
+    };
+    let mut n = 0u32;
+    let end = Instant::now() + run;
+    let mut next_kill = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < end {
+        for _ in 0..32 {
+            let ev = evidence(n);
+            n += 1;
+            if let Ok(ticket) = pool.submit(&houndpool::Job::evacuate(&ev)) {
+                out.accepted.push(ticket.job_id);
+                out.evidence_of
+                    .insert(ticket.job_id, (ticket.evidence_id, ev));
+            }
+        }
+        if Instant::now() >= next_kill {
+            if let Some(pid) = pool.stats().hounds[(out.kills % 2) as usize].pid {
+                signal(pid as i32, nix::sys::signal::Signal::SIGKILL);
+                out.kills += 1;
+            }
+            next_kill += Duration::from_millis(100);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    out
+}

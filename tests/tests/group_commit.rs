@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use houndpool::{Job, OutcomeKind, PoolConfig};
+use houndpool::{OutcomeKind, PoolConfig};
 use houndpool_tests::*;
 
 /// Evidence of job `n`: 4 KiB, distinct per job, moderately compressible.
@@ -56,33 +56,11 @@ fn sigkill_mid_batch_reports_only_durable_envelopes() {
 
     // Bursts of evacuations keep several jobs waiting in each ring, so hounds store batches;
     // a hound is SIGKILLed every 100 ms, mostly in the middle of one.
-    let mut accepted = Vec::new();
-    let mut evidence_of = HashMap::new();
-    let mut n = 0u32;
-    let mut kills = 0u32;
-    let end = Instant::now() + Duration::from_secs(3);
-    let mut next_kill = Instant::now() + Duration::from_millis(100);
-    while Instant::now() < end {
-        for _ in 0..32 {
-            let ev = evidence(n);
-            n += 1;
-            if let Ok(ticket) = pool.submit(&Job::evacuate(&ev)) {
-                accepted.push(ticket.job_id);
-                evidence_of.insert(ticket.job_id, (ticket.evidence_id, ev));
-            }
-        }
-        if Instant::now() >= next_kill {
-            if let Some(pid) = pool.stats().hounds[(kills % 2) as usize].pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                kills += 1;
-            }
-            next_kill += Duration::from_millis(100);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let KilledRun {
+        accepted,
+        evidence_of,
+        kills,
+    } = evacuate_under_kills(&pool, evidence, Duration::from_secs(3));
     let outcomes = collect(&rx, accepted.len(), Duration::from_secs(180));
     assert_eq!(
         outcomes.len(),

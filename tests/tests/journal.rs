@@ -14,9 +14,8 @@
 //! The order of operations inside a journaled batch (one append, one fdatasync, then the
 //! results) is checked by the store's unit test `journal_appends_syncs_then_reports`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use houndpool::{Job, OutcomeKind, PoolConfig, Uuid};
 use houndpool_cold::fs::journal::{self, JournalName, JOURNAL_DIR};
@@ -115,29 +114,11 @@ fn sigkill_mid_batch_completed_keys_restore_before_and_after_restart() {
         ..test_config(&root)
     };
     let (pool, rx) = start(config.clone());
-    let mut accepted = Vec::new();
-    let mut evidence_of = HashMap::new();
-    let (mut n, mut kills) = (0u32, 0u32);
-    let end = Instant::now() + Duration::from_secs(2);
-    let mut next_kill = Instant::now() + Duration::from_millis(100);
-    while Instant::now() < end {
-        for _ in 0..32 {
-            let ev = evidence(n);
-            n += 1;
-            if let Ok(t) = pool.submit(&Job::evacuate(&ev)) {
-                accepted.push(t.job_id);
-                evidence_of.insert(t.job_id, (t.evidence_id, ev));
-            }
-        }
-        if Instant::now() >= next_kill {
-            if let Some(pid) = pool.stats().hounds[(kills % 2) as usize].pid {
-                signal(pid as i32, nix::sys::signal::Signal::SIGKILL);
-                kills += 1;
-            }
-            next_kill += Duration::from_millis(100);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let KilledRun {
+        accepted,
+        evidence_of,
+        kills,
+    } = evacuate_under_kills(&pool, evidence, Duration::from_secs(2));
     let outcomes = collect(&rx, accepted.len(), Duration::from_secs(180));
     let by_id = assert_exactly_one_each(&accepted, &outcomes);
     assert!(kills >= 5, "only {kills} kills");
