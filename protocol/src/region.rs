@@ -727,19 +727,12 @@ impl CompletionReader {
     /// Sets the supervisor's sleeping flag (SeqCst store, then SeqCst fence). After this the
     /// caller re-checks `has_pending` before actually sleeping.
     pub fn announce_sleep(&self) {
-        self.shared
-            .req_hdr
-            .u32(REQ_SUPERVISOR_SLEEPING)
-            .store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        self.shared.announce_sleep();
     }
     /// Clears the supervisor's sleeping flag. (A hound that reads a stale 1 only rings an
     /// extra time, so no ordering is needed.)
     pub fn cancel_sleep(&self) {
-        self.shared
-            .req_hdr
-            .u32(REQ_SUPERVISOR_SLEEPING)
-            .store(0, Ordering::Relaxed);
+        self.shared.cancel_sleep();
     }
     /// Snapshot of the hound's counters (untrusted values).
     pub fn status(&self) -> HoundStatus {
@@ -756,6 +749,21 @@ impl CompletionReader {
 }
 
 impl SupervisorMappings {
+    /// The supervisor's sleeping flag, set: SeqCst store, then SeqCst fence, so the re-check
+    /// of the ring that follows cannot be ordered before it (the Dekker pair with the hound's
+    /// publish-then-read-flag, argued at the module top).
+    fn announce_sleep(&self) {
+        self.req_hdr
+            .u32(REQ_SUPERVISOR_SLEEPING)
+            .store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+    /// The supervisor's sleeping flag, cleared (Relaxed: a stale 1 only costs an extra ring).
+    fn cancel_sleep(&self) {
+        self.req_hdr
+            .u32(REQ_SUPERVISOR_SLEEPING)
+            .store(0, Ordering::Relaxed);
+    }
     fn status(&self) -> HoundStatus {
         let h = &self.cmp_hdr;
         HoundStatus {
@@ -791,18 +799,11 @@ unsafe impl Send for CompletionWatch {}
 impl CompletionWatch {
     /// As [`CompletionReader::announce_sleep`].
     pub fn announce_sleep(&self) {
-        self.shared
-            .req_hdr
-            .u32(REQ_SUPERVISOR_SLEEPING)
-            .store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        self.shared.announce_sleep();
     }
     /// As [`CompletionReader::cancel_sleep`].
     pub fn cancel_sleep(&self) {
-        self.shared
-            .req_hdr
-            .u32(REQ_SUPERVISOR_SLEEPING)
-            .store(0, Ordering::Relaxed);
+        self.shared.cancel_sleep();
     }
     /// Snapshot of the hound's counters (untrusted values).
     pub fn status(&self) -> HoundStatus {

@@ -356,3 +356,17 @@ pub fn evacuate_under_kills(
     }
     out
 }
+
+/// Evidence of job `n`: 4 KiB, distinct per job and per `tag`, moderately compressible
+/// (a text prefix, then xorshift letters from a 16-letter alphabet).
+pub fn evidence_4k(tag: &str, n: u32) -> Vec<u8> {
+    let mut v = format!("{tag}{n} ").into_bytes();
+    let mut x = n.wrapping_mul(2_654_435_761) | 1;
+    while v.len() < 4096 {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        v.push(b'a' + (x % 16) as u8);
+    }
+    v
+}

@@ -16,15 +16,7 @@ use houndpool_tests::*;
 
 /// Evidence of job `n`: 4 KiB, distinct per job, moderately compressible.
 fn evidence(n: u32) -> Vec<u8> {
-    let mut v = format!("job {n} ").into_bytes();
-    let mut x = n.wrapping_mul(2_654_435_761) | 1;
-    while v.len() < 4096 {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        v.push(b'a' + (x % 16) as u8);
-    }
-    v
+    evidence_4k("job ", n)
 }
 
 /// Names of files under `root` (recursively) that start with ".tmp-".
