@@ -9,7 +9,7 @@
 //! confines itself right after exec, before it waits for anything (see
 //! `houndpool_hound::sandbox`); only the slot-specific `Hello` comes later.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -518,11 +518,7 @@ pub(crate) fn recv_message(fd: &OwnedFd, timeout: Duration) -> Result<Option<Mes
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(format!("poll: {e}")),
         }
-        match recv(
-            fd.as_raw_fd(),
-            &mut buf,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-        ) {
+        match recv_control_datagram(fd.as_fd(), &mut buf) {
             Ok(0) => return Ok(None),
             Ok(n) if n > buf.len() => {
                 return Err(format!("control datagram of {n} bytes exceeds the limit"))
@@ -539,6 +535,28 @@ pub(crate) fn recv_message(fd: &OwnedFd, timeout: Duration) -> Result<Option<Mes
             }
             Err(e) => return Err(format!("recv: {e}")),
         }
+    }
+}
+
+/// Receives one datagram from a control socket without blocking (`MSG_TRUNC`: the result is
+/// the datagram's full length, which may exceed `buf`). `Ok(0)` means the hound closed its end
+/// and every datagram it sent has been read.
+///
+/// A hound that exits while a datagram we sent is still unread in its queue makes the kernel
+/// flag our socket with `ECONNRESET` (`unix_release_sock`), and the next `recv` reports that
+/// error *before* the datagrams the hound queued for us, even its last word: the reason it
+/// could not sandbox itself, or its `Fatal`. Reading the error clears it, so on `ECONNRESET`
+/// we read again and get those datagrams, then the end-of-file. The reset is reported at most
+/// once per close, so this retries once.
+pub(crate) fn recv_control_datagram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<usize> {
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC;
+    match recv(fd.as_raw_fd(), buf, flags) {
+        Err(nix::errno::Errno::ECONNRESET) => match recv(fd.as_raw_fd(), buf, flags) {
+            // The error was already taken; nothing queued and no EOF yet is still a hang-up.
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::ECONNRESET) => Ok(0),
+            other => other,
+        },
+        other => other,
     }
 }
 
@@ -574,7 +592,37 @@ impl Drop for ChildGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use houndpool_protocol::control::{SandboxPolicy, SandboxReport};
+    use houndpool_protocol::control::{Fatal, SandboxPolicy, SandboxReport};
+
+    /// The hound's last word survives a hang-up that the kernel reports as a reset: it sent
+    /// its reason and exited with our Setup still unread (the CI flake in
+    /// `a_required_layer_the_kernel_lacks_fails_build_naming_layer_and_opt_out`).
+    #[test]
+    fn a_last_word_sent_before_a_reset_is_still_received() {
+        let (ours, hounds) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .expect("socketpair");
+        send(
+            ours.as_raw_fd(),
+            b"setup the hound never reads",
+            MsgFlags::empty(),
+        )
+        .expect("send");
+        let last = Message::Fatal(Fatal {
+            message: "landlock: not supported by this kernel".into(),
+        });
+        let mut frame = Vec::new();
+        last.encode_frame(&mut frame).expect("encode");
+        send(hounds.as_raw_fd(), &frame, MsgFlags::empty()).expect("send");
+        drop(hounds);
+        let got = recv_message(&ours, Duration::from_secs(1)).expect("no recv error");
+        assert_eq!(got, Some(last));
+        assert_eq!(recv_message(&ours, Duration::from_millis(10)), Ok(None));
+    }
 
     fn ready(layers: &[(Layer, LayerStatus)]) -> Ready {
         Ready {

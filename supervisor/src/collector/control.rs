@@ -1,17 +1,17 @@
 //! Control sockets after `Ready`: the one `Fatal` a hound may send, hang-ups, and protocol
 //! violations (logged within a per-slot budget, then the hound is killed).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use houndpool_protocol::control::Message;
-use nix::sys::socket::{recv, MsgFlags};
 use tracing::warn;
 
 use super::completion::Violation;
 use super::{Collector, CONTROL_BUDGET};
 use crate::hound_text::hound_text;
 use crate::job::machine::KillCause;
+use crate::spawn::recv_control_datagram;
 
 /// Per-slot log budget for hound-triggered lines (Fatal text, violations): burst, then one
 /// line per `HOUND_LOG_REFILL`. Lines over budget are counted in `hound_log_suppressed`.
@@ -69,15 +69,12 @@ impl Collector {
             let Some(h) = self.hounds[i].as_mut() else {
                 return;
             };
-            let r = recv(
-                h.control.as_raw_fd(),
-                &mut self.ctrl_buf,
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
-            );
+            // A reset is read through, so a Fatal sent just before exit is not lost.
+            let r = recv_control_datagram(h.control.as_fd(), &mut self.ctrl_buf);
             match r {
-                Ok(0) | Err(nix::errno::Errno::ECONNRESET) => {
-                    // The hound closed its end: it exited, or means to stop talking. Either way
-                    // it is finished.
+                Ok(0) => {
+                    // The hound closed its end and everything it sent is read: it exited, or
+                    // means to stop talking. Either way it is finished.
                     self.kill_and_reap(i, None);
                     return;
                 }
