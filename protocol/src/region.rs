@@ -20,6 +20,26 @@
 //! the shared-memory section of docs/PROTOCOL.md. All positions start at 0 when the regions are
 //! created.
 //!
+//! # Kept positions and batches
+//!
+//! Each half keeps a private copy of the one position the peer writes that it needs (the
+//! producers: the consumer position; the consumers: the producer position) and loads the
+//! shared field again only when the ring looks full (producer) or empty (consumer) with the
+//! copy. A position only moves forward, so a kept copy is an older value: a producer with an
+//! old head sees less free space than there is, a consumer with an old tail sees fewer records.
+//! Both are safe, and the Acquire that followed the load which produced the copy still orders
+//! everything the copy covers. Values the hound wrote stay untrusted: the ring validates a kept
+//! copy against the private position on every use exactly as a fresh one, and a copy that
+//! failed validation is dropped (the next look loads again). Sleep re-checks (`has_pending`)
+//! always load afresh.
+//!
+//! Producers may also *stage* records (write them without storing the tail) and publish a batch
+//! with one Release store; consumers may consume a batch and publish their position once. A
+//! stream then moves each position's cache line between the cores once per batch instead of
+//! once per record. A producer publishes before it looks at the peer's sleeping flag, and a
+//! consumer before it sleeps or stops consuming, so the wake-up argument below holds with "the
+//! last tail store of the batch" for "the tail store".
+//!
 //! # Wake-up ordering (why no wake-up is lost)
 //!
 //! Consumer (about to sleep): `sleeping.store(1, SeqCst)`; `fence(SeqCst)` (= `F_c`); load the
@@ -53,6 +73,13 @@ use memmap2::{Mmap, MmapMut, MmapOptions};
 
 use crate::ring::{self, RingMemory};
 use crate::ProtocolError;
+
+/// An `AtomicU64` alone on its cache line(s): the supervisor's private `released` is stored by
+/// the thread that consumes completions and `published_tail` by the thread that submits, so
+/// sharing one line would move it between the two cores on every job of both.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
 
 // The hound reads header fields of its read-only mapping with `AtomicU64::load(Relaxed)`, which
 // is only defined on read-only memory where a 64-bit load is a single plain load instruction.
@@ -413,10 +440,10 @@ struct SupervisorMappings {
     cmp_ring: RingMemory,
     /// Private authoritative copy of the released request position (written by the
     /// CompletionReader, read by the RequestWriter). Never read from shared memory.
-    released: AtomicU64,
-    /// Private copy of the published request tail (written by the RequestWriter after each
-    /// push, read by the CompletionReader for `read_request`/`release_requests`).
-    published_tail: AtomicU64,
+    released: Padded,
+    /// Private copy of the published request tail (written by the RequestWriter on each
+    /// publish, read by the CompletionReader for `read_request`/`release_requests`).
+    published_tail: Padded,
     _req_map: MmapMut,
     _cmp_map: MmapMut,
 }
@@ -486,8 +513,8 @@ impl SupervisorRegions {
                     cmp_base.add(REGION_HEADER_LEN),
                     layout.completion_capacity,
                 )?,
-                released: AtomicU64::new(0),
-                published_tail: AtomicU64::new(0),
+                released: Padded::default(),
+                published_tail: Padded::default(),
                 _req_map: req_map,
                 _cmp_map: cmp_map,
             }
@@ -523,10 +550,14 @@ impl SupervisorRegions {
             RequestWriter {
                 shared: Arc::clone(&shared),
                 tail: 0,
+                published: 0,
+                released_seen: 0,
             },
             CompletionReader {
                 shared,
                 head: 0,
+                published_head: 0,
+                tail_seen: 0,
                 _not_sync: PhantomData,
             },
         )
@@ -543,16 +574,25 @@ impl SupervisorRegions {
 #[derive(Debug)]
 pub struct RequestWriter {
     shared: Arc<SupervisorMappings>,
-    /// Private producer position (authoritative; the shared tail is a published copy).
+    /// Private producer position, staged records included (authoritative; the shared tail is
+    /// a published copy).
     tail: u64,
+    /// The tail last published (`<= tail`; equal when nothing is staged).
+    published: u64,
+    /// A copy of `released` as last loaded (Acquire): at most the real one, since `released`
+    /// only moves forward. Space is computed from it, and it is loaded again only when a
+    /// record does not fit with it, so a stream of pushes does not pull the consumer thread's
+    /// cache line in on every job. A stale copy only under-states the free space.
+    released_seen: u64,
 }
 
 // SAFETY: a RequestWriter and the CompletionReader split from the same SupervisorRegions share
 // one SupervisorMappings through the Arc and may live on two threads. Neither is Sync, so each is
 // used by one thread at a time, and what the two threads touch is partitioned:
-// * request ring data: the writer writes only free space `[tail, released + capacity)`
-//   (`write_record` with `head = released`); the reader reads only `[released,
-//   published_tail)` (`read_request`). The writer stores `published_tail` with Release after
+// * request ring data: the writer writes only free space `[tail, released_seen + capacity)`
+//   (`write_record` with `head = released_seen`, a copy of `released` that is never ahead of
+//   it); the reader reads only `[released, published_tail)` (`read_request`), and staged
+//   records lie at or beyond `published_tail`. The writer stores `published_tail` with Release after
 //   writing a record and the reader loads it with Acquire; the reader stores `released` with
 //   Release after its last read of that space and the writer loads it with Acquire. So every
 //   byte is written and read in happens-before order, never concurrently.
@@ -570,29 +610,69 @@ impl RequestWriter {
     /// Bytes currently free (ignoring padding that a push may need). Never more than
     /// `capacity - (tail - released)`, computed from private state only.
     pub fn free_bytes(&self) -> usize {
-        let released = self.shared.released.load(Ordering::Acquire);
+        let released = self.shared.released.0.load(Ordering::Acquire);
         let used = self.tail.wrapping_sub(released);
         // `released` never passes the published tail (release_requests clamps), so
         // `used <= capacity`; saturate rather than trust that.
         (self.shared.layout.request_capacity as u64).saturating_sub(used) as usize
     }
     /// Copies `parts` (concatenated) in as one record and publishes it (Release store of the
-    /// tail). `Ok(None)` if it does not fit now; `Err(RecordTooLarge)` if it never will.
-    /// No syscall, no allocation.
+    /// tail): [`Self::stage`] then [`Self::publish`]. `Ok(None)` if it does not fit now;
+    /// `Err(RecordTooLarge)` if it never will. No syscall, no allocation.
     pub fn try_push(&mut self, parts: &[&[u8]]) -> Result<Option<RecordPos>, ProtocolError> {
+        let pos = self.stage(parts)?;
+        if pos.is_some() {
+            self.publish();
+        }
+        Ok(pos)
+    }
+    /// Copies `parts` (concatenated) in as one record *without* publishing it: neither the
+    /// hound nor this process's CompletionReader (`read_request`) sees it until the next
+    /// [`Self::publish`] (or `try_push`). A batch stages its records and publishes once, so
+    /// the hound's cache line with the tail moves once per batch instead of once per record.
+    /// Same results as `try_push`. The caller must publish before it relies on the hound
+    /// seeing the records (before it looks at the hound's sleeping flag, in particular).
+    pub fn stage(&mut self, parts: &[&[u8]]) -> Result<Option<RecordPos>, ProtocolError> {
         let sh = &*self.shared;
-        let released = sh.released.load(Ordering::Acquire);
-        let Some((start, end)) = sh.req_ring.write_record(released, self.tail, parts)? else {
+        // `released_seen` is this process's own value (never the hound's), at most the real
+        // released position: the space from it up to `tail + capacity` is free.
+        let mut r = sh.req_ring.write_record(self.released_seen, self.tail, parts)?;
+        if r.is_none() {
+            // Looks full with the old copy: look again. Acquire pairs with the Release store in
+            // `release_requests`: the reader's last reads of the released records (its
+            // `read_request` copies) happen before this thread overwrites them. The copy kept
+            // from an earlier load stays covered by that earlier Acquire.
+            let released = sh.released.0.load(Ordering::Acquire);
+            if released != self.released_seen {
+                self.released_seen = released;
+                r = sh.req_ring.write_record(released, self.tail, parts)?;
+            }
+        }
+        let Some((start, end)) = r else {
             return Ok(None);
         };
         self.tail = end;
-        // Publish to the hound (its Acquire fence after loading pairs with this) ...
-        sh.req_hdr.u64(REQ_TAIL).store(end, Ordering::Release);
-        // ... and to the CompletionReader of this process.
-        sh.published_tail.store(end, Ordering::Release);
         Ok(Some(RecordPos { start, end }))
     }
-    /// After a push: issues a SeqCst fence and reads the hound's sleeping flag. True means the
+    /// Publishes every staged record (a no-op when none is staged). Release: the records'
+    /// bytes, written before, are visible to whoever Acquires the new tail.
+    pub fn publish(&mut self) {
+        if self.published == self.tail {
+            return;
+        }
+        self.published = self.tail;
+        let sh = &*self.shared;
+        // Publish to the hound (its Acquire fence after loading pairs with this) ...
+        sh.req_hdr.u64(REQ_TAIL).store(self.tail, Ordering::Release);
+        // ... and to the CompletionReader of this process.
+        sh.published_tail.0.store(self.tail, Ordering::Release);
+    }
+    /// Whether records are staged and not yet published.
+    pub fn has_staged(&self) -> bool {
+        self.published != self.tail
+    }
+    /// After a push (or a [`Self::publish`]; staged records do not count): issues a SeqCst
+    /// fence and reads the hound's sleeping flag. True means the
     /// caller must ring the hound's request doorbell. The flag is hound-written: any non-zero
     /// value counts as sleeping (a lying hound only earns itself extra or missing wake-ups).
     pub fn hound_sleeping(&self) -> bool {
@@ -608,6 +688,14 @@ pub struct CompletionReader {
     shared: Arc<SupervisorMappings>,
     /// Private consumer position (authoritative; the shared `cmp_head` is a published copy).
     head: u64,
+    /// The consumer position last published to the hound (`REQ_CMP_HEAD`).
+    published_head: u64,
+    /// The hound's tail as last loaded (untrusted, like every value the hound writes). Loaded
+    /// again only when the ring looks empty with it (`tail_seen == head`), or after it failed
+    /// validation: so a burst of completions costs one load of the hound's cache line, not
+    /// one per record. It is validated against `head` by the ring on every use, exactly as a
+    /// fresh load is: keeping it changes when the hound's value is read, never what is checked.
+    tail_seen: u64,
     /// Not Sync: `read_request` and `release_requests` take `&self` and must not run on two
     /// threads at once (see the Send argument on RequestWriter).
     _not_sync: PhantomData<Cell<()>>,
@@ -622,18 +710,55 @@ impl CompletionReader {
     /// indices or headers — the caller must kill that hound. The payload is at most the
     /// completion ring's maximum payload; `out` is untouched unless `Ok(true)`.
     pub fn pop(&mut self, out: &mut Vec<u8>) -> Result<bool, ProtocolError> {
-        let sh = &*self.shared;
-        let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
-        fence(Ordering::Acquire);
-        match sh.cmp_ring.read_record_copy(self.head, tail, out)? {
-            Some(next) => {
+        let popped = self.pop_deferred(out)?;
+        self.publish_head();
+        Ok(popped)
+    }
+    /// Like [`Self::pop`], but does not publish the new consumer position: the hound sees the
+    /// space as used until the next [`Self::publish_head`] (or `pop` / `pop_split`). A batch
+    /// consumes its records and publishes once. The caller must publish before it sleeps or
+    /// stops consuming: a hound whose ring looks full waits for that.
+    pub fn pop_deferred(&mut self, out: &mut Vec<u8>) -> Result<bool, ProtocolError> {
+        let tail = self.tail();
+        match self.shared.cmp_ring.read_record_copy(self.head, tail, out) {
+            Ok(Some(next)) => {
                 self.head = next;
-                // Release: the copy above completes before the hound may reuse the space.
-                sh.req_hdr.u64(REQ_CMP_HEAD).store(next, Ordering::Release);
                 Ok(true)
             }
-            None => Ok(false),
+            Ok(None) => Ok(false),
+            Err(e) => Err(self.forget_tail(e)),
         }
+    }
+    /// Publishes the consumer position (a no-op when nothing was consumed since the last
+    /// publish). Release: every copy out of the consumed records completes before the hound,
+    /// which Acquires the position, may overwrite their space.
+    pub fn publish_head(&mut self) {
+        if self.published_head != self.head {
+            self.published_head = self.head;
+            let sh = &*self.shared;
+            sh.req_hdr
+                .u64(REQ_CMP_HEAD)
+                .store(self.head, Ordering::Release);
+        }
+    }
+    /// The tail to consume up to: the copy kept from the last load unless the ring looks empty
+    /// with it, then a fresh `Relaxed` load followed by an `Acquire` fence (pairs with the
+    /// hound's Release store of its tail: the records' bytes before it are visible). A kept
+    /// copy needs no new fence: the bytes it covers were made visible by the fence after the
+    /// load that produced it.
+    fn tail(&mut self) -> u64 {
+        if self.tail_seen == self.head {
+            let sh = &*self.shared;
+            self.tail_seen = sh.cmp_hdr.load_u64(CMP_TAIL);
+            fence(Ordering::Acquire);
+        }
+        self.tail_seen
+    }
+    /// After a validation error: drops the kept tail, so the next look loads the hound's value
+    /// again instead of failing on the old one forever.
+    fn forget_tail(&mut self, e: ProtocolError) -> ProtocolError {
+        self.tail_seen = self.head;
+        e
     }
     /// Like [`Self::pop`], but copies the record's first `header.len()` bytes into `header`
     /// and the rest into `body` (cleared first), each byte once: a caller that hands the body
@@ -645,25 +770,35 @@ impl CompletionReader {
         header: &mut [u8],
         body: &mut Vec<u8>,
     ) -> Result<Option<usize>, ProtocolError> {
-        let sh = &*self.shared;
-        let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
-        fence(Ordering::Acquire);
-        match sh
+        let popped = self.pop_split_deferred(header, body)?;
+        self.publish_head();
+        Ok(popped)
+    }
+    /// Like [`Self::pop_split`], without publishing the consumer position (see
+    /// [`Self::pop_deferred`]).
+    pub fn pop_split_deferred(
+        &mut self,
+        header: &mut [u8],
+        body: &mut Vec<u8>,
+    ) -> Result<Option<usize>, ProtocolError> {
+        let tail = self.tail();
+        match self
+            .shared
             .cmp_ring
-            .read_record_split(self.head, tail, header, body)?
+            .read_record_split(self.head, tail, header, body)
         {
-            Some((next, len)) => {
+            Ok(Some((next, len))) => {
                 self.head = next;
-                // Release: the copy above completes before the hound may reuse the space.
-                sh.req_hdr.u64(REQ_CMP_HEAD).store(next, Ordering::Release);
                 Ok(Some(len))
             }
-            None => Ok(None),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.forget_tail(e)),
         }
     }
     /// Whether a completion is waiting (validates the tail like `pop`, and the next record's
     /// header too: `Ok(true)` means a `pop` now returns `Ok(true)` unless the hound rewrites
-    /// the record in between).
+    /// the record in between). Always loads the hound's tail afresh (a sleep re-check needs
+    /// the value after the SeqCst fence of `announce_sleep`, not a kept copy).
     pub fn has_pending(&self) -> Result<bool, ProtocolError> {
         let sh = &*self.shared;
         let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
@@ -674,11 +809,12 @@ impl CompletionReader {
     /// it, without consuming it (`Ok(None)` when empty). Untrusted like the record: the hound
     /// may rewrite it before the `pop`, which validates again; a caller uses it only to decide
     /// who consumes the record.
-    pub fn next_len(&self) -> Result<Option<usize>, ProtocolError> {
-        let sh = &*self.shared;
-        let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
-        fence(Ordering::Acquire);
-        sh.cmp_ring.record_len(self.head, tail)
+    pub fn next_len(&mut self) -> Result<Option<usize>, ProtocolError> {
+        let tail = self.tail();
+        self.shared
+            .cmp_ring
+            .record_len(self.head, tail)
+            .map_err(|e| self.forget_tail(e))
     }
     /// Frees request ring space up to `upto` (a `RecordPos::end`), with a Release store.
     /// Positions only move forward: an `upto` that is not 8-aligned or not in
@@ -686,8 +822,8 @@ impl CompletionReader {
     pub fn release_requests(&self, upto: u64) {
         let sh = &*self.shared;
         // Only this (non-Sync) reader stores `released`.
-        let released = sh.released.load(Ordering::Relaxed);
-        let tail = sh.published_tail.load(Ordering::Acquire);
+        let released = sh.released.0.load(Ordering::Relaxed);
+        let tail = sh.published_tail.0.load(Ordering::Acquire);
         if !upto.is_multiple_of(ring::RECORD_ALIGN as u64)
             || upto.wrapping_sub(released) > tail.wrapping_sub(released)
         {
@@ -695,7 +831,7 @@ impl CompletionReader {
         }
         // Release: this thread's reads of the released records (read_request) happen before
         // the writer may overwrite them.
-        sh.released.store(upto, Ordering::Release);
+        sh.released.0.store(upto, Ordering::Release);
         sh.req_hdr.u64(REQ_RELEASED).store(upto, Ordering::Relaxed);
     }
     /// Re-reads the supervisor's own request record starting at `start` (trusted memory: the
@@ -705,8 +841,8 @@ impl CompletionReader {
     /// hound: the request region cannot be written by the hound).
     pub fn read_request(&self, start: u64, out: &mut Vec<u8>) -> Result<u64, ProtocolError> {
         let sh = &*self.shared;
-        let released = sh.released.load(Ordering::Relaxed);
-        let tail = sh.published_tail.load(Ordering::Acquire);
+        let released = sh.released.0.load(Ordering::Relaxed);
+        let tail = sh.published_tail.0.load(Ordering::Acquire);
         if start.wrapping_sub(released) >= tail.wrapping_sub(released) {
             return Err(ProtocolError::RingCorrupt {
                 what: "request position outside the unreleased range",
@@ -981,11 +1117,14 @@ impl HoundRegions {
             RequestReader {
                 shared: Arc::clone(&shared),
                 head: 0,
+                tail_seen: 0,
                 peeked: None,
             },
             CompletionWriter {
                 shared: Arc::clone(&shared),
                 tail: 0,
+                published: 0,
+                head_seen: 0,
             },
             StatusWriter { shared },
         )
@@ -1015,6 +1154,9 @@ unsafe impl Sync for StatusWriter {}
 pub struct RequestReader {
     shared: Arc<HoundMappings>,
     head: u64,
+    /// The supervisor's tail as last loaded; loaded again only when the ring looks empty with
+    /// it or after it failed validation (see `CompletionReader::tail_seen`: the same rule).
+    tail_seen: u64,
     /// Position after the record returned by the last successful `peek`.
     peeked: Option<u64>,
 }
@@ -1027,21 +1169,39 @@ impl RequestReader {
     /// slice. `Err(RingCorrupt)` if the supervisor's positions or headers are impossible.
     pub fn peek(&mut self) -> Result<Option<&[u8]>, ProtocolError> {
         self.peeked = None;
-        let tail = self.shared.req_hdr.load_u64(REQ_TAIL);
-        fence(Ordering::Acquire);
+        if self.tail_seen == self.head {
+            // Looks empty with the kept copy: load the supervisor's tail again. The Acquire
+            // fence pairs with its Release store of the tail.
+            self.tail_seen = self.shared.req_hdr.load_u64(REQ_TAIL);
+            fence(Ordering::Acquire);
+        }
+        let tail = self.tail_seen;
         // SAFETY: the request mapping is read-only in this process, and the supervisor writes
         // only free ring space: the record at `head` lies in `[released, tail)`, which it does
         // not touch until it has consumed this hound's completion for the record (pushed only
         // after the hound is done with the slice, as documented above). The Acquire fence
-        // after loading `tail` makes the record's bytes, written before the supervisor's
-        // Release store of `tail`, visible.
-        match unsafe { self.shared.req_ring.read_record_ref(self.head, tail) }? {
-            Some((_, payload, next)) => {
+        // after the load that produced `tail` (this call's, or the earlier one whose value was
+        // kept: the supervisor's tail only moves forward, so a kept value is an older one)
+        // makes the record's bytes, written before the supervisor's Release store of that
+        // tail, visible.
+        match unsafe { self.shared.req_ring.read_record_ref(self.head, tail) } {
+            Ok(Some((_, payload, next))) => {
                 self.peeked = Some(next);
                 Ok(Some(payload))
             }
-            None => Ok(None),
+            Ok(None) => Ok(None),
+            Err(e) => {
+                // Look again next time rather than fail on the kept value forever.
+                self.tail_seen = self.head;
+                Err(e)
+            }
         }
+    }
+    /// Whether the next record is already known to be published without a look at shared
+    /// memory (the kept tail is ahead of the cursor). `false` says nothing: the ring may still
+    /// hold records published since the last load. Cheap enough to ask after every job.
+    pub fn has_known_next(&self) -> bool {
+        self.tail_seen != self.head
     }
     /// Moves the cursor past the record returned by the last `peek` (no-op if that `peek`
     /// returned no record).
@@ -1052,6 +1212,7 @@ impl RequestReader {
     }
     /// Whether a record is waiting (Acquire load of the tail). An impossible tail also counts as
     /// pending, so that the next `peek` reports it.
+    /// Always loads the tail afresh (the sleep re-check after `announce_sleep`).
     pub fn has_pending(&self) -> bool {
         let tail = self.shared.req_hdr.load_u64(REQ_TAIL);
         fence(Ordering::Acquire);
@@ -1063,8 +1224,16 @@ impl RequestReader {
 #[derive(Debug)]
 pub struct CompletionWriter {
     shared: Arc<HoundMappings>,
-    /// Private producer position.
+    /// Private producer position, staged records included.
     tail: u64,
+    /// The tail last published (`CMP_TAIL`).
+    published: u64,
+    /// The supervisor's consumer position as last loaded (Acquire). Loaded again only when a
+    /// record does not fit with it: a stream of pushes does not pull the supervisor's cache
+    /// line in on every record. It is validated by `write_record` on every use exactly as a
+    /// fresh value is (the supervisor is trusted by the hound, but a bug must not make the
+    /// hound overwrite unconsumed records); a stale one only under-states the free space.
+    head_seen: u64,
 }
 
 impl CompletionWriter {
@@ -1072,25 +1241,60 @@ impl CompletionWriter {
     pub fn max_payload(&self) -> usize {
         ring::max_payload(self.shared.layout.completion_capacity)
     }
-    /// Writes one record (concatenated `parts`) and publishes it. `Ok(false)` if full now.
-    /// `Err(RecordTooLarge)` if it never fits; `Err(RingCorrupt)` if the supervisor's consumer
-    /// position is impossible.
+    /// Writes one record (concatenated `parts`) and publishes it ([`Self::stage`], then
+    /// [`Self::publish`]). `Ok(false)` if full now. `Err(RecordTooLarge)` if it never fits;
+    /// `Err(RingCorrupt)` if the supervisor's consumer position is impossible.
     pub fn try_push(&mut self, parts: &[&[u8]]) -> Result<bool, ProtocolError> {
+        let pushed = self.stage(parts)?;
+        if pushed {
+            self.publish();
+        }
+        Ok(pushed)
+    }
+    /// Writes one record without publishing it: the supervisor sees it at the next
+    /// [`Self::publish`] (or `try_push`). Same results as `try_push`. Publish before looking
+    /// at the supervisor's sleeping flag (the wake-up argument at the top of this module
+    /// needs the tail stored before the fence).
+    pub fn stage(&mut self, parts: &[&[u8]]) -> Result<bool, ProtocolError> {
         let sh = &*self.shared;
-        let head = sh.req_hdr.load_u64(REQ_CMP_HEAD);
-        // Pairs with the supervisor's Release store of cmp_head: its copy-out is complete
-        // before this process overwrites the space.
-        fence(Ordering::Acquire);
-        match sh.cmp_ring.write_record(head, self.tail, parts)? {
+        let mut r = sh.cmp_ring.write_record(self.head_seen, self.tail, parts);
+        if !matches!(r, Ok(Some(_))) && !matches!(r, Err(ProtocolError::RecordTooLarge { .. }))
+        {
+            // Full (or impossible) with the kept copy: load the supervisor's position again.
+            // Acquire (a Relaxed load of the read-only mapping, then the fence) pairs with its
+            // Release store of cmp_head: its copy-out of the consumed records is complete
+            // before this process overwrites the space. A kept copy stays covered by the
+            // fence that followed its own load.
+            let head = sh.req_hdr.load_u64(REQ_CMP_HEAD);
+            fence(Ordering::Acquire);
+            self.head_seen = head;
+            r = sh.cmp_ring.write_record(head, self.tail, parts);
+        }
+        match r? {
             Some((_, end)) => {
                 self.tail = end;
-                sh.cmp_hdr.u64(CMP_TAIL).store(end, Ordering::Release);
                 Ok(true)
             }
             None => Ok(false),
         }
     }
-    /// After a push: SeqCst fence, then reads the supervisor's sleeping flag.
+    /// Publishes every staged record (Release store of the tail: their bytes are visible to
+    /// the supervisor's Acquire). A no-op when nothing is staged.
+    pub fn publish(&mut self) {
+        if self.published != self.tail {
+            self.published = self.tail;
+            self.shared
+                .cmp_hdr
+                .u64(CMP_TAIL)
+                .store(self.tail, Ordering::Release);
+        }
+    }
+    /// Whether records are staged and not yet published.
+    pub fn has_staged(&self) -> bool {
+        self.published != self.tail
+    }
+    /// After a push (or a publish; staged records do not count): SeqCst fence, then reads the
+    /// supervisor's sleeping flag.
     pub fn supervisor_sleeping(&self) -> bool {
         fence(Ordering::SeqCst);
         self.shared.req_hdr.load_u32(REQ_SUPERVISOR_SLEEPING) != 0
@@ -1130,6 +1334,14 @@ impl StatusWriter {
         self.hdr()
             .u64(CMP_JOBS_DONE)
             .fetch_add(1, Ordering::Relaxed);
+    }
+    /// Adds `n` to the completed-jobs counter (wrapping): one atomic operation for a batch.
+    pub fn jobs_done(&self, n: u64) {
+        if n > 0 {
+            self.hdr()
+                .u64(CMP_JOBS_DONE)
+                .fetch_add(n, Ordering::Relaxed);
+        }
     }
     /// Sets the hound's sleeping flag (SeqCst store + SeqCst fence); re-check the ring after.
     pub fn announce_sleep(&self) {

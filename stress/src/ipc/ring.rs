@@ -3,8 +3,9 @@
 //! the same memfd regions (the pool's ring sizes for the same payloads), driven by two threads
 //! of this process: this one submits and takes completions (copied out, as the pool's collector
 //! copies them), an echo thread copies each request's payload into the completion ring. Both
-//! spin (no doorbells, no bookkeeping, no headers): what is left is the cost of the ring itself,
-//! the physical limit the `shm` rows are compared with.
+//! spin (no doorbells, no bookkeeping, no headers) and use the rings' batch calls (stage and
+//! publish once, consume a batch and publish the position once), which the pool uses too: what
+//! is left is the cost of the ring itself, the physical limit the `shm` rows are compared with.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,7 @@ pub(super) fn run(
         writer: &mut writer,
         reader: &mut reader,
         ends: VecDeque::with_capacity(WINDOW),
+        released: None,
         buf: Vec::new(),
     };
     let mut out = Vec::new();
@@ -76,15 +78,31 @@ pub(super) fn run(
     Ok(out)
 }
 
+/// Completions the echo thread stages before it publishes them (the hound's loop uses the same
+/// bound, `hound::run::PUBLISH_BATCH`). Publishing only when the whole window is echoed made
+/// the two threads take turns (each spun while the other worked through 32 records); a batch
+/// of 8 lets the submitter's refill overlap the rest of the echo, at one cache-line transfer of
+/// the tail per 8 records.
+const ECHO_BATCH: usize = 8;
+
 /// The echo thread: copies every request payload into the completion ring, spinning while
-/// either ring is empty or full, until `stop`.
+/// either ring is empty or full, until `stop`. Completions are staged and published once per
+/// batch: every [`ECHO_BATCH`] records, when the requests it knows of are done (before it looks
+/// for more), or when the completion ring is full.
 fn echo(
     mut requests: RequestReader,
     mut completions: CompletionWriter,
     stop: &AtomicBool,
 ) -> std::result::Result<(), ProtocolError> {
     let mut idle = 0u32;
+    let mut staged = 0usize;
     while !stop.load(Ordering::Relaxed) {
+        if staged >= ECHO_BATCH || !requests.has_known_next() {
+            // Everything known is done (publish before looking for more), or a batch is: the
+            // submitter refills its window while the rest is echoed.
+            completions.publish();
+            staged = 0;
+        }
         let Some(payload) = requests.peek()? else {
             idle = idle.wrapping_add(1);
             if idle.is_multiple_of(64) {
@@ -95,7 +113,8 @@ fn echo(
             continue;
         };
         let mut full = 0u32;
-        while !completions.try_push(&[payload])? {
+        while !completions.stage(&[payload])? {
+            completions.publish();
             if stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
@@ -107,6 +126,7 @@ fn echo(
             }
         }
         requests.advance();
+        staged += 1;
     }
     Ok(())
 }
@@ -117,6 +137,8 @@ struct Side<'a> {
     reader: &'a mut CompletionReader,
     /// End positions of the requests in flight, oldest first.
     ends: VecDeque<u64>,
+    /// End of the last request whose completion was taken, not yet released.
+    released: Option<u64>,
     buf: Vec<u8>,
 }
 
@@ -134,7 +156,9 @@ impl Side<'_> {
     }
 
     /// `n` round trips with at most `window` in flight; with a histogram, records each one
-    /// (meaningful with a window of 1).
+    /// (meaningful with a window of 1). The window is refilled with staged records and one
+    /// publish; completions are taken as a batch (everything the ring shows) and the consumer
+    /// position published and the request space released once per batch.
     fn exchange(
         &mut self,
         body: &[u8],
@@ -146,7 +170,7 @@ impl Side<'_> {
         let mut t = Instant::now();
         while done < n {
             while sent < n && sent - done < window {
-                let Some(pos) = self.writer.try_push(&[body])? else {
+                let Some(pos) = self.writer.stage(&[body])? else {
                     break;
                 };
                 if sent == done {
@@ -155,25 +179,30 @@ impl Side<'_> {
                 self.ends.push_back(pos.end);
                 sent += 1;
             }
+            self.writer.publish();
             self.take_one(body)?;
             done += 1;
             if let Some(h) = hist.as_deref_mut() {
                 record(h, t.elapsed());
             }
             // Everything else already there, without waiting.
-            while done < sent && self.reader.pop(&mut self.buf)? {
-                self.check_and_release(body)?;
+            while done < sent && self.reader.pop_deferred(&mut self.buf)? {
+                self.check(body)?;
                 done += 1;
+            }
+            self.reader.publish_head();
+            if let Some(end) = self.released.take() {
+                self.reader.release_requests(end);
             }
         }
         Ok(())
     }
 
-    /// Waits (spinning) for one completion and consumes it.
+    /// Waits (spinning) for one completion and consumes it (not yet published).
     fn take_one(&mut self, body: &[u8]) -> Result<()> {
         let start = Instant::now();
         let mut spins = 0u32;
-        while !self.reader.pop(&mut self.buf)? {
+        while !self.reader.pop_deferred(&mut self.buf)? {
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(64) {
                 // On a machine with other work, a spinner that never yields can hold the core
@@ -188,10 +217,11 @@ impl Side<'_> {
                 std::hint::spin_loop();
             }
         }
-        self.check_and_release(body)
+        self.check(body)
     }
 
-    fn check_and_release(&mut self, body: &[u8]) -> Result<()> {
+    /// Checks a completion and notes its request's end for the batch's release.
+    fn check(&mut self, body: &[u8]) -> Result<()> {
         if self.buf.len() != body.len() || self.buf.last() != payload_last(body.len()).as_ref() {
             return Err(StressError::Unexpected(format!(
                 "ring echo of {} bytes, expected {}",
@@ -200,7 +230,7 @@ impl Side<'_> {
             )));
         }
         if let Some(end) = self.ends.pop_front() {
-            self.reader.release_requests(end);
+            self.released = Some(end);
         }
         Ok(())
     }
