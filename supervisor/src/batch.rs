@@ -23,8 +23,9 @@ impl Pool {
     /// as with `submit`; a refusal of one job never stops the others (an oversized job in the
     /// middle of a batch is refused with `EvidenceTooLarge`, the jobs around it go on).
     ///
-    /// What it saves: jobs are copied into a hound's ring in runs, under one lock, and the
-    /// hound's doorbell is rung at most once per run (only if it announced sleep). Runs are
+    /// What it saves: jobs are copied into a hound's ring in runs, under one lock, published to
+    /// the hound with one store per run, and the hound's doorbell is rung at most once per run
+    /// (only if it announced sleep). Runs are
     /// spread over the accepting hounds (least loaded first, about an equal share each), so
     /// jobs of one batch are not all queued behind each other. Jobs that fit no ring get the
     /// configured [`PoolExhaustedAction`](crate::PoolExhaustedAction) one by one, exactly as
@@ -47,6 +48,9 @@ impl Pool {
         let mut next = 0usize;
         // A job admitted (id assigned) but not yet placed: carried to the next slot.
         let mut held: Option<Admitted<'_>> = None;
+        // The batch's submission time, read once: every job of one call is submitted at the
+        // same moment as far as its latency is concerned.
+        let now = Instant::now();
         let n = sh.slots.len();
         let first = least_loaded(sh);
         for visit in 0..n {
@@ -58,14 +62,14 @@ impl Pool {
             let mut quota = (jobs.len() - next).div_ceil(left);
             // Runs on one slot until its share is placed or it is full; each run releases
             // the lock after RUN_BYTES, so the collector never waits long for it.
-            while fill_slot(sh, idx, jobs, &mut next, &mut quota, &mut held, results) {}
+            while fill_slot(sh, idx, jobs, now, &mut next, &mut quota, &mut held, results) {}
         }
         // What fits no ring: the exhaustion action, job by job (as `submit` would).
         while next < jobs.len() {
             let job = &jobs[next];
             let a = match held.take() {
                 Some(a) => Ok(a),
-                None => admit_counted(sh, job),
+                None => admit_counted(sh, job, now),
             };
             let r = a.and_then(|a| {
                 let job_id = a.meta.job_id;
@@ -97,7 +101,8 @@ impl Pool {
     /// runs on the collector thread), the calling thread first consumes the hounds' completion
     /// rings itself, for every ring no other thread is consuming at that moment: each
     /// completion is copied out, checked and turned into its outcome exactly as the collector
-    /// does it, without waiting for the collector thread to be scheduled. A hound that wrote
+    /// does it, without waiting for the collector thread to be scheduled, and the outcome is
+    /// appended to `buf` directly (not through the channel) while `buf` has room. A hound that wrote
     /// something impossible is not acted on here: the collector kills it and settles its jobs.
     /// While waiting, the thread keeps consuming, yielding its CPU between looks, for up to
     /// `collector_spin` (the collector sleeps meanwhile); then it blocks on the channel and
@@ -122,7 +127,7 @@ impl Pool {
             }
         };
         if consume {
-            self.consume_rings(true);
+            self.consume_into(buf, before + max, true);
         }
         take(buf);
         if buf.len() > before || timeout.is_zero() {
@@ -134,7 +139,7 @@ impl Pool {
             let spin = sh.config.collector_spin.min(timeout);
             while start.elapsed() < spin {
                 std::thread::yield_now();
-                self.consume_rings(true);
+                self.consume_into(buf, before + max, true);
                 take(buf);
                 if buf.len() > before {
                     return buf.len() - before;
@@ -142,7 +147,7 @@ impl Pool {
             }
             sh.end_caller_lease();
             // What arrived between the last look and the end of the lease.
-            self.consume_rings(false);
+            self.consume_into(buf, before + max, false);
             take(buf);
             if buf.len() > before {
                 return buf.len() - before;
@@ -154,6 +159,29 @@ impl Pool {
         }
         take(buf);
         buf.len() - before
+    }
+
+    /// [`Self::consume_rings`] with the outcomes it concludes for the channel appended to
+    /// `buf` directly, as long as `buf` holds fewer than `limit` (the rest, and outcomes of
+    /// tracked jobs, go where they always go). `buf` is lent to this thread's
+    /// [`DIRECT`] slot for the pass and given back when it ends, also by unwinding.
+    fn consume_into(&self, buf: &mut Vec<Outcome>, limit: usize, lease: bool) {
+        let owner: *const Books = &*self.shared;
+        let lent = DIRECT.with(|d| match d.try_borrow_mut() {
+            Ok(mut d) if d.is_none() => {
+                *d = Some(Direct {
+                    owner,
+                    limit,
+                    buf: std::mem::take(buf),
+                });
+                true
+            }
+            // A pass of this thread is already lending its buffer (a tracked job's waker that
+            // consumes inline): outcomes go to that buffer or the channel.
+            _ => false,
+        });
+        let _back = lent.then(|| GiveBack(buf));
+        self.consume_rings(lease);
     }
 
     /// One pass of the caller's thread over the completion rings (see
@@ -181,19 +209,68 @@ impl Pool {
     }
 }
 
+/// A caller's `recv_outcomes` buffer, lent for one pass over the rings (see
+/// [`Pool::consume_into`]).
+struct Direct {
+    /// The pool whose outcomes go here (compared, never dereferenced).
+    owner: *const Books,
+    /// How many outcomes `buf` may hold in all (the caller's `max` plus what it held before).
+    limit: usize,
+    buf: Vec<Outcome>,
+}
+
+/// Gives the lent buffer back to the caller when the pass ends (or unwinds).
+struct GiveBack<'a>(&'a mut Vec<Outcome>);
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        DIRECT.with(|d| {
+            if let Ok(mut d) = d.try_borrow_mut() {
+                if let Some(direct) = d.take() {
+                    *self.0 = direct.buf;
+                }
+            }
+        });
+    }
+}
+
+/// Delivers `outcome` of the pool `sh` into the buffer this thread lent for its
+/// `recv_outcomes` pass, if there is one for this pool with room; gives it back otherwise (the
+/// caller sends it to the channel).
+pub(crate) fn deliver_direct(sh: &Books, outcome: Outcome) -> Result<(), Outcome> {
+    DIRECT.with(|d| match d.try_borrow_mut() {
+        Ok(mut d) => match d.as_mut() {
+            Some(direct)
+                if std::ptr::eq(direct.owner, sh) && direct.buf.len() < direct.limit =>
+            {
+                direct.buf.push(outcome);
+                Ok(())
+            }
+            _ => Err(outcome),
+        },
+        Err(_) => Err(outcome),
+    })
+}
+
 thread_local! {
+    /// The buffer a caller's `recv_outcomes` lent for the pass over the rings it is running.
+    static DIRECT: std::cell::RefCell<Option<Direct>> = const { std::cell::RefCell::new(None) };
     /// A caller's scratch buffer for completion bodies (a payload-carrying outcome takes it
     /// as its payload; the next body gets a fresh one).
     static CALLER_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `submit`'s preamble for one job of a batch: counts it, refuses after shutdown, validates.
-fn admit_counted<'j>(sh: &Books, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
+fn admit_counted<'j>(
+    sh: &Books,
+    job: &Job<'j>,
+    now: Instant,
+) -> Result<Admitted<'j>, SubmitError> {
     sh.counters.submitted.inc();
     if !sh.is_running() {
         return Err(sh.refuse(SubmitError::ShutDown));
     }
-    admit(sh, job)
+    admit(sh, job, now)
 }
 
 /// Index of the least-loaded accepting slot (0 if none accepts: `fill_slot` skips those).
@@ -222,10 +299,15 @@ const RUN_BYTES: usize = 64 * 1024;
 /// leaving the admitted job that did not fit in `held`. Rings the hound's doorbell once at the
 /// end if anything was placed and it sleeps. Returns true when it stopped only because the run
 /// copied [`RUN_BYTES`]: the caller runs again on the same slot.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one run's inputs and the cursor state it shares with submit_batch"
+)]
 fn fill_slot<'j>(
     sh: &Books,
     idx: usize,
     jobs: &[Job<'j>],
+    now: Instant,
     next: &mut usize,
     quota: &mut usize,
     held: &mut Option<Admitted<'j>>,
@@ -251,7 +333,7 @@ fn fill_slot<'j>(
         let job = &jobs[*next];
         let a = match held.take() {
             Some(a) => a,
-            None => match admit_counted(sh, job) {
+            None => match admit_counted(sh, job, now) {
                 Ok(a) => a,
                 Err(e) => {
                     results.push(Err(e));
@@ -285,7 +367,7 @@ fn fill_slot<'j>(
         }
     }
     if placed > 0 {
-        Slot::ring_if_sleeping(conn);
+        Slot::publish_run(conn);
     }
     budget_spent
 }

@@ -223,7 +223,7 @@ impl Pool {
             key,
             meta,
             ticket,
-        } = admit(sh, job)?;
+        } = admit(sh, job, Instant::now())?;
         let job_id = meta.job_id;
         if let Some(cell) = track {
             sh.tracked.register(job_id, cell.clone());
@@ -551,8 +551,13 @@ pub(crate) struct Admitted<'j> {
 
 /// Validates `job` (refusals are counted, with their reason) and, if it is acceptable,
 /// assigns its job id and builds its request header and bookkeeping. Shared by `submit` and
-/// `submit_batch`. No allocation, no lock.
-pub(crate) fn admit<'j>(sh: &Books, job: &Job<'j>) -> Result<Admitted<'j>, SubmitError> {
+/// `submit_batch`. No allocation, no lock. `now` is its submission time (the outcome's latency
+/// starts there): `submit` reads the clock, a batch reads it once for all its jobs.
+pub(crate) fn admit<'j>(
+    sh: &Books,
+    job: &Job<'j>,
+    now: Instant,
+) -> Result<Admitted<'j>, SubmitError> {
     let max = match job.kind {
         JobKind::Encode | JobKind::Evacuate => {
             if job.body.is_empty() {
@@ -618,7 +623,7 @@ pub(crate) fn admit<'j>(sh: &Books, job: &Job<'j>) -> Result<Admitted<'j>, Submi
         body_len: job.body.len() as u32,
         pos: RecordPos { start: 0, end: 0 },
         history: History::default(),
-        submitted_at: Instant::now(),
+        submitted_at: now,
         cancelled: false,
     };
     let ticket = Ticket {

@@ -251,8 +251,14 @@ impl Slot {
 
     /// One job of a `submit_batch` run into `conn` (this slot's, locked by the caller): placed
     /// as a fresh submission ([`machine::place`] from `Submitted`) if the in-flight bound
-    /// (`max`) and the ring have room now, without ringing the hound (the run rings once at its
-    /// end, [`Self::ring_if_sleeping`]). Returns whether it was placed.
+    /// (`max`) and the ring have room now. The record is staged, not published, and the hound
+    /// is not rung: the run publishes all its records with one store and rings once at its end
+    /// ([`Self::publish_run`]), before it unlocks. Returns whether it was placed.
+    ///
+    /// A staged job is in the in-flight list before the hound can see it; that is safe because
+    /// nothing looks at the list without this lock, which the run holds until it published.
+    /// (A panic in between leaves the records staged: the lock is used poisoned, and the next
+    /// push into this ring publishes them with its own.)
     pub(crate) fn push_in_run(
         &self,
         conn: &mut SlotConn,
@@ -263,7 +269,7 @@ impl Slot {
         if conn.inflight.len() >= max {
             return false;
         }
-        match conn.writer.try_push(parts) {
+        match conn.writer.stage(parts) {
             Ok(Some(pos)) => {
                 let history = machine::place(&JobState::Submitted, self.id).next.history();
                 self.push_back(
@@ -285,10 +291,11 @@ impl Slot {
         conn.inflight.len() >= max
     }
 
-    /// After a run of pushes: one fence and one look at the hound's flag for the whole run
-    /// (the last tail store precedes the fence: see the wake-up argument in
-    /// `protocol::region`), and a ring if it announced sleep.
-    pub(crate) fn ring_if_sleeping(conn: &SlotConn) {
+    /// After a run of pushes: publishes the run's staged records with one tail store, then one
+    /// fence and one look at the hound's flag for the whole run (the tail store precedes the
+    /// fence: see the wake-up argument in `protocol::region`), and a ring if it announced sleep.
+    pub(crate) fn publish_run(conn: &mut SlotConn) {
+        conn.writer.publish();
         if conn.writer.hound_sleeping() {
             let _ = conn.bell.ring();
         }
@@ -695,8 +702,13 @@ impl Books {
         // Never blocks: a full channel counts the outcome as undelivered. It was counted in
         // its terminal counter above either way, so the accounting identity stays exact;
         // `undelivered` says how many of those the consumer never saw.
+        // On a caller's thread inside `recv_outcomes`, straight into its buffer (the channel's
+        // send and receive would only move it twice more); otherwise the channel.
         let delivered = match &self.outcomes.tx {
-            Some(tx) => tx.try_send(outcome).is_ok(),
+            Some(tx) => match crate::batch::deliver_direct(self, outcome) {
+                Ok(()) => true,
+                Err(outcome) => tx.try_send(outcome).is_ok(),
+            },
             None => callback_ok,
         };
         if !delivered {

@@ -2,7 +2,7 @@
 //! ring and turned into that job's outcome, or into the reason the hound must be killed.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
@@ -19,24 +19,26 @@ use crate::job::{FailReason, OutcomeKind, Receipt};
 use crate::state::{Books, InFlight, CALLER_MAX_RECORD};
 pub(crate) use crate::violation::Violation;
 
-/// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
-/// delivers its outcome ([`machine::complete`]) and frees its ring space. `Err` means the
-/// hound must be killed. `head` is the completion's header (as many bytes of it as the record
+/// Validates one completion (untrusted) against the job at the front of slot `i`'s ring and
+/// delivers its outcome ([`machine::complete`]). Returns the end of the job's request record:
+/// the caller frees the request ring up to there (`CompletionReader::release_requests`), once
+/// for a batch of completions. `Err` means the hound must be killed. `head` is the completion's header (as many bytes of it as the record
 /// had) and `body` the rest, both private copies out of the ring
 /// (`CompletionReader::pop_split`); a payload-carrying receipt takes `body`'s buffer as it is
 /// (no second copy), leaving the caller's `body` empty.
 pub(super) fn handle_completion(
     sh: &Books,
     i: usize,
-    reader: &CompletionReader,
     head: &[u8],
     body: &mut Vec<u8>,
-) -> Result<(), Violation> {
+    batch: &mut Batch,
+) -> Result<u64, Violation> {
     let hdr = CompletionHeader::parse_parts(head, body)
         .map_err(|e| Violation::Malformed(e.to_string()))?;
     let slot = &sh.slots[i];
-    // One clock read per completion: the next front's clock and this outcome's latency.
-    let now = std::time::Instant::now();
+    // One clock read per batch of completions taken together: the next front's clock and
+    // the outcomes' latency.
+    let now = batch.now();
     let (meta, result) = {
         let mut guard = slot.lock();
         let conn = guard.as_mut().ok_or(Violation::SlotClosed)?;
@@ -58,12 +60,44 @@ pub(super) fn handle_completion(
         let meta = slot.pop_front(conn, now).ok_or_else(no_job)?;
         (meta, result)
     };
-    reader.release_requests(meta.pos.end);
     slot.completed.fetch_add(1, Ordering::Relaxed);
     // A record `Pool::cancel` withdrew is discarded: its outcome was delivered then.
     let step = machine::complete(&meta.state_in_ring(i as u32, true), result);
     sh.conclude_at(&meta, step, now);
-    Ok(())
+    Ok(meta.pos.end)
+}
+
+/// A batch of completions taken from one ring: the consumer position and the request space are
+/// published once, when the batch ends ([`Self::finish`]), instead of once per record.
+#[derive(Default)]
+pub(super) struct Batch {
+    /// End of the request record of the last completion handled (to release up to).
+    release: Option<u64>,
+    /// When the batch's completions were taken (read at the first one).
+    now: Option<Instant>,
+}
+
+impl Batch {
+    /// The batch's time: the clock is read once, at its first completion (a pass that finds
+    /// nothing reads no clock). Its completions are taken within one pass over the ring, so
+    /// their outcomes' latencies end there.
+    pub(super) fn now(&mut self) -> Instant {
+        *self.now.get_or_insert_with(Instant::now)
+    }
+    /// Notes a handled completion whose request ended at `end`.
+    pub(super) fn handled(&mut self, end: u64) {
+        self.release = Some(end);
+    }
+    /// Ends the batch: publishes the consumer position to the hound (Release: the copies out
+    /// of every consumed record complete before it may reuse their space) and frees the
+    /// request ring up to the last handled job. Every consumer calls it before it lets go of
+    /// the ring (unlocks, sleeps or kills), so a hound never waits on space already consumed.
+    pub(super) fn finish(self, reader: &mut CompletionReader) {
+        reader.publish_head();
+        if let Some(end) = self.release {
+            reader.release_requests(end);
+        }
+    }
 }
 
 /// Consumes completions on a caller's thread (`Pool::recv_outcomes`), so that a caller waiting
@@ -95,6 +129,7 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
             continue;
         }
         let mut head = [0u8; COMPLETION_HEADER_LEN];
+        let mut batch = Batch::default();
         for _ in 0..COLLECT_BUDGET {
             match c.reader.next_len() {
                 Ok(Some(len)) if len > CALLER_MAX_RECORD => {
@@ -107,11 +142,14 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
                 // `pop_split` below reports it (the same validation).
                 Err(_) => {}
             }
-            match c.reader.pop_split(&mut head, buf) {
+            match c.reader.pop_split_deferred(&mut head, buf) {
                 Ok(Some(len)) => {
                     let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                    match handle_completion(sh, i, &c.reader, head, buf) {
-                        Ok(()) => consumed += 1,
+                    match handle_completion(sh, i, head, buf, &mut batch) {
+                        Ok(end) => {
+                            batch.handled(end);
+                            consumed += 1;
+                        }
                         Err(v) => {
                             c.violation = Some(v);
                             violated = true;
@@ -127,6 +165,7 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
                 }
             }
         }
+        batch.finish(&mut c.reader);
     }
     // A violation: whether or not it sleeps (an awake collector drains the bell at its next
     // sleep). A record left to it: only if it sleeps (awake, it takes the record on its next

@@ -387,17 +387,19 @@ impl Collector {
                 self.last_handover = Some(Instant::now());
             }
             let mut head = [0u8; COMPLETION_HEADER_LEN];
+            let mut batch = completion::Batch::default();
             for _ in 0..COLLECT_BUDGET {
                 if violation.is_some() {
                     break;
                 }
-                match c.reader.pop_split(&mut head, &mut self.buf) {
+                match c.reader.pop_split_deferred(&mut head, &mut self.buf) {
                     Ok(Some(len)) => {
                         work = true;
                         self.blocked = false;
                         let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                        if let Err(v) = handle_completion(&sh, i, &c.reader, head, &mut self.buf) {
-                            violation = Some(v);
+                        match handle_completion(&sh, i, head, &mut self.buf, &mut batch) {
+                            Ok(end) => batch.handled(end),
+                            Err(v) => violation = Some(v),
                         }
                     }
                     Ok(None) => break,
@@ -406,6 +408,7 @@ impl Collector {
                     }
                 }
             }
+            batch.finish(&mut c.reader);
             if violation.is_some() && c.violation.is_none() {
                 // Found here: the same rule (nobody consumes until the kill).
                 c.violation.clone_from(&violation);

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use houndpool_protocol::job::{RequestHeader, COMPLETION_HEADER_LEN};
 use tracing::{debug, warn};
 
-use super::completion::handle_completion;
+use super::completion::{self, handle_completion};
 use super::{Collector, HoundProc};
 use crate::cgroup::Placed;
 use crate::job::machine::{self, JobState, KillCause, Rule};
@@ -99,12 +99,15 @@ impl Collector {
         // the hound was killed for lying.
         if let Some(reader) = reader.as_mut().filter(|_| !lying) {
             let mut head = [0u8; COMPLETION_HEADER_LEN];
-            while let Ok(Some(len)) = reader.pop_split(&mut head, &mut self.buf) {
+            let mut batch = completion::Batch::default();
+            while let Ok(Some(len)) = reader.pop_split_deferred(&mut head, &mut self.buf) {
                 let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                if handle_completion(&sh, i, reader, head, &mut self.buf).is_err() {
-                    break;
+                match handle_completion(&sh, i, head, &mut self.buf, &mut batch) {
+                    Ok(end) => batch.handled(end),
+                    Err(_) => break,
                 }
             }
+            batch.finish(reader);
         }
         let conn = slot.take_conn();
         slot.pid.store(0, Ordering::Relaxed);
