@@ -28,7 +28,9 @@
 //! copy. A position only moves forward, so a kept copy is an older value: a producer with an
 //! old head sees less free space than there is, a consumer with an old tail sees fewer records.
 //! Both are safe, and the Acquire that followed the load which produced the copy still orders
-//! everything the copy covers. Values the hound wrote stay untrusted: the ring validates a kept
+//! everything the copy covers. (A hostile hound may move its tail backwards; a kept copy is then
+//! ahead of it, which is no different from a hound rewriting records under a tail it published:
+//! the supervisor copies out and validates whatever it finds.) Values the hound wrote stay untrusted: the ring validates a kept
 //! copy against the private position on every use exactly as a fresh one, and a copy that
 //! failed validation is dropped (the next look loads again). Sleep re-checks (`has_pending`)
 //! always load afresh.
@@ -557,7 +559,7 @@ impl SupervisorRegions {
                 shared,
                 head: 0,
                 published_head: 0,
-                tail_seen: 0,
+                tail_seen: Cell::new(0),
                 _not_sync: PhantomData,
             },
         )
@@ -636,7 +638,9 @@ impl RequestWriter {
         let sh = &*self.shared;
         // `released_seen` is this process's own value (never the hound's), at most the real
         // released position: the space from it up to `tail + capacity` is free.
-        let mut r = sh.req_ring.write_record(self.released_seen, self.tail, parts)?;
+        let mut r = sh
+            .req_ring
+            .write_record(self.released_seen, self.tail, parts)?;
         if r.is_none() {
             // Looks full with the old copy: look again. Acquire pairs with the Release store in
             // `release_requests`: the reader's last reads of the released records (its
@@ -695,7 +699,10 @@ pub struct CompletionReader {
     /// validation: so a burst of completions costs one load of the hound's cache line, not
     /// one per record. It is validated against `head` by the ring on every use, exactly as a
     /// fresh load is: keeping it changes when the hound's value is read, never what is checked.
-    tail_seen: u64,
+    /// `has_pending` (a fresh load) replaces it, so a look and the `pop` after it agree even
+    /// about a hound that moved its tail backwards in between. A `Cell`: `has_pending` takes
+    /// `&self`, and the reader is not `Sync`.
+    tail_seen: Cell<u64>,
     /// Not Sync: `read_request` and `release_requests` take `&self` and must not run on two
     /// threads at once (see the Send argument on RequestWriter).
     _not_sync: PhantomData<Cell<()>>,
@@ -747,17 +754,22 @@ impl CompletionReader {
     /// copy needs no new fence: the bytes it covers were made visible by the fence after the
     /// load that produced it.
     fn tail(&mut self) -> u64 {
-        if self.tail_seen == self.head {
-            let sh = &*self.shared;
-            self.tail_seen = sh.cmp_hdr.load_u64(CMP_TAIL);
-            fence(Ordering::Acquire);
+        if self.tail_seen.get() == self.head {
+            self.load_tail();
         }
-        self.tail_seen
+        self.tail_seen.get()
+    }
+    /// Loads the hound's tail afresh and keeps it: `Relaxed`, then an `Acquire` fence.
+    fn load_tail(&self) -> u64 {
+        let tail = self.shared.cmp_hdr.load_u64(CMP_TAIL);
+        fence(Ordering::Acquire);
+        self.tail_seen.set(tail);
+        tail
     }
     /// After a validation error: drops the kept tail, so the next look loads the hound's value
     /// again instead of failing on the old one forever.
     fn forget_tail(&mut self, e: ProtocolError) -> ProtocolError {
-        self.tail_seen = self.head;
+        self.tail_seen.set(self.head);
         e
     }
     /// Like [`Self::pop`], but copies the record's first `header.len()` bytes into `header`
@@ -800,10 +812,12 @@ impl CompletionReader {
     /// the record in between). Always loads the hound's tail afresh (a sleep re-check needs
     /// the value after the SeqCst fence of `announce_sleep`, not a kept copy).
     pub fn has_pending(&self) -> Result<bool, ProtocolError> {
-        let sh = &*self.shared;
-        let tail = sh.cmp_hdr.load_u64(CMP_TAIL);
-        fence(Ordering::Acquire);
-        sh.cmp_ring.has_record(self.head, tail)
+        let tail = self.load_tail();
+        let r = self.shared.cmp_ring.has_record(self.head, tail);
+        if r.is_err() {
+            self.tail_seen.set(self.head);
+        }
+        r
     }
     /// The payload length of the next completion record, validated as [`Self::pop`] validates
     /// it, without consuming it (`Ok(None)` when empty). Untrusted like the record: the hound
@@ -1258,8 +1272,7 @@ impl CompletionWriter {
     pub fn stage(&mut self, parts: &[&[u8]]) -> Result<bool, ProtocolError> {
         let sh = &*self.shared;
         let mut r = sh.cmp_ring.write_record(self.head_seen, self.tail, parts);
-        if !matches!(r, Ok(Some(_))) && !matches!(r, Err(ProtocolError::RecordTooLarge { .. }))
-        {
+        if !matches!(r, Ok(Some(_))) && !matches!(r, Err(ProtocolError::RecordTooLarge { .. })) {
             // Full (or impossible) with the kept copy: load the supervisor's position again.
             // Acquire (a Relaxed load of the read-only mapping, then the fence) pairs with its
             // Release store of cmp_head: its copy-out of the consumed records is complete

@@ -62,7 +62,9 @@ impl Pool {
             let mut quota = (jobs.len() - next).div_ceil(left);
             // Runs on one slot until its share is placed or it is full; each run releases
             // the lock after RUN_BYTES, so the collector never waits long for it.
-            while fill_slot(sh, idx, jobs, now, &mut next, &mut quota, &mut held, results) {}
+            while fill_slot(
+                sh, idx, jobs, now, &mut next, &mut quota, &mut held, results,
+            ) {}
         }
         // What fits no ring: the exhaustion action, job by job (as `submit` would).
         while next < jobs.len() {
@@ -235,20 +237,20 @@ impl Drop for GiveBack<'_> {
 }
 
 /// Delivers `outcome` of the pool `sh` into the buffer this thread lent for its
-/// `recv_outcomes` pass, if there is one for this pool with room; gives it back otherwise (the
-/// caller sends it to the channel).
-pub(crate) fn deliver_direct(sh: &Books, outcome: Outcome) -> Result<(), Outcome> {
-    DIRECT.with(|d| match d.try_borrow_mut() {
-        Ok(mut d) => match d.as_mut() {
-            Some(direct)
-                if std::ptr::eq(direct.owner, sh) && direct.buf.len() < direct.limit =>
-            {
+/// `recv_outcomes` pass, if there is one for this pool with room: `None`. Otherwise gives it
+/// back (the caller sends it to the channel).
+pub(crate) fn deliver_direct(sh: &Books, outcome: Outcome) -> Option<Outcome> {
+    DIRECT.with(|d| {
+        let Ok(mut d) = d.try_borrow_mut() else {
+            return Some(outcome);
+        };
+        match d.as_mut() {
+            Some(direct) if std::ptr::eq(direct.owner, sh) && direct.buf.len() < direct.limit => {
                 direct.buf.push(outcome);
-                Ok(())
+                None
             }
-            _ => Err(outcome),
-        },
-        Err(_) => Err(outcome),
+            _ => Some(outcome),
+        }
     })
 }
 
@@ -261,11 +263,7 @@ thread_local! {
 }
 
 /// `submit`'s preamble for one job of a batch: counts it, refuses after shutdown, validates.
-fn admit_counted<'j>(
-    sh: &Books,
-    job: &Job<'j>,
-    now: Instant,
-) -> Result<Admitted<'j>, SubmitError> {
+fn admit_counted<'j>(sh: &Books, job: &Job<'j>, now: Instant) -> Result<Admitted<'j>, SubmitError> {
     sh.counters.submitted.inc();
     if !sh.is_running() {
         return Err(sh.refuse(SubmitError::ShutDown));

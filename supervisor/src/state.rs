@@ -706,8 +706,8 @@ impl Books {
         // send and receive would only move it twice more); otherwise the channel.
         let delivered = match &self.outcomes.tx {
             Some(tx) => match crate::batch::deliver_direct(self, outcome) {
-                Ok(()) => true,
-                Err(outcome) => tx.try_send(outcome).is_ok(),
+                None => true,
+                Some(outcome) => tx.try_send(outcome).is_ok(),
             },
             None => callback_ok,
         };
