@@ -30,10 +30,10 @@
 //! Both are safe, and the Acquire that followed the load which produced the copy still orders
 //! everything the copy covers. (A hostile hound may move its tail backwards; a kept copy is then
 //! ahead of it, which is no different from a hound rewriting records under a tail it published:
-//! the supervisor copies out and validates whatever it finds.) Values the hound wrote stay untrusted: the ring validates a kept
-//! copy against the private position on every use exactly as a fresh one, and a copy that
-//! failed validation is dropped (the next look loads again). Sleep re-checks (`has_pending`)
-//! always load afresh.
+//! the supervisor copies out and validates whatever it finds.) Values the hound wrote stay
+//! untrusted: the ring validates a kept copy against the private position on every use exactly
+//! as a fresh one, and a copy that failed validation is dropped (the next look loads again).
+//! Sleep re-checks (`has_pending`) always load afresh.
 //!
 //! Producers may also *stage* records (write them without storing the tail) and publish a batch
 //! with one Release store; consumers may consume a batch and publish their position once. A
@@ -594,10 +594,11 @@ pub struct RequestWriter {
 // * request ring data: the writer writes only free space `[tail, released_seen + capacity)`
 //   (`write_record` with `head = released_seen`, a copy of `released` that is never ahead of
 //   it); the reader reads only `[released, published_tail)` (`read_request`), and staged
-//   records lie at or beyond `published_tail`. The writer stores `published_tail` with Release after
-//   writing a record and the reader loads it with Acquire; the reader stores `released` with
-//   Release after its last read of that space and the writer loads it with Acquire. So every
-//   byte is written and read in happens-before order, never concurrently.
+//   records lie at or beyond `published_tail`. The writer stores `published_tail` with
+//   Release after writing the records it publishes and the reader loads it with Acquire; the
+//   reader stores `released` with Release after its last read of that space and the writer
+//   loads it with Acquire (the load that produced `released_seen`). So every byte is written
+//   and read in happens-before order, never concurrently.
 // * completion ring data: only the reader touches it in this process (validated copies).
 // * header fields and `released` / `published_tail`: atomics only.
 // Everything else in SupervisorMappings is immutable after construction, and the mappings are

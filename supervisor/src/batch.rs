@@ -25,12 +25,12 @@ impl Pool {
     ///
     /// What it saves: jobs are copied into a hound's ring in runs, under one lock, published to
     /// the hound with one store per run, and the hound's doorbell is rung at most once per run
-    /// (only if it announced sleep). Runs are
-    /// spread over the accepting hounds (least loaded first, about an equal share each), so
-    /// jobs of one batch are not all queued behind each other. Jobs that fit no ring get the
-    /// configured [`PoolExhaustedAction`](crate::PoolExhaustedAction) one by one, exactly as
-    /// consecutive `submit` calls would: with `Drop`, a later smaller job may still be accepted
-    /// after an earlier one was refused.
+    /// (only if it announced sleep); the clock is read once per call (the jobs' submission
+    /// time). Runs are spread over the accepting hounds (least loaded first, about an equal
+    /// share each), so jobs of one batch are not all queued behind each other. Jobs that fit
+    /// no ring get the configured [`PoolExhaustedAction`](crate::PoolExhaustedAction) one by
+    /// one, exactly as consecutive `submit` calls would: with `Drop`, a later smaller job may
+    /// still be accepted after an earlier one was refused.
     ///
     /// Cost: bounded by `jobs.len()` memcpys and O(1) bookkeeping each; no allocation per job
     /// (the caller's `results` grows only if it is too small, keyed jobs store their key as
@@ -104,8 +104,9 @@ impl Pool {
     /// rings itself, for every ring no other thread is consuming at that moment: each
     /// completion is copied out, checked and turned into its outcome exactly as the collector
     /// does it, without waiting for the collector thread to be scheduled, and the outcome is
-    /// appended to `buf` directly (not through the channel) while `buf` has room. A hound that wrote
-    /// something impossible is not acted on here: the collector kills it and settles its jobs.
+    /// appended to `buf` directly (not through the channel) while `buf` has room. A hound that
+    /// wrote something impossible is not acted on here: the collector kills it and settles its
+    /// jobs.
     /// While waiting, the thread keeps consuming, yielding its CPU between looks, for up to
     /// `collector_spin` (the collector sleeps meanwhile); then it blocks on the channel and
     /// the collector delivers. Allocates only if `buf` must grow (and, as the collector does,

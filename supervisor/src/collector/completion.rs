@@ -22,10 +22,11 @@ pub(crate) use crate::violation::Violation;
 /// Validates one completion (untrusted) against the job at the front of slot `i`'s ring and
 /// delivers its outcome ([`machine::complete`]). Returns the end of the job's request record:
 /// the caller frees the request ring up to there (`CompletionReader::release_requests`), once
-/// for a batch of completions. `Err` means the hound must be killed. `head` is the completion's header (as many bytes of it as the record
-/// had) and `body` the rest, both private copies out of the ring
-/// (`CompletionReader::pop_split`); a payload-carrying receipt takes `body`'s buffer as it is
-/// (no second copy), leaving the caller's `body` empty.
+/// for a batch of completions. `Err` means the hound must be killed. `head` is the
+/// completion's header (as many bytes of it as the record had) and `body` the rest, both
+/// private copies out of the ring (`CompletionReader::pop_split_deferred`); a payload-carrying
+/// receipt takes `body`'s buffer as it is (no second copy), leaving the caller's `body` empty.
+/// `batch` gives the time the completion was taken (one clock read per batch).
 pub(super) fn handle_completion(
     sh: &Books,
     i: usize,
