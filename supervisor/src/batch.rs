@@ -240,6 +240,7 @@ impl Drop for GiveBack<'_> {
 /// Delivers `outcome` of the pool `sh` into the buffer this thread lent for its
 /// `recv_outcomes` pass, if there is one for this pool with room: `None`. Otherwise gives it
 /// back (the caller sends it to the channel).
+#[inline]
 pub(crate) fn deliver_direct(sh: &Books, outcome: Outcome) -> Option<Outcome> {
     DIRECT.with(|d| {
         let Ok(mut d) = d.try_borrow_mut() else {

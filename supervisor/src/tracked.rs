@@ -65,9 +65,16 @@ impl Registry {
         self.live.store(m.len(), Ordering::Release);
     }
 
+    /// Whether any tracked job waits for its outcome (when not, `offer` gives every outcome
+    /// back: the caller skips it, and the outcome is not moved in and out for nothing).
+    #[inline]
+    pub(crate) fn any(&self) -> bool {
+        self.live.load(Ordering::Acquire) != 0
+    }
+
     /// Hands `outcome` to its handle if the job is tracked (`None`); gives it back otherwise.
     pub(crate) fn offer(&self, outcome: Outcome) -> Option<Outcome> {
-        if self.live.load(Ordering::Acquire) == 0 {
+        if !self.any() {
             return Some(outcome);
         }
         let cell = {
