@@ -19,10 +19,10 @@ use crate::job::{FailReason, OutcomeKind, Receipt};
 use crate::state::{Books, InFlight, CALLER_MAX_RECORD};
 pub(crate) use crate::violation::Violation;
 
-/// Validates one completion (untrusted) against the job at the front of slot `i`'s ring and
-/// delivers its outcome ([`machine::complete`]). Returns the end of the job's request record:
-/// the caller frees the request ring up to there (`CompletionReader::release_requests`), once
-/// for a batch of completions. `Err` means the hound must be killed. `head` is the
+/// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
+/// frees its request ring space and then delivers its outcome ([`machine::complete`]): whoever
+/// sees the outcome may rely on the space being free (a caller that got every outcome finds
+/// the rings empty). `Err` means the hound must be killed. `head` is the
 /// completion's header (as many bytes of it as the record had) and `body` the rest, both
 /// private copies out of the ring (`CompletionReader::pop_split_deferred`); a payload-carrying
 /// receipt takes `body`'s buffer as it is (no second copy), leaving the caller's `body` empty.
@@ -30,10 +30,11 @@ pub(crate) use crate::violation::Violation;
 pub(super) fn handle_completion(
     sh: &Books,
     i: usize,
+    reader: &CompletionReader,
     head: &[u8],
     body: &mut Vec<u8>,
     batch: &mut Batch,
-) -> Result<u64, Violation> {
+) -> Result<(), Violation> {
     let hdr = CompletionHeader::parse_parts(head, body)
         .map_err(|e| Violation::Malformed(e.to_string()))?;
     let slot = &sh.slots[i];
@@ -61,19 +62,21 @@ pub(super) fn handle_completion(
         let meta = slot.pop_front(conn, now).ok_or_else(no_job)?;
         (meta, result)
     };
+    // Before the outcome is delivered (see above). The request side only reads the private
+    // `released`, so this is no cache-line transfer to the hound.
+    reader.release_requests(meta.pos.end);
     slot.completed.fetch_add(1, Ordering::Relaxed);
     // A record `Pool::cancel` withdrew is discarded: its outcome was delivered then.
     let step = machine::complete(&meta.state_in_ring(i as u32, true), result);
     sh.conclude_at(&meta, step, now);
-    Ok(meta.pos.end)
+    Ok(())
 }
 
-/// A batch of completions taken from one ring: the consumer position and the request space are
-/// published once, when the batch ends ([`Self::finish`]), instead of once per record.
+/// A batch of completions taken from one ring in one pass: the consumer position is published
+/// to the hound once, when the batch ends ([`Self::finish`]), instead of once per record, and
+/// the clock is read once.
 #[derive(Default)]
 pub(super) struct Batch {
-    /// End of the request record of the last completion handled (to release up to).
-    release: Option<u64>,
     /// When the batch's completions were taken (read at the first one).
     now: Option<Instant>,
 }
@@ -85,19 +88,12 @@ impl Batch {
     pub(super) fn now(&mut self) -> Instant {
         *self.now.get_or_insert_with(Instant::now)
     }
-    /// Notes a handled completion whose request ended at `end`.
-    pub(super) fn handled(&mut self, end: u64) {
-        self.release = Some(end);
-    }
     /// Ends the batch: publishes the consumer position to the hound (Release: the copies out
-    /// of every consumed record complete before it may reuse their space) and frees the
-    /// request ring up to the last handled job. Every consumer calls it before it lets go of
-    /// the ring (unlocks, sleeps or kills), so a hound never waits on space already consumed.
+    /// of every consumed record complete before it may reuse their space). Every consumer
+    /// calls it before it lets go of the ring (unlocks, sleeps or kills), so a hound never
+    /// waits long on space already consumed.
     pub(super) fn finish(self, reader: &mut CompletionReader) {
         reader.publish_head();
-        if let Some(end) = self.release {
-            reader.release_requests(end);
-        }
     }
 }
 
@@ -146,11 +142,8 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
             match c.reader.pop_split_deferred(&mut head, buf) {
                 Ok(Some(len)) => {
                     let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                    match handle_completion(sh, i, head, buf, &mut batch) {
-                        Ok(end) => {
-                            batch.handled(end);
-                            consumed += 1;
-                        }
+                    match handle_completion(sh, i, &c.reader, head, buf, &mut batch) {
+                        Ok(()) => consumed += 1,
                         Err(v) => {
                             c.violation = Some(v);
                             violated = true;

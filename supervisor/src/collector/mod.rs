@@ -397,9 +397,10 @@ impl Collector {
                         work = true;
                         self.blocked = false;
                         let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                        match handle_completion(&sh, i, head, &mut self.buf, &mut batch) {
-                            Ok(end) => batch.handled(end),
-                            Err(v) => violation = Some(v),
+                        if let Err(v) =
+                            handle_completion(&sh, i, &c.reader, head, &mut self.buf, &mut batch)
+                        {
+                            violation = Some(v);
                         }
                     }
                     Ok(None) => break,

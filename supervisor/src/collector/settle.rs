@@ -102,9 +102,8 @@ impl Collector {
             let mut batch = completion::Batch::default();
             while let Ok(Some(len)) = reader.pop_split_deferred(&mut head, &mut self.buf) {
                 let head = &head[..len.min(COMPLETION_HEADER_LEN)];
-                match handle_completion(&sh, i, head, &mut self.buf, &mut batch) {
-                    Ok(end) => batch.handled(end),
-                    Err(_) => break,
+                if handle_completion(&sh, i, reader, head, &mut self.buf, &mut batch).is_err() {
+                    break;
                 }
             }
             batch.finish(reader);
