@@ -51,7 +51,7 @@
 //! the same key with different bytes before either is materialised, both get `Stored` (per
 //! file, the second would get `AlreadyExists`); the materialiser keeps the first and moves the
 //! other to `<root>/.tmp-conflicts/` (logged at error, reported by `houndd verify`), so no
-//! envelope reported stored is ever lost. Keys a submitter chose ([`PutItem::caller_key`])
+//! envelope reported stored is ever lost. Keys a submitter chose ([`KeyOrigin::SubmitterKey`])
 //! always take the per-file path, so their create-only answer is exact; journaled keys are
 //! derived from pool-generated evidence ids, which only collide if a caller reuses an id.
 
@@ -61,7 +61,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{validate_key, ColdStore, PutItem, PutOutcome};
+use super::{validate_key, ColdStore, KeyOrigin, PutItem, PutOutcome};
 use crate::ColdError;
 
 /// File-name prefix of in-flight writes. Keys with a segment starting with it are refused, so
@@ -620,7 +620,9 @@ impl ColdStore for FsStore {
         self.put_batch(&[PutItem {
             key,
             envelope,
-            caller_key: false,
+            // A single put with no origin: journaled only when the store is in journal mode,
+            // as before; the per-file checks are the same either way.
+            origin: KeyOrigin::SubmitterId,
         }])
         .pop()
         .unwrap_or_else(|| Err(cold_io("put", key, io::Error::other("empty batch result"))))
@@ -900,37 +902,37 @@ mod tests {
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "b/c/2.thcs",
                     envelope: b"two",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/taken.thcs",
                     envelope: b"new",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/same.thcs",
                     envelope: b"same",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "../bad",
                     envelope: b"x",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/3.thcs",
                     envelope: b"three",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
             ];
             let results = store.put_batch(&items);
