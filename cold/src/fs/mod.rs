@@ -741,9 +741,31 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
 /// nothing to sweep.
 ///
 /// The supervisor calls it before its first hound starts (with "no such process" as `gone`)
-/// and after each hound death (with that hound's pid).
+/// and after each hound death (with that hound's pid), unconfined. Hounds may create anything
+/// beneath the root, a symlink named `.writing` included, so the temp directory is opened with
+/// `O_NOFOLLOW` and every removal is an `unlinkat` relative to that descriptor: a sweep never
+/// removes anything outside the store, even if the name is swapped while it runs (the names
+/// are then read elsewhere, but removed only from the directory that was opened). A
+/// `.writing` that is a symlink is an error naming it.
 pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize> {
-    let Some(entries) = read_dir_if_any(&root.join(TEMP_DIR))? else {
+    let temp_dir = root.join(TEMP_DIR);
+    let dir = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&temp_dir)
+    {
+        Ok(dir) => dir,
+        // With O_NOFOLLOW | O_DIRECTORY a symlink is ELOOP or ENOTDIR, as is any non-directory.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+            return Err(io::Error::other(format!(
+                "{} is not a directory (a symlink?): not swept",
+                temp_dir.display()
+            )))
+        }
+        Err(e) if is_missing(&e) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let Some(entries) = read_dir_if_any(&temp_dir)? else {
         return Ok(0);
     };
     let mut removed = 0;
@@ -759,7 +781,7 @@ pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize>
             continue;
         };
         if gone(pid) {
-            match fs::remove_file(entry.path()) {
+            match unlink_beneath(&dir, &entry.file_name()) {
                 Ok(()) => removed += 1,
                 Err(e) if is_missing(&e) => {}
                 Err(e) => return Err(e),
@@ -767,6 +789,23 @@ pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize>
         }
     }
     Ok(removed)
+}
+
+/// `unlinkat(dir, name, 0)`: removes the file `name` of the directory `dir` is open on,
+/// whatever path now leads there.
+fn unlink_beneath(dir: &File, name: &std::ffi::OsStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::other("a directory entry name with a NUL byte"))?;
+    // SAFETY: `dir` is an open directory descriptor for the duration of the call and `name` a
+    // NUL-terminated string that outlives it; unlinkat reads both and writes nothing of ours.
+    let rc = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether no process with this pid exists (`kill(pid, 0)` fails with `ESRCH`). A pid that
