@@ -12,13 +12,14 @@
 //! operator sees in the warning logged at once and again if it is still stuck after
 //! [`STUCK_WARN`].
 
-use std::process::{Child, ExitStatus};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
 use super::Collector;
 use crate::cgroup::Placed;
+use crate::hound_process::HoundProcess;
 
 /// Longest wait for a SIGKILLed hound to exit before it is settled as killed and reaped later.
 /// A hound's exit takes well under a millisecond here (its address space is bounded by
@@ -32,7 +33,7 @@ const FINISH_REAP_WAIT: Duration = Duration::from_secs(2);
 /// A SIGKILLed hound that had not exited within [`REAP_WAIT`]: its jobs are settled, its slot
 /// refilled; only the process (and its cgroup) remain.
 pub(super) struct Unreaped {
-    pub(super) child: Child,
+    pub(super) child: HoundProcess,
     pub(super) pid: u32,
     pub(super) slot: usize,
     /// Its cgroup, removed once the process is reaped.
@@ -43,8 +44,8 @@ pub(super) struct Unreaped {
 
 /// Sends SIGKILL (harmless if the hound already exited) and waits at most [`REAP_WAIT`] for
 /// it to exit. `Some(status)` when it was reaped; `None` when it is still there (the caller
-/// keeps the `Child` to reap later) or cannot be waited for.
-pub(super) fn kill_briefly(child: &mut Child) -> Option<ExitStatus> {
+/// keeps the process to reap later) or cannot be waited for.
+pub(super) fn kill_briefly(child: &mut HoundProcess) -> Option<ExitStatus> {
     let _ = child.kill();
     let deadline = Instant::now() + REAP_WAIT;
     let mut pause = Duration::from_micros(20);
@@ -56,7 +57,7 @@ pub(super) fn kill_briefly(child: &mut Child) -> Option<ExitStatus> {
                 pause = (pause * 2).min(Duration::from_millis(2));
             }
             Ok(None) => return None,
-            // ECHILD: not ours to wait for (cannot happen for a child std spawned and nobody
+            // ECHILD: not ours to wait for (cannot happen for a child we spawned and nobody
             // else reaps); treated as gone.
             Err(_) => return None,
         }
@@ -69,7 +70,7 @@ impl Collector {
         &mut self,
         slot: usize,
         pid: u32,
-        child: Child,
+        child: HoundProcess,
         placed: Option<Placed>,
     ) {
         warn!(
