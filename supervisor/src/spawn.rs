@@ -22,7 +22,7 @@ use houndpool_protocol::control::{
 };
 use houndpool_protocol::region::{CompletionReader, RequestWriter, SupervisorRegions};
 use houndpool_protocol::wake::{bell_pipe, BellListener, BellRinger};
-use houndpool_protocol::PROTOCOL_VERSION;
+use houndpool_protocol::HOUND_PROTOCOL_VERSION;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
@@ -126,7 +126,7 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
     // thread flags only); the pids cgroup bounds the threads. See docs/SECURITY.md.
     let threads = matches!(config.cold, ColdConfig::S3(_)) && s3_concurrency > 1;
     Setup {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: HOUND_PROTOCOL_VERSION,
         limits: HoundLimits {
             max_evidence_bytes: clamp_u32(config.max_evidence_bytes),
             max_output_bytes: clamp_u32(config.max_output_bytes),
@@ -152,7 +152,7 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
 /// The Hello a hound of `slot` receives: only what depends on the slot.
 pub(crate) fn hello(pool_id: [u8; 16], slot: u32, generation: u64) -> Hello {
     Hello {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: HOUND_PROTOCOL_VERSION,
         pool_id,
         hound_id: slot,
         generation,
@@ -402,10 +402,10 @@ pub(crate) fn handshake(
         }
         Err(e) => return Err(failed(e)),
     };
-    if ready.protocol_version != PROTOCOL_VERSION {
+    if ready.protocol_version != HOUND_PROTOCOL_VERSION {
         return Err(failed(format!(
             "hound speaks protocol {}, supervisor {}",
-            ready.protocol_version, PROTOCOL_VERSION
+            ready.protocol_version, HOUND_PROTOCOL_VERSION
         )));
     }
     // The hound does not report the cgroup layer (the supervisor applies it); an entry it
@@ -617,7 +617,7 @@ mod tests {
     fn ready(layers: &[(Layer, LayerStatus)]) -> Ready {
         Ready {
             pid: 1,
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: HOUND_PROTOCOL_VERSION,
             sandbox: SandboxReport {
                 layers: layers
                     .iter()
