@@ -265,7 +265,10 @@ fn a_hound_of_another_protocol_version_fails_build_naming_both() {
     let text = err.to_string();
     let ours = houndpool_protocol::HOUND_PROTOCOL_VERSION;
     assert!(
-        text.contains(&format!("hound speaks protocol {}, supervisor {ours}", ours - 1)),
+        text.contains(&format!(
+            "hound speaks protocol {}, supervisor {ours}",
+            ours - 1
+        )),
         "{text}"
     );
     assert_no_hounds_left();
