@@ -650,10 +650,23 @@ impl ColdStore for FsStore {
             Err(ColdError::NotFound { .. }) => {}
             other => return other,
         }
-        if let Some(found) = self.get_journaled(key, max_len)? {
-            return Ok(found);
+        // The key file, then the journals, then the key file again: the materialiser writes
+        // the key file before it removes a journal, so a record is always in one of them. A
+        // journal being sealed (renamed) while the directory is read may be listed under
+        // neither name (readdir during a rename), so a miss looks once more before it is
+        // NotFound; only a missing key pays for it.
+        for _ in 0..2 {
+            if let Some(found) = self.get_journaled(key, max_len)? {
+                return Ok(found);
+            }
+            match self.get_file(key, max_len) {
+                Err(ColdError::NotFound { .. }) => {}
+                other => return other,
+            }
         }
-        self.get_file(key, max_len)
+        Err(ColdError::NotFound {
+            key: key.to_owned(),
+        })
     }
 
     /// Removes the object and fsyncs its directory. `Ok(false)` when there was no object under
