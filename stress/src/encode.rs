@@ -49,11 +49,32 @@ fn corpora() -> Vec<Corpus> {
     ]
 }
 
-/// Runs every (corpus, kind, pool size) combination.
-pub fn run(ctx: &Ctx) -> Result<Vec<EncodeResult>> {
-    let corpora = corpora();
-    let sizes: Vec<usize> = (1..=ctx.cores).collect();
-    let steps = corpora.len() * (1 + 2 * sizes.len());
+/// Which rows an `encode` run measures (`hound-stress encode --kinds evacuate --corpora 4k
+/// --pools 2`, e.g. to profile one row); everything by default.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Job kinds; both when empty.
+    pub kinds: Vec<EncodeKind>,
+    /// Corpus names (`4k`, `mixed`); both when empty.
+    pub corpora: Vec<String>,
+    /// Pool sizes (those within 1..=cores); all of 1..=cores when empty.
+    pub pools: Vec<usize>,
+}
+
+/// Runs every (corpus, kind, pool size) combination `filter` admits.
+pub fn run(ctx: &Ctx, filter: &Filter) -> Result<Vec<EncodeResult>> {
+    let corpora: Vec<Corpus> = corpora()
+        .into_iter()
+        .filter(|c| filter.corpora.is_empty() || filter.corpora.iter().any(|n| n == c.name))
+        .collect();
+    let kinds: Vec<EncodeKind> = [EncodeKind::Encode, EncodeKind::Evacuate]
+        .into_iter()
+        .filter(|k| filter.kinds.is_empty() || filter.kinds.contains(k))
+        .collect();
+    let sizes: Vec<usize> = (1..=ctx.cores)
+        .filter(|n| filter.pools.is_empty() || filter.pools.contains(n))
+        .collect();
+    let steps = corpora.len() * (1 + kinds.len() * sizes.len());
     let bar = ctx.bar(steps as u64, "encode");
     let mut out = Vec::new();
     // The baseline is measured right before and right after each pool measurement and the two
@@ -64,7 +85,7 @@ pub fn run(ctx: &Ctx) -> Result<Vec<EncodeResult>> {
     for corpus in &corpora {
         let mut before = inprocess_rate(corpus, baseline_secs)?;
         bar.inc(1);
-        for kind in [EncodeKind::Encode, EncodeKind::Evacuate] {
+        for &kind in &kinds {
             for &n in &sizes {
                 let (jobs_per_sec, bytes_per_sec) = pool_rate(ctx, kind, corpus, n)?;
                 let after = inprocess_rate(corpus, baseline_secs)?;
