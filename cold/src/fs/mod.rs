@@ -101,6 +101,8 @@ pub struct FsStore {
     journal: Option<writer::Active>,
     /// Longest envelope a journal record may announce when this store reads journals.
     journal_max_envelope: usize,
+    /// The journal writer's append buffer, kept between batches.
+    append_buf: Vec<u8>,
     /// Every filesystem step of the last puts, in order (unit tests of the ordering only).
     #[cfg(test)]
     ops: Vec<Op>,
@@ -255,6 +257,7 @@ impl FsStore {
             commit: Commit::default(),
             journal: None,
             journal_max_envelope: JOURNAL_READ_CAP as usize,
+            append_buf: Vec::new(),
             #[cfg(test)]
             ops: Vec::new(),
         })
