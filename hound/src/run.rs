@@ -428,6 +428,15 @@ impl JobLoop {
     /// unless more requests are queued and the batch bounds are not reached (see
     /// [`Unannounced`]).
     fn announce(&mut self) -> Result<(), HoundError> {
+        self.announce_n(1)
+    }
+
+    /// [`JobLoop::announce`] for `n` completions published one after the other (a batch's):
+    /// at most one doorbell for all of them.
+    fn announce_n(&mut self, n: u32) -> Result<(), HoundError> {
+        if n == 0 {
+            return Ok(());
+        }
         if !self.writer.supervisor_sleeping() {
             // Awake: it will see every completion published so far (the Dekker re-check in
             // `protocol::region` covers one it is about to sleep over).
@@ -435,7 +444,7 @@ impl JobLoop {
             return Ok(());
         }
         let u = &mut self.unannounced;
-        u.count += 1;
+        u.count = u.count.saturating_add(n);
         let since = *u.since.get_or_insert_with(Instant::now);
         let (count, since) = (u.count, since);
         if count >= RING_BATCH || since.elapsed() >= RING_DELAY || !self.next_is_quick() {
@@ -602,6 +611,7 @@ impl JobLoop {
                 (done, true)
             }
         };
+        let mut published = 0u32;
         for executed in done {
             let head: [u8; COMPLETION_HEADER_LEN] = executed.header.to_bytes();
             let body_bytes: &[u8] = match &executed.body {
@@ -616,10 +626,14 @@ impl JobLoop {
                 &mut self.channel,
                 &[&head, body_bytes],
             )?;
-            self.announce()?;
+            published += 1;
             self.status.job_done();
             self.status.beat();
         }
+        // One doorbell for the whole batch (ringing per completion woke a sleeping supervisor
+        // up to 64 times for completions it reads in one pass; a full ring still rings inside
+        // `push_completion`).
+        self.announce_n(published)?;
         self.status.set_current_job(0);
         Ok(if panicked {
             Step::Panicked
