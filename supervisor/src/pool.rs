@@ -131,7 +131,17 @@ impl PoolBuilder {
         // background materialiser takes over (docs/ARCHITECTURE.md, "Cold store commit
         // journal").
         shared.journal.recover();
-        let journal = shared.journal.start()?;
+        let books = Arc::downgrade(&shared);
+        let journal = shared.journal.start(Box::new(move || {
+            books.upgrade().map_or((0, false), |b| {
+                b.slots.iter().fold((0, false), |(done, busy), s| {
+                    (
+                        done + s.completed.load(Ordering::Relaxed),
+                        busy || s.in_flight() > 0,
+                    )
+                })
+            })
+        }))?;
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
         // thread would kill the hounds when that thread ends.
