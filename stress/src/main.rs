@@ -122,6 +122,10 @@ struct EncodeArgs {
     /// Pool sizes to measure, comma-separated, each within 1..=cores [default: all].
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=256))]
     pools: Vec<u64>,
+    /// Jobs outstanding per hound in every row [default: 16 for encode, the pool's
+    /// max_in_flight_per_hound (64) for evacuate].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    window: Option<u64>,
 }
 
 fn parse_encode_kind(s: &str) -> Result<report::EncodeKind, String> {
@@ -212,6 +216,7 @@ fn main() -> ExitCode {
             kinds: a.kinds.clone(),
             corpora: a.corpora.clone(),
             pools: a.pools.iter().map(|&n| n as usize).collect(),
+            window: a.window.map(|n| n as usize),
         },
         _ => encode::Filter::default(),
     };
