@@ -133,13 +133,11 @@ impl PoolBuilder {
         shared.journal.recover();
         let books = Arc::downgrade(&shared);
         let journal = shared.journal.start(Box::new(move || {
-            books.upgrade().map_or((0, false), |b| {
-                b.slots.iter().fold((0, false), |(done, busy), s| {
-                    (
-                        done + s.completed.load(Ordering::Relaxed),
-                        busy || s.in_flight() > 0,
-                    )
-                })
+            books.upgrade().map_or(0, |b| {
+                b.slots
+                    .iter()
+                    .map(|s| s.evacuated.load(Ordering::Relaxed))
+                    .sum()
             })
         }))?;
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:

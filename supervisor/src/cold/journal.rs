@@ -11,8 +11,10 @@
 //! * **periodically** (every [`PERIOD`]): the background thread `houndpool-journal` takes the
 //!   journals live hounds rotated away from (sealed), at most [`BUDGET`] records per wake (plus
 //!   the rest of a journal once started), so it never monopolises the disk. It **yields to
-//!   the pool's jobs**: a wake that finds jobs in flight, or completions since the last wake,
-//!   does nothing while the backlog is below [`DEFER_LIMIT_BYTES`]. Materialising costs a
+//!   evacuations**: a wake that finds Evacuate jobs completed since the last wake does
+//!   nothing while the backlog is below [`DEFER_LIMIT_BYTES`]. Other jobs do not defer it
+//!   (a Restore of a journaled record searches the journals, and reads faster once they
+//!   are key files). Materialising costs a
 //!   temp file, an `fdatasync` (a device cache flush) and a directory sync per object: in the
 //!   issue 11 profile it took as much CPU as a hound got, and its ~4 300 flushes in half a
 //!   second made the hounds' own journal syncs wait 2.5 ms instead of a few hundred µs.
@@ -49,9 +51,9 @@ pub(crate) const BUDGET: usize = 2048;
 /// and a shutdown has to finish, under a burst that never pauses.
 pub(crate) const DEFER_LIMIT_BYTES: u64 = 32 << 20;
 
-/// What the pool is doing, for the materialiser's yield (see the module docs): jobs completed
-/// so far, and whether any job is in flight now.
-pub(crate) type ActivityProbe = Box<dyn Fn() -> (u64, bool) + Send>;
+/// What the pool is doing, for the materialiser's yield (see the module docs): Evacuate jobs
+/// completed so far.
+pub(crate) type ActivityProbe = Box<dyn Fn() -> u64 + Send>;
 
 /// The pool's materialiser: shared by the pool handle, the collector and its thread.
 #[derive(Debug, Default)]
@@ -174,7 +176,7 @@ fn max_envelope(config: &PoolConfig) -> usize {
 /// The background thread: a run per wake until the pool stops; a periodic wake while the pool
 /// is busy runs only when the backlog reached [`DEFER_LIMIT_BYTES`].
 fn run(inner: &Inner, activity: &ActivityProbe) {
-    let mut last_done = activity().0;
+    let mut last_done = activity();
     loop {
         let kicked = {
             let st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,8 +189,8 @@ fn run(inner: &Inner, activity: &ActivityProbe) {
             }
             std::mem::take(&mut st.kick)
         };
-        let (done, in_flight) = activity();
-        let busy = in_flight || done != last_done;
+        let done = activity();
+        let busy = done != last_done;
         last_done = done;
         if busy && !kicked {
             let backlog = fs::materialise::backlog(&inner.root).ok();
