@@ -34,12 +34,30 @@ pub struct PutItem<'a> {
     pub key: &'a str,
     /// The envelope bytes.
     pub envelope: &'a [u8],
-    /// Whether the key was chosen by the job's submitter (an evidence key) rather than
-    /// derived from a pool-generated evidence id. Two jobs may then race for one key with
+    /// Who named the object, which decides what a store must check before writing it.
+    pub origin: KeyOrigin,
+}
+
+/// Who named the object a [`PutItem`] stores. Every origin gets create-only semantics (an
+/// existing object with other bytes is [`ColdError::AlreadyExists`] where the store can see
+/// it); the origin says how soon a store must be able to see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// The submitter chose the key (an evidence key). Two jobs may race for one key with
     /// different bytes, and create-only must be decided at once: the filesystem store's
     /// journal mode stores such items per file (a create-only `link`), never in a journal,
     /// whose writer cannot see the other writers' journals.
-    pub caller_key: bool,
+    SubmitterKey,
+    /// Derived from an evidence id the submitter gave: unique only as far as the submitter
+    /// keeps its ids unique, so a store checks that the name is free as for any key (the S3
+    /// store's HEAD before its conditional PUT).
+    SubmitterId,
+    /// Derived from an evidence id the pool generated for this job (a fresh UUIDv7): nobody
+    /// but this job's own attempts, with the same evidence, writes it. A store may skip
+    /// checking that the name is free: the S3 store sends its conditional PUT without the
+    /// HEAD, and a server that ignores `If-None-Match` at worst replaces an earlier attempt's
+    /// envelope of the same evidence.
+    PoolId,
 }
 
 /// A cold-storage backend. Implementations must make `put` atomic: after an error no partial

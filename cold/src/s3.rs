@@ -31,7 +31,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
 use self::spool::Spool;
 use super::{validate_key, ColdStore, PutItem, PutOutcome};
-use crate::ColdError;
+use crate::{ColdError, KeyOrigin};
 use houndpool_protocol::control::{ColdEndpoints, S3Target};
 
 /// Lifetime of each presigned request URL. A URL is signed right before it is sent, so this
@@ -444,8 +444,14 @@ impl S3Store {
     /// bytes is success (idempotent retry), with other bytes [`ColdError::AlreadyExists`];
     /// the stored object is never replaced by a server that honours `If-None-Match`. Cost:
     /// one HEAD more than a plain PUT, and one GET when the key is taken.
-    fn put_create_only(&self, key: &str, envelope: &[u8]) -> Result<(), Fail> {
-        let created = if self.head_remote(key)? {
+    ///
+    /// For a [`KeyOrigin::PoolId`] key the HEAD is skipped: only this job's attempts write
+    /// that name, so the conditional PUT alone decides (412, then the same comparison, on a
+    /// server that honours it; a replaced earlier attempt of the same evidence on one that
+    /// does not). Half the requests, and half the latency, per upload.
+    fn put_create_only(&self, key: &str, envelope: &[u8], origin: KeyOrigin) -> Result<(), Fail> {
+        let check_first = origin != KeyOrigin::PoolId;
+        let created = if check_first && self.head_remote(key)? {
             false
         } else {
             self.put_remote(key, envelope)?
@@ -680,7 +686,8 @@ impl S3Store {
                     continue;
                 }
             };
-            match self.put_create_only(&record.key, &record.envelope) {
+            // A spooled record does not say who named it: checked as any key.
+            match self.put_create_only(&record.key, &record.envelope, KeyOrigin::SubmitterId) {
                 Ok(()) => {
                     if spool.finish(claim).map_err(|e| io("spool remove", e))? {
                         tracing::info!(key = %record.key, "spooled envelope uploaded");
@@ -761,12 +768,13 @@ impl ColdStore for S3Store {
     /// older record of the same key: both are create-only, and whichever lands first wins
     /// while the other is refused (or found identical).
     fn put(&mut self, key: &str, envelope: &[u8]) -> Result<PutOutcome, ColdError> {
-        self.put_shared(key, envelope, &Mutex::new(()))
+        self.put_shared(key, envelope, KeyOrigin::SubmitterId, &Mutex::new(()))
     }
 
     /// Runs up to [`S3Tuning::concurrency`] [`ColdStore::put`]s at once: that many scoped
     /// threads (the caller's among them) take the items in turn and each does exactly what
-    /// `put` does for its item (HEAD + conditional PUT, retries, spooling), over the agent's
+    /// `put` does for its item (HEAD + conditional PUT, the HEAD skipped for a
+    /// [`KeyOrigin::PoolId`] key; retries, spooling), over the agent's
     /// shared keep-alive connections. Returns when every item has its result, in item order.
     /// Spool writes are serialised (its size limit is checked per write). A thread that cannot
     /// be started (the sandbox's limits) only lowers the concurrency; with none the caller

@@ -368,6 +368,21 @@ fn sweep_removes_only_temp_files_of_gone_writers() {
     assert_eq!(sweep_temps(empty.path(), |_| true).unwrap(), 0);
 }
 
+/// A hound can create anything beneath the root, so `.writing` may be its symlink to a
+/// directory outside the store: the unconfined supervisor's sweep must remove nothing there.
+#[test]
+fn a_symlinked_temp_directory_never_makes_the_sweep_remove_outside_the_root() {
+    use houndpool_cold::fs::sweep_temps;
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join(".tmp-1-00000000000000aa");
+    std::fs::write(&victim, b"not the store's").unwrap();
+    std::os::unix::fs::symlink(outside.path(), root.path().join(".writing")).unwrap();
+    let err = sweep_temps(root.path(), |_| true).expect_err("a symlinked .writing is refused");
+    assert!(err.to_string().contains(".writing"), "{err}");
+    assert!(victim.exists(), "the sweep removed a file outside the root");
+}
+
 #[test]
 fn opened_through_the_cold_target() {
     let dir = tempfile::tempdir().unwrap();

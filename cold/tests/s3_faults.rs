@@ -15,7 +15,7 @@ use md5::{Digest as _, Md5};
 
 use houndpool_cold::s3::S3Store;
 use houndpool_cold::ColdError;
-use houndpool_cold::{ColdStore, PutOutcome};
+use houndpool_cold::{ColdStore, KeyOrigin, PutItem, PutOutcome};
 use s3_support::{fast_tuning, spool_files};
 
 /// What the fake server does with the next request.
@@ -205,6 +205,45 @@ fn a_taken_key_is_compared_same_bytes_succeed_other_bytes_are_refused() {
     }
     let methods: Vec<_> = other.seen().into_iter().map(|r| r.method).collect();
     assert_eq!(methods, ["HEAD", "GET"]);
+}
+
+#[test]
+fn a_pool_named_key_is_put_without_a_head_and_others_keep_it() {
+    // A key named by a pool-generated evidence id: the conditional PUT alone.
+    let fake = Fake::start(vec![OK]);
+    let mut s = fake.store(None);
+    let item = |origin| PutItem {
+        key: "ev/0190.thcs",
+        envelope: b"envelope",
+        origin,
+    };
+    let got = s.put_batch(&[item(KeyOrigin::PoolId)]);
+    assert!(matches!(got[..], [Ok(PutOutcome::Stored)]), "{got:?}");
+    let seen = fake.seen();
+    let methods: Vec<_> = seen.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["PUT"]);
+    assert_eq!(
+        seen[0].header("if-none-match"),
+        Some("*"),
+        "still conditional"
+    );
+    // Taken (a retry of the same job after its hound died): 412, then compared, as before.
+    let taken = Fake::start(vec![
+        Act::Status(412, "", b"<Error><Code>PreconditionFailed</Code></Error>"),
+        Act::Status(200, "", b"envelope"),
+    ]);
+    let got = taken.store(None).put_batch(&[item(KeyOrigin::PoolId)]);
+    assert!(matches!(got[..], [Ok(PutOutcome::Stored)]), "{got:?}");
+    let methods: Vec<_> = taken.seen().into_iter().map(|r| r.method).collect();
+    assert_eq!(methods, ["PUT", "GET"]);
+    // Named by the submitter (its key, or its evidence id): HEAD first.
+    for origin in [KeyOrigin::SubmitterKey, KeyOrigin::SubmitterId] {
+        let fake = Fake::start(vec![ABSENT, OK]);
+        let got = fake.store(None).put_batch(&[item(origin)]);
+        assert!(matches!(got[..], [Ok(PutOutcome::Stored)]), "{got:?}");
+        let methods: Vec<_> = fake.seen().into_iter().map(|r| r.method).collect();
+        assert_eq!(methods, ["HEAD", "PUT"], "{origin:?}");
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use houndpool_cold::ColdError;
-use houndpool_cold::{self as cold, ColdStore, PutItem, PutOutcome};
+use houndpool_cold::{self as cold, ColdStore, KeyOrigin, PutItem, PutOutcome};
 use houndpool_protocol::control::HoundLimits;
 use houndpool_protocol::envelope;
 use houndpool_protocol::job::{
@@ -113,8 +113,14 @@ impl JobRunner {
                 Ok((key, _, _)) => Some(PutItem {
                     key,
                     envelope: env,
-                    // An evidence key chosen by the submitter (create-only decided at once).
-                    caller_key: st.req.key_len > 0,
+                    origin: if st.req.key_len > 0 {
+                        // An evidence key chosen by the submitter (create-only decided at once).
+                        KeyOrigin::SubmitterKey
+                    } else if st.req.pool_evidence_id {
+                        KeyOrigin::PoolId
+                    } else {
+                        KeyOrigin::SubmitterId
+                    },
                 }),
                 Err(_) => None,
             })

@@ -15,7 +15,7 @@ use houndpool_protocol::region::{
     CompletionWriter, HoundRegions, HoundState, RequestReader, StatusWriter,
 };
 use houndpool_protocol::wake::{BellListener, BellRinger};
-use houndpool_protocol::PROTOCOL_VERSION;
+use houndpool_protocol::HOUND_PROTOCOL_VERSION;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::channel::{Channel, Polled};
@@ -77,13 +77,15 @@ fn expect_message(
 
 /// Refuses a peer speaking another protocol version.
 fn check_version(channel: &Channel, what: &str, version: u16) -> Result<(), i32> {
-    if version == PROTOCOL_VERSION {
+    if version == HOUND_PROTOCOL_VERSION {
         return Ok(());
     }
     Err(fatal(
         channel,
         EXIT_HANDSHAKE,
-        format!("supervisor's {what} speaks protocol {version}, this hound {PROTOCOL_VERSION}"),
+        format!(
+            "supervisor's {what} speaks protocol {version}, this hound {HOUND_PROTOCOL_VERSION}"
+        ),
     ))
 }
 
@@ -249,7 +251,7 @@ fn keep_freed_memory() {
 fn ready(report: SandboxReport) -> Message {
     Message::Ready(Ready {
         pid: std::process::id(),
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: HOUND_PROTOCOL_VERSION,
         sandbox: report,
     })
 }

@@ -146,7 +146,7 @@ impl Message {
 /// its [`Hello`] already confined). Nothing in it depends on the slot the hound will serve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Setup {
-    /// Must equal [`crate::PROTOCOL_VERSION`].
+    /// Must equal [`crate::HOUND_PROTOCOL_VERSION`].
     pub protocol_version: u16,
     /// Resource and size limits.
     pub limits: HoundLimits,
@@ -162,7 +162,7 @@ pub struct Setup {
 /// only the slot-specific details. The hound answers [`Ready`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
-    /// Must equal [`crate::PROTOCOL_VERSION`].
+    /// Must equal [`crate::HOUND_PROTOCOL_VERSION`].
     pub protocol_version: u16,
     /// Identifies the pool (for logs and cgroup names).
     pub pool_id: [u8; 16],

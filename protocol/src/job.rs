@@ -155,10 +155,12 @@ const OFF_ATTEMPT: usize = 11;
 /// 10 1  severity u8
 /// 11 1  attempt u8 (0 first try, 1 retry)
 /// 12 2  key_len u16 (0: the object is named by evidence_id)
-/// 14 2  reserved, 0
+/// 14 1  flags u8: bit 0 = the pool generated evidence_id (see `pool_evidence_id`)
+/// 15 1  reserved, 0
 /// 16 16 evidence_id (UUID bytes)
 /// ```
-/// `parse` enforces: known kind and severity, level `0..=9`, attempt `0..=1`, reserved 0,
+/// `parse` enforces: known kind and severity, level `0..=9`, attempt `0..=1`, no flag but
+/// bit 0, bit 0 only without a key, reserved 0,
 /// `key_len` 0 except for Evacuate, Restore and Erase, at least `key_len` bytes after the
 /// header, and for Restore and Erase nothing after the key. The key text itself is checked
 /// by [`RequestHeader::split_key`].
@@ -178,7 +180,17 @@ pub struct RequestHeader {
     pub evidence_id: [u8; 16],
     /// Length of the evidence key that follows the header (0: none).
     pub key_len: u16,
+    /// The pool generated `evidence_id` for this job (a fresh UUIDv7) rather than taking it
+    /// from the submitter, and no key was given: the object it names is written by this job's
+    /// attempts and nobody else's, so a store needs no check that the name is free before
+    /// writing it (the S3 store skips its HEAD). Byte 14, bit 0.
+    pub pool_evidence_id: bool,
 }
+
+/// Offset of the flags byte in a request header.
+const OFF_FLAGS: usize = 14;
+/// Flags bit: [`RequestHeader::pool_evidence_id`].
+const FLAG_POOL_EVIDENCE_ID: u8 = 1;
 
 /// Longest caller-chosen evidence key.
 pub const MAX_EVIDENCE_KEY: usize = 200;
@@ -223,7 +235,10 @@ impl RequestHeader {
         b[10] = self.severity as u8;
         b[OFF_ATTEMPT] = self.attempt;
         b[12..14].copy_from_slice(&self.key_len.to_le_bytes());
-        // b[14..16]: reserved, 0.
+        if self.pool_evidence_id {
+            b[OFF_FLAGS] = FLAG_POOL_EVIDENCE_ID;
+        }
+        // b[15]: reserved, 0.
         b[16..32].copy_from_slice(&self.evidence_id);
         b
     }
@@ -245,10 +260,20 @@ impl RequestHeader {
         if attempt > 1 {
             return Err(malformed("request attempt is neither 0 nor 1"));
         }
-        if le_u16(b, 14) != 0 {
-            return Err(malformed("request reserved bytes 14..16 are not 0"));
+        let flags = b[OFF_FLAGS];
+        if flags & !FLAG_POOL_EVIDENCE_ID != 0 {
+            return Err(malformed("request flags has a bit other than bit 0"));
+        }
+        if b[15] != 0 {
+            return Err(malformed("request reserved byte 15 is not 0"));
         }
         let key_len = le_u16(b, 12);
+        let pool_evidence_id = flags & FLAG_POOL_EVIDENCE_ID != 0;
+        if pool_evidence_id && key_len != 0 {
+            return Err(malformed(
+                "request marks a pool evidence id but carries a key",
+            ));
+        }
         if key_len != 0 && !matches!(kind, JobKind::Evacuate | JobKind::Restore | JobKind::Erase) {
             return Err(malformed("request key on a job that stores nothing"));
         }
@@ -268,6 +293,7 @@ impl RequestHeader {
             attempt,
             evidence_id,
             key_len,
+            pool_evidence_id,
         };
         Ok((header, body))
     }
@@ -666,6 +692,7 @@ mod tests {
             attempt: 0,
             evidence_id: [0xee; 16],
             key_len: 3,
+            pool_evidence_id: false,
         };
         let mut record = first.to_bytes().to_vec();
         record.extend_from_slice(b"keybody");

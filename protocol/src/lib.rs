@@ -32,6 +32,17 @@ pub mod wake;
 
 pub use error::ProtocolError;
 
-/// Version of the frame format, the ring layout and the job record layout together.
-/// A peer that announces another version is refused at the handshake.
+/// Version of the frame format: the 16-byte header every frame carries, on the control socket
+/// and on the daemon socket alike. A frame of another version is refused.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Version of the supervisor-hound contract carried inside the frames and the rings: the
+/// control messages' bodies, the job record layouts, what a hound does with them. Sent in
+/// `Setup`, `Hello` and `Ready`; a hound and a supervisor of different versions (a
+/// `hound_binary` from another build) refuse each other at the handshake, naming both versions,
+/// instead of meeting as protocol violations later. The shared-memory regions carry their own
+/// layout version ([`region::REGION_VERSION`]).
+///
+/// 2: `Setup` gained `tuning.s3_concurrency` and `tuning.fs_commit`; byte 14 of a request
+/// header became its flags (bit 0: the pool generated the evidence id).
+pub const HOUND_PROTOCOL_VERSION: u16 = 2;

@@ -65,8 +65,8 @@ pub const REGION_HEADER_LEN: usize = 4096;
 pub const REQUEST_REGION_MAGIC: [u8; 8] = *b"HPREQRGN";
 /// Magic at offset 0 of the completion region.
 pub const COMPLETION_REGION_MAGIC: [u8; 8] = *b"HPCMPRGN";
-/// Layout version at offset 8 of both regions (the crate's protocol version).
-pub const REGION_VERSION: u32 = crate::PROTOCOL_VERSION as u32;
+/// Layout version at offset 8 of both regions: bumped when the region or ring layout changes.
+pub const REGION_VERSION: u32 = 1;
 /// Smallest ring data area of a region.
 pub const MIN_REGION_CAPACITY: usize = 4096;
 /// Largest ring data area of a region (1 GiB).

@@ -8,7 +8,7 @@ use houndpool_protocol::codec;
 use houndpool_protocol::control::{Message, MAX_CONTROL_BODY};
 use houndpool_protocol::frame::write_frame;
 use houndpool_protocol::frame::MessageKind;
-use houndpool_protocol::{ProtocolError, PROTOCOL_VERSION};
+use houndpool_protocol::{ProtocolError, HOUND_PROTOCOL_VERSION};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -71,7 +71,7 @@ fn announced_lengths_do_not_drive_allocation() {
     // Ready whose sandbox report announces 2^40 layers: message sequences reserve nothing
     // up front, so the input simply runs out.
     let mut body = 1u32.to_le_bytes().to_vec();
-    body.extend(PROTOCOL_VERSION.to_le_bytes());
+    body.extend(HOUND_PROTOCOL_VERSION.to_le_bytes());
     body.extend(HUGE.to_le_bytes());
     let ready = datagram(MessageKind::Ready, &body);
     let (r, largest) = largest_allocation(|| Message::from_datagram(&ready));

@@ -133,6 +133,7 @@ fn seeds() -> Vec<Vec<u8>> {
             attempt: 1,
             evidence_id: [9; 16],
             key_len: 0,
+            pool_evidence_id: true,
         }
         .to_bytes()
         .to_vec(),

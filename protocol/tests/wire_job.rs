@@ -29,9 +29,10 @@ fn request() -> impl Strategy<Value = (RequestHeader, Vec<u8>)> {
         0u8..=1,
         any::<[u8; 16]>(),
         prop::collection::vec(any::<u8>(), 0..100),
+        any::<bool>(),
     )
         .prop_map(
-            |(job_id, kind, level, severity, attempt, evidence_id, body)| {
+            |(job_id, kind, level, severity, attempt, evidence_id, body, pool_evidence_id)| {
                 let body = match kind {
                     JobKind::Restore | JobKind::Erase => Vec::new(),
                     _ => body,
@@ -44,6 +45,7 @@ fn request() -> impl Strategy<Value = (RequestHeader, Vec<u8>)> {
                     attempt,
                     evidence_id,
                     key_len: 0,
+                    pool_evidence_id,
                 };
                 (h, body)
             },
@@ -185,10 +187,20 @@ fn request_layout_is_exact() {
         attempt: 1,
         evidence_id: [0xee; 16],
         key_len: 0x0304,
+        pool_evidence_id: false,
     };
     let mut expected = vec![8, 7, 6, 5, 4, 3, 2, 1, 2, 6, 2, 1, 4, 3, 0, 0];
     expected.extend([0xee; 16]);
     assert_eq!(h.to_bytes().to_vec(), expected);
+    // A pool-generated evidence id (no key) sets bit 0 of byte 14, nothing else.
+    let pooled = RequestHeader {
+        key_len: 0,
+        pool_evidence_id: true,
+        ..h
+    };
+    expected[12..16].copy_from_slice(&[0, 0, 1, 0]);
+    assert_eq!(pooled.to_bytes().to_vec(), expected);
+    assert_eq!(RequestHeader::parse(&expected).unwrap().0, pooled);
     assert_eq!(REQUEST_HEADER_LEN, 32);
 }
 
@@ -228,6 +240,7 @@ fn good_request() -> [u8; REQUEST_HEADER_LEN] {
         attempt: 0,
         evidence_id: [0; 16],
         key_len: 0,
+        pool_evidence_id: false,
     }
     .to_bytes()
 }
@@ -251,8 +264,10 @@ fn every_invalid_request_field_is_rejected() {
         (11, 2, "request attempt is neither 0 nor 1"),
         (12, 1, "request key on a job that stores nothing"),
         (13, 1, "request key on a job that stores nothing"),
-        (14, 1, "request reserved bytes 14..16 are not 0"),
-        (15, 0x80, "request reserved bytes 14..16 are not 0"),
+        (14, 2, "request flags has a bit other than bit 0"),
+        (14, 0x80, "request flags has a bit other than bit 0"),
+        (15, 1, "request reserved byte 15 is not 0"),
+        (15, 0x80, "request reserved byte 15 is not 0"),
     ];
     for (at, value, why) in cases {
         let mut bad = good;
@@ -436,6 +451,7 @@ fn evidence_keys_travel_after_the_header_and_are_checked() {
             attempt: 0,
             evidence_id: [0; 16],
             key_len: origin.len() as u16,
+            pool_evidence_id: false,
         };
         let body: &[u8] = if kind == JobKind::Evacuate {
             b"evidence"
@@ -449,6 +465,13 @@ fn evidence_keys_travel_after_the_header_and_are_checked() {
         assert_eq!(parsed, h);
         let (key, rest) = parsed.split_key(rest).unwrap();
         assert_eq!((key, rest), (Some(origin.as_str()), body));
+        // A key and a pool-generated evidence id exclude each other.
+        let mut both = raw.clone();
+        both[14] = 1;
+        assert_eq!(
+            reason(RequestHeader::parse(&both)),
+            "request marks a pool evidence id but carries a key"
+        );
         // Announced but missing, or followed by a body on restore / erase.
         assert_eq!(
             reason(RequestHeader::parse(&raw[..REQUEST_HEADER_LEN + 3])),

@@ -5,7 +5,7 @@ use houndpool_protocol::control::*;
 use houndpool_protocol::frame::{
     parse_frame, write_frame, FrameDecoder, FrameHeader, MessageKind, FRAME_HEADER_LEN,
 };
-use houndpool_protocol::{ProtocolError, PROTOCOL_VERSION};
+use houndpool_protocol::{ProtocolError, HOUND_PROTOCOL_VERSION};
 use proptest::prelude::*;
 
 fn text() -> impl Strategy<Value = String> {
@@ -244,7 +244,7 @@ fn documented_fatal_example_bytes() {
 #[test]
 fn documented_setup_example_bytes() {
     let setup = Setup {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: HOUND_PROTOCOL_VERSION,
         limits: HoundLimits {
             max_evidence_bytes: 0x0010_0000,
             max_output_bytes: 0x0040_0000,
@@ -269,7 +269,7 @@ fn documented_setup_example_bytes() {
     };
     let bytes = encode(&Message::Setup(setup.clone()));
     let body = [
-        "0100",             // protocol_version
+        "0200",             // protocol_version
         "00001000",         // limits.max_evidence_bytes
         "00004000",         // limits.max_output_bytes
         "0000000000000000", // limits.memory_budget_bytes
@@ -308,14 +308,14 @@ fn documented_setup_example_bytes() {
 #[test]
 fn documented_hello_example_bytes() {
     let hello = Hello {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: HOUND_PROTOCOL_VERSION,
         pool_id: [0x11; 16],
         hound_id: 2,
         generation: 3,
     };
     let bytes = encode(&Message::Hello(hello.clone()));
     let body = [
-        "0100",                             // protocol_version
+        "0200",                             // protocol_version
         "11111111111111111111111111111111", // pool_id
         "02000000",                         // hound_id
         "0300000000000000",                 // generation
@@ -386,7 +386,7 @@ fn bodies_that_do_not_decode() {
     // Ready with an unknown Layer index (10) in its report.
     let mut body = Vec::new();
     body.extend(7u32.to_le_bytes());
-    body.extend(PROTOCOL_VERSION.to_le_bytes());
+    body.extend(HOUND_PROTOCOL_VERSION.to_le_bytes());
     body.extend(1u64.to_le_bytes());
     body.extend(10u32.to_le_bytes()); // layer: no such variant
     body.extend(0u32.to_le_bytes()); // status

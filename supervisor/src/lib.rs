@@ -39,6 +39,7 @@ pub mod config;
 pub mod daemon;
 mod defer;
 mod error;
+mod hound_process;
 mod hound_text;
 mod job;
 pub mod keys;

@@ -616,6 +616,7 @@ pub(crate) fn admit<'j>(sh: &Books, job: &Job<'j>) -> Result<Admitted<'j>, Submi
         evidence_id: *evidence_id.as_bytes(),
         // At most MAX_EVIDENCE_KEY (200) bytes, checked above.
         key_len: key.len() as u16,
+        pool_evidence_id: job.evidence_id.is_none() && key.is_empty(),
     }
     .to_bytes();
     let meta = InFlight {

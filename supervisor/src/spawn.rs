@@ -1,17 +1,18 @@
 //! Starting one hound: regions, doorbells, socketpair, a plain spawn, the handshake.
 //!
-//! No `pre_exec` hook is installed, so std uses its posix_spawn fast path. The five descriptors
-//! the hound needs are duplicated without close-on-exec just before the spawn and closed just
-//! after it; everything else the supervisor owns is close-on-exec. Of the two doorbell pipes
+//! The hound is started with `posix_spawn` (`crate::hound_process`): the five descriptors it
+//! needs stay close-on-exec in the supervisor and reach the hound, under the same numbers,
+//! through the spawn's `dup2(fd, fd)` file actions, so no other child of the embedding process
+//! can ever inherit them; everything else the supervisor owns is close-on-exec. Of the two doorbell pipes
 //! the hound gets one end each and the supervisor keeps the other: no open file description
 //! the supervisor reads or writes is ever held by a hound (see `houndpool_protocol::wake`).
 //! The pool-wide `Setup` is queued on the control socket before the spawn, so the hound
 //! confines itself right after exec, before it waits for anything (see
 //! `houndpool_hound::sandbox`); only the slot-specific `Hello` comes later.
 
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use houndpool_hound::{HoundFds, HOUND_ARG};
@@ -21,14 +22,14 @@ use houndpool_protocol::control::{
 };
 use houndpool_protocol::region::{CompletionReader, RequestWriter, SupervisorRegions};
 use houndpool_protocol::wake::{bell_pipe, BellListener, BellRinger};
-use houndpool_protocol::PROTOCOL_VERSION;
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use houndpool_protocol::HOUND_PROTOCOL_VERSION;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use crate::cgroup::HoundCgroups;
 use crate::cgroup::Placed;
 use crate::config::{ColdConfig, HoundBinary, PoolConfig};
+use crate::hound_process::{HoundProcess, Stderr};
 use crate::PoolError;
 use houndpool_protocol::control::{Layer, LayerReport};
 
@@ -125,7 +126,7 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
     // thread flags only); the pids cgroup bounds the threads. See docs/SECURITY.md.
     let threads = matches!(config.cold, ColdConfig::S3(_)) && s3_concurrency > 1;
     Setup {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: HOUND_PROTOCOL_VERSION,
         limits: HoundLimits {
             max_evidence_bytes: clamp_u32(config.max_evidence_bytes),
             max_output_bytes: clamp_u32(config.max_output_bytes),
@@ -151,7 +152,7 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
 /// The Hello a hound of `slot` receives: only what depends on the slot.
 pub(crate) fn hello(pool_id: [u8; 16], slot: u32, generation: u64) -> Hello {
     Hello {
-        protocol_version: PROTOCOL_VERSION,
+        protocol_version: HOUND_PROTOCOL_VERSION,
         pool_id,
         hound_id: slot,
         generation,
@@ -163,15 +164,6 @@ fn os(op: &'static str) -> impl FnOnce(nix::errno::Errno) -> PoolError {
         op,
         source: std::io::Error::from(e),
     }
-}
-
-/// A copy of `fd` that survives exec (close-on-exec cleared).
-fn inheritable(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd, PoolError> {
-    let dup = fd
-        .try_clone_to_owned()
-        .map_err(|source| PoolError::Os { op: "dup", source })?;
-    fcntl(dup.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty())).map_err(os("fcntl(F_SETFD)"))?;
-    Ok(dup)
 }
 
 /// A hound started and placed in its cgroup, not yet told who it is: the first half of a spawn.
@@ -250,30 +242,28 @@ pub(crate) fn prestart(
     .map_err(|e| failed(format!("queueing Setup: {e}")))?;
 
     let child = {
-        let inherited = [
-            inheritable(hound_end.as_fd())?,
-            inheritable(regions.request_fd())?,
-            inheritable(regions.completion_fd())?,
-            inheritable(hound_request_bell.as_fd())?,
-            inheritable(hound_completion_bell.as_fd())?,
+        // Close-on-exec here, passed under the same numbers by the spawn's file actions: no
+        // other child of this process can inherit them (`crate::hound_process`).
+        let kept = [
+            hound_end.as_fd(),
+            regions.request_fd(),
+            regions.completion_fd(),
+            hound_request_bell.as_fd(),
+            hound_completion_bell.as_fd(),
         ];
-        let arg = HoundFds::format_arg(inherited.each_ref().map(|f| f.as_raw_fd()));
-        let mut cmd = Command::new(binary);
-        cmd.arg(HOUND_ARG)
-            .arg(arg)
-            .env_clear()
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(if config.hound_stderr {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            });
-        let child = cmd
-            .spawn()
-            .map_err(|e| failed(format!("spawn {}: {e}", binary.display())))?;
-        // `inherited` drops here: the parent's inheritable copies are closed right away.
-        child
+        let arg = HoundFds::format_arg(kept.map(|f| f.as_raw_fd()));
+        let stderr = if config.hound_stderr {
+            Stderr::Inherit
+        } else {
+            Stderr::Null
+        };
+        HoundProcess::spawn(
+            binary,
+            &[OsStr::new(HOUND_ARG), OsStr::new(&arg)],
+            &kept,
+            stderr,
+        )
+        .map_err(|e| failed(e.to_string()))?
     };
     // The hound's ends are the hound's alone from here on.
     drop((hound_end, hound_request_bell, hound_completion_bell));
@@ -412,10 +402,10 @@ pub(crate) fn handshake(
         }
         Err(e) => return Err(failed(e)),
     };
-    if ready.protocol_version != PROTOCOL_VERSION {
+    if ready.protocol_version != HOUND_PROTOCOL_VERSION {
         return Err(failed(format!(
             "hound speaks protocol {}, supervisor {}",
-            ready.protocol_version, PROTOCOL_VERSION
+            ready.protocol_version, HOUND_PROTOCOL_VERSION
         )));
     }
     // The hound does not report the cgroup layer (the supervisor applies it); an entry it
@@ -562,12 +552,12 @@ pub(crate) fn recv_control_datagram(fd: BorrowedFd<'_>, buf: &mut [u8]) -> nix::
 
 /// Kills and reaps a child unless it is taken out: no hound outlives a failed handshake and
 /// none is left a zombie.
-pub(crate) struct ChildGuard(pub(crate) Option<Child>);
+pub(crate) struct ChildGuard(pub(crate) Option<HoundProcess>);
 
 impl ChildGuard {
     /// The process id, if the guard still holds a child.
     pub(crate) fn id(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
+        self.0.as_ref().map_or(0, HoundProcess::id)
     }
 
     fn exit_status(&mut self) -> String {
@@ -627,7 +617,7 @@ mod tests {
     fn ready(layers: &[(Layer, LayerStatus)]) -> Ready {
         Ready {
             pid: 1,
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version: HOUND_PROTOCOL_VERSION,
             sandbox: SandboxReport {
                 layers: layers
                     .iter()

@@ -242,3 +242,34 @@ fn upload_threads_of_an_s3_hound_are_confined() {
     assert!(checked > 0);
     pool.shutdown(Duration::from_secs(5));
 }
+
+/// A hound binary from another build (`hound_binary` pointing at an old hound) is refused at
+/// the handshake with both versions named, not met later as a stream of protocol violations.
+#[test]
+fn a_hound_of_another_protocol_version_fails_build_naming_both() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cold = dir.path().join("old-protocol");
+    std::fs::create_dir_all(&cold).unwrap();
+    let config = PoolConfig {
+        size: PoolSize::Fixed(1),
+        prestart: false,
+        hound_binary: HoundBinary::Path(escape_binary()),
+        ..test_config(&cold)
+    };
+    let err = Pool::builder()
+        .config(config)
+        .build()
+        .map(|_| ())
+        .expect_err("a hound of another protocol version must fail build");
+    let text = err.to_string();
+    let ours = houndpool_protocol::HOUND_PROTOCOL_VERSION;
+    assert!(
+        text.contains(&format!(
+            "hound speaks protocol {}, supervisor {ours}",
+            ours - 1
+        )),
+        "{text}"
+    );
+    assert_no_hounds_left();
+}

@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use super::journal::{self, JournalName, Records, CONFLICT_DIR, JOURNAL_DIR};
 use super::{cold_io, sync_dir, FsStore, DIR_MODE};
-use crate::{ColdError, PutItem};
+use crate::{ColdError, KeyOrigin, PutItem};
 
 /// Checks an envelope before it becomes a key file (`houndpool_cold::s3::default_spool_verifier`
 /// in the supervisor).
@@ -171,7 +171,8 @@ impl FsStore {
             items.push(PutItem {
                 key: rec.key,
                 envelope: rec.envelope,
-                caller_key: false,
+                // Journals hold only items a pool or submitter id named (never a submitter key).
+                origin: KeyOrigin::SubmitterId,
             });
             offsets.push(at);
         }

@@ -54,7 +54,7 @@
 //! the same key with different bytes before either is materialised, both get `Stored` (per
 //! file, the second would get `AlreadyExists`); the materialiser keeps the first and moves the
 //! other to `<root>/.tmp-conflicts/` (logged at error, reported by `houndd verify`), so no
-//! envelope reported stored is ever lost. Keys a submitter chose ([`PutItem::caller_key`])
+//! envelope reported stored is ever lost. Keys a submitter chose ([`KeyOrigin::SubmitterKey`])
 //! always take the per-file path, so their create-only answer is exact; journaled keys are
 //! derived from pool-generated evidence ids, which only collide if a caller reuses an id.
 
@@ -64,7 +64,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{validate_key, ColdStore, PutItem, PutOutcome};
+use super::{validate_key, ColdStore, KeyOrigin, PutItem, PutOutcome};
 use crate::ColdError;
 
 /// File-name prefix of in-flight writes. Keys with a segment starting with it are refused, so
@@ -644,7 +644,9 @@ impl ColdStore for FsStore {
         self.put_batch(&[PutItem {
             key,
             envelope,
-            caller_key: false,
+            // A single put with no origin: journaled only when the store is in journal mode,
+            // as before; the per-file checks are the same either way.
+            origin: KeyOrigin::SubmitterId,
         }])
         .pop()
         .unwrap_or_else(|| Err(cold_io("put", key, io::Error::other("empty batch result"))))
@@ -763,9 +765,31 @@ fn create_temp(dir: &Path) -> io::Result<(PathBuf, File)> {
 /// nothing to sweep.
 ///
 /// The supervisor calls it before its first hound starts (with "no such process" as `gone`)
-/// and after each hound death (with that hound's pid).
+/// and after each hound death (with that hound's pid), unconfined. Hounds may create anything
+/// beneath the root, a symlink named `.writing` included, so the temp directory is opened with
+/// `O_NOFOLLOW` and every removal is an `unlinkat` relative to that descriptor: a sweep never
+/// removes anything outside the store, even if the name is swapped while it runs (the names
+/// are then read elsewhere, but removed only from the directory that was opened). A
+/// `.writing` that is a symlink is an error naming it.
 pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize> {
-    let Some(entries) = read_dir_if_any(&root.join(TEMP_DIR))? else {
+    let temp_dir = root.join(TEMP_DIR);
+    let dir = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(&temp_dir)
+    {
+        Ok(dir) => dir,
+        // With O_NOFOLLOW | O_DIRECTORY a symlink is ELOOP or ENOTDIR, as is any non-directory.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+            return Err(io::Error::other(format!(
+                "{} is not a directory (a symlink?): not swept",
+                temp_dir.display()
+            )))
+        }
+        Err(e) if is_missing(&e) => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let Some(entries) = read_dir_if_any(&temp_dir)? else {
         return Ok(0);
     };
     let mut removed = 0;
@@ -781,7 +805,7 @@ pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize>
             continue;
         };
         if gone(pid) {
-            match fs::remove_file(entry.path()) {
+            match unlink_beneath(&dir, &entry.file_name()) {
                 Ok(()) => removed += 1,
                 Err(e) if is_missing(&e) => {}
                 Err(e) => return Err(e),
@@ -789,6 +813,23 @@ pub fn sweep_temps(root: &Path, gone: impl Fn(u32) -> bool) -> io::Result<usize>
         }
     }
     Ok(removed)
+}
+
+/// `unlinkat(dir, name, 0)`: removes the file `name` of the directory `dir` is open on,
+/// whatever path now leads there.
+fn unlink_beneath(dir: &File, name: &std::ffi::OsStr) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| io::Error::other("a directory entry name with a NUL byte"))?;
+    // SAFETY: `dir` is an open directory descriptor for the duration of the call and `name` a
+    // NUL-terminated string that outlives it; unlinkat reads both and writes nothing of ours.
+    let rc = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Whether no process with this pid exists (`kill(pid, 0)` fails with `ESRCH`). A pid that
@@ -983,37 +1024,37 @@ mod tests {
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "b/c/2.thcs",
                     envelope: b"two",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/taken.thcs",
                     envelope: b"new",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/same.thcs",
                     envelope: b"same",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "../bad",
                     envelope: b"x",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/3.thcs",
                     envelope: b"three",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
                 PutItem {
                     key: "a/1.thcs",
                     envelope: b"one",
-                    caller_key: false,
+                    origin: KeyOrigin::PoolId,
                 },
             ];
             let results = store.put_batch(&items);

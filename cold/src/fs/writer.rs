@@ -8,7 +8,7 @@
 //!    batch, already holds the key, the same comparison applies against those bytes (read
 //!    back from the journal with `pread`: they are in the page cache). A record longer than
 //!    the journal bound goes through the per-file path instead (never with default limits),
-//!    and so does an item whose key the submitter chose ([`crate::PutItem::caller_key`]): two
+//!    and so does an item whose key the submitter chose ([`crate::KeyOrigin::SubmitterKey`]): two
 //!    jobs may race for such a key with different bytes, and only the per-file path's
 //!    create-only `link` answers `AlreadyExists` to the second across writers. Keys derived
 //!    from pool-generated evidence ids (UUID v7) are unique per job; a retried job encodes the
@@ -56,7 +56,7 @@ use super::journal::{self, JournalName, Records, ERASED_DIR, JOURNAL_DIR};
 #[cfg(test)]
 use super::Op;
 use super::{cold_io, is_missing, sync_dir, Commit, FsStore, DIR_MODE, FILE_MODE};
-use crate::{ColdError, PutItem, PutOutcome};
+use crate::{ColdError, KeyOrigin, PutItem, PutOutcome};
 
 /// The journal a store appends to.
 #[derive(Debug)]
@@ -332,7 +332,7 @@ impl FsStore {
             }
         }
         in_batch.insert(key, idx);
-        if item.caller_key || record_len_of(item) as u64 > max_bytes {
+        if item.origin == KeyOrigin::SubmitterKey || record_len_of(item) as u64 > max_bytes {
             Plan::PerFile
         } else {
             Plan::Append
@@ -610,7 +610,7 @@ mod tests {
         PutItem {
             key,
             envelope,
-            caller_key: false,
+            origin: KeyOrigin::PoolId,
         }
     }
 

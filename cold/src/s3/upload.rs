@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use super::retry::Fail;
 use super::{spool, S3Store, MAX_CONCURRENCY};
 use crate::ColdError;
-use crate::{validate_key, PutItem, PutOutcome};
+use crate::{validate_key, KeyOrigin, PutItem, PutOutcome};
 
 /// Stack of an upload thread: ureq, rustls and SigV4 need far less; kept small because a
 /// hound's address space is bounded (RLIMIT_AS).
@@ -19,6 +19,7 @@ impl S3Store {
         &self,
         key: &str,
         envelope: &[u8],
+        origin: KeyOrigin,
         spool_lock: &Mutex<()>,
     ) -> Result<PutOutcome, ColdError> {
         validate_key(key)?;
@@ -32,7 +33,7 @@ impl S3Store {
                 Err(e) => return Err(e),
             }
         }
-        match self.put_create_only(key, envelope) {
+        match self.put_create_only(key, envelope, origin) {
             Ok(()) => Ok(PutOutcome::Stored),
             Err(Fail::Final(e)) => Err(e),
             Err(Fail::Transient(reason)) => {
@@ -75,7 +76,7 @@ impl S3Store {
         if workers <= 1 {
             return items
                 .iter()
-                .map(|i| self.put_shared(i.key, i.envelope, &spool_lock))
+                .map(|i| self.put_shared(i.key, i.envelope, i.origin, &spool_lock))
                 .collect();
         }
         let results: Vec<Mutex<Option<Result<PutOutcome, ColdError>>>> =
@@ -87,7 +88,7 @@ impl S3Store {
             let Some(item) = items.get(i) else {
                 break;
             };
-            let r = this.put_shared(item.key, item.envelope, &spool_lock);
+            let r = this.put_shared(item.key, item.envelope, item.origin, &spool_lock);
             *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
         };
         std::thread::scope(|scope| {

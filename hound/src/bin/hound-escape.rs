@@ -538,7 +538,7 @@ mod hostile {
     use houndpool_protocol::job::{CompletionHeader, CompletionStatus, RequestHeader};
     use houndpool_protocol::region::{HoundRegions, HoundState};
     use houndpool_protocol::wake::{BellListener, BellRinger};
-    use houndpool_protocol::PROTOCOL_VERSION;
+    use houndpool_protocol::HOUND_PROTOCOL_VERSION;
     use nix::sys::socket::{recv, send, MsgFlags};
 
     fn die(msg: &str) -> i32 {
@@ -631,9 +631,15 @@ mod hostile {
         let mut report = houndpool_protocol::control::SandboxReport::default();
         let applied = sandbox::apply_into(&setup.sandbox, &ctx, &mut report);
         let mut frame = Vec::new();
+        // A cold directory named `old-protocol` plays a hound from an older build.
+        let protocol_version = if ctx.rw_dirs.iter().any(|d| d.ends_with("old-protocol")) {
+            HOUND_PROTOCOL_VERSION - 1
+        } else {
+            HOUND_PROTOCOL_VERSION
+        };
         let ready = Message::Ready(Ready {
             pid: std::process::id(),
-            protocol_version: PROTOCOL_VERSION,
+            protocol_version,
             sandbox: report,
         });
         if ready.encode_frame(&mut frame).is_err() {

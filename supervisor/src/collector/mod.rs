@@ -4,7 +4,8 @@
 //!
 //! This file holds the loop, its sleep and its per-pass budgets; one concern per file below it:
 //! `spawner` (the spawner thread), `completion` (checking completions), `control` (control
-//! sockets and violations), `settle` (a hound's death), `supervision` (respawn, circuit,
+//! sockets and violations), `settle` (a hound's death), `reaping` (hounds that do not die at
+//! once), `supervision` (respawn, circuit,
 //! rotation, high-water mark, retirement), `shutdown` (drain and finish), `cancelling`
 //! (`Pool::cancel`). The job's states and transitions are in `crate::job`.
 
@@ -38,6 +39,7 @@ use spawner::{spawner_loop, SpawnOrder, SpawnResult};
 mod cancelling;
 pub(crate) mod completion;
 mod control;
+mod reaping;
 mod settle;
 mod shutdown;
 mod spawner;
@@ -125,6 +127,8 @@ struct Collector {
     /// When this thread last took a record a caller's thread left to it (too large for the
     /// caller: `CALLER_MAX_RECORD`).
     last_handover: Option<Instant>,
+    /// SIGKILLed hounds that had not exited yet (stuck in the kernel), reaped later.
+    unreaped: Vec<reaping::Unreaped>,
 }
 
 /// Starts the spawner thread, has it start every initial hound (waiting for all handshakes),
@@ -212,6 +216,7 @@ pub(crate) fn start(
         collect_start: 0,
         endpoints: crate::cold::Pusher::default(),
         last_handover: None,
+        unreaped: Vec::new(),
     };
     for s in spawned {
         c.install(s);
@@ -479,6 +484,7 @@ impl Collector {
     /// Control sockets (Fatal messages, hang-ups), the watchdog, and stats mirrors.
     fn housekeeping(&mut self) {
         self.circuit_tick();
+        self.reap_stuck();
         if !self.finishing && !self.sh.is_draining() {
             self.rotation_tick();
             if self.last_memory_sample.elapsed() >= MEMORY_SAMPLE {

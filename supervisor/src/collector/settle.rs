@@ -8,6 +8,7 @@ use houndpool_protocol::job::{RequestHeader, COMPLETION_HEADER_LEN};
 use tracing::{debug, warn};
 
 use super::completion::handle_completion;
+use super::reaping::kill_briefly;
 use super::{Collector, HoundProc};
 use crate::cgroup::Placed;
 use crate::job::machine::{self, JobState, KillCause, Rule};
@@ -16,7 +17,8 @@ use crate::state::Pending;
 
 impl Collector {
     /// SIGKILLs the hound of slot `i` (harmless if it already exited), reaps it, and settles
-    /// every job it held.
+    /// every job it held. A hound that does not exit within `reaping::REAP_WAIT` (stuck in the
+    /// kernel) is settled all the same and reaped later (`reaping`).
     pub(super) fn kill_and_reap(&mut self, i: usize, cause: Option<KillCause>) {
         let slot = &self.sh.slots[i];
         slot.accepting.store(false, Ordering::Release);
@@ -26,22 +28,28 @@ impl Collector {
         if h.kill_cause.is_none() {
             h.kill_cause = cause;
         }
-        let status = match h.child.0.as_mut() {
-            Some(child) => {
-                let _ = child.kill();
-                child.wait().ok()
-            }
-            None => None,
+        // Never a blocking wait: a hound stuck in the kernel is settled now and reaped later.
+        let (status, stuck) = match h.child.0.take() {
+            Some(mut child) => match kill_briefly(&mut child) {
+                Some(status) => (Some(status), None),
+                None => (None, Some(child)),
+            },
+            None => (None, None),
         };
-        h.child.0 = None;
         let death = match status {
             Some(st) => match (st.code(), st.signal()) {
                 (Some(c), _) => HoundDeath::Exited(c),
                 (_, Some(s)) => HoundDeath::Signaled(s),
                 _ => HoundDeath::Exited(-1),
             },
+            // Killed for certain (SIGKILL is pending), only not exited yet.
+            None if stuck.is_some() => HoundDeath::Signaled(libc::SIGKILL),
             None => HoundDeath::Exited(-1),
         };
+        if let Some(child) = stuck {
+            let placed = h.placed.take();
+            self.keep_unreaped(i, h.pid, child, placed);
+        }
         self.on_exit(i, h, death);
     }
 

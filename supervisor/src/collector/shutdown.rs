@@ -86,6 +86,7 @@ impl Collector {
             }
             self.kill_and_reap(i, None);
         }
+        self.reap_stuck_at_finish();
         self.orders = None;
         while let Ok(r) = self.results.try_recv() {
             drop(r);
