@@ -165,7 +165,6 @@ pub(crate) fn run(fds: HoundFds) -> i32 {
         return fatal(&channel, EXIT_HANDSHAKE, e.to_string());
     }
 
-    keep_freed_memory();
     if ctx.threads {
         limit_malloc_arenas();
     }
@@ -220,29 +219,6 @@ fn limit_malloc_arenas() {
         // is still single-threaded (before any upload thread starts).
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-}
-
-/// Keeps freed memory in the hound's heap instead of returning it to the kernel after every job.
-///
-/// glibc trims the top of the heap (`brk`) once 128 KiB or more are free there, and serves
-/// allocations of 128 KiB and more (zlib-rs's deflate state has such parts) with a fresh `mmap`
-/// until its dynamic threshold adapts. A hound allocates the same few hundred KiB for every
-/// envelope and every batch: in the issue 11 profile of evacuation, page faults on fresh
-/// zeroed pages and the trims between them (`clear_page_erms`, `do_anonymous_page`,
-/// `unmap_page_range` under `brk`) were about a sixth of a hound's CPU. With the thresholds
-/// fixed, the heap grows to the hound's peak and stays there; that peak is bounded by the
-/// hound's memory budget (RLIMIT_AS) as before, so this changes when memory is returned, not
-/// how much a hound may use.
-fn keep_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    {
-        // SAFETY: mallopt only sets tunables of the allocator; it takes the allocator's own
-        // lock and is called while the hound is single-threaded.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
-            libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
         }
     }
 }
