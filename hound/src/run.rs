@@ -461,7 +461,7 @@ impl JobLoop {
             return Ok(());
         }
         let u = &mut self.unannounced;
-        u.count += n;
+        u.count = u.count.saturating_add(n);
         let since = *u.since.get_or_insert_with(Instant::now);
         let (count, since) = (u.count, since);
         if count >= RING_BATCH || since.elapsed() >= RING_DELAY || !self.next_is_quick() {

@@ -19,8 +19,20 @@ use crate::util::{bench_config, expect_completed, next_outcome, Ctx, Result, Str
 const LEVEL: u8 = 6;
 /// Items per corpus (cycled).
 const CORPUS_ITEMS: usize = 256;
-/// Outstanding jobs per hound while streaming.
+/// Outstanding jobs per hound while streaming Encode jobs (the harness's choice: enough to keep
+/// a hound busy between its doorbells).
 const PER_HOUND_WINDOW: usize = 16;
+
+/// Outstanding jobs per hound while streaming Evacuate jobs: the pool's own limit,
+/// `pool.max_in_flight_per_hound` (64 by default), i.e. what a hound's ring holds when a burst
+/// of evidence arrives faster than the pool stores it, which is the case the issue is about.
+/// A hound stores what waits in its ring as one batch with one journal sync; with only 16
+/// outstanding it had nothing to do after each batch until the caller had consumed the batch's
+/// outcomes and submitted again, which measured the harness's round trip as much as the pool.
+/// `hound-stress encode --window 16` measures the old way.
+fn evacuate_window() -> usize {
+    PoolConfig::default().max_in_flight_per_hound
+}
 
 /// A named corpus.
 struct Corpus {
@@ -49,11 +61,35 @@ fn corpora() -> Vec<Corpus> {
     ]
 }
 
-/// Runs every (corpus, kind, pool size) combination.
-pub fn run(ctx: &Ctx) -> Result<Vec<EncodeResult>> {
-    let corpora = corpora();
-    let sizes: Vec<usize> = (1..=ctx.cores).collect();
-    let steps = corpora.len() * (1 + 2 * sizes.len());
+/// Which rows an `encode` run measures (`hound-stress encode --kinds evacuate --corpora 4k
+/// --pools 2`, e.g. to profile one row); everything by default.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Job kinds; both when empty.
+    pub kinds: Vec<EncodeKind>,
+    /// Corpus names (`4k`, `mixed`); both when empty.
+    pub corpora: Vec<String>,
+    /// Pool sizes (those within 1..=cores); all of 1..=cores when empty.
+    pub pools: Vec<usize>,
+    /// Outstanding jobs per hound for every row, instead of [`PER_HOUND_WINDOW`] (Encode) and
+    /// [`evacuate_window`] (Evacuate).
+    pub window: Option<usize>,
+}
+
+/// Runs every (corpus, kind, pool size) combination `filter` admits.
+pub fn run(ctx: &Ctx, filter: &Filter) -> Result<Vec<EncodeResult>> {
+    let corpora: Vec<Corpus> = corpora()
+        .into_iter()
+        .filter(|c| filter.corpora.is_empty() || filter.corpora.iter().any(|n| n == c.name))
+        .collect();
+    let kinds: Vec<EncodeKind> = [EncodeKind::Encode, EncodeKind::Evacuate]
+        .into_iter()
+        .filter(|k| filter.kinds.is_empty() || filter.kinds.contains(k))
+        .collect();
+    let sizes: Vec<usize> = (1..=ctx.cores)
+        .filter(|n| filter.pools.is_empty() || filter.pools.contains(n))
+        .collect();
+    let steps = corpora.len() * (1 + kinds.len() * sizes.len());
     let bar = ctx.bar(steps as u64, "encode");
     let mut out = Vec::new();
     // The baseline is measured right before and right after each pool measurement and the two
@@ -64,9 +100,9 @@ pub fn run(ctx: &Ctx) -> Result<Vec<EncodeResult>> {
     for corpus in &corpora {
         let mut before = inprocess_rate(corpus, baseline_secs)?;
         bar.inc(1);
-        for kind in [EncodeKind::Encode, EncodeKind::Evacuate] {
+        for &kind in &kinds {
             for &n in &sizes {
-                let (jobs_per_sec, bytes_per_sec) = pool_rate(ctx, kind, corpus, n)?;
+                let (jobs_per_sec, bytes_per_sec) = pool_rate(ctx, kind, corpus, n, filter.window)?;
                 let after = inprocess_rate(corpus, baseline_secs)?;
                 let inprocess = (before.0 + after.0) / 2.0;
                 let inprocess_bytes = (before.1 + after.1) / 2.0;
@@ -125,7 +161,13 @@ fn inprocess_rate(corpus: &Corpus, secs: f64) -> Result<(f64, f64)> {
 }
 
 /// (jobs/s, evidence bytes/s) through a pool of `hounds`.
-fn pool_rate(ctx: &Ctx, kind: EncodeKind, corpus: &Corpus, hounds: usize) -> Result<(f64, f64)> {
+fn pool_rate(
+    ctx: &Ctx,
+    kind: EncodeKind,
+    corpus: &Corpus,
+    hounds: usize,
+    per_hound_window: Option<usize>,
+) -> Result<(f64, f64)> {
     let dir = tempfile::Builder::new()
         .prefix("hound-stress-evacuate-")
         .tempdir()
@@ -145,7 +187,11 @@ fn pool_rate(ctx: &Ctx, kind: EncodeKind, corpus: &Corpus, hounds: usize) -> Res
             ..bench_config(hounds)
         })
         .build()?;
-    let window = hounds * PER_HOUND_WINDOW;
+    let per_hound = per_hound_window.unwrap_or(match kind {
+        EncodeKind::Encode => PER_HOUND_WINDOW,
+        EncodeKind::Evacuate => evacuate_window(),
+    });
+    let window = hounds * per_hound;
     let plan = Plan {
         label: format!("{} pool of {hounds}", kind.name()),
         kind,

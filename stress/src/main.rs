@@ -59,7 +59,7 @@ enum Cmd {
     /// Transports alone: shared-memory rings vs SOCK_SEQPACKET vs pipes (Noop echo).
     Ipc(IpcArgs),
     /// Encode and Evacuate throughput of pools of 1..=cores hounds vs in-process encoding.
-    Encode,
+    Encode(EncodeArgs),
     /// Evacuation of 4 KiB evidence to S3 (rclone on loopback behind a latency proxy) through
     /// pools of 1..=cores hounds; skipped if rclone is not found.
     S3,
@@ -109,6 +109,31 @@ fn parse_transport(s: &str) -> Result<report::Transport, String> {
         .into_iter()
         .find(|t| t.name() == s)
         .ok_or_else(|| format!("unknown transport {s:?}"))
+}
+
+#[derive(Debug, Args, Clone, Default)]
+struct EncodeArgs {
+    /// Job kinds to measure, comma-separated: encode, evacuate [default: both].
+    #[arg(long, value_delimiter = ',', value_parser = parse_encode_kind)]
+    kinds: Vec<report::EncodeKind>,
+    /// Corpora to measure, comma-separated: 4k, mixed [default: both].
+    #[arg(long, value_delimiter = ',', value_parser = ["4k", "mixed"])]
+    corpora: Vec<String>,
+    /// Pool sizes to measure, comma-separated, each within 1..=cores [default: all].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=256))]
+    pools: Vec<u64>,
+    /// Jobs outstanding per hound in every row [default: 16 for encode, the pool's
+    /// max_in_flight_per_hound (64) for evacuate].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    window: Option<u64>,
+}
+
+fn parse_encode_kind(s: &str) -> Result<report::EncodeKind, String> {
+    use report::EncodeKind::*;
+    [Encode, Evacuate]
+        .into_iter()
+        .find(|k| k.name() == s)
+        .ok_or_else(|| format!("unknown kind {s:?}"))
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -169,7 +194,7 @@ fn main() -> ExitCode {
         all || matches!(
             (&cli.cmd, name),
             (Some(Cmd::Ipc(_)), "ipc")
-                | (Some(Cmd::Encode), "encode")
+                | (Some(Cmd::Encode(_)), "encode")
                 | (Some(Cmd::S3), "s3")
                 | (Some(Cmd::Submit), "submit")
                 | (Some(Cmd::Respawn), "respawn")
@@ -185,6 +210,15 @@ fn main() -> ExitCode {
             },
         ),
         _ => (None, ipc::Filter::default()),
+    };
+    let encode_filter = match &cli.cmd {
+        Some(Cmd::Encode(a)) => encode::Filter {
+            kinds: a.kinds.clone(),
+            corpora: a.corpora.clone(),
+            pools: a.pools.iter().map(|&n| n as usize).collect(),
+            window: a.window.map(|n| n as usize),
+        },
+        _ => encode::Filter::default(),
     };
     let chaos_args = match &cli.cmd {
         Some(Cmd::Chaos(a)) => a.clone(),
@@ -218,7 +252,7 @@ fn main() -> ExitCode {
         Ok(())
     });
     step("encode", &mut || {
-        report.encode = encode::run(&ctx).map_err(|e| e.to_string())?;
+        report.encode = encode::run(&ctx, &encode_filter).map_err(|e| e.to_string())?;
         Ok(())
     });
     step("s3", &mut || {

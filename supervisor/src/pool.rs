@@ -131,7 +131,15 @@ impl PoolBuilder {
         // background materialiser takes over (docs/ARCHITECTURE.md, "Cold store commit
         // journal").
         shared.journal.recover();
-        let journal = shared.journal.start()?;
+        let books = Arc::downgrade(&shared);
+        let journal = shared.journal.start(Box::new(move || {
+            books.upgrade().map_or(0, |b| {
+                b.slots
+                    .iter()
+                    .map(|s| s.evacuated.load(Ordering::Relaxed))
+                    .sum()
+            })
+        }))?;
         // Every hound, the initial ones included, is spawned by the long-lived spawner thread:
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawning on the caller's
         // thread would kill the hounds when that thread ends.

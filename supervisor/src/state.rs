@@ -191,6 +191,9 @@ pub(crate) struct Slot {
     pub(crate) pid: AtomicU32,
     pub(crate) generation: AtomicU64,
     pub(crate) completed: AtomicU64,
+    /// Evacuate completions consumed from this slot's ring (the journal materialiser yields
+    /// while this grows, see `cold::journal`).
+    pub(crate) evacuated: AtomicU64,
     /// Mirrors of the hound's self-reported state and heartbeat (untrusted, for stats).
     pub(crate) reported_state: AtomicU32,
     pub(crate) heartbeat: AtomicU64,
@@ -208,6 +211,7 @@ impl Slot {
             pid: AtomicU32::new(0),
             generation: AtomicU64::new(0),
             completed: AtomicU64::new(0),
+            evacuated: AtomicU64::new(0),
             reported_state: AtomicU32::new(0),
             heartbeat: AtomicU64::new(0),
         }

@@ -172,7 +172,10 @@ impl FsStore {
                 break;
             };
             let room = max_bytes.saturating_sub(j.len);
-            let mut buf = Vec::new();
+            // Reused across batches (a fresh buffer of up to a few hundred KiB per batch was
+            // freed at once, which made the allocator return and re-fault those pages).
+            let mut buf = std::mem::take(&mut self.append_buf);
+            buf.clear();
             let mut members: Vec<(usize, u64)> = Vec::new();
             while let Some(&i) = append.get(next) {
                 let len = record_len_of(&items[i]) as u64;
@@ -195,6 +198,7 @@ impl FsStore {
                 next += 1;
             }
             if members.is_empty() {
+                self.append_buf = buf;
                 continue;
             }
             let written = j.file.write_all(&buf);
@@ -215,6 +219,7 @@ impl FsStore {
                         results[i] = Some(Ok(PutOutcome::Stored));
                     }
                     j.len += buf.len() as u64;
+                    self.append_buf = buf;
                 }
                 Err(e) => {
                     for &(i, _) in &members {

@@ -37,15 +37,17 @@ fn set(resource: Resource, name: &str, requested: u64) -> Result<String, String>
 /// than `max_envelope_len`, so this is slack, not a budget anything relies on.
 const FSIZE_MARGIN: u64 = 64 * 1024;
 
-/// RLIMIT_FSIZE of a hound: the largest envelope its evidence limit allows plus
-/// [`FSIZE_MARGIN`]. Every file a hound writes is one envelope (cold-store object, its temp file,
-/// or a spool entry) or a commit journal, which the store seals before it would outgrow one
-/// envelope plus 32 KiB (`houndpool_cold::fs::journal_bound`), so a write beyond this is an
-/// attack or a bug.
+/// RLIMIT_FSIZE of a hound: the largest envelope its evidence limit allows, at least
+/// `houndpool_cold::fs::JOURNAL_MIN_BYTES` (3 MiB), plus [`FSIZE_MARGIN`]. Every file a hound
+/// writes is one envelope (cold-store object, its temp file, or a spool entry) or a commit
+/// journal, which the store seals before it would outgrow that bound minus 32 KiB
+/// (`houndpool_cold::fs::journal_bound`), so a write beyond this is an attack or a bug.
 pub fn file_size_limit(limits: &HoundLimits) -> u64 {
     let largest =
         houndpool_protocol::envelope::max_envelope_len(limits.max_evidence_bytes as usize);
-    (largest as u64).saturating_add(FSIZE_MARGIN)
+    (largest as u64)
+        .max(houndpool_cold::fs::JOURNAL_MIN_BYTES)
+        .saturating_add(FSIZE_MARGIN)
 }
 
 /// Makes writes beyond RLIMIT_FSIZE fail with `EFBIG` instead of killing the hound with
@@ -123,9 +125,14 @@ mod tests {
             .collect();
         let env = houndpool_protocol::envelope::encode(&noise, 9).unwrap();
         assert!(env.len() as u64 <= fsize, "{} > {fsize}", env.len());
+        let journal = houndpool_cold::fs::journal_bound(env.len());
         assert!(
-            fsize < (1 << 20) + (1 << 18),
-            "{fsize}: a margin, not a multiple"
+            journal + 32 * 1024 <= fsize,
+            "{journal}: a journal stops 32 KiB below {fsize}"
+        );
+        assert!(
+            fsize < 4 << 20,
+            "{fsize}: the escape suite's 4 MiB write must be refused"
         );
     }
 }

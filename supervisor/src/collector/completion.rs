@@ -66,6 +66,9 @@ pub(super) fn handle_completion(
     // `released`, so this is no cache-line transfer to the hound.
     reader.release_requests(meta.pos.end);
     slot.completed.fetch_add(1, Ordering::Relaxed);
+    if hdr.kind == JobKind::Evacuate {
+        slot.evacuated.fetch_add(1, Ordering::Relaxed);
+    }
     // A record `Pool::cancel` withdrew is discarded: its outcome was delivered then.
     let step = machine::complete(&meta.state_in_ring(i as u32, true), result);
     sh.conclude_at(&meta, step, now);
