@@ -429,13 +429,20 @@ impl Collector {
         work
     }
 
-    /// Whether a caller's thread left a violation for this thread to act on (a lock held right
-    /// now counts as no: the caller that sets one rings this thread's bell).
+    /// Whether a caller's thread left work for this thread: a violation to act on, or a record
+    /// too large for the caller (`handed_over`). Checked by `sleep` after `collector_sleeping`
+    /// is set, so a record handed over while this thread was awake is taken before it sleeps:
+    /// the caller rings the bell only if it sees this thread asleep, and drops its lease only
+    /// after the hand-over, so `sleep` could otherwise find the lease still running, ask no
+    /// hound to ring, and sleep out the lease with the record waiting (the 256 KiB row's slow
+    /// mode). A lock held right now counts as no: the caller holding it loads
+    /// `collector_sleeping` (SeqCst) after it releases the lock and rings.
     fn handovers(&self) -> bool {
         self.sh.slots.iter().any(|s| {
-            s.consumer
-                .try_lock()
-                .is_ok_and(|c| c.as_ref().is_some_and(|c| c.violation.is_some()))
+            s.consumer.try_lock().is_ok_and(|c| {
+                c.as_ref()
+                    .is_some_and(|c| c.violation.is_some() || c.handed_over)
+            })
         })
     }
 
