@@ -166,24 +166,10 @@ impl Pool {
 
     /// [`Self::consume_rings`] with the outcomes it concludes for the channel appended to
     /// `buf` directly, as long as `buf` holds fewer than `limit` (the rest, and outcomes of
-    /// tracked jobs, go where they always go). `buf` is lent to this thread's
-    /// [`DIRECT`] slot for the pass and given back when it ends, also by unwinding.
+    /// tracked jobs, go where they always go). `buf` is lent for the pass
+    /// ([`crate::direct::lend`]) and given back when it ends, also by unwinding.
     fn consume_into(&self, buf: &mut Vec<Outcome>, limit: usize, lease: bool) {
-        let owner: *const Books = &*self.shared;
-        let lent = DIRECT.with(|d| match d.try_borrow_mut() {
-            Ok(mut d) if d.is_none() => {
-                *d = Some(Direct {
-                    owner,
-                    limit,
-                    buf: std::mem::take(buf),
-                });
-                true
-            }
-            // A pass of this thread is already lending its buffer (a tracked job's waker that
-            // consumes inline): outcomes go to that buffer or the channel.
-            _ => false,
-        });
-        let _back = lent.then(|| GiveBack(buf));
+        let _back = crate::direct::lend(crate::direct::owner_of(&*self.shared), buf, limit);
         self.consume_rings(lease);
     }
 
@@ -212,53 +198,7 @@ impl Pool {
     }
 }
 
-/// A caller's `recv_outcomes` buffer, lent for one pass over the rings (see
-/// [`Pool::consume_into`]).
-struct Direct {
-    /// The pool whose outcomes go here (compared, never dereferenced).
-    owner: *const Books,
-    /// How many outcomes `buf` may hold in all (the caller's `max` plus what it held before).
-    limit: usize,
-    buf: Vec<Outcome>,
-}
-
-/// Gives the lent buffer back to the caller when the pass ends (or unwinds).
-struct GiveBack<'a>(&'a mut Vec<Outcome>);
-
-impl Drop for GiveBack<'_> {
-    fn drop(&mut self) {
-        DIRECT.with(|d| {
-            if let Ok(mut d) = d.try_borrow_mut() {
-                if let Some(direct) = d.take() {
-                    *self.0 = direct.buf;
-                }
-            }
-        });
-    }
-}
-
-/// Delivers `outcome` of the pool `sh` into the buffer this thread lent for its
-/// `recv_outcomes` pass, if there is one for this pool with room: `None`. Otherwise gives it
-/// back (the caller sends it to the channel).
-#[inline]
-pub(crate) fn deliver_direct(sh: &Books, outcome: Outcome) -> Option<Outcome> {
-    DIRECT.with(|d| {
-        let Ok(mut d) = d.try_borrow_mut() else {
-            return Some(outcome);
-        };
-        match d.as_mut() {
-            Some(direct) if std::ptr::eq(direct.owner, sh) && direct.buf.len() < direct.limit => {
-                direct.buf.push(outcome);
-                None
-            }
-            _ => Some(outcome),
-        }
-    })
-}
-
 thread_local! {
-    /// The buffer a caller's `recv_outcomes` lent for the pass over the rings it is running.
-    static DIRECT: std::cell::RefCell<Option<Direct>> = const { std::cell::RefCell::new(None) };
     /// A caller's scratch buffer for completion bodies (a payload-carrying outcome takes it
     /// as its payload; the next body gets a fresh one).
     static CALLER_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };

@@ -38,6 +38,7 @@ pub mod config;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 mod defer;
+mod direct;
 mod error;
 mod hound_process;
 mod hound_text;

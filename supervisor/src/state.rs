@@ -717,7 +717,7 @@ impl Books {
         // On a caller's thread inside `recv_outcomes`, straight into its buffer (the channel's
         // send and receive would only move it twice more); otherwise the channel.
         let delivered = match &self.outcomes.tx {
-            Some(tx) => match crate::batch::deliver_direct(self, outcome) {
+            Some(tx) => match crate::direct::deliver(crate::direct::owner_of(self), outcome) {
                 None => true,
                 Some(outcome) => tx.try_send(outcome).is_ok(),
             },
