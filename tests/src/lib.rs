@@ -357,12 +357,17 @@ pub fn evacuate_under_kills(
     out
 }
 
-/// Evidence of job `n`: 4 KiB, distinct per job and per `tag`, moderately compressible
-/// (a text prefix, then xorshift letters from a 16-letter alphabet).
+/// Evidence of job `n`: 4 KiB, distinct per job and per `tag` (see [`evidence_of`]).
 pub fn evidence_4k(tag: &str, n: u32) -> Vec<u8> {
+    evidence_of(tag, n, 4096)
+}
+
+/// Evidence of job `n`: `len` bytes (at least the prefix), distinct per job and per `tag`,
+/// moderately compressible (a text prefix, then xorshift letters from a 16-letter alphabet).
+pub fn evidence_of(tag: &str, n: u32, len: usize) -> Vec<u8> {
     let mut v = format!("{tag}{n} ").into_bytes();
     let mut x = n.wrapping_mul(2_654_435_761) | 1;
-    while v.len() < 4096 {
+    while v.len() < len {
         x ^= x << 13;
         x ^= x >> 17;
         x ^= x << 5;

@@ -14,15 +14,7 @@ use houndpool_tests::*;
 
 /// Evidence of job `n`: 2 KiB, distinct per job.
 fn evidence(n: u32) -> Vec<u8> {
-    let mut v = format!("s3 job {n} ").into_bytes();
-    let mut x = n.wrapping_mul(2_654_435_761) | 1;
-    while v.len() < 2048 {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        v.push(b'a' + (x % 20) as u8);
-    }
-    v
+    evidence_of("s3 job ", n, 2048)
 }
 
 fn receipt(o: &Outcome) -> &Receipt {
