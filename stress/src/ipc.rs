@@ -2,43 +2,40 @@
 //! side with a SOCK_SEQPACKET socketpair and a pair of pipes carrying the protocol's frames
 //! (`frame::write_frame` + parse) to an echo process — a re-exec of this binary
 //! (`hound-stress __echo-peer`), so every transport crosses a real process boundary.
-//! The pool runs twice per size: `shm` through its fastest public API (`submit_batch` +
+//! The pool is measured twice per size: `shm` through its fastest public API (`submit_batch` +
 //! `recv_outcomes`), `shm-single` with one `submit` per job and the per-outcome channel. The
 //! `ring` row is the bare ring between two threads (see [`ring`]): the physical limit.
 //!
 //! Streaming keeps a window of requests outstanding and counts round trips per second; the
 //! round-trip latency is measured one request at a time. The pipe peer batches: it answers
 //! every frame of one `read` with one `write`, which is the best a stdio transport can do.
+//!
+//! # Rows are interleaved
+//!
+//! Every transport is set up once, then each size is measured in [`rounds`]: in every round
+//! each row streams its share of the messages and takes its share of the round-trip samples,
+//! in an order that rotates from round to round. A row's figure is its messages over the sum
+//! of its rounds' times. On this VM the cost of copying memory changes several-fold from one
+//! second to the next (the bare ring's 256 KiB round trip read 17 µs in one run and 150 µs in
+//! the next, with no syscall and no page fault in its loop), so rows measured one after the
+//! other compared whatever the host was doing in their half second; interleaved, the rows of
+//! one run share those conditions and their ratios mean something.
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use houndpool::{Job, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, SubmitError};
-use houndpool_protocol::frame::MessageKind;
-use houndpool_protocol::frame::{
-    parse_frame, write_frame, FrameDecoder, DEFAULT_MAX_BODY, FRAME_HEADER_LEN,
-};
-use indicatif::ProgressBar;
-use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    getsockopt, recv, send, setsockopt, socketpair, sockopt, AddressFamily, MsgFlags, SockFlag,
-    SockType,
-};
+use houndpool_protocol::frame::{MessageKind, DEFAULT_MAX_BODY};
 
 use crate::report::{IdleResult, IpcResult, Transport};
+use crate::util::{histogram, percentiles, Ctx, Result};
 
+mod peer;
+mod pipe;
 mod ring;
-use crate::util::{
-    bench_config, cpu_time, expect_completed, histogram, next_outcome, percentiles, record, Ctx,
-    Result, StressError,
-};
+mod seqpacket;
+mod shm;
+
+pub use peer::echo_peer;
 
 /// Payload sizes of issue 5.
 pub const SIZES: [usize; 4] = [64, 1024, 16 * 1024, 256 * 1024];
@@ -51,6 +48,8 @@ const ECHO_KIND: MessageKind = MessageKind::Hello;
 const MAX_BODY: u32 = DEFAULT_MAX_BODY;
 /// Hidden subcommand that runs an echo peer.
 pub const ECHO_PEER_CMD: &str = "__echo-peer";
+/// How long any row waits for one echo before it reports the transport stalled.
+const OUTCOME_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// (streamed messages, round-trip samples) for a payload size.
 fn counts(ctx: &Ctx, size: usize) -> (usize, usize) {
@@ -60,7 +59,13 @@ fn counts(ctx: &Ctx, size: usize) -> (usize, usize) {
     (stream, rtt)
 }
 
-/// Untimed round trips streamed before a timed stream of `n`.
+/// Rounds each size is measured in (see the module doc): enough that a change of the host's
+/// state lands on every row, few enough that a round's stream stays many windows long.
+fn rounds(ctx: &Ctx) -> usize {
+    ctx.pick(5, 10)
+}
+
+/// Untimed round trips streamed before a size's timed rounds.
 fn warm_up(n: usize) -> usize {
     (n / 10).max(4 * WINDOW)
 }
@@ -68,6 +73,11 @@ fn warm_up(n: usize) -> usize {
 /// A payload of `size` bytes with a recognisable pattern.
 fn payload(size: usize) -> Vec<u8> {
     (0..size).map(|i| (i % 251) as u8).collect()
+}
+
+/// The last byte of [`payload`]`(size)`, which every row checks on every echo.
+fn payload_last(size: usize) -> Option<u8> {
+    size.checked_sub(1).map(|i| (i % 251) as u8)
 }
 
 /// Which rows an `ipc` run measures (`hound-stress ipc --sizes 64 --transports shm`, e.g. to
@@ -92,6 +102,26 @@ impl Filter {
     }
 }
 
+/// One transport under measurement: set up once, then driven size by size and round by round.
+trait Row {
+    /// The transport this row measures.
+    fn transport(&self) -> Transport;
+    /// Whether the row can carry a payload of `size` bytes (a seqpacket datagram must fit the
+    /// socket's send buffer). A row that cannot is skipped at that size with a message.
+    fn carries(&self, _size: usize) -> Result<()> {
+        Ok(())
+    }
+    /// `n` round trips of `body` with at most [`WINDOW`] outstanding; the time they took.
+    fn stream(&mut self, body: &[u8], n: usize) -> Result<Duration>;
+    /// `n` round trips of `body`, one at a time; each recorded in `hist` when given.
+    fn one_at_a_time(
+        &mut self,
+        body: &[u8],
+        n: usize,
+        hist: Option<&mut Histogram<u64>>,
+    ) -> Result<()>;
+}
+
 /// Runs every transport at every size (or those `filter` names). Results are ordered by size,
 /// then transport. `spin` overrides how long the shm pool's hound and collector, and the thread
 /// waiting for outcomes, busy-wait before sleeping (the production default, 50 µs, when `None`).
@@ -102,29 +132,65 @@ pub fn run(
     filter: &Filter,
 ) -> Result<(Vec<IpcResult>, Option<IdleResult>)> {
     let sizes = filter.sizes();
-    let bar = ctx.bar((sizes.len() * 4) as u64, "ipc");
-    let mut results = Vec::new();
-    let mut idle = None;
-    if filter.wants(Transport::Shm) || filter.wants(Transport::ShmSingle) {
-        let (r, i) = shm(ctx, spin, &bar, filter, &sizes)?;
-        results.extend(r);
-        idle = Some(i);
-    }
-    if filter.wants(Transport::Ring) {
-        results.extend(ring::run(
-            ctx,
-            shm_config(spin).region_layout(),
-            &bar,
-            &sizes,
-        )?);
+    let bar = ctx.bar(sizes.len() as u64, "ipc");
+    let config = shm::config(spin);
+    let layout = config.region_layout();
+    let pool = if filter.wants(Transport::Shm) || filter.wants(Transport::ShmSingle) {
+        Some(shm::Rig::start(config)?)
+    } else {
+        None
+    };
+    let mut rows: Vec<Box<dyn Row + '_>> = Vec::new();
+    if let Some(rig) = &pool {
+        if filter.wants(Transport::Shm) {
+            rows.push(Box::new(rig.batched()));
+        }
+        if filter.wants(Transport::ShmSingle) {
+            rows.push(Box::new(rig.single()?));
+        }
     }
     if filter.wants(Transport::Seqpacket) {
-        results.extend(seqpacket(ctx, &bar, &sizes)?);
+        rows.push(Box::new(seqpacket::SeqpacketRow::start()?));
     }
     if filter.wants(Transport::Pipe) {
-        results.extend(pipe(ctx, &bar, &sizes)?);
+        rows.push(Box::new(pipe::PipeRow::start()?));
+    }
+    // Last: nothing after it can fail and leave its echo thread running.
+    let mut ring = None;
+    if filter.wants(Transport::Ring) {
+        ring = Some(ring::RingRow::start(layout)?);
+    }
+
+    let mut results = Vec::new();
+    let mut failure = None;
+    {
+        let mut all: Vec<&mut dyn Row> =
+            rows.iter_mut().map(|r| &mut **r as &mut dyn Row).collect();
+        if let Some(r) = ring.as_mut() {
+            all.push(r);
+        }
+        for &size in &sizes {
+            match measure(ctx, &mut all, size) {
+                Ok(r) => results.extend(r),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+            bar.inc(1);
+        }
     }
     bar.finish_and_clear();
+    // Stop every other transport (the ring's echo thread spins) before the idle figure.
+    drop(rows);
+    let ring_stopped = ring.map(ring::RingRow::finish);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Some(r) = ring_stopped {
+        r?;
+    }
+    let idle = pool.map(|rig| rig.idle_and_stop(ctx));
     let order = |t: Transport| match t {
         Transport::Shm => 0,
         Transport::ShmSingle => 1,
@@ -134,6 +200,74 @@ pub fn run(
     };
     results.sort_by_key(|r| (r.size, order(r.transport)));
     Ok((results, idle))
+}
+
+/// Measures one size on every row that carries it: a warm-up each (untimed: a size's first
+/// messages pay first-touch costs), then [`rounds`] rounds in a rotating order.
+fn measure(ctx: &Ctx, rows: &mut [&mut dyn Row], size: usize) -> Result<Vec<IpcResult>> {
+    let body = payload(size);
+    let (n, samples) = counts(ctx, size);
+    let rounds = rounds(ctx);
+    let (per_round, samples_per_round) = (n.div_ceil(rounds), samples.div_ceil(rounds));
+    let mut live = Vec::new();
+    for (i, row) in rows.iter_mut().enumerate() {
+        match row.carries(size) {
+            Ok(()) => live.push(i),
+            Err(e) => eprintln!(
+                "hound-stress: ipc {} {size} B skipped: {e}",
+                row.transport().name()
+            ),
+        }
+    }
+    for &i in &live {
+        rows[i].stream(&body, warm_up(n))?;
+        rows[i].one_at_a_time(&body, samples / 10, None)?;
+    }
+    let mut elapsed = vec![Duration::ZERO; live.len()];
+    let mut spread = vec![(f64::INFINITY, 0.0f64); live.len()];
+    let mut hists: Vec<Histogram<u64>> = live.iter().map(|_| histogram()).collect();
+    for round in 0..rounds {
+        for k in 0..live.len() {
+            let j = (round + k) % live.len();
+            let row = &mut rows[live[j]];
+            let t = row.stream(&body, per_round)?;
+            elapsed[j] += t;
+            let rate = per_round as f64 / t.as_secs_f64().max(1e-9);
+            spread[j] = (spread[j].0.min(rate), spread[j].1.max(rate));
+            row.one_at_a_time(&body, samples_per_round, Some(&mut hists[j]))?;
+        }
+    }
+    Ok(live
+        .iter()
+        .enumerate()
+        .map(|(j, &i)| IpcResult {
+            round_min_msgs_per_sec: spread[j].0,
+            round_max_msgs_per_sec: spread[j].1,
+            ..result(
+                rows[i].transport(),
+                size,
+                per_round * rounds,
+                elapsed[j],
+                &hists[j],
+            )
+        })
+        .collect())
+}
+
+/// Calls `one` (one round trip) `n` times, recording each call's time in `hist` when given.
+fn time_each(
+    n: usize,
+    mut hist: Option<&mut Histogram<u64>>,
+    mut one: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    for _ in 0..n {
+        let t = std::time::Instant::now();
+        one()?;
+        if let Some(h) = hist.as_deref_mut() {
+            crate::util::record(h, t.elapsed());
+        }
+    }
+    Ok(())
 }
 
 fn result(
@@ -149,6 +283,8 @@ fn result(
         transport,
         size,
         msgs_per_sec,
+        round_min_msgs_per_sec: msgs_per_sec,
+        round_max_msgs_per_sec: msgs_per_sec,
         bytes_per_sec: msgs_per_sec * size as f64,
         rtt_p50_us: p50,
         rtt_p99_us: p99,
@@ -157,595 +293,10 @@ fn result(
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// shm: the real pool
-
-const OUTCOME_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn check_echo(o: &houndpool::Outcome, size: usize) -> Result<()> {
-    expect_completed(o)?;
-    match &o.result {
-        OutcomeKind::Completed(r) if r.payload.as_ref().map(Vec::len) == Some(size) => Ok(()),
-        _ => Err(StressError::Unexpected(format!(
-            "{}: echo of the wrong length",
-            o.job_id
-        ))),
-    }
-}
-
-/// Takes at least one outcome into `buf`, and everything else that is waiting, up to
-/// `WINDOW`: one `recv_outcomes`, which consumes the completion rings on this thread and spins
-/// (the pool's `collector_spin`, which `--spin-us` sets) before it blocks.
-fn take_outcomes(pool: &Pool, buf: &mut Vec<houndpool::Outcome>) -> Result<()> {
-    if pool.recv_outcomes(buf, WINDOW, OUTCOME_TIMEOUT) == 0 {
-        return Err(StressError::Unexpected(format!(
-            "no outcome within {OUTCOME_TIMEOUT:?} (pool stalled?)"
-        )));
-    }
-    Ok(())
-}
-
-/// The `shm` row: the window refilled with one `submit_batch` after every take of outcomes,
-/// outcomes taken with `recv_outcomes`; the round trip is a batch of one.
-fn shm_batched(pool: &Pool, body: &[u8], n: usize, samples: usize) -> Result<IpcResult> {
-    let size = body.len();
-    let jobs = vec![Job::noop(body); WINDOW];
-    let mut results = Vec::with_capacity(WINDOW);
-    let mut outcomes = Vec::with_capacity(WINDOW);
-    let mut elapsed = Duration::ZERO;
-    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
-    // allocator growth) that a short run would otherwise count.
-    for (n, timed) in [(warm_up(n), false), (n, true)] {
-        let start = Instant::now();
-        let (mut sent, mut done) = (0usize, 0usize);
-        // What the rings are believed to have room for: after a refusal, only as many as outcomes
-        // freed since (a caller that backs off when told the pool is exhausted; at 256 KiB the
-        // rings hold 3 jobs, and offering the whole window each time would spend the time on
-        // refusals).
-        let mut room = WINDOW;
-        while done < n {
-            let outstanding = sent - done;
-            let k = (n - sent)
-                .min(WINDOW - outstanding)
-                .min(room.max(usize::from(outstanding == 0)));
-            if k > 0 {
-                pool.submit_batch(&jobs[..k], &mut results);
-                let mut refused = false;
-                for r in results.drain(..) {
-                    match r {
-                        Ok(_) => sent += 1,
-                        // Rings full: the outcomes below make room.
-                        Err(SubmitError::PoolExhausted) if sent > done => refused = true,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                room = if refused { 0 } else { room.saturating_sub(k) };
-            }
-            outcomes.clear();
-            take_outcomes(pool, &mut outcomes)?;
-            for o in &outcomes {
-                check_echo(o, size)?;
-            }
-            done += outcomes.len();
-            room += outcomes.len();
-        }
-        if timed {
-            elapsed = start.elapsed();
-        }
-    }
-
-    let mut h = histogram();
-    for i in 0..samples + samples / 10 {
-        let t = Instant::now();
-        pool.submit_batch(&jobs[..1], &mut results);
-        if let Some(Err(e)) = results.pop() {
-            return Err(e.into());
-        }
-        outcomes.clear();
-        take_outcomes(pool, &mut outcomes)?;
-        let d = t.elapsed();
-        for o in &outcomes {
-            check_echo(o, size)?;
-        }
-        if i >= samples / 10 {
-            record(&mut h, d);
-        }
-    }
-    Ok(result(Transport::Shm, size, n, elapsed, &h))
-}
-
-/// The `shm-single` row: one `submit` per job, outcomes from the per-outcome channel.
-fn shm_single(
-    pool: &Pool,
-    rx: &houndpool::Receiver<houndpool::Outcome>,
-    body: &[u8],
-    n: usize,
-    samples: usize,
-    spin: Duration,
-) -> Result<IpcResult> {
-    let size = body.len();
-    let job = Job::noop(body);
-    let mut elapsed = Duration::ZERO;
-    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
-    // allocator growth) that a short run would otherwise count.
-    for (n, timed) in [(warm_up(n), false), (n, true)] {
-        let start = Instant::now();
-        let (mut sent, mut done) = (0usize, 0usize);
-        while done < n {
-            while sent < n && sent - done < WINDOW {
-                match pool.submit(&job) {
-                    Ok(_) => sent += 1,
-                    Err(SubmitError::PoolExhausted) if sent > done => break,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            // Take every outcome that is there, then refill the window in one go.
-            let o = next_outcome(rx, spin, OUTCOME_TIMEOUT)?;
-            check_echo(&o, size)?;
-            done += 1;
-            while let Ok(o) = rx.try_recv() {
-                check_echo(&o, size)?;
-                done += 1;
-            }
-        }
-        if timed {
-            elapsed = start.elapsed();
-        }
-    }
-
-    let mut h = histogram();
-    for i in 0..samples + samples / 10 {
-        let t = Instant::now();
-        pool.submit(&job)?;
-        let o = next_outcome(rx, spin, OUTCOME_TIMEOUT)?;
-        let d = t.elapsed();
-        check_echo(&o, size)?;
-        if i >= samples / 10 {
-            record(&mut h, d);
-        }
-    }
-    Ok(result(Transport::ShmSingle, size, n, elapsed, &h))
-}
-
-/// The shm pool's configuration (its ring sizes are the `ring` row's too).
-fn shm_config(spin: Option<Duration>) -> PoolConfig {
-    let max = *SIZES.iter().max().unwrap_or(&(256 * 1024));
-    let defaults = bench_config(1);
-    PoolConfig {
-        max_evidence_bytes: max,
-        max_output_bytes: max,
-        exhausted: PoolExhaustedAction::Drop,
-        hound_spin: spin.unwrap_or(defaults.hound_spin),
-        collector_spin: spin.unwrap_or(defaults.collector_spin),
-        ..defaults
-    }
-}
-
-fn shm(
-    ctx: &Ctx,
-    spin: Option<Duration>,
-    bar: &ProgressBar,
-    filter: &Filter,
-    sizes: &[usize],
-) -> Result<(Vec<IpcResult>, IdleResult)> {
-    let config = shm_config(spin);
-    // This thread busy-waits for outcomes as long as the pool's threads do.
-    let outcome_spin = config.collector_spin;
-    let pool = Pool::builder().config(config).build()?;
-    let rx = pool
-        .outcomes()
-        .ok_or_else(|| StressError::Unexpected("outcome channel disabled".into()))?;
-    let mut out = Vec::new();
-    for &size in sizes {
-        let body = payload(size);
-        let (n, samples) = counts(ctx, size);
-        if filter.wants(Transport::ShmSingle) {
-            out.push(shm_single(&pool, &rx, &body, n, samples, outcome_spin)?);
-        }
-        if filter.wants(Transport::Shm) {
-            out.push(shm_batched(&pool, &body, n, samples)?);
-        }
-        bar.inc(1);
-    }
-
-    // Idle cost: let the spinners give up, then measure CPU time over a quiet interval.
-    let pid = pool.stats().hounds.first().and_then(|h| h.pid);
-    std::thread::sleep(Duration::from_millis(300));
-    let seconds = ctx.pick(1.0, 3.0);
-    let h0 = pid.and_then(|p| cpu_time(Some(p)));
-    let s0 = cpu_time(None);
-    let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    let elapsed = t0.elapsed().as_secs_f64();
-    let h1 = pid.and_then(|p| cpu_time(Some(p)));
-    let s1 = cpu_time(None);
-    let pct = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() / elapsed * 100.0,
-        _ => f64::NAN,
-    };
-    let idle = IdleResult {
-        hound_cpu_percent: pct(h0, h1),
-        host_cpu_percent: pct(s0, s1),
-        seconds: elapsed,
-    };
-    pool.shutdown(Duration::from_secs(5));
-    Ok((out, idle))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Echo peers (child processes)
-
-/// A child echo process; killed and reaped when dropped.
-struct Peer(Child);
-
-impl Peer {
-    fn spawn(mode: &str, stdin: Stdio, stdout: Stdio) -> Result<Peer> {
-        let exe = std::env::current_exe().map_err(StressError::io("current_exe"))?;
-        let child = Command::new(exe)
-            .args([ECHO_PEER_CMD, "--mode", mode])
-            .stdin(stdin)
-            .stdout(stdout)
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(StressError::io("spawn echo peer"))?;
-        Ok(Peer(child))
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        // The peer exits on EOF; give it a moment, then make sure.
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < deadline {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The body of `hound-stress __echo-peer --mode seqpacket|pipe`: echoes frames until EOF.
-/// In `seqpacket` mode stdin is the socket (one datagram per frame); in `pipe` mode frames
-/// arrive on stdin and go back on stdout.
-pub fn echo_peer(mode: &str) -> ExitCode {
-    let r = match mode {
-        "seqpacket" => echo_seqpacket(),
-        "pipe" => echo_pipe(),
-        other => Err(StressError::Unexpected(format!(
-            "unknown echo mode {other:?}"
-        ))),
-    };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hound-stress echo peer: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn echo_seqpacket() -> Result<()> {
-    let fd = std::io::stdin().as_raw_fd();
-    let mut buf = vec![0u8; FRAME_HEADER_LEN + MAX_BODY as usize + 1];
-    let mut reply = Vec::with_capacity(buf.len());
-    loop {
-        let n = recv_datagram(fd, &mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        let (h, body) = parse_frame(&buf[..n], MAX_BODY)?;
-        reply.clear();
-        write_frame(h.kind, body, &mut reply)?;
-        loop {
-            match send(fd, &reply, MsgFlags::MSG_NOSIGNAL) {
-                Ok(_) => break,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::EPIPE) | Err(Errno::ECONNRESET) => return Ok(()),
-                Err(e) => return Err(StressError::os("echo send")(e)),
-            }
-        }
-    }
-}
-
-fn echo_pipe() -> Result<()> {
-    let mut input = File::from(
-        std::io::stdin()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(StressError::io("dup stdin"))?,
-    );
-    let mut output = File::from(
-        std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(StressError::io("dup stdout"))?,
-    );
-    let mut dec = FrameDecoder::new(MAX_BODY);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut reply = Vec::new();
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StressError::io("echo read")(e)),
-        };
-        dec.push(&buf[..n]);
-        reply.clear();
-        while let Some((h, body)) = dec.next_frame()? {
-            write_frame(h.kind, &body, &mut reply)?;
-        }
-        if !reply.is_empty() {
-            match output.write_all(&reply) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(()),
-                Err(e) => return Err(StressError::io("echo write")(e)),
-            }
-        }
-    }
-}
-
-/// One datagram into `buf`; 0 at EOF; an error if it was truncated.
-fn recv_datagram(fd: i32, buf: &mut [u8]) -> Result<usize> {
-    loop {
-        match recv(fd, buf, MsgFlags::MSG_TRUNC) {
-            Ok(n) if n > buf.len() => {
-                return Err(StressError::Unexpected(format!(
-                    "datagram of {n} bytes exceeds the {}-byte buffer",
-                    buf.len()
-                )))
-            }
-            Ok(n) => return Ok(n),
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(StressError::os("recv")(e)),
-        }
-    }
-}
-
-fn check_frame(bytes: &[u8], size: usize) -> Result<()> {
-    let (h, body) = parse_frame(bytes, MAX_BODY)?;
-    check_body(h.kind, body, size)
-}
-
-fn check_body(kind: MessageKind, body: &[u8], size: usize) -> Result<()> {
-    if kind != ECHO_KIND || body.len() != size || body.last() != payload_last(size).as_ref() {
-        return Err(StressError::Unexpected(format!(
-            "echo peer returned a wrong frame ({} bytes, expected {size})",
-            body.len()
-        )));
-    }
-    Ok(())
-}
-
-fn payload_last(size: usize) -> Option<u8> {
-    size.checked_sub(1).map(|i| (i % 251) as u8)
-}
-
-// ---------------------------------------------------------------------------------------------
-// SOCK_SEQPACKET
-
-fn seqpacket(ctx: &Ctx, bar: &ProgressBar, sizes: &[usize]) -> Result<Vec<IpcResult>> {
-    let (ours, theirs) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(StressError::os("socketpair"))?;
-    // A Unix datagram must fit the sender's buffer: ask for room for the largest frame.
-    let want = 4usize << 20;
-    for fd in [&ours, &theirs] {
-        let _ = setsockopt(fd, sockopt::SndBuf, &want);
-        let got = getsockopt(fd, sockopt::SndBuf).unwrap_or(0);
-        if got < FRAME_HEADER_LEN + SIZES[3] + 4096 {
-            // Beyond net.core.wmem_max: root may force it.
-            let _ = setsockopt(fd, sockopt::SndBufForce, &want);
-        }
-    }
-    let sndbuf = getsockopt(&ours, sockopt::SndBuf).unwrap_or(0);
-    let peer = Peer::spawn("seqpacket", Stdio::from(theirs), Stdio::null())?;
-    let mut out = Vec::new();
-    for &size in sizes {
-        if FRAME_HEADER_LEN + size + 64 > sndbuf {
-            eprintln!(
-                "hound-stress: ipc seqpacket {size} B skipped: SO_SNDBUF is {sndbuf} bytes \
-                 (raise net.core.wmem_max)"
-            );
-            bar.inc(1);
-            continue;
-        }
-        let (n, samples) = counts(ctx, size);
-        out.push(seqpacket_size(&ours, size, n, samples)?);
-        bar.inc(1);
-    }
-    drop(ours);
-    drop(peer);
-    Ok(out)
-}
-
-fn seqpacket_size(fd: &OwnedFd, size: usize, n: usize, samples: usize) -> Result<IpcResult> {
-    let raw = fd.as_raw_fd();
-    let body = payload(size);
-    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + size);
-    write_frame(ECHO_KIND, &body, &mut frame)?;
-    let mut buf = vec![0u8; FRAME_HEADER_LEN + size + 1];
-    let send_one = |flags: MsgFlags| -> Result<bool> {
-        loop {
-            match send(raw, &frame, flags | MsgFlags::MSG_NOSIGNAL) {
-                Ok(k) if k == frame.len() => return Ok(true),
-                Ok(k) => {
-                    return Err(StressError::Unexpected(format!(
-                        "short datagram send: {k} of {}",
-                        frame.len()
-                    )))
-                }
-                Err(Errno::EAGAIN) => return Ok(false),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(StressError::os("send")(e)),
-            }
-        }
-    };
-    let recv_one = |buf: &mut [u8]| -> Result<()> {
-        let k = recv_datagram(raw, buf)?;
-        if k == 0 {
-            return Err(StressError::Unexpected(
-                "echo peer closed the socket".into(),
-            ));
-        }
-        check_frame(&buf[..k], size)
-    };
-
-    // Streaming: never block in send (the peer may be blocked sending replies to us).
-    let mut elapsed = Duration::ZERO;
-    // An untimed warm-up first: a size's first jobs pay first-touch costs (ring pages,
-    // allocator growth) that a short run would otherwise count.
-    for (n, timed) in [(warm_up(n), false), (n, true)] {
-        let start = Instant::now();
-        let (mut sent, mut done) = (0usize, 0usize);
-        while done < n {
-            while sent < n && sent - done < WINDOW {
-                if !send_one(MsgFlags::MSG_DONTWAIT)? {
-                    break;
-                }
-                sent += 1;
-            }
-            recv_one(&mut buf)?;
-            done += 1;
-        }
-        if timed {
-            elapsed = start.elapsed();
-        }
-    }
-
-    let mut h = histogram();
-    for i in 0..samples + samples / 10 {
-        let t = Instant::now();
-        send_one(MsgFlags::empty())?;
-        recv_one(&mut buf)?;
-        if i >= samples / 10 {
-            record(&mut h, t.elapsed());
-        }
-    }
-    Ok(result(Transport::Seqpacket, size, n, elapsed, &h))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Pipes
-
-fn pipe(ctx: &Ctx, bar: &ProgressBar, sizes: &[usize]) -> Result<Vec<IpcResult>> {
-    let mut peer = Peer::spawn("pipe", Stdio::piped(), Stdio::piped())?;
-    let (Some(mut stdin), Some(mut stdout)) = (peer.0.stdin.take(), peer.0.stdout.take()) else {
-        return Err(StressError::Unexpected("echo peer pipes missing".into()));
-    };
-    let flags = fcntl(stdin.as_raw_fd(), FcntlArg::F_GETFL).map_err(StressError::os("F_GETFL"))?;
-    fcntl(
-        stdin.as_raw_fd(),
-        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-    )
-    .map_err(StressError::os("F_SETFL"))?;
-    let mut out = Vec::new();
-    for &size in sizes {
-        let (n, samples) = counts(ctx, size);
-        pipe_exchange(&mut stdin, &mut stdout, size, warm_up(n), WINDOW, None)?;
-        let start = Instant::now();
-        pipe_exchange(&mut stdin, &mut stdout, size, n, WINDOW, None)?;
-        let elapsed = start.elapsed();
-        let mut h = histogram();
-        pipe_exchange(&mut stdin, &mut stdout, size, samples / 10, 1, None)?;
-        pipe_exchange(&mut stdin, &mut stdout, size, samples, 1, Some(&mut h))?;
-        out.push(result(Transport::Pipe, size, n, elapsed, &h));
-        bar.inc(1);
-    }
-    drop(stdin);
-    drop(stdout);
-    drop(peer);
-    Ok(out)
-}
-
-/// Sends `n` frames with at most `window` outstanding and takes the echoes; with a histogram,
-/// records each frame's round trip (meaningful with a window of 1). `stdin` is non-blocking,
-/// so this never blocks writing while the peer waits for us to read.
-fn pipe_exchange(
-    stdin: &mut ChildStdin,
-    stdout: &mut ChildStdout,
-    size: usize,
-    n: usize,
-    window: usize,
-    mut hist: Option<&mut Histogram<u64>>,
-) -> Result<()> {
-    let body = payload(size);
-    let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + size);
-    write_frame(ECHO_KIND, &body, &mut frame)?;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut off = 0usize;
-    let mut dec = FrameDecoder::new(MAX_BODY);
-    let mut rbuf = vec![0u8; 256 * 1024];
-    let mut stamps: VecDeque<Instant> = VecDeque::with_capacity(window);
-    let (mut sent, mut done) = (0usize, 0usize);
-    while done < n {
-        while sent < n && sent - done < window {
-            pending.extend_from_slice(&frame);
-            stamps.push_back(Instant::now());
-            sent += 1;
-        }
-        while off < pending.len() {
-            match stdin.write(&pending[off..]) {
-                Ok(0) => return Err(StressError::Unexpected("echo pipe closed".into())),
-                Ok(k) => off += k,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(StressError::io("pipe write")(e)),
-            }
-        }
-        if off == pending.len() {
-            pending.clear();
-            off = 0;
-        }
-        let readable = if off < pending.len() {
-            let mut fds = [
-                PollFd::new(stdin.as_fd(), PollFlags::POLLOUT),
-                PollFd::new(stdout.as_fd(), PollFlags::POLLIN),
-            ];
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(StressError::os("poll")(e)),
-            }
-            fds[1].revents().is_some_and(|r| !r.is_empty())
-        } else {
-            true
-        };
-        if !readable {
-            continue;
-        }
-        let k = match stdout.read(&mut rbuf) {
-            Ok(0) => {
-                return Err(StressError::Unexpected(
-                    "echo peer closed its stdout".into(),
-                ))
-            }
-            Ok(k) => k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(StressError::io("pipe read")(e)),
-        };
-        dec.push(&rbuf[..k]);
-        while let Some((h, body)) = dec.next_frame()? {
-            check_body(h.kind, &body, size)?;
-            let t = stamps.pop_front();
-            if let (Some(hist), Some(t)) = (hist.as_deref_mut(), t) {
-                record(hist, t.elapsed());
-            }
-            done += 1;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::StressError;
 
     #[test]
     fn counts_scale_with_size_and_mode() {
@@ -763,16 +314,104 @@ mod tests {
         assert!(q64 > q256k && q256k >= 200);
         assert_eq!(counts(&full, 64).0, 1_000_000);
         assert!(counts(&full, 64).1 > counts(&quick, 64).1);
+        // A round streams several windows even at the largest size.
+        assert!(q256k / rounds(&quick) >= WINDOW);
+    }
+
+    /// A row that sleeps a fixed time per message and counts what it was asked to do.
+    struct Fixed {
+        per_msg: Duration,
+        streamed: usize,
+        sampled: usize,
+        refuses: Option<usize>,
+    }
+
+    impl Row for Fixed {
+        fn transport(&self) -> Transport {
+            Transport::Pipe
+        }
+        fn carries(&self, size: usize) -> Result<()> {
+            match self.refuses {
+                Some(s) if s == size => Err(StressError::Unexpected("too large".into())),
+                _ => Ok(()),
+            }
+        }
+        fn stream(&mut self, _body: &[u8], n: usize) -> Result<Duration> {
+            self.streamed += n;
+            Ok(self.per_msg * n as u32)
+        }
+        fn one_at_a_time(
+            &mut self,
+            _body: &[u8],
+            n: usize,
+            hist: Option<&mut Histogram<u64>>,
+        ) -> Result<()> {
+            self.sampled += n;
+            if let Some(h) = hist {
+                for _ in 0..n {
+                    crate::util::record(h, self.per_msg);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn measure_sums_the_rounds_and_skips_rows_that_cannot_carry_a_size() {
+        let ctx = Ctx {
+            quick: true,
+            progress: false,
+            cores: 2,
+        };
+        let mut a = Fixed {
+            per_msg: Duration::from_micros(10),
+            streamed: 0,
+            sampled: 0,
+            refuses: None,
+        };
+        let mut b = Fixed {
+            per_msg: Duration::from_micros(40),
+            streamed: 0,
+            sampled: 0,
+            refuses: Some(1024),
+        };
+        let mut rows: Vec<&mut dyn Row> = vec![&mut a, &mut b];
+        let r = measure(&ctx, &mut rows, 64).unwrap();
+        assert_eq!(r.len(), 2);
+        assert!(
+            (r[0].msgs_per_sec - 100_000.0).abs() < 1.0,
+            "{}",
+            r[0].msgs_per_sec
+        );
+        assert!(
+            (r[1].msgs_per_sec - 25_000.0).abs() < 1.0,
+            "{}",
+            r[1].msgs_per_sec
+        );
+        assert!((r[0].rtt_p50_us - 10.0).abs() < 0.1);
+        assert!((r[0].round_min_msgs_per_sec - 100_000.0).abs() < 1.0);
+        assert!((r[0].round_max_msgs_per_sec - 100_000.0).abs() < 1.0);
+        let r = measure(&ctx, &mut rows, 1024).unwrap();
+        assert_eq!(r.len(), 1, "the row that cannot carry 1 KiB is skipped");
+        let (n, samples) = counts(&ctx, 64);
+        assert_eq!(
+            a.streamed,
+            warm_up(n)
+                + n.div_ceil(5) * 5
+                + warm_up(counts(&ctx, 1024).0)
+                + counts(&ctx, 1024).0.div_ceil(5) * 5
+        );
+        assert_eq!(b.sampled, samples / 10 + samples.div_ceil(5) * 5);
     }
 
     #[test]
     fn payload_pattern_is_checked() {
         let body = payload(300);
         assert_eq!(body.len(), 300);
-        assert!(check_body(ECHO_KIND, &body, 300).is_ok());
-        assert!(check_body(ECHO_KIND, &body[..299], 300).is_err());
+        assert!(peer::check_body(ECHO_KIND, &body, 300).is_ok());
+        assert!(peer::check_body(ECHO_KIND, &body[..299], 300).is_err());
         let mut bad = body.clone();
         *bad.last_mut().unwrap() ^= 1;
-        assert!(check_body(ECHO_KIND, &bad, 300).is_err());
+        assert!(peer::check_body(ECHO_KIND, &bad, 300).is_err());
     }
 }

@@ -92,8 +92,16 @@ pub struct IpcResult {
     pub transport: Transport,
     /// Payload size in bytes (the frame or job body; headers not counted).
     pub size: usize,
-    /// Streaming throughput with a window of outstanding requests (round trips per second).
+    /// Streaming throughput with a window of outstanding requests (round trips per second):
+    /// all rounds' messages over the sum of their times (the rows are interleaved in rounds).
     pub msgs_per_sec: f64,
+    /// The slowest round's streaming throughput (0 in reports written before rounds existed).
+    #[serde(default)]
+    pub round_min_msgs_per_sec: f64,
+    /// The fastest round's streaming throughput: with the slowest, how far the host's state
+    /// moved this row during the run.
+    #[serde(default)]
+    pub round_max_msgs_per_sec: f64,
     /// `msgs_per_sec × size`.
     pub bytes_per_sec: f64,
     /// Round trip, one request at a time: median, µs.
@@ -444,16 +452,28 @@ impl Report {
         if !self.ipc.is_empty() {
             let _ = writeln!(
                 s,
-                "\nipc (Noop round trips)\n{:<10} {:>8} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9}",
-                "transport", "size", "msgs/s", "MB/s", "p50 us", "p99 us", "p99.9 us", "max us"
+                "\nipc (Noop round trips)\n{:<10} {:>8} {:>12} {:>21} {:>10} {:>9} {:>9} {:>9} {:>9}",
+                "transport",
+                "size",
+                "msgs/s",
+                "rounds min-max",
+                "MB/s",
+                "p50 us",
+                "p99 us",
+                "p99.9 us",
+                "max us"
             );
             for r in &self.ipc {
                 let _ = writeln!(
                     s,
-                    "{:<10} {:>8} {:>12.0} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.1}",
+                    "{:<10} {:>8} {:>12.0} {:>21} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>9.1}",
                     r.transport.name(),
                     human_size(r.size),
                     r.msgs_per_sec,
+                    format!(
+                        "{:.0}-{:.0}",
+                        r.round_min_msgs_per_sec, r.round_max_msgs_per_sec
+                    ),
                     r.bytes_per_sec / 1e6,
                     r.rtt_p50_us,
                     r.rtt_p99_us,
@@ -592,6 +612,8 @@ mod tests {
                 transport: Transport::Seqpacket,
                 size: 64,
                 msgs_per_sec: 1.5,
+                round_min_msgs_per_sec: 0.0,
+                round_max_msgs_per_sec: 0.0,
                 bytes_per_sec: 96.0,
                 rtt_p50_us: 1.0,
                 rtt_p99_us: 2.0,
@@ -690,6 +712,8 @@ mod tests {
             [
                 "bytes_per_sec",
                 "msgs_per_sec",
+                "round_max_msgs_per_sec",
+                "round_min_msgs_per_sec",
                 "rtt_max_us",
                 "rtt_p50_us",
                 "rtt_p999_us",
@@ -815,6 +839,8 @@ mod tests {
                 transport: Transport::Shm,
                 size: 64,
                 msgs_per_sec: 1_000_000.0,
+                round_min_msgs_per_sec: 0.0,
+                round_max_msgs_per_sec: 0.0,
                 bytes_per_sec: 64e6,
                 rtt_p50_us: 1.5,
                 rtt_p99_us: 3.0,
@@ -825,6 +851,8 @@ mod tests {
                 transport: Transport::Pipe,
                 size: 64,
                 msgs_per_sec: 200_000.0,
+                round_min_msgs_per_sec: 0.0,
+                round_max_msgs_per_sec: 0.0,
                 bytes_per_sec: 12.8e6,
                 rtt_p50_us: 90.0,
                 rtt_p99_us: 120.0,
@@ -849,6 +877,8 @@ mod tests {
             transport,
             size,
             msgs_per_sec,
+            round_min_msgs_per_sec: 0.0,
+            round_max_msgs_per_sec: 0.0,
             bytes_per_sec: 0.0,
             rtt_p50_us: 1.0,
             rtt_p99_us: 1.0,

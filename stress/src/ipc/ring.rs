@@ -10,7 +10,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use houndpool_protocol::region::{
@@ -18,64 +19,108 @@ use houndpool_protocol::region::{
     SupervisorRegions,
 };
 use houndpool_protocol::ProtocolError;
-use indicatif::ProgressBar;
 
-use super::{counts, payload, payload_last, result, warm_up, OUTCOME_TIMEOUT, WINDOW};
-use crate::report::{IpcResult, Transport};
-use crate::util::{histogram, record, Ctx, Result, StressError};
+use super::{payload_last, Row, OUTCOME_TIMEOUT, WINDOW};
+use crate::report::Transport;
+use crate::util::{record, Result, StressError};
 
-/// Runs the bare ring at each of `sizes` with `layout` (the shm pool's ring sizes).
-pub(super) fn run(
-    ctx: &Ctx,
-    layout: RegionLayout,
-    bar: &ProgressBar,
-    sizes: &[usize],
-) -> Result<Vec<IpcResult>> {
-    let sup = SupervisorRegions::create(layout, "hound-stress-ring")?;
-    let req = sup
-        .request_fd()
-        .try_clone_to_owned()
-        .map_err(StressError::io("dup request region"))?;
-    let cmp = sup
-        .completion_fd()
-        .try_clone_to_owned()
-        .map_err(StressError::io("dup completion region"))?;
-    let hound = HoundRegions::map(req, cmp)?;
-    let (mut writer, mut reader) = sup.split();
-    let (h_reader, h_writer, _status) = hound.split();
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let echo = std::thread::Builder::new()
-        .name("ring-echo".into())
-        .spawn(move || echo(h_reader, h_writer, &stop2))
-        .map_err(StressError::io("spawn ring echo thread"))?;
-    let mut side = Side {
-        writer: &mut writer,
-        reader: &mut reader,
-        ends: VecDeque::with_capacity(WINDOW),
-        released: None,
-        buf: Vec::new(),
-    };
-    let mut out = Vec::new();
-    let mut r = Ok(());
-    for &size in sizes {
-        let (n, samples) = counts(ctx, size);
-        match side.measure(size, n, samples) {
-            Ok(row) => out.push(row),
-            Err(e) => {
-                r = Err(e);
-                break;
-            }
-        }
-        bar.inc(1);
+/// What the echo thread is told: spin (this row's turn), park (another row's turn), or stop.
+struct Control {
+    /// True while this row is measured; between its turns the echo thread parks, so it does
+    /// not take a core from the rows measured in between.
+    active: AtomicBool,
+    stop: AtomicBool,
+}
+
+/// The bare ring: the submitting side on the calling thread, the echo thread on the other.
+pub(super) struct RingRow {
+    side: Side,
+    control: Arc<Control>,
+    echo: JoinHandle<std::result::Result<(), ProtocolError>>,
+}
+
+impl RingRow {
+    /// Creates the regions with `layout` (the shm pool's ring sizes), maps the hound's side
+    /// too, and starts the (parked) echo thread on it.
+    pub(super) fn start(layout: RegionLayout) -> Result<Self> {
+        let sup = SupervisorRegions::create(layout, "hound-stress-ring")?;
+        let req = sup
+            .request_fd()
+            .try_clone_to_owned()
+            .map_err(StressError::io("dup request region"))?;
+        let cmp = sup
+            .completion_fd()
+            .try_clone_to_owned()
+            .map_err(StressError::io("dup completion region"))?;
+        let hound = HoundRegions::map(req, cmp)?;
+        let (writer, reader) = sup.split();
+        let (h_reader, h_writer, _status) = hound.split();
+        let control = Arc::new(Control {
+            active: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        let c = Arc::clone(&control);
+        let echo = std::thread::Builder::new()
+            .name("ring-echo".into())
+            .spawn(move || echo(h_reader, h_writer, &c))
+            .map_err(StressError::io("spawn ring echo thread"))?;
+        Ok(Self {
+            side: Side {
+                writer,
+                reader,
+                ends: VecDeque::with_capacity(WINDOW),
+                released: None,
+                buf: Vec::new(),
+            },
+            control,
+            echo,
+        })
     }
-    stop.store(true, Ordering::Relaxed);
-    let echoed = echo
-        .join()
-        .map_err(|_| StressError::Unexpected("ring echo thread panicked".into()))?;
-    r?;
-    echoed?;
-    Ok(out)
+
+    /// Stops and joins the echo thread; its error, if it had one.
+    pub(super) fn finish(self) -> Result<()> {
+        self.control.stop.store(true, Ordering::Relaxed);
+        self.echo.thread().unpark();
+        let echoed = self
+            .echo
+            .join()
+            .map_err(|_| StressError::Unexpected("ring echo thread panicked".into()))?;
+        Ok(echoed?)
+    }
+
+    /// Runs `f` with the echo thread spinning; parks it again afterwards.
+    fn turn<T>(&mut self, f: impl FnOnce(&mut Side) -> Result<T>) -> Result<T> {
+        self.control.active.store(true, Ordering::Relaxed);
+        self.echo.thread().unpark();
+        let r = f(&mut self.side);
+        // Every request sent in the turn has been echoed (the exchange waits for all), so the
+        // echo thread has nothing left to do when it sees this.
+        self.control.active.store(false, Ordering::Relaxed);
+        r
+    }
+}
+
+impl Row for RingRow {
+    fn transport(&self) -> Transport {
+        Transport::Ring
+    }
+
+    fn stream(&mut self, body: &[u8], n: usize) -> Result<Duration> {
+        self.turn(|side| {
+            let start = Instant::now();
+            side.exchange(body, n, WINDOW, None)?;
+            Ok(start.elapsed())
+        })
+    }
+
+    fn one_at_a_time(
+        &mut self,
+        body: &[u8],
+        n: usize,
+        hist: Option<&mut Histogram<u64>>,
+    ) -> Result<()> {
+        self.turn(|side| side.exchange(body, n, 1, hist))
+    }
 }
 
 /// Completions the echo thread stages before it publishes them (the hound's loop uses the same
@@ -86,17 +131,24 @@ pub(super) fn run(
 const ECHO_BATCH: usize = 8;
 
 /// The echo thread: copies every request payload into the completion ring, spinning while
-/// either ring is empty or full, until `stop`. Completions are staged and published once per
+/// either ring is empty or full during the row's turns and parked between them, until `stop`. Completions are staged and published once per
 /// batch: every [`ECHO_BATCH`] records, when the requests it knows of are done (before it looks
 /// for more), or when the completion ring is full.
 fn echo(
     mut requests: RequestReader,
     mut completions: CompletionWriter,
-    stop: &AtomicBool,
+    control: &Control,
 ) -> std::result::Result<(), ProtocolError> {
     let mut idle = 0u32;
     let mut staged = 0usize;
-    while !stop.load(Ordering::Relaxed) {
+    while !control.stop.load(Ordering::Relaxed) {
+        if !control.active.load(Ordering::Relaxed) && !requests.has_pending() {
+            completions.publish();
+            staged = 0;
+            // Woken by `turn` and `finish`; the timeout only bounds a missed unpark.
+            std::thread::park_timeout(Duration::from_millis(10));
+            continue;
+        }
         if staged >= ECHO_BATCH || !requests.has_known_next() {
             // Everything known is done (publish before looking for more), or a batch is: the
             // submitter refills its window while the rest is echoed.
@@ -115,7 +167,7 @@ fn echo(
         let mut full = 0u32;
         while !completions.stage(&[payload])? {
             completions.publish();
-            if stop.load(Ordering::Relaxed) {
+            if control.stop.load(Ordering::Relaxed) {
                 return Ok(());
             }
             full = full.wrapping_add(1);
@@ -132,9 +184,9 @@ fn echo(
 }
 
 /// The submitting side: pushes requests, copies completions out, frees request space.
-struct Side<'a> {
-    writer: &'a mut RequestWriter,
-    reader: &'a mut CompletionReader,
+struct Side {
+    writer: RequestWriter,
+    reader: CompletionReader,
     /// End positions of the requests in flight, oldest first.
     ends: VecDeque<u64>,
     /// End of the last request whose completion was taken, not yet released.
@@ -142,19 +194,7 @@ struct Side<'a> {
     buf: Vec<u8>,
 }
 
-impl Side<'_> {
-    fn measure(&mut self, size: usize, n: usize, samples: usize) -> Result<IpcResult> {
-        let body = payload(size);
-        self.exchange(&body, warm_up(n), WINDOW, None)?;
-        let start = Instant::now();
-        self.exchange(&body, n, WINDOW, None)?;
-        let elapsed = start.elapsed();
-        let mut h = histogram();
-        self.exchange(&body, samples / 10, 1, None)?;
-        self.exchange(&body, samples, 1, Some(&mut h))?;
-        Ok(result(Transport::Ring, size, n, elapsed, &h))
-    }
-
+impl Side {
     /// `n` round trips with at most `window` in flight; with a histogram, records each one
     /// (meaningful with a window of 1). The window is refilled with staged records and one
     /// publish; completions are taken as a batch (everything the ring shows) and the consumer
