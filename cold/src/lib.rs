@@ -161,12 +161,14 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdError> {
 
 /// Opens the backend inside a hound: like [`open`], but an S3 store never looks names up
 /// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
-/// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]), and runs up to `s3_concurrency`
-/// uploads at once ([`s3::S3Tuning::concurrency`]); a filesystem store commits as
+/// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]), runs up to `s3_concurrency`
+/// uploads at once ([`s3::S3Tuning::concurrency`]) and bounds each operation by
+/// `s3_deadline` ([`s3::S3Tuning::operation_deadline`]); a filesystem store commits as
 /// `fs_commit` says ([`fs::FsStore::set_commit`]).
 pub fn open_for_hound(
     target: &ColdTarget,
     s3_concurrency: usize,
+    s3_deadline: Option<std::time::Duration>,
     fs_commit: fs::Commit,
 ) -> Result<Box<dyn ColdStore>, ColdError> {
     match target {
@@ -179,6 +181,7 @@ pub fn open_for_hound(
             t,
             s3::S3Tuning {
                 concurrency: s3_concurrency,
+                operation_deadline: s3_deadline,
                 ..s3::S3Tuning::default()
             },
         )?)),

@@ -22,7 +22,7 @@ mod upload;
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
@@ -61,6 +61,15 @@ pub struct S3Tuning {
     pub connect_timeout: Duration,
     /// Longest wait for any single socket read or write once connected.
     pub io_timeout: Duration,
+    /// Longest one store operation may take — a `put` (HEAD, PUT, the comparing GET, every
+    /// retry and backoff), a `get`, a `delete`, one page of a `list` — or `None` for no bound
+    /// beyond `retry_budget` and the per-read/write timeouts. With a bound, every attempt's
+    /// whole exchange (connect, send, the answer) is cut at what remains, so a server that
+    /// accepts and never answers costs at most this long, after which a `put` spools. A
+    /// hound sets it below the pool's `job_timeout`, so an outage ends in the spool rather
+    /// than in the watchdog (docs/S3.md). Cost: a large upload on a link too slow to finish
+    /// within it fails (and spools) instead of trickling on.
+    pub operation_deadline: Option<Duration>,
     /// A drainer's claim older than this is taken to belong to a dead or hung process and is
     /// returned to the queue. Must exceed the longest upload (attempts × I/O time).
     pub claim_stale_after: Duration,
@@ -76,7 +85,7 @@ pub const MAX_CONCURRENCY: usize = 64;
 
 impl Default for S3Tuning {
     /// 4 attempts, 200 ms base backoff capped at 5 s, 30 s budget, 5 s connect timeout,
-    /// 30 s I/O timeout, claims stale after 15 minutes, 16 uploads at once per batch.
+    /// 30 s I/O timeout, no operation deadline, claims stale after 15 minutes, 16 uploads at once per batch.
     fn default() -> Self {
         S3Tuning {
             attempts: 4,
@@ -85,6 +94,7 @@ impl Default for S3Tuning {
             retry_budget: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
+            operation_deadline: None,
             claim_stale_after: Duration::from_secs(15 * 60),
             concurrency: 16,
         }
@@ -92,13 +102,20 @@ impl Default for S3Tuning {
 }
 
 impl S3Tuning {
-    fn policy(&self) -> Policy {
+    fn policy(&self, deadline: Option<Instant>) -> Policy {
         Policy {
             attempts: self.attempts,
             base_delay: self.base_delay,
             max_delay: self.max_delay,
             budget: self.retry_budget,
+            deadline,
         }
+    }
+
+    /// When an operation starting now must be over ([`S3Tuning::operation_deadline`]).
+    fn deadline_from_now(&self) -> Option<Instant> {
+        self.operation_deadline
+            .and_then(|d| Instant::now().checked_add(d))
     }
 }
 
@@ -377,8 +394,8 @@ impl S3Store {
         }
     }
 
-    fn policy(&self) -> Policy {
-        self.tuning.policy()
+    fn policy(&self, deadline: Option<Instant>) -> Policy {
+        self.tuning.policy(deadline)
     }
 
     /// Reads a small answer body, for classification or to free the connection for reuse
@@ -395,16 +412,24 @@ impl S3Store {
     /// (2xx), `Ok(false)` when the server refused because the key exists (412 to
     /// `If-None-Match: *`). A server that ignores the header answers 2xx and replaces; the
     /// HEAD check in [`S3Store::put_create_only`] covers those (with a race window).
-    fn put_remote(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
+    fn put_remote(
+        &self,
+        key: &str,
+        envelope: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<bool, Fail> {
         // Content-MD5 makes the server refuse (400 BadDigest) a body damaged in transit.
         let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(envelope));
-        self.policy().run(|| {
+        self.policy(deadline).run(|left| {
             let mut action = self.bucket.put_object(Some(&self.credentials), key);
             action.headers_mut().insert("content-md5", md5.as_str());
             let url = action.sign(PRESIGN_EXPIRY);
             let mut resp = self
                 .agent
                 .put(url.as_str())
+                .config()
+                .timeout_global(left)
+                .build()
                 .header("content-md5", md5.as_str())
                 // Create-only (RFC 9110 13.1.2): S3 answers 412 if the key exists.
                 .header("if-none-match", "*")
@@ -428,8 +453,13 @@ impl S3Store {
     }
 
     /// Whether the object under `key` holds exactly `envelope` (GET bounded by its length).
-    fn remote_equals(&self, key: &str, envelope: &[u8]) -> Result<bool, Fail> {
-        match self.get_remote(key, envelope.len()) {
+    fn remote_equals(
+        &self,
+        key: &str,
+        envelope: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<bool, Fail> {
+        match self.get_remote(key, envelope.len(), deadline) {
             Ok(existing) => Ok(existing == envelope),
             Err(Fail::Final(ColdError::ObjectTooLarge { .. })) => Ok(false),
             // Deleted between the refusal and the GET: the caller may try again.
@@ -449,14 +479,20 @@ impl S3Store {
     /// that name, so the conditional PUT alone decides (412, then the same comparison, on a
     /// server that honours it; a replaced earlier attempt of the same evidence on one that
     /// does not). Half the requests, and half the latency, per upload.
-    fn put_create_only(&self, key: &str, envelope: &[u8], origin: KeyOrigin) -> Result<(), Fail> {
+    fn put_create_only(
+        &self,
+        key: &str,
+        envelope: &[u8],
+        origin: KeyOrigin,
+        deadline: Option<Instant>,
+    ) -> Result<(), Fail> {
         let check_first = origin != KeyOrigin::PoolId;
-        let created = if check_first && self.head_remote(key)? {
+        let created = if check_first && self.head_remote(key, deadline)? {
             false
         } else {
-            self.put_remote(key, envelope)?
+            self.put_remote(key, envelope, deadline)?
         };
-        if created || self.remote_equals(key, envelope)? {
+        if created || self.remote_equals(key, envelope, deadline)? {
             Ok(())
         } else {
             Err(Fail::Final(ColdError::AlreadyExists { key: key.into() }))
@@ -464,9 +500,14 @@ impl S3Store {
     }
 
     /// One GetObject, retried, refusing objects above `max_len` bytes.
-    fn get_remote(&self, key: &str, max_len: usize) -> Result<Vec<u8>, Fail> {
+    fn get_remote(
+        &self,
+        key: &str,
+        max_len: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, Fail> {
         let max = max_len as u64;
-        self.policy().run(|| {
+        self.policy(deadline).run(|left| {
             let url = self
                 .bucket
                 .get_object(Some(&self.credentials), key)
@@ -474,6 +515,9 @@ impl S3Store {
             let mut resp = self
                 .agent
                 .get(url.as_str())
+                .config()
+                .timeout_global(left)
+                .build()
                 .call()
                 .map_err(|e| classify_ureq("get", e))?;
             let status = resp.status().as_u16();
@@ -509,8 +553,8 @@ impl S3Store {
     }
 
     /// HeadObject, retried: whether the object exists.
-    fn head_remote(&self, key: &str) -> Result<bool, Fail> {
-        self.policy().run(|| {
+    fn head_remote(&self, key: &str, deadline: Option<Instant>) -> Result<bool, Fail> {
+        self.policy(deadline).run(|left| {
             let url = self
                 .bucket
                 .head_object(Some(&self.credentials), key)
@@ -518,6 +562,9 @@ impl S3Store {
             let resp = self
                 .agent
                 .head(url.as_str())
+                .config()
+                .timeout_global(left)
+                .build()
                 .call()
                 .map_err(|e| classify_ureq("head", e))?;
             match resp.status().as_u16() {
@@ -531,8 +578,8 @@ impl S3Store {
     }
 
     /// DeleteObject, retried. A missing key is success (S3 answers 204 either way).
-    fn delete_remote(&self, key: &str) -> Result<(), Fail> {
-        self.policy().run(|| {
+    fn delete_remote(&self, key: &str, deadline: Option<Instant>) -> Result<(), Fail> {
+        self.policy(deadline).run(|left| {
             let url = self
                 .bucket
                 .delete_object(Some(&self.credentials), key)
@@ -540,6 +587,9 @@ impl S3Store {
             let mut resp = self
                 .agent
                 .delete(url.as_str())
+                .config()
+                .timeout_global(left)
+                .build()
                 .call()
                 .map_err(|e| classify_ureq("delete", e))?;
             let status = resp.status().as_u16();
@@ -562,7 +612,7 @@ impl S3Store {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         for _ in 0..LIST_MAX_PAGES {
-            let page = self.policy().run(|| {
+            let page = self.policy(self.tuning.deadline_from_now()).run(|left| {
                 let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
                 if !prefix.is_empty() {
                     action.with_prefix(prefix);
@@ -574,6 +624,9 @@ impl S3Store {
                 let mut resp = self
                     .agent
                     .get(url.as_str())
+                    .config()
+                    .timeout_global(left)
+                    .build()
                     .call()
                     .map_err(|e| classify_ureq("list", e))?;
                 let status = resp.status().as_u16();
@@ -640,7 +693,23 @@ impl S3Store {
     /// refusal (e.g. 403) it is put back and the refusal returned. Claims older than
     /// [`S3Tuning::claim_stale_after`] (their drainer died) are returned to the queue first.
     /// If a record is erased while it is being uploaded, the uploaded object is deleted again.
+    /// Each record's upload is bounded by [`S3Tuning::operation_deadline`].
     pub fn drain_spool(&mut self, max_items: usize) -> Result<DrainReport, ColdError> {
+        self.drain_spool_until(max_items, None)
+    }
+
+    /// [`Self::drain_spool`], and nothing after `until`: no record is claimed once it has
+    /// passed, and each record's upload ends by it (as well as by its own
+    /// [`S3Tuning::operation_deadline`]).
+    fn drain_spool_until(
+        &mut self,
+        max_items: usize,
+        until: Option<Instant>,
+    ) -> Result<DrainReport, ColdError> {
+        let deadline = || match (self.tuning.deadline_from_now(), until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let Some(spool) = self.spool.clone() else {
             return Ok(DrainReport::default());
         };
@@ -651,7 +720,7 @@ impl S3Store {
         let mut report = DrainReport::default();
         let mut processed = 0usize;
         for entry in spool.pending().map_err(|e| io("spool list", e))? {
-            if processed >= max_items {
+            if processed >= max_items || until.is_some_and(|u| Instant::now() >= u) {
                 break;
             }
             let Some(claim) = spool.claim(&entry).map_err(|e| io("spool claim", e))? else {
@@ -687,7 +756,12 @@ impl S3Store {
                 }
             };
             // A spooled record does not say who named it: checked as any key.
-            match self.put_create_only(&record.key, &record.envelope, KeyOrigin::SubmitterId) {
+            match self.put_create_only(
+                &record.key,
+                &record.envelope,
+                KeyOrigin::SubmitterId,
+                deadline(),
+            ) {
                 Ok(()) => {
                     if spool.finish(claim).map_err(|e| io("spool remove", e))? {
                         tracing::info!(key = %record.key, "spooled envelope uploaded");
@@ -696,7 +770,8 @@ impl S3Store {
                         // Erased while we uploaded: the erasure must win.
                         tracing::warn!(key = %record.key,
                             "spooled envelope erased during upload; deleting the upload");
-                        self.delete_remote(&record.key).map_err(fail_into)?;
+                        self.delete_remote(&record.key, deadline())
+                            .map_err(fail_into)?;
                     }
                 }
                 Err(Fail::Transient(reason)) => {
@@ -792,7 +867,8 @@ impl ColdStore for S3Store {
                 return Ok(envelope);
             }
         }
-        self.get_remote(key, max_len).map_err(fail_into)
+        self.get_remote(key, max_len, self.tuning.deadline_from_now())
+            .map_err(fail_into)
     }
 
     /// Removes every spooled record of the key, then HEAD + DELETE at the target. Returns
@@ -806,8 +882,9 @@ impl ColdStore for S3Store {
                 .map_err(|e| spool_io("spool remove", spool, e))?,
             None => false,
         };
-        let remote = self.head_remote(key).map_err(fail_into)?;
-        self.delete_remote(key).map_err(fail_into)?;
+        let deadline = self.tuning.deadline_from_now();
+        let remote = self.head_remote(key, deadline).map_err(fail_into)?;
+        self.delete_remote(key, deadline).map_err(fail_into)?;
         Ok(spooled || remote)
     }
 
@@ -844,7 +921,11 @@ impl ColdStore for S3Store {
 
     /// Drains up to [`BACKGROUND_DRAIN_ITEMS`] spooled envelopes, at most once per
     /// [`BACKGROUND_DRAIN_PERIOD`], so an idle hound uploads what an outage left behind without
-    /// ever spending long away from its ring.
+    /// ever spending long away from its ring: with an [`S3Tuning::operation_deadline`], one
+    /// drain takes at most half of it (draining also stops at the first transient failure).
+    /// A job that arrives meanwhile waits at most that half before its own operation starts,
+    /// so the two together stay within the pool's `job_timeout` (the hound's deadline is half
+    /// of it).
     fn background_work(&mut self) -> Result<(), ColdError> {
         if self.spool.is_none()
             || self
@@ -854,7 +935,11 @@ impl ColdStore for S3Store {
             return Ok(());
         }
         self.last_drain = Some(std::time::Instant::now());
-        let report = self.drain_spool(BACKGROUND_DRAIN_ITEMS)?;
+        let until = self
+            .tuning
+            .operation_deadline
+            .and_then(|d| Instant::now().checked_add(d / 2));
+        let report = self.drain_spool_until(BACKGROUND_DRAIN_ITEMS, until)?;
         if report.uploaded > 0 || report.quarantined > 0 {
             tracing::info!(
                 uploaded = report.uploaded,

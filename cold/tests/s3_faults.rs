@@ -8,12 +8,12 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use md5::{Digest as _, Md5};
 
-use houndpool_cold::s3::S3Store;
+use houndpool_cold::s3::{S3Store, S3Tuning};
 use houndpool_cold::ColdError;
 use houndpool_cold::{ColdStore, KeyOrigin, PutItem, PutOutcome};
 use s3_support::{fast_tuning, spool_files};
@@ -27,6 +27,8 @@ enum Act {
     Raw(&'static [u8]),
     /// Read the request, then close without answering.
     Hangup,
+    /// Read the request, then hold the connection open without answering (for 30 s).
+    Stall,
 }
 
 #[derive(Debug, Clone)]
@@ -68,7 +70,12 @@ impl Fake {
                 if let Some(req) = read_request(&conn) {
                     log.lock().unwrap().push(req);
                 }
-                respond(conn, act);
+                if matches!(act, Act::Stall) {
+                    // Keep serving the script while this connection hangs.
+                    std::thread::spawn(move || respond(conn, act));
+                } else {
+                    respond(conn, act);
+                }
             }
         });
         Fake { port, seen }
@@ -79,6 +86,10 @@ impl Fake {
     }
 
     fn store(&self, spool: Option<&std::path::Path>) -> S3Store {
+        self.store_with(spool, fast_tuning())
+    }
+
+    fn store_with(&self, spool: Option<&std::path::Path>, tuning: S3Tuning) -> S3Store {
         let target = houndpool_protocol::control::S3Target {
             endpoint: format!("http://127.0.0.1:{}", self.port),
             bucket: "b".into(),
@@ -91,7 +102,7 @@ impl Fake {
             spool_dir: spool.map(|p| p.to_str().unwrap().to_owned()),
             spool_limit_bytes: 1 << 20,
         };
-        S3Store::open_with(&target, fast_tuning()).unwrap()
+        S3Store::open_with(&target, tuning).unwrap()
     }
 }
 
@@ -143,6 +154,7 @@ fn respond(mut conn: TcpStream, act: Act) {
             let _ = conn.write_all(bytes);
         }
         Act::Hangup => {}
+        Act::Stall => std::thread::sleep(Duration::from_secs(30)),
     }
     let _ = conn.flush();
     // Dropping the stream closes the connection.
@@ -271,6 +283,46 @@ fn persistent_server_errors_end_in_the_spool_after_the_attempt_limit() {
     assert_eq!(s.put("k", b"x").unwrap(), PutOutcome::Spooled);
     assert_eq!(fake.seen().len(), fast_tuning().attempts as usize);
     assert_eq!(spool_files(spool.path()).len(), 1);
+}
+
+/// A server that reads the request and never answers holds an attempt for the whole I/O
+/// timeout (10 s in these tunings); the operation deadline cuts the whole put (HEAD, PUT,
+/// retries) at what it allows, after which the envelope is spooled; a get fails as
+/// unavailable in the same time.
+#[test]
+fn the_operation_deadline_cuts_a_stalled_server_and_the_put_spools() {
+    let deadline = Duration::from_millis(600);
+    let tuning = S3Tuning {
+        operation_deadline: Some(deadline),
+        ..fast_tuning()
+    };
+    let fake = Fake::start(vec![Act::Stall; 12]);
+    let spool = tempfile::tempdir().unwrap();
+    let mut s = fake.store_with(Some(spool.path()), tuning);
+    let t = Instant::now();
+    assert_eq!(s.put("k", b"x").unwrap(), PutOutcome::Spooled);
+    let took = t.elapsed();
+    assert!(
+        took >= deadline && took < tuning.io_timeout,
+        "the put took {took:?}: cut at the deadline ({deadline:?}), not at the I/O timeout"
+    );
+    assert_eq!(spool_files(spool.path()).len(), 1);
+
+    let t = Instant::now();
+    match s.get("other", 1024) {
+        Err(ColdError::ColdUnavailable { reason }) => {
+            assert!(
+                reason.contains("timeout") || reason.contains("deadline"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        t.elapsed() < tuning.io_timeout,
+        "the get took {:?}",
+        t.elapsed()
+    );
 }
 
 #[test]

@@ -257,8 +257,14 @@ fn open_store(
         ColdTarget::S3(t) => t.prefix.clone(),
     };
     (
-        cold::open_for_hound(target, usize::from(tuning.s3_concurrency), fs_commit)
-            .map_err(|e| e.to_string()),
+        cold::open_for_hound(
+            target,
+            usize::from(tuning.s3_concurrency),
+            (tuning.s3_deadline_ms > 0)
+                .then(|| Duration::from_millis(u64::from(tuning.s3_deadline_ms))),
+            fs_commit,
+        )
+        .map_err(|e| e.to_string()),
         prefix,
     )
 }

@@ -111,12 +111,37 @@ impl Message {
     pub fn decode(header: &FrameHeader, body: &[u8]) -> Result<Self, ProtocolError> {
         header.check_body(body)?;
         let (name, limit) = (header.kind.name(), u64::from(MAX_CONTROL_BODY));
+        // A handshake message of another layout fails to decode; its version field (at a
+        // fixed place in every version) says why, which beats a bare "malformed".
+        let handshake = |at: usize, e: ProtocolError| match (e, body.get(at..at + 2)) {
+            (ProtocolError::MalformedBody { kind, reason }, Some(v))
+                if u16::from_le_bytes([v[0], v[1]]) != crate::HOUND_PROTOCOL_VERSION =>
+            {
+                ProtocolError::MalformedBody {
+                    kind,
+                    reason: format!(
+                        "{reason}; its hound protocol version field reads {}, this build \
+                         speaks {} (a hound binary from another build?)",
+                        u16::from_le_bytes([v[0], v[1]]),
+                        crate::HOUND_PROTOCOL_VERSION
+                    ),
+                }
+            }
+            (e, _) => e,
+        };
         Ok(match header.kind {
-            MessageKind::Hello => Message::Hello(codec::decode(name, body, limit)?),
-            MessageKind::Ready => Message::Ready(codec::decode(name, body, limit)?),
+            // Hello and Setup begin with the version; Ready with the pid (u32), then it.
+            MessageKind::Hello => {
+                Message::Hello(codec::decode(name, body, limit).map_err(|e| handshake(0, e))?)
+            }
+            MessageKind::Ready => {
+                Message::Ready(codec::decode(name, body, limit).map_err(|e| handshake(4, e))?)
+            }
             MessageKind::Shutdown => Message::Shutdown(codec::decode(name, body, limit)?),
             MessageKind::Fatal => Message::Fatal(codec::decode(name, body, limit)?),
-            MessageKind::Setup => Message::Setup(codec::decode(name, body, limit)?),
+            MessageKind::Setup => {
+                Message::Setup(codec::decode(name, body, limit).map_err(|e| handshake(0, e))?)
+            }
             MessageKind::ColdEndpoints => Message::ColdEndpoints(codec::decode(name, body, limit)?),
             MessageKind::Submit
             | MessageKind::SubmitReply
@@ -203,6 +228,11 @@ pub struct HoundTuning {
     /// How a filesystem cold store commits Evacuate batches (`cold.fs_commit`). Ignored by
     /// other cold targets.
     pub fs_commit: FsCommit,
+    /// Longest one S3 store operation may take, milliseconds (0: no bound): a put's every
+    /// request, retry and backoff, after which it spools. The supervisor sets half its
+    /// `job_timeout`, so an unreachable or stalled endpoint ends in the spool before the
+    /// watchdog kills the hound. Ignored by other cold targets.
+    pub s3_deadline_ms: u32,
 }
 
 /// How a hound's filesystem cold store commits (`cold.fs_commit`).

@@ -45,4 +45,5 @@ pub const PROTOCOL_VERSION: u16 = 1;
 ///
 /// 2: `Setup` gained `tuning.s3_concurrency` and `tuning.fs_commit`; byte 14 of a request
 /// header became its flags (bit 0: the pool generated the evidence id).
-pub const HOUND_PROTOCOL_VERSION: u16 = 2;
+/// 3: `Setup` gained `tuning.s3_deadline_ms`.
+pub const HOUND_PROTOCOL_VERSION: u16 = 3;

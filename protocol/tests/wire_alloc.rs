@@ -80,16 +80,19 @@ fn announced_lengths_do_not_drive_allocation() {
 
     // Same for a Setup whose sandbox policy announces 2^40 (layer, mode) pairs, with its
     // fixed-size prefix present: version, limits, ColdTarget::None.
-    let mut body = vec![0u8; 2 + 25 + 4];
+    // (This build's version, as a real Setup carries.)
+    let mut body = HOUND_PROTOCOL_VERSION.to_le_bytes().to_vec();
+    body.extend([0u8; 25 + 4]);
     body.extend(HUGE.to_le_bytes());
     let setup = datagram(MessageKind::Setup, &body);
     let (r, largest) = largest_allocation(|| Message::from_datagram(&setup));
     assert_malformed(r);
     assert!(largest < 4096, "largest allocation {largest} bytes");
     // With one honest pair and the tuning it decodes, so the case above failed on the length.
-    let mut body = vec![0u8; 2 + 25 + 4];
+    let mut body = HOUND_PROTOCOL_VERSION.to_le_bytes().to_vec();
+    body.extend([0u8; 25 + 4]);
     body.extend(1u64.to_le_bytes());
-    body.extend([0u8; 8 + 8 + 2 + 4]);
+    body.extend([0u8; 8 + 8 + 2 + 4 + 4]);
     assert!(Message::from_datagram(&datagram(MessageKind::Setup, &body)).is_ok());
 
     // The codec itself, for generic types: a string is never allocated beyond the input; a

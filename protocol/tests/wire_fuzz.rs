@@ -67,6 +67,7 @@ fn seeds() -> Vec<Vec<u8>> {
             idle_poll_ms: 2,
             s3_concurrency: 16,
             fs_commit: FsCommit::Journal,
+            s3_deadline_ms: 5000,
         },
     };
     let ready = Ready {

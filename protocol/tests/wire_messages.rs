@@ -106,6 +106,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 idle_poll_ms: t.1,
                 s3_concurrency: 16,
                 fs_commit: FsCommit::Journal,
+                s3_deadline_ms: 5000,
             },
         })
 }
@@ -265,11 +266,12 @@ fn documented_setup_example_bytes() {
             idle_poll_ms: 100,
             s3_concurrency: 16,
             fs_commit: FsCommit::Journal,
+            s3_deadline_ms: 5000,
         },
     };
     let bytes = encode(&Message::Setup(setup.clone()));
     let body = [
-        "0200",             // protocol_version
+        "0300",             // protocol_version
         "00001000",         // limits.max_evidence_bytes
         "00004000",         // limits.max_output_bytes
         "0000000000000000", // limits.memory_budget_bytes
@@ -288,14 +290,15 @@ fn documented_setup_example_bytes() {
         "64000000",         // tuning.idle_poll_ms
         "1000",             // tuning.s3_concurrency
         "00000000",         // tuning.fs_commit = Journal
+        "88130000",         // tuning.s3_deadline_ms = 5000
     ]
     .concat();
-    // magic, version 1, kind 5 = Setup, body_len 81, reserved.
-    let header = "48504652 0100 0500 51000000 00000000".replace(' ', "");
-    assert_eq!(body.len() / 2, 81);
+    // magic, version 1, kind 5 = Setup, body_len 85, reserved.
+    let header = "48504652 0100 0500 55000000 00000000".replace(' ', "");
+    assert_eq!(body.len() / 2, 85);
     assert_eq!(hex::encode(&bytes), format!("{header}{body}"));
     assert_eq!(
-        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 81 bytes"),
+        documented_hex("A `Setup` with an enum, a tuple vector and an unset limit — 16 + 85 bytes"),
         hex::encode(&bytes)
     );
     assert_eq!(
@@ -315,7 +318,7 @@ fn documented_hello_example_bytes() {
     };
     let bytes = encode(&Message::Hello(hello.clone()));
     let body = [
-        "0200",                             // protocol_version
+        "0300",                             // protocol_version
         "11111111111111111111111111111111", // pool_id
         "02000000",                         // hound_id
         "0300000000000000",                 // generation
@@ -430,6 +433,7 @@ fn non_canonical_bool_and_option_refused() {
             idle_poll_ms: 0,
             s3_concurrency: 16,
             fs_commit: FsCommit::Journal,
+            s3_deadline_ms: 5000,
         },
     });
     let bytes = encode(&m);
@@ -542,4 +546,74 @@ fn protocol_doc_examples_match_the_encoder() {
         documented_hex("`Fatal { message: \"oops\" }` — 28 bytes"),
         hex::encode(&fatal)
     );
+}
+
+/// A hound from the previous build gets a `Setup` one field longer than it knows (and a newer
+/// hound one shorter): the decode fails, and the error names both versions instead of
+/// "malformed". The same for `Hello` and for the `Ready` a supervisor reads.
+#[test]
+fn a_handshake_of_another_layout_names_both_versions() {
+    let setup = Setup {
+        protocol_version: HOUND_PROTOCOL_VERSION - 1,
+        limits: HoundLimits {
+            max_evidence_bytes: 1,
+            max_output_bytes: 1,
+            memory_budget_bytes: 0,
+            max_open_files: 64,
+            max_processes: 1,
+            gzip_level: 6,
+        },
+        cold: ColdTarget::None,
+        sandbox: SandboxPolicy { layers: vec![] },
+        tuning: HoundTuning {
+            spin_us: 50,
+            idle_poll_ms: 100,
+            s3_concurrency: 1,
+            fs_commit: FsCommit::Journal,
+            s3_deadline_ms: 5000,
+        },
+    };
+    let full = encode(&Message::Setup(setup));
+    let (header, body) = parse_frame(&full, MAX_CONTROL_BODY).unwrap();
+    // The previous layout: without the last field.
+    let old = &body[..body.len() - 4];
+    let mut h = header;
+    h.body_len = old.len() as u32;
+    let names_both = |r: Result<Message, ProtocolError>| match r {
+        Err(ProtocolError::MalformedBody { reason, .. }) => {
+            reason.contains(&format!(
+                "version field reads {}",
+                HOUND_PROTOCOL_VERSION - 1
+            )) && reason.contains(&format!("this build speaks {HOUND_PROTOCOL_VERSION}"))
+        }
+        other => panic!("{other:?}"),
+    };
+    assert!(names_both(Message::decode(&h, old)));
+    // The same bytes with this build's version are malformed, and say nothing of versions.
+    let mut same = old.to_vec();
+    same[..2].copy_from_slice(&HOUND_PROTOCOL_VERSION.to_le_bytes());
+    match Message::decode(&h, &same) {
+        Err(ProtocolError::MalformedBody { reason, .. }) => {
+            assert!(!reason.contains("version field"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Ready: pid first, then the version; a body cut short.
+    let mut ready = 7u32.to_le_bytes().to_vec();
+    ready.extend((HOUND_PROTOCOL_VERSION + 1).to_le_bytes());
+    let rh = FrameHeader {
+        kind: MessageKind::Ready,
+        body_len: ready.len() as u32,
+    };
+    match Message::decode(&rh, &ready) {
+        Err(ProtocolError::MalformedBody { kind, reason }) => {
+            assert_eq!(kind, "ready");
+            assert!(
+                reason.contains(&format!("reads {}", HOUND_PROTOCOL_VERSION + 1)),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }

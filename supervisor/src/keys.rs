@@ -327,7 +327,7 @@ keys! {
     POOL_GZIP_LEVEL: "pool", "gzip_level", Integer, Int(6), span(0, 9, Count), &[], RESTART,
         "gzip level of encode and evacuate jobs";
     POOL_JOB_TIMEOUT_MS: "pool", "job_timeout_ms", Integer, Int(10000), span(10, 3_600_000, Millis), &[], RESTART,
-        "a hound whose current job makes no progress for this long is killed (job outcome timed_out)";
+        "a hound whose current job makes no progress for this long is killed (job outcome timed_out); an S3 hound bounds each store operation by half of it, so an endpoint that does not answer ends in the spool, not in a kill";
     POOL_MAX_IN_FLIGHT_PER_HOUND: "pool", "max_in_flight_per_hound", Integer, Int(64), span(1, 65_536, Count), &[], RESTART,
         "jobs queued in one hound's ring at most";
     POOL_OUTCOME_CAPACITY: "pool", "outcome_capacity", Integer, Int(65536), span(1, 16 * MIB, Count), &[], RESTART,

@@ -145,7 +145,37 @@ pub(crate) fn setup(config: &PoolConfig) -> Setup {
             idle_poll_ms: clamp_u32(config.hound_idle_poll.as_millis() as usize).max(1),
             s3_concurrency,
             fs_commit: config.fs_commit,
+            s3_deadline_ms: s3_deadline_ms(config.job_timeout),
         },
+    }
+}
+
+/// The longest one S3 store operation of a hound may take: half the pool's `job_timeout`.
+///
+/// The watchdog kills a hound whose front job exceeds `job_timeout`, and a killed hound's
+/// uploads end `TimedOut`: their evidence is neither stored nor spooled. An endpoint that
+/// accepts and never answers (or drops packets) would otherwise hold every attempt for the
+/// store's own socket timeouts (5 s connect, 30 s per read), well past the default 10 s job
+/// timeout. Bounded to half, a put gives up and spools with the other half left for the
+/// spool write (an fsync) and for reporting on a loaded machine. At least 1 ms (0 would mean
+/// no bound).
+fn s3_deadline_ms(job_timeout: Duration) -> u32 {
+    u32::try_from((job_timeout / 2).as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// What to add when a hound could not read our `Setup` or `Hello`: a hound binary of
+/// another build fails there before it can compare versions (the layouts differ), so its
+/// own words say only "malformed".
+fn stale_binary_hint(message: &str) -> String {
+    if message.contains("malformed setup body") || message.contains("malformed hello body") {
+        format!(
+            " (this supervisor speaks hound protocol {HOUND_PROTOCOL_VERSION}: is `hound_binary` \
+             from the same build?)"
+        )
+    } else {
+        String::new()
     }
 }
 
@@ -379,8 +409,9 @@ pub(crate) fn handshake(
         Ok(Some(Message::Fatal(f))) => {
             // Hound text: truncated and escaped before it reaches an error or a log line.
             return Err(failed(format!(
-                "hound refused to start: {}",
-                crate::hound_text::hound_text(&f.message)
+                "hound refused to start: {}{}",
+                crate::hound_text::hound_text(&f.message),
+                stale_binary_hint(&f.message)
             )));
         }
         Ok(Some(other)) => {
@@ -583,6 +614,31 @@ impl Drop for ChildGuard {
 mod tests {
     use super::*;
     use houndpool_protocol::control::{Fatal, SandboxPolicy, SandboxReport};
+
+    #[test]
+    fn a_hound_that_cannot_read_our_handshake_is_pointed_at_its_build() {
+        let hint =
+            stale_binary_hint("waiting for setup: malformed setup body: Slice had bytes remaining");
+        assert!(
+            hint.contains(&format!("hound protocol {HOUND_PROTOCOL_VERSION}")),
+            "{hint}"
+        );
+        assert!(stale_binary_hint("waiting for hello: malformed hello body: x").contains("build"));
+        assert_eq!(stale_binary_hint("seccomp: required layer unavailable"), "");
+    }
+
+    #[test]
+    fn s3_operations_get_half_the_job_timeout_and_never_an_unbounded_zero() {
+        assert_eq!(s3_deadline_ms(Duration::from_secs(10)), 5_000);
+        assert_eq!(s3_deadline_ms(Duration::from_millis(10)), 5);
+        assert_eq!(s3_deadline_ms(Duration::from_millis(1)), 1);
+        assert_eq!(s3_deadline_ms(Duration::from_secs(3_600)), 1_800_000);
+        let config = PoolConfig {
+            job_timeout: Duration::from_secs(3),
+            ..PoolConfig::default()
+        };
+        assert_eq!(setup(&config).tuning.s3_deadline_ms, 1_500);
+    }
 
     /// The hound's last word survives a hang-up that the kernel reports as a reset: it sent
     /// its reason and exited with our Setup still unread (the CI flake in

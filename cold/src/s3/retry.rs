@@ -28,6 +28,10 @@ pub(super) struct Policy {
     pub max_delay: Duration,
     /// No attempt starts after this much time since the first one.
     pub budget: Duration,
+    /// When the whole operation must be over (see [`super::S3Tuning::operation_deadline`]):
+    /// no attempt starts at or after it, and each attempt is told how much time is left,
+    /// which bounds its whole exchange. `None`: only `budget` and the socket timeouts bound it.
+    pub deadline: Option<Instant>,
 }
 
 impl Policy {
@@ -45,19 +49,40 @@ impl Policy {
         half + Duration::from_nanos(fastrand::u64(0..=nanos))
     }
 
-    /// Runs `attempt` until it succeeds, fails finally, or the attempts or the time budget
-    /// run out; then the last transient failure is returned, annotated with the count.
-    pub fn run<T>(&self, mut attempt: impl FnMut() -> Result<T, Fail>) -> Result<T, Fail> {
+    /// Runs `attempt` until it succeeds, fails finally, or the attempts, the time budget or
+    /// the deadline run out; then the last transient failure is returned, annotated with the
+    /// count. `attempt` gets the time left before the deadline (`None` without one), to bound
+    /// its request with. A deadline already passed fails transiently without an attempt.
+    pub fn run<T>(
+        &self,
+        mut attempt: impl FnMut(Option<Duration>) -> Result<T, Fail>,
+    ) -> Result<T, Fail> {
         let start = Instant::now();
         let mut failed = 0u32;
         loop {
-            match attempt() {
+            let left = match self.deadline {
+                None => None,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Fail::Transient(format!(
+                            "the operation's deadline passed before attempt {}",
+                            failed + 1
+                        )));
+                    }
+                    Some(left)
+                }
+            };
+            match attempt(left) {
                 Ok(v) => return Ok(v),
                 Err(Fail::Final(e)) => return Err(Fail::Final(e)),
                 Err(Fail::Transient(reason)) => {
                     failed += 1;
                     let delay = self.backoff(failed);
-                    let out_of_time = start.elapsed().saturating_add(delay) >= self.budget;
+                    let out_of_time = start.elapsed().saturating_add(delay) >= self.budget
+                        || self.deadline.is_some_and(|d| {
+                            Instant::now().checked_add(delay).is_none_or(|t| t >= d)
+                        });
                     if failed >= self.attempts.max(1) || out_of_time {
                         return Err(Fail::Transient(format!(
                             "{reason} (gave up after {failed} attempt(s) in {:?})",
@@ -169,6 +194,7 @@ mod tests {
             base_delay: Duration::from_millis(2),
             max_delay: Duration::from_millis(8),
             budget: Duration::from_millis(budget_ms),
+            deadline: None,
         }
     }
 
@@ -179,6 +205,7 @@ mod tests {
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(1000),
             budget: Duration::from_secs(60),
+            deadline: None,
         };
         for _ in 0..200 {
             let d1 = p.backoff(1);
@@ -194,7 +221,7 @@ mod tests {
     #[test]
     fn transient_failures_are_retried_up_to_the_attempt_limit() {
         let mut calls = 0;
-        let r: Result<(), Fail> = policy(3, 10_000).run(|| {
+        let r: Result<(), Fail> = policy(3, 10_000).run(|_| {
             calls += 1;
             Err(Fail::Transient("refused".into()))
         });
@@ -208,7 +235,7 @@ mod tests {
     #[test]
     fn success_after_a_transient_failure() {
         let mut calls = 0;
-        let r = policy(3, 10_000).run(|| {
+        let r = policy(3, 10_000).run(|_| {
             calls += 1;
             if calls == 1 {
                 Err(Fail::Transient("reset".into()))
@@ -223,7 +250,7 @@ mod tests {
     #[test]
     fn final_failures_are_not_retried() {
         let mut calls = 0;
-        let r: Result<(), Fail> = policy(5, 10_000).run(|| {
+        let r: Result<(), Fail> = policy(5, 10_000).run(|_| {
             calls += 1;
             Err(Fail::Final(ColdError::NotFound { key: "k".into() }))
         });
@@ -235,12 +262,46 @@ mod tests {
     fn the_time_budget_bounds_retries() {
         let mut calls = 0;
         let start = Instant::now();
-        let _ = policy(1000, 30).run(|| -> Result<(), Fail> {
+        let _ = policy(1000, 30).run(|_| -> Result<(), Fail> {
             calls += 1;
             Err(Fail::Transient("down".into()))
         });
         assert!(calls < 1000);
         assert!(start.elapsed() < Duration::from_millis(500));
+    }
+
+    #[test]
+    fn the_deadline_bounds_attempts_and_is_passed_to_each() {
+        let p = Policy {
+            deadline: Some(Instant::now() + Duration::from_millis(60)),
+            ..policy(1000, 10_000)
+        };
+        let start = Instant::now();
+        let mut lefts = Vec::new();
+        let r: Result<(), Fail> = p.run(|left| {
+            lefts.push(left.expect("a deadline gives every attempt its time left"));
+            std::thread::sleep(Duration::from_millis(5));
+            Err(Fail::Transient("down".into()))
+        });
+        assert!(matches!(r, Err(Fail::Transient(_))));
+        assert!(start.elapsed() < Duration::from_millis(500));
+        assert!(lefts.len() >= 2, "{lefts:?}");
+        assert!(lefts.windows(2).all(|w| w[1] < w[0]), "{lefts:?}");
+        assert!(lefts[0] <= Duration::from_millis(60));
+
+        let passed = Policy {
+            deadline: Some(Instant::now()),
+            ..policy(3, 10_000)
+        };
+        let mut calls = 0;
+        match passed.run(|_| -> Result<(), Fail> {
+            calls += 1;
+            Ok(())
+        }) {
+            Err(Fail::Transient(m)) => assert!(m.contains("deadline"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(calls, 0, "no attempt starts after the deadline");
     }
 
     #[test]

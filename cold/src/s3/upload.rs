@@ -33,7 +33,7 @@ impl S3Store {
                 Err(e) => return Err(e),
             }
         }
-        match self.put_create_only(key, envelope, origin) {
+        match self.put_create_only(key, envelope, origin, self.tuning.deadline_from_now()) {
             Ok(()) => Ok(PutOutcome::Stored),
             Err(Fail::Final(e)) => Err(e),
             Err(Fail::Transient(reason)) => {

@@ -26,6 +26,7 @@ pub fn fast_tuning() -> S3Tuning {
         retry_budget: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(2),
         io_timeout: Duration::from_secs(10),
+        operation_deadline: None,
         claim_stale_after: Duration::from_secs(600),
         concurrency: 8,
     }
