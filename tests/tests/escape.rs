@@ -397,3 +397,66 @@ fn a_hound_that_ignores_shutdown_is_killed_after_the_grace() {
         assert_eq!(s.in_flight, 0, "{s:?}");
     });
 }
+
+/// A hostile hound fills the store's temp directory with files named as its own temp files,
+/// completes its job and exits. The supervisor sweeps a dead hound's temp files; that sweep
+/// (a readdir and an unlink per file, tens of thousands here, a stalled disk in the field)
+/// must not hold up the outcomes of the other hound: before the sweep moved off the collector
+/// thread, the next outcome arrived only once every flooded file was gone.
+#[test]
+fn sweeping_a_dead_hounds_temp_flood_does_not_hold_up_outcomes() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let temps = dir.path().join(".writing");
+    let count = || {
+        std::fs::read_dir(&temps).map_or(0, |d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+            })
+            .count()
+        })
+    };
+    let (pool, rx) = start(hostile_config(dir.path()));
+    pool.submit(&Job::noop(b"hostile:flood_temps")).unwrap();
+    let flood = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the flood job's outcome");
+    assert!(
+        matches!(flood.result, OutcomeKind::Completed(_)),
+        "{flood:?}"
+    );
+    let flooded = count();
+    assert!(flooded > 10_000, "only {flooded} temp files were created");
+
+    // The hound exits 300 ms after its completion; ping the pool as soon as its death is seen.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pool.stats().hound_exits == 0 {
+        assert!(Instant::now() < deadline, "the flooding hound never exited");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let ping = pool.submit(&Job::noop(b"ping")).unwrap().job_id;
+    let o = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the ping's outcome");
+    assert_eq!(o.job_id, ping);
+    assert!(matches!(o.result, OutcomeKind::Completed(_)), "{o:?}");
+    let left = count();
+    assert!(
+        left > 0,
+        "the ping's outcome came only after all {flooded} flooded files were swept: the sweep \
+         ran on the collector thread"
+    );
+
+    // The sweep still happens, in the background.
+    while count() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} flooded files never swept",
+            count()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = pool.shutdown(Duration::from_secs(10));
+    assert!(stats.identity_holds());
+}

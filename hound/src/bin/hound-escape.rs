@@ -658,6 +658,8 @@ mod hostile {
         let budget = setup.limits.memory_budget_bytes as usize;
         // Set by `hostile:ignore_shutdown`: from then on `Shutdown` is ignored.
         let mut ignore_shutdown = false;
+        // Set by `hostile:flood_temps`: exit once this job's completion is published.
+        let mut exit_after_completion = false;
         loop {
             let payload = match reader.peek() {
                 Ok(Some(p)) => p.to_vec(),
@@ -762,6 +764,20 @@ mod hostile {
                     // touch memory this process reads afterwards (it is killed).
                     unsafe { libc::madvise(raw_map, 4096, libc::MADV_HWPOISON) };
                 }
+                Some(b"flood_temps") => {
+                    // Fill the store's temp directory with files named as this hound's own
+                    // temp files (the supervisor sweeps a dead hound's), then complete the job
+                    // and exit: the sweep must not hold up other hounds' outcomes.
+                    if let Some(root) = ctx.rw_dirs.first() {
+                        let dir = root.join(".writing");
+                        let _ = std::fs::create_dir(&dir);
+                        let me = std::process::id();
+                        for i in 0..FLOOD_TEMPS {
+                            let _ = std::fs::File::create(dir.join(format!(".tmp-{me}-{i}")));
+                        }
+                    }
+                    exit_after_completion = true;
+                }
                 Some(b"cgroup_oom") => {
                     // Touch memory in 1 MiB steps, within RLIMIT_AS, past the cgroup limit.
                     let mut keep: Vec<Vec<u8>> = Vec::new();
@@ -786,8 +802,17 @@ mod hostile {
             reader.advance();
             status.job_done();
             status.beat();
+            if exit_after_completion {
+                // Give the supervisor time to take the completion first, so that no job is
+                // charged with this exit.
+                std::thread::sleep(Duration::from_millis(300));
+                std::process::exit(0);
+            }
         }
     }
+
+    /// Files `hostile:flood_temps` creates.
+    const FLOOD_TEMPS: usize = 60_000;
 
     /// Attacks on the supervisor's descriptors, budgets and deadlines (issue 9, items 1-3).
     /// Kept apart from the other hostile cases so the two halves of the escape suite merge

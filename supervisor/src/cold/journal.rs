@@ -23,6 +23,12 @@
 //! * **pool shutdown** ([`Journal::finish`]), after every hound was reaped: everything left, so
 //!   that an operator finds key files after a clean stop.
 //!
+//! The same thread sweeps the temp files of dead hounds ([`Journal::hound_died`] names the
+//! pid): a readdir of the store's temp directory and an unlink per file, which a hostile hound
+//! can make as long as it likes (tens of thousands of files named as its own temp files) and a
+//! stalled disk longer still. On the collector thread it held up every outcome of the pool
+//! (`tests/escape.rs`, `sweeping_a_dead_hounds_temp_flood_does_not_hold_up_outcomes`).
+//!
 //! The backlog (journal files and bytes waiting) and the conflicts found are published in
 //! [`crate::PoolStats`] (`journal_backlog`, `journal_backlog_bytes`, `journal_conflicts`) and
 //! as the daemon's metrics `houndpool_journal_backlog_files` / `_bytes` and
@@ -74,6 +80,8 @@ struct Inner {
 struct State {
     /// A hound died: run now.
     kick: bool,
+    /// Pids of dead hounds whose temp files are still to be swept.
+    sweep: Vec<u32>,
     /// The pool is stopping: exit.
     stop: bool,
 }
@@ -131,11 +139,16 @@ impl Journal {
         }
     }
 
-    /// A hound died: its journals can be materialised. Never waits for the work.
-    pub(crate) fn hound_died(&self) {
+    /// Hound `pid` died: its temp files are to be swept and its journals can be materialised,
+    /// both on the background thread. Never waits for the work (a lock held to push the pid
+    /// and set a flag, a condvar notify). A pid that still exists when the sweep runs (a hound
+    /// stuck in the kernel, not reaped yet; or the pid already reused) is left for a later
+    /// call: the reaper names a stuck hound again once it is gone.
+    pub(crate) fn hound_died(&self, pid: u32) {
         if let Some(inner) = &self.0 {
             let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             st.kick = true;
+            st.sweep.push(pid);
             inner.wake.notify_one();
         }
     }
@@ -152,6 +165,11 @@ impl Journal {
         if let Some(t) = thread {
             let _ = t.join();
         }
+        let dead = {
+            let mut st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut st.sweep)
+        };
+        sweep(inner, &dead);
         once(inner, usize::MAX);
     }
 
@@ -178,7 +196,7 @@ fn max_envelope(config: &PoolConfig) -> usize {
 fn run(inner: &Inner, activity: &ActivityProbe) {
     let mut last_done = activity();
     loop {
-        let kicked = {
+        let (kicked, dead) = {
             let st = inner.state.lock().unwrap_or_else(|p| p.into_inner());
             let (mut st, _) = inner
                 .wake
@@ -187,8 +205,9 @@ fn run(inner: &Inner, activity: &ActivityProbe) {
             if st.stop {
                 return;
             }
-            std::mem::take(&mut st.kick)
+            (std::mem::take(&mut st.kick), std::mem::take(&mut st.sweep))
         };
+        sweep(inner, &dead);
         let done = activity();
         let busy = done != last_done;
         last_done = done;
@@ -203,6 +222,13 @@ fn run(inner: &Inner, activity: &ActivityProbe) {
             }
         }
         once(inner, BUDGET);
+    }
+}
+
+/// Removes the temp files of the hounds `dead` names, of those that are gone now.
+fn sweep(inner: &Inner, dead: &[u32]) {
+    if !dead.is_empty() {
+        crate::cold::sweep_temps_in(&inner.root, |pid| dead.contains(&pid) && fs::pid_gone(pid));
     }
 }
 

@@ -202,11 +202,15 @@ impl Pusher {
 }
 
 /// Removes temp files of writers that are gone from a filesystem store (logged, never fatal).
-/// `gone(pid)` decides which writers are gone.
+/// `gone(pid)` decides which writers are gone. Nothing to do for other targets.
 pub(crate) fn sweep_temps(config: &PoolConfig, gone: impl Fn(u32) -> bool) {
-    let ColdConfig::Filesystem { root, .. } = &config.cold else {
-        return;
-    };
+    if let ColdConfig::Filesystem { root, .. } = &config.cold {
+        sweep_temps_in(root, gone);
+    }
+}
+
+/// [`sweep_temps`] of the store at `root`.
+pub(crate) fn sweep_temps_in(root: &std::path::Path, gone: impl Fn(u32) -> bool) {
     match houndpool_cold::fs::sweep_temps(root, gone) {
         Ok(0) => {}
         Ok(n) => tracing::info!(removed = n, root = %root.display(),

@@ -120,8 +120,9 @@ impl Collector {
                 if let Some(p) = u.placed.take() {
                     p.remove();
                 }
-                // Its journals now belong to a gone writer: the materialiser may take them.
-                sh.journal.hound_died();
+                // Its journals now belong to a gone writer, and its temp files (skipped while it
+                // existed) can go: the materialiser's thread does both.
+                sh.journal.hound_died(u.pid);
                 false
             }
         });

@@ -57,9 +57,9 @@ impl Collector {
         let sh = self.sh.clone();
         let slot = &sh.slots[i];
         sh.counters.hound_exits.inc();
-        crate::cold::sweep_temps(&sh.config, |pid| pid == h.pid);
-        // Reaped: its journals are a gone writer's now. The materialiser thread does the work.
-        sh.journal.hound_died();
+        // Its temp files are swept and its journals (a gone writer's now) materialised on the
+        // materialiser's thread: file system work never runs on the collector.
+        sh.journal.hound_died(h.pid);
         // The hound is reaped: read its cgroup's OOM counter now; the cgroup itself is removed
         // after the respawn is ordered (rmdir of a memory cgroup costs milliseconds while the
         // kernel offlines it, and `remove` retries on EBUSY), so it never delays the
