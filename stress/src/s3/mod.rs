@@ -250,6 +250,23 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// A command running `program` that dies with this process: through `setpriv --pdeathsig
+/// KILL` (util-linux) where that is installed, so a hound-stress that is itself killed (a
+/// SIGKILL from CI's timeout, an operator's `kill -9`) leaves no server holding a port behind.
+/// The parent-death signal follows the thread that spawned the child, so this is used only
+/// from the thread that owns the server for the whole scenario. Without `setpriv` the
+/// program runs plainly (and is still killed on drop).
+fn orphan_proof(program: &Path) -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    if is_executable(Path::new(SETPRIV)) {
+        let mut c = Command::new(SETPRIV);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
 /// A running `rclone serve s3` on 127.0.0.1; killed and reaped on drop.
 struct Rclone {
     child: Child,
@@ -271,7 +288,7 @@ impl Rclone {
             let addr = free_port()?;
             let log_file =
                 std::fs::File::create(&log).map_err(StressError::io("create the rclone log"))?;
-            let child = Command::new(rclone)
+            let child = orphan_proof(rclone)
                 .args(["serve", "s3"])
                 .arg(root)
                 .arg("--addr")
