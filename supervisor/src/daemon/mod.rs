@@ -406,8 +406,8 @@ pub fn run(
     let registry = metrics::registry(
         &budget,
         &daemon_metrics,
-        metrics::PoolCollector {
-            pool: pool.clone(),
+        pool.clone(),
+        metrics::HostCollector {
             draining: draining.clone(),
             limits: crate::cgroup::detect()
                 .map_err(|e| warn!(error = %e, "cannot read the cgroup limits; no container memory metrics"))
