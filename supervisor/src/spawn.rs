@@ -231,6 +231,14 @@ impl Prestarted {
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// How it ended, if it already has (reaped by this call: `waitpid` with `WNOHANG`).
+    pub(crate) fn exited(&mut self) -> Option<String> {
+        match self.child.0.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// Starts one hound process and places it in its own cgroup (when `cgroups` is given): every

@@ -206,6 +206,43 @@ fn a_prestarted_spare_replaces_a_dead_hound_and_is_itself_replaced() {
     assert_no_hounds_left();
 }
 
+/// A spare that dies while it waits for a slot (killed by an operator, by the host's OOM
+/// killer) is noticed, reaped and replaced while the pool is idle: `spare_pid` (and the
+/// `houndpool_pool_spare_ready` gauge) never names a dead process, and the next respawn is
+/// still served by a live spare. Before, the dead spare stayed a zombie named as ready until
+/// the next respawn found its handshake failing.
+#[test]
+fn a_spare_that_dies_while_waiting_is_reaped_and_replaced() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path());
+    config.size = PoolSize::Fixed(1);
+    let (pool, rx) = start(config);
+    let first = wait_for_spare(&pool, None);
+    signal(first as i32, Signal::SIGKILL);
+    let second = wait_for_spare(&pool, Some(first));
+    assert_ne!(second, first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{first}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead spare {first} was never reaped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The replacement serves the next respawn.
+    let victim = pid_of(&pool, 0);
+    signal(victim, Signal::SIGKILL);
+    assert_eq!(wait_for_new_pid(&pool, 0, victim), second as i32);
+    let t = pool.submit(&Job::encode(b"after two spares")).unwrap();
+    let outs = collect(&rx, 1, Duration::from_secs(10));
+    assert_eq!(outs[0].job_id, t.job_id);
+    assert!(matches!(outs[0].result, OutcomeKind::Completed(_)));
+    let stats = pool.shutdown(Duration::from_secs(5));
+    assert!(stats.identity_holds());
+    assert_no_hounds_left();
+}
+
 #[test]
 fn without_prestart_no_spare_is_kept() {
     let _g = serial();

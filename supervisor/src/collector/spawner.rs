@@ -26,6 +26,15 @@ pub(super) type SpawnResult = Result<Spawned, (u32, u64, PoolError)>;
 /// (well below the hound's own `Hello` wait, [`houndpool_hound::HELLO_TIMEOUT`]).
 const SPARE_MAX_AGE: Duration = Duration::from_secs(600);
 
+/// How often an idle spawner looks whether its spare is still alive (one `waitpid(WNOHANG)`):
+/// a spare killed while it waits (an operator, the host's OOM killer) is reaped and replaced
+/// within this, instead of being reported ready until the next respawn finds it dead.
+const SPARE_CHECK: Duration = Duration::from_secs(1);
+
+/// Spares in a row that may die before serving a slot; then no new one is started until the
+/// next order (a hound binary that cannot stay up must not make the spawner fork-loop).
+const SPARE_DEATHS_IN_A_ROW: u32 = 2;
+
 pub(super) fn spawner_loop(
     sh: Arc<Books>,
     binary: PathBuf,
@@ -40,7 +49,15 @@ pub(super) fn spawner_loop(
     // Set when starting a spare failed: no new attempt until the next order, so a machine that
     // cannot start hounds does not make the spawner fork-loop (orders carry the back-off).
     let mut spare_failed = false;
+    let mut spare_deaths = 0u32;
     loop {
+        if let Some(status) = spare.as_mut().and_then(Prestarted::exited) {
+            sh.spare_pid.store(0, Ordering::Relaxed);
+            spare = None; // reaped by `exited`; its cgroup is removed as it drops
+            spare_deaths += 1;
+            spare_failed = spare_deaths >= SPARE_DEATHS_IN_A_ROW;
+            warn!(%status, replaced = !spare_failed, "the spare hound died while waiting for a slot");
+        }
         due.sort_by_key(|o| o.not_before);
         let mut wait = due
             .first()
@@ -82,6 +99,9 @@ pub(super) fn spawner_loop(
             }
             wait = wait.min(SPARE_MAX_AGE);
         }
+        if spare.is_some() {
+            wait = wait.min(SPARE_CHECK);
+        }
         if due.is_empty() || !wait.is_zero() {
             match orders.recv_timeout(wait) {
                 Ok(o) => {
@@ -107,7 +127,10 @@ pub(super) fn spawner_loop(
             if let Some(p) = spare.take() {
                 sh.spare_pid.store(0, Ordering::Relaxed);
                 match handshake(p, &sh.config, pool_id, o.slot, o.generation) {
-                    Ok(s) => r = Some(Ok(s)),
+                    Ok(s) => {
+                        spare_deaths = 0;
+                        r = Some(Ok(s));
+                    }
                     // A spare that died or misbehaved while waiting is not the slot's failure:
                     // fall through to a fresh spawn.
                     Err(e) => {
