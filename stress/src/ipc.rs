@@ -102,6 +102,9 @@ impl Filter {
     }
 }
 
+/// Where `one_at_a_time` records each round trip (nowhere for untimed warm-ups).
+type Samples<'h> = Option<&'h mut Histogram<u64>>;
+
 /// One transport under measurement: set up once, then driven size by size and round by round.
 trait Row {
     /// The transport this row measures.
@@ -114,12 +117,7 @@ trait Row {
     /// `n` round trips of `body` with at most [`WINDOW`] outstanding; the time they took.
     fn stream(&mut self, body: &[u8], n: usize) -> Result<Duration>;
     /// `n` round trips of `body`, one at a time; each recorded in `hist` when given.
-    fn one_at_a_time(
-        &mut self,
-        body: &[u8],
-        n: usize,
-        hist: Option<&mut Histogram<u64>>,
-    ) -> Result<()>;
+    fn one_at_a_time(&mut self, body: &[u8], n: usize, hist: Samples<'_>) -> Result<()>;
 }
 
 /// Runs every transport at every size (or those `filter` names). Results are ordered by size,
@@ -340,12 +338,7 @@ mod tests {
             self.streamed += n;
             Ok(self.per_msg * n as u32)
         }
-        fn one_at_a_time(
-            &mut self,
-            _body: &[u8],
-            n: usize,
-            hist: Option<&mut Histogram<u64>>,
-        ) -> Result<()> {
+        fn one_at_a_time(&mut self, _body: &[u8], n: usize, hist: Samples<'_>) -> Result<()> {
             self.sampled += n;
             if let Some(h) = hist {
                 for _ in 0..n {

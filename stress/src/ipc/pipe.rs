@@ -15,7 +15,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::peer::{check_body, Peer};
-use super::{Row, ECHO_KIND, MAX_BODY, WINDOW};
+use super::{Row, Samples, ECHO_KIND, MAX_BODY, WINDOW};
 use crate::report::Transport;
 use crate::util::{record, Result, StressError};
 
@@ -138,12 +138,7 @@ impl Row for PipeRow {
         Ok(start.elapsed())
     }
 
-    fn one_at_a_time(
-        &mut self,
-        body: &[u8],
-        n: usize,
-        hist: Option<&mut Histogram<u64>>,
-    ) -> Result<()> {
+    fn one_at_a_time(&mut self, body: &[u8], n: usize, hist: Samples<'_>) -> Result<()> {
         self.exchange(body, n, 1, hist)
     }
 }

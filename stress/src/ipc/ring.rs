@@ -20,7 +20,7 @@ use houndpool_protocol::region::{
 };
 use houndpool_protocol::ProtocolError;
 
-use super::{payload_last, Row, OUTCOME_TIMEOUT, WINDOW};
+use super::{payload_last, Row, Samples, OUTCOME_TIMEOUT, WINDOW};
 use crate::report::Transport;
 use crate::util::{record, Result, StressError};
 
@@ -113,12 +113,7 @@ impl Row for RingRow {
         })
     }
 
-    fn one_at_a_time(
-        &mut self,
-        body: &[u8],
-        n: usize,
-        hist: Option<&mut Histogram<u64>>,
-    ) -> Result<()> {
+    fn one_at_a_time(&mut self, body: &[u8], n: usize, hist: Samples<'_>) -> Result<()> {
         self.turn(|side| side.exchange(body, n, 1, hist))
     }
 }

@@ -4,7 +4,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use houndpool_protocol::frame::{write_frame, FRAME_HEADER_LEN};
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -12,7 +11,7 @@ use nix::sys::socket::{
 };
 
 use super::peer::{check_frame, recv_datagram, Peer};
-use super::{time_each, Row, ECHO_KIND, SIZES, WINDOW};
+use super::{time_each, Row, Samples, ECHO_KIND, SIZES, WINDOW};
 use crate::report::Transport;
 use crate::util::{Result, StressError};
 
@@ -133,12 +132,7 @@ impl Row for SeqpacketRow {
         Ok(start.elapsed())
     }
 
-    fn one_at_a_time(
-        &mut self,
-        body: &[u8],
-        n: usize,
-        hist: Option<&mut Histogram<u64>>,
-    ) -> Result<()> {
+    fn one_at_a_time(&mut self, body: &[u8], n: usize, hist: Samples<'_>) -> Result<()> {
         self.prepare(body)?;
         time_each(n, hist, || {
             self.send_one(MsgFlags::empty())?;

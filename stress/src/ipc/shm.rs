@@ -3,10 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use houndpool::{Job, Outcome, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, SubmitError};
 
-use super::{time_each, Row, OUTCOME_TIMEOUT, SIZES, WINDOW};
+use super::{time_each, Row, Samples, OUTCOME_TIMEOUT, SIZES, WINDOW};
 use crate::report::{IdleResult, Transport};
 use crate::util::{
     bench_config, cpu_time, expect_completed, next_outcome, Ctx, Result, StressError,
@@ -170,12 +169,7 @@ impl Row for Batched<'_> {
         Ok(start.elapsed())
     }
 
-    fn one_at_a_time(
-        &mut self,
-        body: &[u8],
-        n: usize,
-        hist: Option<&mut Histogram<u64>>,
-    ) -> Result<()> {
+    fn one_at_a_time(&mut self, body: &[u8], n: usize, hist: Samples<'_>) -> Result<()> {
         let job = [Job::noop(body)];
         time_each(n, hist, || {
             self.pool.submit_batch(&job, &mut self.results);
@@ -224,12 +218,7 @@ impl Row for Single<'_> {
         Ok(start.elapsed())
     }
 
-    fn one_at_a_time(
-        &mut self,
-        body: &[u8],
-        n: usize,
-        hist: Option<&mut Histogram<u64>>,
-    ) -> Result<()> {
+    fn one_at_a_time(&mut self, body: &[u8], n: usize, hist: Samples<'_>) -> Result<()> {
         let job = Job::noop(body);
         time_each(n, hist, || {
             self.pool.submit(&job)?;
