@@ -25,6 +25,10 @@ impl Collector {
         let Some(mut h) = self.hounds[i].take() else {
             return;
         };
+        // Before the reap: once reaped, its pid may be reused, and `stats()` must never name
+        // a pid that is not this slot's hound (an operator signalling it would hit another
+        // process, or get ESRCH).
+        slot.pid.store(0, Ordering::Relaxed);
         if h.kill_cause.is_none() {
             h.kill_cause = cause;
         }
