@@ -48,6 +48,7 @@ mod latency;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod pool;
+mod recycle;
 mod spans;
 mod spawn;
 mod state;

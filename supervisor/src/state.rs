@@ -401,6 +401,9 @@ pub(crate) struct Books {
     /// When (nanoseconds since `epoch`) a caller last left a large record to the collector.
     last_handover: AtomicU64,
     epoch: Instant,
+    /// Payload buffers given back with `Pool::recycle`, for the next completions that carry a
+    /// payload (collector and callers' threads alike).
+    pub(crate) payloads: crate::recycle::PayloadStash,
 }
 
 /// How long one drain pass of a caller's thread counts as "a caller is consuming": the longest
@@ -526,6 +529,7 @@ impl Books {
             caller_lease: AtomicU64::new(0),
             last_handover: AtomicU64::new(0),
             epoch: Instant::now(),
+            payloads: crate::recycle::PayloadStash::new(),
             config,
         })
     }

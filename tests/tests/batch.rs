@@ -327,3 +327,137 @@ fn large_completions_are_left_to_the_collector_while_the_caller_consumes_small_o
     assert!(s.identity_holds(), "{s:?}");
     assert_eq!(s.completed, ids.len() as u64);
 }
+
+/// Gives `n` empty buffers of capacity `base + k` (k < n) to `pool`: capacities no
+/// allocation of the pool's own has, so a payload that carries one came out of the stash.
+fn seed_stash(pool: &Pool, base: usize, n: usize) -> std::collections::HashSet<usize> {
+    (0..n)
+        .map(|k| {
+            pool.recycle_payload(Vec::with_capacity(base + k));
+            base + k
+        })
+        .collect()
+}
+
+/// Echoes `rounds` batches of `per_round` Noop jobs of `len(i)` bytes through `pool` with
+/// `submit_batch` + `recv_outcomes`, checks every echo byte for byte, gives each payload back
+/// with `give_back`, and returns how many payloads came in a buffer of one of the `seeded`
+/// capacities. Bodies differ job by job (length and content), so a buffer handed out twice,
+/// or reused before its previous payload was given back, shows as a wrong echo.
+fn echo_and_give_back(
+    pool: &Pool,
+    rounds: usize,
+    per_round: usize,
+    len: impl Fn(usize) -> usize,
+    seeded: &std::collections::HashSet<usize>,
+    give_back: impl Fn(&Pool, Outcome),
+) -> usize {
+    let mut from_stash = 0usize;
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        let bodies: Vec<Vec<u8>> = (0..per_round)
+            .map(|k| {
+                let i = round * per_round + k;
+                (0..len(i)).map(|j| (i * 31 + j * 7) as u8).collect()
+            })
+            .collect();
+        let jobs: Vec<Job<'_>> = bodies.iter().map(|b| Job::noop(b)).collect();
+        assert_eq!(
+            pool.submit_batch(&jobs, &mut results),
+            per_round,
+            "{results:?}"
+        );
+        let ids = accepted(&results);
+        let outs = recv_all(pool, per_round, per_round, Duration::from_secs(30));
+        assert_exactly_one_each(&ids, &outs);
+        for o in outs {
+            let k = ids.iter().position(|id| *id == o.job_id).unwrap();
+            let OutcomeKind::Completed(r) = &o.result else {
+                panic!("{}: {:?}", o.job_id, o.result);
+            };
+            let p = r.payload.as_ref().expect("an echo carries its body");
+            assert!(
+                p[..] == bodies[k][..],
+                "{}: echo differs from its body",
+                o.job_id
+            );
+            if seeded.contains(&p.capacity()) {
+                from_stash += 1;
+            }
+            give_back(pool, o);
+        }
+    }
+    from_stash
+}
+
+/// A pool of one hound for echoes up to 256 KiB.
+fn echo_pool(dir: &std::path::Path) -> Pool {
+    let mut config = test_config(dir);
+    config.size = houndpool::PoolSize::Fixed(1);
+    config.max_evidence_bytes = 256 * 1024;
+    config.max_output_bytes = 256 * 1024;
+    start(config).0
+}
+
+/// `Pool::recycle`: buffers given back carry later large payloads (above 64 KiB: copied out
+/// by the collector thread), byte for byte, and a small payload never gets one.
+#[test]
+fn recycled_payload_buffers_carry_later_large_payloads_intact() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = echo_pool(dir.path());
+    // The 256 KiB class keeps 8: at most 3 echoes of 256 KiB are in flight here.
+    let seeded = seed_stash(&pool, 256 * 1024 + 100, 8);
+    let from_stash = echo_and_give_back(
+        &pool,
+        40,
+        3,
+        |i| 130 * 1024 + (i * 4099) % (126 * 1024),
+        &seeded,
+        |pool, o| pool.recycle(o),
+    );
+    assert_eq!(from_stash, 120, "payloads in a buffer given back");
+    // A small echo after all that: its own small buffer, not a kept one.
+    pool.submit(&Job::noop(b"small")).unwrap();
+    let o = recv_all(&pool, 1, 1, Duration::from_secs(10));
+    let OutcomeKind::Completed(r) = &o[0].result else {
+        panic!("{:?}", o[0].result);
+    };
+    let p = r.payload.as_ref().unwrap();
+    assert_eq!(&p[..], b"small");
+    assert!(p.capacity() < 4096, "capacity {}", p.capacity());
+    let s = pool.shutdown(Duration::from_secs(5));
+    assert_eq!((s.accepted, s.completed), (121, 121));
+    assert_no_hounds_left();
+}
+
+/// `Pool::recycle_payload` with bursts of medium payloads (9 to 16 KiB: copied out on the
+/// thread calling `recv_outcomes`): the buffers go round, every echo intact.
+#[test]
+fn payloads_given_back_serve_the_callers_own_copies_too() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = echo_pool(dir.path());
+    let seeded = seed_stash(&pool, 16 * 1024 + 100, 32);
+    let from_stash = echo_and_give_back(
+        &pool,
+        30,
+        16,
+        |i| 9 * 1024 + (i * 331) % (7 * 1024),
+        &seeded,
+        |pool, o| {
+            if let OutcomeKind::Completed(r) = o.result {
+                pool.recycle_payload(r.payload.unwrap());
+            }
+        },
+    );
+    // All but at most one: the collector thread may take a record while no caller consumes,
+    // and its scratch buffer (64 KiB from the start) holds it without asking the stash.
+    assert!(
+        from_stash >= 479,
+        "{from_stash} of 480 payloads in a buffer given back"
+    );
+    let s = pool.shutdown(Duration::from_secs(5));
+    assert_eq!((s.accepted, s.completed), (480, 480));
+    assert_no_hounds_left();
+}

@@ -123,10 +123,12 @@ impl Batched<'_> {
                 "no outcome within {OUTCOME_TIMEOUT:?} (pool stalled?)"
             )));
         }
-        for o in &self.outcomes {
-            check_echo(o, size)?;
+        let n = self.outcomes.len();
+        for o in self.outcomes.drain(..) {
+            check_echo(&o, size)?;
+            self.pool.recycle(o);
         }
-        Ok(self.outcomes.len())
+        Ok(n)
     }
 }
 
@@ -209,9 +211,11 @@ impl Row for Single<'_> {
             // Take every outcome that is there, then refill the window in one go.
             let o = next_outcome(&self.rx, self.spin, OUTCOME_TIMEOUT)?;
             check_echo(&o, size)?;
+            self.pool.recycle(o);
             done += 1;
             while let Ok(o) = self.rx.try_recv() {
                 check_echo(&o, size)?;
+                self.pool.recycle(o);
                 done += 1;
             }
         }
@@ -222,10 +226,10 @@ impl Row for Single<'_> {
         let job = Job::noop(body);
         time_each(n, hist, || {
             self.pool.submit(&job)?;
-            check_echo(
-                &next_outcome(&self.rx, self.spin, OUTCOME_TIMEOUT)?,
-                body.len(),
-            )
+            let o = next_outcome(&self.rx, self.spin, OUTCOME_TIMEOUT)?;
+            check_echo(&o, body.len())?;
+            self.pool.recycle(o);
+            Ok(())
         })
     }
 }

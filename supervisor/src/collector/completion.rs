@@ -137,6 +137,12 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
                     handed = true;
                     break;
                 }
+                // A recycled buffer instead of a new one, as the collector does.
+                Ok(Some(len)) if buf.capacity() < len => {
+                    if let Some(b) = sh.payloads.take_for(len) {
+                        *buf = b;
+                    }
+                }
                 Ok(Some(_)) => {}
                 Ok(None) => break,
                 // `pop_split` below reports it (the same validation).

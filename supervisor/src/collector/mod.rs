@@ -397,6 +397,17 @@ impl Collector {
                 if violation.is_some() {
                     break;
                 }
+                if sh.payloads.active() {
+                    // The length decides the buffer, so the record copied must be the one
+                    // measured: an empty look ends the pass (a record published after it is
+                    // taken on the next one).
+                    match c.reader.next_len() {
+                        Ok(None) => break,
+                        Ok(Some(len)) => self.reuse_payload_buffer(&sh, len),
+                        // `pop_split_deferred` reports it (the same validation).
+                        Err(_) => {}
+                    }
+                }
                 match c.reader.pop_split_deferred(&mut head, &mut self.buf) {
                     Ok(Some(len)) => {
                         work = true;
@@ -427,6 +438,18 @@ impl Collector {
             }
         }
         work
+    }
+
+    /// Before a completion of `len` bytes (untrusted: it only picks the buffer, the copy
+    /// validates it again) is copied out, once the embedder gives payload buffers back
+    /// ([`crate::recycle`]): if the scratch buffer is too small for it (it went out with the
+    /// last payload), a recycled one takes its place instead of a new allocation.
+    fn reuse_payload_buffer(&mut self, sh: &Books, len: usize) {
+        if self.buf.capacity() < len {
+            if let Some(b) = sh.payloads.take_for(len) {
+                self.buf = b;
+            }
+        }
     }
 
     /// Whether a caller's thread left work for this thread: a violation to act on, or a record
