@@ -65,6 +65,12 @@ fn rounds(ctx: &Ctx) -> usize {
     ctx.pick(5, 10)
 }
 
+/// Untimed pause before every row's turn: longer than the pool's caller lease (1 ms, taken by
+/// `recv_outcomes`: the collector sleeps without doorbells while it runs) and its spins
+/// (50 µs), so that no row starts inside the state the previous one left (the `shm-single`
+/// row after the batched one waited up to 1 ms for its first completion in every round).
+const TURN_GAP: Duration = Duration::from_millis(3);
+
 /// Untimed round trips streamed before a size's timed rounds.
 fn warm_up(n: usize) -> usize {
     (n / 10).max(4 * WINDOW)
@@ -218,6 +224,7 @@ fn measure(ctx: &Ctx, rows: &mut [&mut dyn Row], size: usize) -> Result<Vec<IpcR
         }
     }
     for &i in &live {
+        std::thread::sleep(TURN_GAP);
         rows[i].stream(&body, warm_up(n))?;
         rows[i].one_at_a_time(&body, samples / 10, None)?;
     }
@@ -228,6 +235,7 @@ fn measure(ctx: &Ctx, rows: &mut [&mut dyn Row], size: usize) -> Result<Vec<IpcR
         for k in 0..live.len() {
             let j = (round + k) % live.len();
             let row = &mut rows[live[j]];
+            std::thread::sleep(TURN_GAP);
             let t = row.stream(&body, per_round)?;
             elapsed[j] += t;
             let rate = per_round as f64 / t.as_secs_f64().max(1e-9);
