@@ -339,13 +339,23 @@ fn seed_stash(pool: &Pool, base: usize, n: usize) -> std::collections::HashSet<u
         .collect()
 }
 
+/// Where the echoes' outcomes are taken from.
+enum Take<'a> {
+    /// `Pool::recv_outcomes`: the caller's thread consumes the completion rings itself.
+    RecvOutcomes,
+    /// The outcome channel alone: the collector thread consumes every completion.
+    Channel(&'a houndpool::Receiver<Outcome>),
+}
+
 /// Echoes `rounds` batches of `per_round` Noop jobs of `len(i)` bytes through `pool` with
-/// `submit_batch` + `recv_outcomes`, checks every echo byte for byte, gives each payload back
-/// with `give_back`, and returns how many payloads came in a buffer of one of the `seeded`
-/// capacities. Bodies differ job by job (length and content), so a buffer handed out twice,
-/// or reused before its previous payload was given back, shows as a wrong echo.
+/// `submit_batch`, takes the outcomes as `take` says, checks every echo byte for byte, gives
+/// each payload back with `give_back`, and returns how many payloads came in a buffer of one
+/// of the `seeded` capacities. Bodies differ job by job (length and content), so a buffer
+/// handed out twice, or reused before its previous payload was given back, shows as a wrong
+/// echo.
 fn echo_and_give_back(
     pool: &Pool,
+    take: Take<'_>,
     rounds: usize,
     per_round: usize,
     len: impl Fn(usize) -> usize,
@@ -368,7 +378,10 @@ fn echo_and_give_back(
             "{results:?}"
         );
         let ids = accepted(&results);
-        let outs = recv_all(pool, per_round, per_round, Duration::from_secs(30));
+        let outs = match take {
+            Take::RecvOutcomes => recv_all(pool, per_round, per_round, Duration::from_secs(30)),
+            Take::Channel(rx) => collect(rx, per_round, Duration::from_secs(30)),
+        };
         assert_exactly_one_each(&ids, &outs);
         for o in outs {
             let k = ids.iter().position(|id| *id == o.job_id).unwrap();
@@ -390,36 +403,44 @@ fn echo_and_give_back(
     from_stash
 }
 
-/// A pool of one hound for echoes up to 256 KiB.
-fn echo_pool(dir: &std::path::Path) -> Pool {
+/// A pool of one hound for echoes up to 256 KiB, and its outcome channel.
+fn echo_pool(dir: &std::path::Path) -> (Pool, houndpool::Receiver<Outcome>) {
     let mut config = test_config(dir);
     config.size = houndpool::PoolSize::Fixed(1);
     config.max_evidence_bytes = 256 * 1024;
     config.max_output_bytes = 256 * 1024;
-    start(config).0
+    start(config)
 }
 
-/// `Pool::recycle`: buffers given back carry later large payloads (above 64 KiB: copied out
-/// by the collector thread), byte for byte, and a small payload never gets one.
+/// 130 to 256 KiB: above what a caller's thread copies out itself before anything is given
+/// back.
+fn large(i: usize) -> usize {
+    130 * 1024 + (i * 4099) % (126 * 1024)
+}
+
+/// `Pool::recycle`, outcomes through the channel (the collector thread copies every
+/// completion out): buffers given back carry later large payloads, byte for byte, and a small
+/// payload never gets one.
 #[test]
 fn recycled_payload_buffers_carry_later_large_payloads_intact() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let pool = echo_pool(dir.path());
+    let (pool, rx) = echo_pool(dir.path());
     // The 256 KiB class keeps 8: at most 3 echoes of 256 KiB are in flight here.
     let seeded = seed_stash(&pool, 256 * 1024 + 100, 8);
     let from_stash = echo_and_give_back(
         &pool,
+        Take::Channel(&rx),
         40,
         3,
-        |i| 130 * 1024 + (i * 4099) % (126 * 1024),
+        large,
         &seeded,
         |pool, o| pool.recycle(o),
     );
     assert_eq!(from_stash, 120, "payloads in a buffer given back");
     // A small echo after all that: its own small buffer, not a kept one.
     pool.submit(&Job::noop(b"small")).unwrap();
-    let o = recv_all(&pool, 1, 1, Duration::from_secs(10));
+    let o = collect(&rx, 1, Duration::from_secs(10));
     let OutcomeKind::Completed(r) = &o[0].result else {
         panic!("{:?}", o[0].result);
     };
@@ -431,25 +452,29 @@ fn recycled_payload_buffers_carry_later_large_payloads_intact() {
     assert_no_hounds_left();
 }
 
-/// `Pool::recycle_payload` with bursts of medium payloads (9 to 16 KiB: copied out on the
-/// thread calling `recv_outcomes`): the buffers go round, every echo intact.
+/// `Pool::recycle_payload` with `recv_outcomes`: the caller's thread copies completions out
+/// itself, medium ones (9 to 16 KiB) always and, once buffers are given back, large ones too
+/// (instead of handing them to the collector); the buffers go round, every echo intact.
 #[test]
 fn payloads_given_back_serve_the_callers_own_copies_too() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
-    let pool = echo_pool(dir.path());
+    let (pool, _rx) = echo_pool(dir.path());
+    let give_back = |pool: &Pool, o: Outcome| {
+        if let OutcomeKind::Completed(r) = o.result {
+            pool.recycle_payload(r.payload.unwrap());
+        }
+    };
     let seeded = seed_stash(&pool, 16 * 1024 + 100, 32);
+    let medium = |i: usize| 9 * 1024 + (i * 331) % (7 * 1024);
     let from_stash = echo_and_give_back(
         &pool,
+        Take::RecvOutcomes,
         30,
         16,
-        |i| 9 * 1024 + (i * 331) % (7 * 1024),
+        medium,
         &seeded,
-        |pool, o| {
-            if let OutcomeKind::Completed(r) = o.result {
-                pool.recycle_payload(r.payload.unwrap());
-            }
-        },
+        give_back,
     );
     // All but at most one: the collector thread may take a record while no caller consumes,
     // and its scratch buffer (64 KiB from the start) holds it without asking the stash.
@@ -457,7 +482,14 @@ fn payloads_given_back_serve_the_callers_own_copies_too() {
         from_stash >= 479,
         "{from_stash} of 480 payloads in a buffer given back"
     );
+    let seeded = seed_stash(&pool, 256 * 1024 + 100, 8);
+    let from_stash =
+        echo_and_give_back(&pool, Take::RecvOutcomes, 40, 3, large, &seeded, give_back);
+    assert!(
+        from_stash >= 119,
+        "{from_stash} of 120 payloads in a buffer given back"
+    );
     let s = pool.shutdown(Duration::from_secs(5));
-    assert_eq!((s.accepted, s.completed), (480, 480));
+    assert_eq!((s.accepted, s.completed), (600, 600));
     assert_no_hounds_left();
 }

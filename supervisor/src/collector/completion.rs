@@ -16,7 +16,7 @@ use houndpool_protocol::region::CompletionReader;
 use super::COLLECT_BUDGET;
 use crate::job::machine;
 use crate::job::{FailReason, OutcomeKind, Receipt};
-use crate::state::{Books, InFlight, CALLER_MAX_RECORD};
+use crate::state::{caller_max_record, Books, InFlight};
 pub(crate) use crate::violation::Violation;
 
 /// Validates one completion (untrusted) against the job at the front of slot `i`'s ring,
@@ -105,13 +105,14 @@ impl Batch {
 /// else is consuming (`try_lock`), up to [`COLLECT_BUDGET`] completions, each checked and
 /// delivered by [`handle_completion`] exactly as the collector would (copy out, validate
 /// against the front of the in-flight list, the state machine, the books; the outcome goes to
-/// the channel or its tracked handle). A record larger than [`CALLER_MAX_RECORD`] is left to
+/// the channel or its tracked handle). A record larger than [`caller_max_record`] is left to
 /// the collector, which is woken for it. What a hound did wrong is not acted on here: the
 /// violation is left in the slot's [`crate::state::Consumer`] (nobody consumes that ring any
 /// more) and the collector is woken, which kills the hound and settles its jobs. Returns how
 /// many completions were consumed, and whether a record was left to the collector. `buf` is
 /// the caller's scratch buffer for record bodies.
 pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
+    let max_record = caller_max_record(sh);
     let mut consumed = 0usize;
     let mut violated = false;
     let mut handed = false;
@@ -132,7 +133,7 @@ pub(crate) fn drain_on_caller(sh: &Books, buf: &mut Vec<u8>) -> (usize, bool) {
         let mut batch = Batch::default();
         for _ in 0..COLLECT_BUDGET {
             match c.reader.next_len() {
-                Ok(Some(len)) if len > CALLER_MAX_RECORD => {
+                Ok(Some(len)) if len > max_record => {
                     c.handed_over = true;
                     handed = true;
                     break;

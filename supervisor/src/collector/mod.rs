@@ -125,7 +125,7 @@ struct Collector {
     /// Which resolved S3 endpoint set the hounds have.
     endpoints: crate::cold::Pusher,
     /// When this thread last took a record a caller's thread left to it (too large for the
-    /// caller: `CALLER_MAX_RECORD`).
+    /// caller: `state::caller_max_record`).
     last_handover: Option<Instant>,
     /// SIGKILLed hounds that had not exited yet (stuck in the kernel), reaped later.
     unreaped: Vec<reaping::Unreaped>,
