@@ -114,7 +114,9 @@ impl Pool {
     }
 
     /// [`recycle`](Self::recycle) for a payload already taken out of its outcome (any
-    /// `Vec<u8>` will do: it is kept by the same rules, emptied first).
+    /// `Vec<u8>` will do: it is kept by the same rules, emptied first, in the largest class its
+    /// capacity covers, so a buffer of odd capacity holds up to twice its class's size and the
+    /// 26 MiB bound becomes at most twice that).
     pub fn recycle_payload(&self, payload: Vec<u8>) {
         self.shared.payloads.put(payload);
     }
