@@ -1,8 +1,10 @@
-//! A real S3-compatible server for end-to-end tests: rclone on 127.0.0.1, started and stopped
-//! by scripts/s3-server.sh, and a pool configuration that evacuates to it.
+//! A real S3-compatible server for end-to-end tests: `rclone serve s3` on loopback, a child of
+//! the test process that dies with it, and a pool configuration that evacuates to it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use houndpool::{ColdConfig, PoolConfig, S3Target};
 
@@ -13,8 +15,43 @@ pub const SK: &str = "houndpool-sk";
 /// Bucket the tests use (a directory below the server's data directory).
 pub const BUCKET: &str = "houndpool";
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-server.sh")
+/// How long a server may take to answer on its port.
+const START_WAIT: Duration = Duration::from_secs(20);
+
+/// The rclone binary: `$HOUNDPOOL_RCLONE`, else what `scripts/s3-server.sh rclone-path` finds
+/// (PATH, or installed with pip). Panics with the script's error when there is none.
+pub fn rclone() -> PathBuf {
+    if let Some(p) = std::env::var_os("HOUNDPOOL_RCLONE") {
+        return p.into();
+    }
+    let out = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-server.sh"))
+        .arg("rclone-path")
+        .output()
+        .expect("run scripts/s3-server.sh rclone-path");
+    assert!(
+        out.status.success(),
+        "no rclone (set HOUNDPOOL_RCLONE): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A command running `rclone` that dies with the thread that spawns it: through `setpriv
+/// --pdeathsig KILL` (util-linux) where that is installed, so a test process that is killed
+/// (SIGKILL from a timeout, ^C twice) leaves no server holding a port. The parent-death
+/// signal follows the spawning thread, so a server must live no longer than the test (thread)
+/// that started it; every test here owns its servers. Without `setpriv` rclone runs plainly
+/// and is still killed on drop.
+pub fn rclone_command(rclone: &Path) -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    if Path::new(SETPRIV).is_file() {
+        let mut c = Command::new(SETPRIV);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(rclone);
+        c
+    } else {
+        Command::new(rclone)
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released).
@@ -25,38 +62,65 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// A running rclone S3 server on 127.0.0.1; stopped on drop.
+/// A running rclone S3 server on 127.0.0.1, a child of this process; killed and reaped by
+/// [`Server::stop`] or on drop.
 pub struct Server {
     /// Its port.
     pub port: u16,
+    child: Mutex<Option<Child>>,
 }
 
 impl Server {
-    /// Starts the server on `port`, serving `dir` (buckets are its subdirectories). Panics
-    /// with the script's error when rclone is missing.
+    /// Starts the server on `port`, serving `dir` (buckets are its subdirectories; [`BUCKET`]
+    /// is created), and waits until it answers. Panics when rclone is missing or does not
+    /// answer, with the end of its log.
     pub fn start(port: u16, dir: &Path) -> Server {
-        let out = Command::new("bash")
-            .arg(script())
-            .args(["start", &port.to_string()])
+        std::fs::create_dir_all(dir.join(BUCKET)).expect("create the bucket directory");
+        let log_path = std::env::temp_dir().join(format!("houndpool-s3-{port}.log"));
+        let log = std::fs::File::create(&log_path).expect("create the rclone log");
+        let child = rclone_command(&rclone())
+            .args(["serve", "s3"])
             .arg(dir)
-            .env("HOUNDPOOL_S3_ACCESS_KEY", AK)
-            .env("HOUNDPOOL_S3_SECRET_KEY", SK)
-            .output()
-            .expect("run scripts/s3-server.sh");
-        assert!(
-            out.status.success(),
-            "could not start the S3 test server (scripts/s3-server.sh needs rclone): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Server { port }
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .args(["--auth-key", &format!("{AK},{SK}")])
+            .args(["--config", "/dev/null", "--log-level", "NOTICE"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rclone");
+        let server = Server {
+            port,
+            child: Mutex::new(Some(child)),
+        };
+        let deadline = Instant::now() + START_WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let exited = server
+                .child
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+                .is_some_and(|c| !matches!(c.try_wait(), Ok(None)));
+            if exited || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!(
+                    "the S3 test server did not answer on 127.0.0.1:{port} ({}); its log {}:\n{log}",
+                    if exited { "rclone exited" } else { "timed out" },
+                    log_path.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
     }
 
-    /// Stops the server (idempotent).
+    /// Stops the server: SIGKILL and reap (idempotent).
     pub fn stop(&self) {
-        let _ = Command::new("bash")
-            .arg(script())
-            .args(["stop", &self.port.to_string()])
-            .status();
+        let child = self.child.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut c) = child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -17,19 +17,6 @@ use houndpool_tests::*;
 const AK: &str = "houndpool-ak";
 const SK: &str = "houndpool-sk";
 
-fn rclone() -> PathBuf {
-    if let Some(p) = std::env::var_os("HOUNDPOOL_RCLONE") {
-        return p.into();
-    }
-    let out = Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3-server.sh"))
-        .arg("rclone-path")
-        .output()
-        .expect("run scripts/s3-server.sh rclone-path");
-    assert!(out.status.success(), "no rclone: set HOUNDPOOL_RCLONE");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -46,7 +33,7 @@ struct Server {
 impl Server {
     fn start(ip: &str, port: u16, dir: &Path, tls: Option<&Pki>, path_style: bool) -> Server {
         std::fs::create_dir_all(dir.join("houndpool")).unwrap();
-        let mut cmd = Command::new(rclone());
+        let mut cmd = houndpool_tests::s3::rclone_command(&houndpool_tests::s3::rclone());
         cmd.args(["serve", "s3"])
             .arg(dir)
             .args(["--addr", &format!("{ip}:{port}")])
