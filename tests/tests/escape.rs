@@ -31,7 +31,7 @@ fn run_attack_with(
     attack: &str,
     edit: impl FnOnce(&mut PoolConfig),
 ) -> (OutcomeKind, houndpool::PoolStats) {
-    run_attack_via(attack, edit, false)
+    run_attack_via(attack, edit, false, false)
 }
 
 /// Takes `n` outcomes with `Pool::recv_outcomes` called in a tight loop with a zero timeout:
@@ -51,17 +51,23 @@ fn recv_on_caller(pool: &Pool, n: usize, timeout: Duration) -> Vec<houndpool::Ou
 }
 
 /// [`run_attack_with`]; `caller` takes the outcomes with [`recv_on_caller`] instead of the
-/// channel.
+/// channel; `recycling` gives a payload buffer back first (`Pool::recycle_payload`), which
+/// changes how both consumers pick the buffer a completion is copied into (the record's
+/// length is measured first, and callers copy records up to 4 MiB themselves).
 fn run_attack_via(
     attack: &str,
     edit: impl FnOnce(&mut PoolConfig),
     caller: bool,
+    recycling: bool,
 ) -> (OutcomeKind, houndpool::PoolStats) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = hostile_config(dir.path());
     edit(&mut config);
     let pool = Pool::builder().config(config).build().unwrap();
     let rx = pool.outcomes().unwrap();
+    if recycling {
+        pool.recycle_payload(Vec::with_capacity(256 * 1024));
+    }
     let hostile_body = format!("hostile:{attack}");
     let mut ids = Vec::new();
     for i in 0..10 {
@@ -143,8 +149,14 @@ fn a_completion_for_the_wrong_job_is_a_protocol_violation() {
 /// violation: the collector kills the hound, the job fails with `ProtocolViolation`, the other
 /// jobs complete exactly once, the books balance and the hound is replaced.
 fn assert_violation_on_caller(attack: &str) {
+    assert_violation_via(attack, true, false);
+}
+
+/// A violation found by the collector (`caller` false) or a caller's thread, with or without
+/// recycled payload buffers: the same outcome and accounting (see [`run_attack_via`]).
+fn assert_violation_via(attack: &str, caller: bool, recycling: bool) {
     let _g = serial();
-    let (r, s) = run_attack_via(attack, |_| {}, true);
+    let (r, s) = run_attack_via(attack, |_| {}, caller, recycling);
     assert!(
         matches!(r, OutcomeKind::Failed(FailReason::ProtocolViolation { .. })),
         "{attack}: {r:?}"
@@ -160,6 +172,18 @@ fn garbage_over_the_completion_region_is_a_violation_when_the_caller_consumes() 
 #[test]
 fn a_completion_for_the_wrong_job_is_a_violation_when_the_caller_consumes() {
     assert_violation_on_caller("wrong_job_id");
+}
+
+/// With payload buffers recycled, each consumer measures a record's length before it copies
+/// it out (to pick the buffer): a hound's garbage or lies are still found by the copy's own
+/// validation and by the checks against the job, on either thread.
+#[test]
+fn garbage_and_lies_are_violations_with_recycled_payload_buffers() {
+    for attack in ["garbage_completion", "wrong_job_id"] {
+        for caller in [false, true] {
+            assert_violation_via(attack, caller, true);
+        }
+    }
 }
 
 #[test]
