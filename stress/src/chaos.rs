@@ -1,10 +1,20 @@
 //! `chaos`: a stream of jobs while hounds are killed (SIGKILL) and stopped (SIGSTOP, resumed
 //! after the job deadline) at a fixed rate; afterwards every accepted job must have exactly one
-//! outcome, the stats identity must hold, and no hound may be left behind.
+//! outcome, every completed echo must be its own job's body, the stats identity must hold, and
+//! no hound may be left behind.
 //!
 //! Three threads: this one submits (backing off when the defer queue refuses — refusals are
 //! not acceptances, so they are not violations), one collects outcomes, one injects faults.
 //! Tickets and outcomes are reconciled by [`Ledger`] after the pool has shut down.
+//!
+//! Both ways in and both ways out are used, so faults meet every path a job can take:
+//! blocks of [`BLOCK`] jobs alternate between one `submit_batch` and one `submit` per job,
+//! and the collecting thread alternates, every [`PHASE`], between `recv_outcomes` (its own
+//! thread consumes the completion rings) and the outcome channel alone (the pool's collector
+//! consumes them). Every completed outcome is given back with `Pool::recycle`, so payloads
+//! above 4 KiB come in recycled buffers; [`echo`] checks each one byte for byte.
+
+mod echo;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +23,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use houndpool::synth::EvidenceGenerator;
 use houndpool::{
-    Job, Outcome, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, Severity, SubmitError,
+    Job, JobKind, Outcome, OutcomeKind, Pool, PoolConfig, PoolExhaustedAction, Severity,
+    SubmitError, Ticket,
 };
 use nix::sys::signal::Signal;
 
@@ -22,6 +33,13 @@ use crate::report::ChaosResult;
 use crate::util::{
     fault_injection_config, leftover_hounds, signal_child, Ctx, Result, StressError,
 };
+
+/// Jobs per block; blocks alternate between `submit_batch` and `submit`.
+const BLOCK: u64 = 32;
+/// How long the collecting thread keeps to one way of taking outcomes before it switches.
+const PHASE: Duration = Duration::from_millis(40);
+/// Most outcomes one `recv_outcomes` call takes.
+const TAKE: usize = 256;
 
 /// Settings of a chaos run.
 #[derive(Debug, Clone, Copy)]
@@ -86,9 +104,10 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
     let all_sent = Arc::new(AtomicBool::new(false));
     let collector = {
         let all_sent = all_sent.clone();
+        let pool = pool.clone();
         std::thread::Builder::new()
             .name("chaos-outcomes".into())
-            .spawn(move || collect(rx, &all_sent, opts.jobs as usize))
+            .spawn(move || collect(Some(&pool), rx, &all_sent, opts.jobs as usize))
             .map_err(StressError::io("spawn outcome thread"))?
     };
     let stop_faults = Arc::new(AtomicBool::new(false));
@@ -102,7 +121,8 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
     };
 
     let mut ledger = Ledger::with_capacity(opts.jobs as usize);
-    let submitted = submit_all(ctx, &pool, opts, &mut ledger);
+    let mut sent = Vec::with_capacity(opts.jobs as usize);
+    let submitted = submit_all(ctx, &pool, opts, &mut ledger, &mut sent);
 
     stop_faults.store(true, Ordering::Release);
     let faults = match injector.join() {
@@ -114,11 +134,11 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
     };
     let stats = pool.shutdown(Duration::from_secs(60));
     all_sent.store(true, Ordering::Release);
-    let (ids, seen) = match collector.join() {
+    let (ids, seen, echoes) = match collector.join() {
         Ok(r) => r,
         Err(_) => {
             violations.push("the outcome thread panicked".into());
-            (Vec::new(), Seen::default())
+            (Vec::new(), Seen::default(), echo::Echoes::default())
         }
     };
     if let Err(e) = submitted {
@@ -131,6 +151,12 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
     if !verdict.is_clean() {
         violations.push(format!("accounting: {}", verdict.describe()));
     }
+    violations.extend(
+        echoes
+            .reconcile(sent)
+            .into_iter()
+            .map(|v| format!("echoes: {v}")),
+    );
     // The pool's own books must agree with what this process saw.
     if !stats.identity_holds() || stats.in_flight != 0 {
         violations.push(format!(
@@ -210,119 +236,201 @@ pub fn run(ctx: &Ctx, opts: ChaosOpts) -> Result<ChaosRun> {
     })
 }
 
-/// Bodies the stream cycles through: Noop echoes of several sizes and small evidence to encode.
+/// Whether job `i` of the stream encodes evidence (one in ten) rather than echoing.
+fn is_encode(i: u64) -> bool {
+    i.is_multiple_of(10)
+}
+
+/// What the stream's jobs carry: small evidence to encode, and the echo bodies of the block
+/// being submitted ([`echo::body`], one buffer per position, reused from block to block).
 struct Bodies {
-    noop: Vec<Vec<u8>>,
     evidence: Vec<Vec<u8>>,
+    echoes: Vec<Vec<u8>>,
 }
 
 impl Bodies {
     fn new() -> Self {
         let mut g = EvidenceGenerator::new(0xc4a0_5eed);
         Bodies {
-            noop: [64usize, 256, 1024, 4096]
-                .iter()
-                .map(|&n| vec![0xc3; n])
-                .collect(),
             evidence: (0..8).map(|i| g.request(512 + 256 * i)).collect(),
+            echoes: (0..BLOCK).map(|_| Vec::new()).collect(),
         }
     }
 
-    /// Job `i` of the stream: one in ten encodes evidence, severities rotate.
-    fn job(&self, i: u64) -> Job<'_> {
+    /// Writes the echo bodies of the block starting at job `first`.
+    fn fill_block(&mut self, first: u64) {
+        for (i, buf) in (first..).zip(&mut self.echoes) {
+            echo::body(i, buf);
+        }
+    }
+
+    /// Job `i` of the block starting at `first` (filled by [`Self::fill_block`]): one in ten
+    /// encodes evidence, severities rotate.
+    fn job(&self, first: u64, i: u64) -> Job<'_> {
         let sev = [
             Severity::Low,
             Severity::Medium,
             Severity::High,
             Severity::Critical,
         ][(i % 4) as usize];
-        let j = if i.is_multiple_of(10) {
+        let j = if is_encode(i) {
             Job::encode(&self.evidence[(i / 10) as usize % self.evidence.len()])
         } else {
-            Job::noop(&self.noop[(i % 7) as usize % self.noop.len()])
+            Job::noop(&self.echoes[(i - first) as usize])
         };
         j.with_severity(sev)
     }
 }
 
-/// Submits until `opts.jobs` were accepted, pacing to `opts.min_duration`.
-fn submit_all(ctx: &Ctx, pool: &Pool, opts: ChaosOpts, ledger: &mut Ledger) -> Result<()> {
-    let bodies = Bodies::new();
+/// Submits until `opts.jobs` were accepted, pacing to `opts.min_duration`, block by block
+/// (even blocks with one `submit_batch`, odd ones one `submit` per job). Records every ticket
+/// in `ledger`, and (job id, stream index) of every accepted Noop in `sent`.
+fn submit_all(
+    ctx: &Ctx,
+    pool: &Pool,
+    opts: ChaosOpts,
+    ledger: &mut Ledger,
+    sent: &mut Vec<(u64, u64)>,
+) -> Result<()> {
+    let mut bodies = Bodies::new();
     let bar = ctx.bar(opts.jobs, "chaos");
     let start = Instant::now();
     let mut last_accept = Instant::now();
     let stall = Duration::from_secs(60);
-    for i in 0..opts.jobs {
+    let mut results: Vec<std::result::Result<Ticket, SubmitError>> = Vec::new();
+    let mut pending: Vec<u64> = Vec::with_capacity(BLOCK as usize);
+    let mut refused: Vec<u64> = Vec::with_capacity(BLOCK as usize);
+    for first in (0..opts.jobs).step_by(BLOCK as usize) {
         // Pacing: job i is not submitted before i/jobs of the minimum duration has passed.
         let due = opts
             .min_duration
-            .mul_f64(i as f64 / opts.jobs.max(1) as f64);
+            .mul_f64(first as f64 / opts.jobs.max(1) as f64);
         let ahead = due.saturating_sub(start.elapsed());
         if ahead > Duration::from_millis(1) {
             std::thread::sleep(ahead);
         }
-        let job = bodies.job(i);
-        loop {
-            match pool.submit(&job) {
-                Ok(t) => {
-                    ledger.accepted(t.job_id.0);
-                    last_accept = Instant::now();
-                    break;
-                }
-                Err(SubmitError::DeferQueueFull { .. }) | Err(SubmitError::PoolExhausted) => {
-                    if last_accept.elapsed() > stall {
-                        bar.abandon();
-                        return Err(StressError::Unexpected(format!(
-                            "the pool accepted nothing for {stall:?} ({i} jobs accepted)"
-                        )));
+        let batched = (first / BLOCK).is_multiple_of(2);
+        bodies.fill_block(first);
+        pending.clear();
+        pending.extend(first..(first + BLOCK).min(opts.jobs));
+        while !pending.is_empty() {
+            let jobs: Vec<Job<'_>> = pending.iter().map(|&i| bodies.job(first, i)).collect();
+            if batched {
+                pool.submit_batch(&jobs, &mut results);
+            } else {
+                // One at a time, stopping at the first refusal (the rest wait with it).
+                results.clear();
+                for job in &jobs {
+                    let r = pool.submit(job);
+                    let stop = r.is_err();
+                    results.push(r);
+                    if stop {
+                        break;
                     }
-                    std::thread::sleep(Duration::from_micros(200));
-                }
-                Err(e) => {
-                    bar.abandon();
-                    return Err(e.into());
                 }
             }
+            refused.clear();
+            let mut tried = results.drain(..);
+            for &i in &pending {
+                match tried.next() {
+                    Some(Ok(t)) => {
+                        ledger.accepted(t.job_id.0);
+                        if !is_encode(i) {
+                            sent.push((t.job_id.0, i));
+                        }
+                        last_accept = Instant::now();
+                    }
+                    Some(Err(SubmitError::DeferQueueFull { .. } | SubmitError::PoolExhausted))
+                    | None => refused.push(i),
+                    Some(Err(e)) => {
+                        bar.abandon();
+                        return Err(e.into());
+                    }
+                }
+            }
+            drop(tried);
+            std::mem::swap(&mut pending, &mut refused);
+            if !pending.is_empty() {
+                if last_accept.elapsed() > stall {
+                    bar.abandon();
+                    return Err(StressError::Unexpected(format!(
+                        "the pool accepted nothing for {stall:?} ({} jobs accepted)",
+                        ledger.accepted_count()
+                    )));
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
         }
-        if i % 1024 == 0 {
-            bar.set_position(i);
+        if (first / BLOCK).is_multiple_of(32) {
+            bar.set_position(first);
         }
     }
     bar.finish_and_clear();
     Ok(())
 }
 
-/// Receives outcomes until the pool has shut down and the channel is empty.
-fn collect(rx: Receiver<Outcome>, all_sent: &AtomicBool, capacity: usize) -> (Vec<u64>, Seen) {
+/// Receives outcomes until the pool has shut down and the channel is empty, alternating every
+/// [`PHASE`] between `recv_outcomes` and the channel alone. Checks every completed echo and
+/// gives every outcome back to the pool. Without a pool (unit tests), the channel alone.
+fn collect(
+    pool: Option<&Pool>,
+    rx: Receiver<Outcome>,
+    all_sent: &AtomicBool,
+    capacity: usize,
+) -> (Vec<u64>, Seen, echo::Echoes) {
     let mut ids = Vec::with_capacity(capacity);
     let mut seen = Seen::default();
+    let mut echoes = echo::Echoes::default();
     let mut take = |o: Outcome, ids: &mut Vec<u64>| {
         ids.push(o.job_id.0);
-        match o.result {
-            OutcomeKind::Completed(_) => seen.completed += 1,
+        match &o.result {
+            OutcomeKind::Completed(r) => {
+                seen.completed += 1;
+                if o.kind == JobKind::Noop {
+                    echoes.record(o.job_id.0, r.payload.as_deref());
+                }
+            }
             OutcomeKind::Failed(_) => seen.failed += 1,
             OutcomeKind::TimedOut => seen.timed_out += 1,
             OutcomeKind::Dropped(_) => seen.dropped += 1,
             // `OutcomeKind` is non-exhaustive: a kind added later counts as a failure.
             _ => seen.failed += 1,
         }
+        if let Some(pool) = pool {
+            pool.recycle(o);
+        }
     };
+    let start = Instant::now();
+    let mut buf = Vec::with_capacity(TAKE);
+    let wait = Duration::from_millis(20);
     loop {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(o) => take(o, &mut ids),
-            Err(RecvTimeoutError::Timeout) => {
-                // Once the pool has shut down every outcome is in the channel already.
-                if all_sent.load(Ordering::Acquire) {
-                    while let Ok(o) = rx.try_recv() {
-                        take(o, &mut ids);
-                    }
-                    break;
-                }
+        let on_rings = (start.elapsed().as_millis() / PHASE.as_millis()).is_multiple_of(2);
+        let got = if let (Some(pool), true) = (pool, on_rings) {
+            pool.recv_outcomes(&mut buf, TAKE, wait);
+            let n = buf.len();
+            for o in buf.drain(..) {
+                take(o, &mut ids);
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            n > 0
+        } else {
+            match rx.recv_timeout(wait) {
+                Ok(o) => {
+                    take(o, &mut ids);
+                    true
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        };
+        // Once the pool has shut down every outcome is in the channel already.
+        if !got && all_sent.load(Ordering::Acquire) {
+            while let Ok(o) = rx.try_recv() {
+                take(o, &mut ids);
+            }
+            break;
         }
     }
-    (ids, seen)
+    (ids, seen, echoes)
 }
 
 /// Kills or stops a random hound every `opts.kill_every` until told to stop; resumes every
@@ -395,13 +503,23 @@ mod tests {
 
     #[test]
     fn the_stream_mixes_kinds_and_severities() {
-        let b = Bodies::new();
-        let jobs: Vec<Job<'_>> = (0..40).map(|i| b.job(i)).collect();
+        let mut b = Bodies::new();
+        b.fill_block(32);
+        let jobs: Vec<Job<'_>> = (32..64).map(|i| b.job(32, i)).collect();
         let encodes = jobs
             .iter()
             .filter(|j| j.kind == houndpool::JobKind::Encode)
             .count();
-        assert_eq!(encodes, 4);
+        assert_eq!(encodes, 3, "jobs 40, 50 and 60");
+        for (i, j) in (32..).zip(&jobs) {
+            if j.kind == houndpool::JobKind::Noop {
+                assert_eq!(
+                    echo::read(j.body),
+                    Ok(i),
+                    "job {i} carries its own echo body"
+                );
+            }
+        }
         assert!(jobs.iter().any(|j| j.severity == Severity::Critical));
         assert!(jobs.iter().any(|j| j.severity == Severity::Low));
         assert!(jobs.iter().all(|j| !j.body.is_empty()));
@@ -421,15 +539,19 @@ mod tests {
             result,
         };
         tx.send(outcome(1, OutcomeKind::TimedOut)).unwrap();
-        tx.send(outcome(2, OutcomeKind::Completed(Default::default())))
-            .unwrap();
+        let mut done = houndpool::Receipt::default();
+        let mut body = Vec::new();
+        echo::body(7, &mut body);
+        done.payload = Some(body);
+        tx.send(outcome(2, OutcomeKind::Completed(done))).unwrap();
         tx.send(outcome(
             3,
             OutcomeKind::Dropped(houndpool::DropReason::Shutdown),
         ))
         .unwrap();
         flag.store(true, Ordering::Release);
-        let (ids, seen) = collect(rx, &flag, 3);
+        let (ids, seen, echoes) = collect(None, rx, &flag, 3);
+        assert_eq!(echoes.named, [(2, 7)]);
         assert_eq!(ids, [1, 2, 3]);
         assert_eq!(
             seen,

@@ -97,6 +97,11 @@ impl Ledger {
         self.accepted.push(id);
     }
 
+    /// Tickets recorded so far.
+    pub fn accepted_count(&self) -> usize {
+        self.accepted.len()
+    }
+
     /// Adds the outcomes recorded by another thread.
     pub fn extend_outcomes(&mut self, ids: impl IntoIterator<Item = u64>) {
         self.outcomes.extend(ids);
