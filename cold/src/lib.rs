@@ -91,9 +91,12 @@ pub trait ColdStore: Send {
     /// One-line description for logs (no secrets).
     fn describe(&self) -> String;
     /// Housekeeping the owner runs while idle (the S3 backend uploads its spool). Must return
-    /// quickly: implementations bound the work they do per call. Default: nothing.
-    fn background_work(&mut self) -> Result<(), ColdError> {
-        Ok(())
+    /// quickly: implementations bound the work they do per call. Returns whether more is
+    /// waiting that another call right away would do: the owner then calls again as soon as
+    /// it has no work of its own, instead of after its idle period. Default: nothing
+    /// (`false`).
+    fn background_work(&mut self) -> Result<bool, ColdError> {
+        Ok(false)
     }
     /// Takes the resolved addresses and trusted CA of a network target (control message
     /// `ColdEndpoints`). Default: nothing to do (the filesystem store).

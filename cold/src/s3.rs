@@ -14,6 +14,7 @@
 //! the same key. Refusals (403, 404 bucket, 400, redirects) are [`ColdError::ColdRejected`]
 //! and are never spooled. See docs/S3.md.
 
+mod drain;
 pub mod net;
 mod retry;
 mod spool;
@@ -157,8 +158,11 @@ pub struct S3Store {
     spool: Option<Spool>,
     verify: SpoolVerifier,
     description: String,
-    /// When `background_work` last drained the spool (rate limit).
-    last_drain: Option<std::time::Instant>,
+    /// When `background_work` may drain the spool next (`None`: at once).
+    next_drain: Option<Instant>,
+    /// Pending records of the last listing not yet tried by `background_work`, oldest first
+    /// (listed again once tried, or after a round that did not go through).
+    backlog: Vec<spool::Entry>,
     /// Addresses handed in by [`S3Store::set_endpoints`] (or the system resolver).
     resolver: net::PinnedResolver,
     /// The private CA PEM the agent trusts, if any (see [`S3Store::set_endpoints`]).
@@ -333,7 +337,8 @@ impl S3Store {
             spool,
             verify: default_spool_verifier,
             description,
-            last_drain: None,
+            next_drain: None,
+            backlog: Vec::new(),
             resolver,
             ca_pem: None,
         })
@@ -693,23 +698,10 @@ impl S3Store {
     /// refusal (e.g. 403) it is put back and the refusal returned. Claims older than
     /// [`S3Tuning::claim_stale_after`] (their drainer died) are returned to the queue first.
     /// If a record is erased while it is being uploaded, the uploaded object is deleted again.
-    /// Each record's upload is bounded by [`S3Tuning::operation_deadline`].
+    /// Each record's upload is bounded by [`S3Tuning::operation_deadline`]. Up to
+    /// [`S3Tuning::concurrency`] records are uploaded at once (module `drain`); whatever ends
+    /// the call, every record it claimed is uploaded, quarantined or put back by then.
     pub fn drain_spool(&mut self, max_items: usize) -> Result<DrainReport, ColdError> {
-        self.drain_spool_until(max_items, None)
-    }
-
-    /// [`Self::drain_spool`], and nothing after `until`: no record is claimed once it has
-    /// passed, and each record's upload ends by it (as well as by its own
-    /// [`S3Tuning::operation_deadline`]).
-    fn drain_spool_until(
-        &mut self,
-        max_items: usize,
-        until: Option<Instant>,
-    ) -> Result<DrainReport, ColdError> {
-        let deadline = || match (self.tuning.deadline_from_now(), until) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         let Some(spool) = self.spool.clone() else {
             return Ok(DrainReport::default());
         };
@@ -717,89 +709,8 @@ impl S3Store {
         spool
             .reclaim_stale(self.tuning.claim_stale_after)
             .map_err(|e| io("spool reclaim", e))?;
-        let mut report = DrainReport::default();
-        let mut processed = 0usize;
-        for entry in spool.pending().map_err(|e| io("spool list", e))? {
-            if processed >= max_items || until.is_some_and(|u| Instant::now() >= u) {
-                break;
-            }
-            let Some(claim) = spool.claim(&entry).map_err(|e| io("spool claim", e))? else {
-                continue; // another drainer took it, or it was erased
-            };
-            processed += 1;
-            let record = match spool.read_claim(&claim) {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(why)) => Err(why.to_owned()),
-                Err(e) => {
-                    // Best effort: the read error is the one to report; a claim that cannot
-                    // be put back is returned to the queue once stale.
-                    let _ = spool.unclaim(claim);
-                    return Err(io("spool read", e));
-                }
-            };
-            let checked = record.and_then(|r| {
-                validate_key(&r.key).map_err(|e| e.to_string())?;
-                (self.verify)(&r.envelope).map_err(|e| e.to_string())?;
-                Ok(r)
-            });
-            let record = match checked {
-                Ok(r) => r,
-                Err(why) => {
-                    let name = claim.name().to_owned();
-                    let dest = spool
-                        .quarantine(claim)
-                        .map_err(|e| io("spool quarantine", e))?;
-                    tracing::error!(record = %name, to = %dest.display(), reason = %why,
-                        "spooled envelope failed verification; quarantined, not uploaded");
-                    report.quarantined += 1;
-                    continue;
-                }
-            };
-            // A spooled record does not say who named it: checked as any key.
-            match self.put_create_only(
-                &record.key,
-                &record.envelope,
-                KeyOrigin::SubmitterId,
-                deadline(),
-            ) {
-                Ok(()) => {
-                    if spool.finish(claim).map_err(|e| io("spool remove", e))? {
-                        tracing::info!(key = %record.key, "spooled envelope uploaded");
-                        report.uploaded += 1;
-                    } else {
-                        // Erased while we uploaded: the erasure must win.
-                        tracing::warn!(key = %record.key,
-                            "spooled envelope erased during upload; deleting the upload");
-                        self.delete_remote(&record.key, deadline())
-                            .map_err(fail_into)?;
-                    }
-                }
-                Err(Fail::Transient(reason)) => {
-                    spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
-                    tracing::warn!(%reason, "cold target unavailable; draining stopped");
-                    report.unavailable = Some(reason);
-                    break;
-                }
-                Err(Fail::Final(ColdError::AlreadyExists { key })) => {
-                    // Other bytes reached the target under this key first; the spooled
-                    // evidence is kept for an operator, never dropped or forced over it.
-                    let name = claim.name().to_owned();
-                    let dest = spool
-                        .quarantine(claim)
-                        .map_err(|e| io("spool quarantine", e))?;
-                    tracing::error!(record = %name, %key, to = %dest.display(),
-                        "another object with different bytes exists under the spooled key; \
-                         quarantined, not uploaded");
-                    report.quarantined += 1;
-                }
-                Err(Fail::Final(e)) => {
-                    spool.unclaim(claim).map_err(|e| io("spool unclaim", e))?;
-                    return Err(e);
-                }
-            }
-        }
-        report.remaining = spool.count().map_err(|e| io("spool count", e))?;
-        Ok(report)
+        let entries = spool.pending().map_err(|e| io("spool list", e))?;
+        self.drain_round(&spool, &entries, max_items, None, None).0
     }
 }
 
@@ -919,27 +830,63 @@ impl ColdStore for S3Store {
         S3Store::set_endpoints(self, endpoints)
     }
 
-    /// Drains up to [`BACKGROUND_DRAIN_ITEMS`] spooled envelopes, at most once per
-    /// [`BACKGROUND_DRAIN_PERIOD`], so an idle hound uploads what an outage left behind without
-    /// ever spending long away from its ring: with an [`S3Tuning::operation_deadline`], one
-    /// drain takes at most half of it (draining also stops at the first transient failure).
-    /// A job that arrives meanwhile waits at most that half before its own operation starts,
-    /// so the two together stay within the pool's `job_timeout` (the hound's deadline is half
-    /// of it).
-    fn background_work(&mut self) -> Result<(), ColdError> {
-        if self.spool.is_none()
-            || self
-                .last_drain
-                .is_some_and(|t| t.elapsed() < BACKGROUND_DRAIN_PERIOD)
-        {
-            return Ok(());
+    /// One round of the spool's drain (module `drain`), so that an idle hound uploads what
+    /// an outage left behind:
+    /// - up to [`S3Tuning::concurrency`] uploads at once, up to [`BACKGROUND_DRAIN_ITEMS`]
+    ///   records a round;
+    /// - no record is claimed after [`BACKGROUND_ROUND`] (nor after half the
+    ///   [`S3Tuning::operation_deadline`]), and with an operation deadline every upload of
+    ///   the round ends within half of it. A job that arrives meanwhile waits for the round's
+    ///   running uploads (at most half the deadline), so the two together stay within the
+    ///   pool's `job_timeout` (the hound's deadline is half of it);
+    /// - returns `true` when the round made progress and records remain: the owner calls
+    ///   again as soon as it has no job of its own, and a backlog drains at the target's
+    ///   speed. Otherwise (an empty spool, the target still down, nothing this process could
+    ///   claim) the next round waits [`BACKGROUND_DRAIN_PERIOD`].
+    ///
+    /// The sorted listing is kept between rounds and taken again once every record in it was
+    /// tried, or after a round that did not go through (so a record put back is retried in
+    /// age order).
+    fn background_work(&mut self) -> Result<bool, ColdError> {
+        let Some(spool) = self.spool.clone() else {
+            return Ok(false);
+        };
+        let start = Instant::now();
+        if self.next_drain.is_some_and(|t| start < t) {
+            return Ok(false);
         }
-        self.last_drain = Some(std::time::Instant::now());
-        let until = self
-            .tuning
-            .operation_deadline
-            .and_then(|d| Instant::now().checked_add(d / 2));
-        let report = self.drain_spool_until(BACKGROUND_DRAIN_ITEMS, until)?;
+        self.next_drain = start.checked_add(BACKGROUND_DRAIN_PERIOD);
+        if self.backlog.is_empty() {
+            let io = |op: &'static str, e| spool_io(op, &spool, e);
+            spool
+                .reclaim_stale(self.tuning.claim_stale_after)
+                .map_err(|e| io("spool reclaim", e))?;
+            self.backlog = spool.pending().map_err(|e| io("spool list", e))?;
+            if self.backlog.is_empty() {
+                return Ok(false);
+            }
+        }
+        let half = self.tuning.operation_deadline.map(|d| d / 2);
+        let upload_until = half.and_then(|h| start.checked_add(h));
+        let claim_until =
+            start.checked_add(half.map_or(BACKGROUND_ROUND, |h| h.min(BACKGROUND_ROUND)));
+        let entries = std::mem::take(&mut self.backlog);
+        let (report, tried) = self.drain_round(
+            &spool,
+            &entries,
+            BACKGROUND_DRAIN_ITEMS,
+            claim_until,
+            upload_until,
+        );
+        self.backlog = entries;
+        let report = match report {
+            Ok(r) if r.unavailable.is_none() => r,
+            other => {
+                self.backlog.clear();
+                return other.map(|_| false);
+            }
+        };
+        self.backlog.drain(..tried);
         if report.uploaded > 0 || report.quarantined > 0 {
             tracing::info!(
                 uploaded = report.uploaded,
@@ -948,13 +895,20 @@ impl ColdStore for S3Store {
                 "spool drained"
             );
         }
-        Ok(())
+        let more = report.remaining > 0 && report.uploaded + report.quarantined > 0;
+        if more {
+            self.next_drain = None;
+        }
+        Ok(more)
     }
 }
 
-/// Most spooled envelopes one idle-time drain uploads.
-pub const BACKGROUND_DRAIN_ITEMS: usize = 16;
-/// Least time between two idle-time drains.
+/// Most spooled envelopes one idle-time round uploads ([`BACKGROUND_ROUND`] ends it first
+/// unless the target is fast).
+pub const BACKGROUND_DRAIN_ITEMS: usize = 1024;
+/// How long one idle-time round claims records (then its running uploads finish).
+pub const BACKGROUND_ROUND: std::time::Duration = std::time::Duration::from_millis(250);
+/// Least time between two idle-time rounds when the last one did not make progress.
 pub const BACKGROUND_DRAIN_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 
 mod s3_support;
 
+use houndpool_cold::s3::{S3Store, S3Tuning};
 use houndpool_cold::ColdError;
 use houndpool_cold::{ColdStore, PutOutcome};
-use s3_support::{bytes, spool_files, Server};
+use s3_support::{bytes, fast_tuning, spool_files, Server, AK, SK};
 
 /// Test stand-in for `envelope::verify`: accepts bodies that start with "OK".
 fn accept_ok(b: &[u8]) -> Result<(), ColdError> {
@@ -260,4 +261,89 @@ fn concurrent_drainers_upload_each_record_once() {
         );
     }
     assert_eq!(s.list("ev/").unwrap().len(), n as usize);
+}
+
+/// Up to `concurrency` (8 here) records are uploaded at once. The server is killed in the
+/// middle of such a drain: the drain stops with the target unavailable, every record it had
+/// claimed is uploaded or back in the spool (no claim is left to go stale), and nothing is
+/// lost; once the server is back, the rest is drained under the same keys.
+#[test]
+fn an_outage_in_the_middle_of_a_concurrent_drain_loses_nothing_and_leaves_no_claim() {
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut s = server.store(Some(spool.path()), 256 << 20);
+    s.set_spool_verifier(accept_ok);
+    server.stop();
+    let n = 300;
+    let key = |i: u64| format!("ev/o{i:03}.thcs");
+    // One attempt per put while the server is down: each is spooled at once.
+    let mut filler = S3Store::open_with(
+        &server.target_with(AK, SK, Some(spool.path()), 256 << 20),
+        S3Tuning {
+            attempts: 1,
+            ..fast_tuning()
+        },
+    )
+    .unwrap();
+    for i in 0..n {
+        assert_eq!(
+            filler.put(&key(i), &env(i, 20_000)).unwrap(),
+            PutOutcome::Spooled
+        );
+    }
+    server.restart();
+    let first = std::thread::scope(|scope| {
+        let drainer = scope.spawn(|| s.drain_spool(usize::MAX));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while spool_files(spool.path()).len() > n as usize - 40 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the drain made no progress"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        server.stop();
+        drainer.join().unwrap()
+    })
+    .unwrap();
+    assert!(
+        first.unavailable.is_some(),
+        "the outage ended the drain: {first:?}"
+    );
+    let left = spool_files(spool.path());
+    assert!(
+        left.iter().all(|f| f.ends_with(".spool")),
+        "only pending records remain, no claim: {left:?}"
+    );
+    assert_eq!(first.remaining, left.len());
+    assert!(!left.is_empty(), "the drain ended before the outage");
+    // Every key is on the server (byte for byte) or still spooled, or both (an upload whose
+    // answer was lost with the server is put back, and uploaded again later).
+    let on_server = (0..n)
+        .filter(|&i| match std::fs::read(server.object_path(&key(i))) {
+            Ok(b) => {
+                assert_eq!(b, env(i, 20_000), "{}", key(i));
+                true
+            }
+            Err(_) => false,
+        })
+        .count();
+    assert!(on_server >= first.uploaded, "{on_server} < {first:?}");
+    assert!(
+        on_server + left.len() >= n as usize,
+        "{on_server} + {} < {n}",
+        left.len()
+    );
+
+    server.restart();
+    let rest = s.drain_spool(usize::MAX).unwrap();
+    assert_eq!((rest.remaining, rest.quarantined), (0, 0), "{rest:?}");
+    assert_eq!(rest.unavailable, None);
+    assert!(spool_files(spool.path()).is_empty());
+    for i in 0..n {
+        assert_eq!(
+            std::fs::read(server.object_path(&key(i))).unwrap(),
+            env(i, 20_000)
+        );
+    }
 }

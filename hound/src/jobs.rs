@@ -200,11 +200,14 @@ impl JobRunner {
         &self.output
     }
 
-    /// Gives the store a chance to do background work (S3 spool drain) while idle. A failure
-    /// there (target still down) is not the business of any job: it is retried next time.
-    pub(crate) fn idle(&mut self) {
-        if let Ok(store) = &mut self.store {
-            let _ = store.background_work();
+    /// Gives the store a chance to do background work (S3 spool drain) while idle; returns
+    /// whether more is waiting that the store would do right away (the caller then looks at
+    /// its ring and comes back instead of sleeping). A failure there (target still down) is
+    /// not the business of any job: it is retried after the store's own pause.
+    pub(crate) fn idle(&mut self) -> bool {
+        match &mut self.store {
+            Ok(store) => store.background_work().unwrap_or(false),
+            Err(_) => false,
         }
     }
 

@@ -399,8 +399,15 @@ impl JobLoop {
                 self.status.set_state(HoundState::Idle);
                 continue;
             }
-            self.runner.idle();
-            let control_ready = match self.sleep(idle_poll) {
+            // With more background work waiting (a spool backlog), the poll only looks at
+            // the doorbell and the control channel (a Shutdown is seen between rounds), and
+            // the loop comes back to the ring, then to the next round.
+            let wait = if self.runner.idle() {
+                Duration::ZERO
+            } else {
+                idle_poll
+            };
+            let control_ready = match self.sleep(wait) {
                 Ok(r) => r,
                 Err(e) => return fatal(&self.channel, EXIT_RUNTIME, e.to_string()),
             };

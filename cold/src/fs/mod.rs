@@ -736,11 +736,11 @@ impl ColdStore for FsStore {
     /// in an open journal until its next batch or its exit (a hound calls this before it
     /// sleeps). Under load the writer rarely sleeps and the age bound keeps it from sealing
     /// a journal per batch. Cost: one `rename` when it seals, nothing otherwise.
-    fn background_work(&mut self) -> Result<(), ColdError> {
+    fn background_work(&mut self) -> Result<bool, ColdError> {
         if self.journal_age().is_some_and(|age| age >= IDLE_SEAL_AGE) {
             self.seal_journal();
         }
-        Ok(())
+        Ok(false)
     }
 }
 

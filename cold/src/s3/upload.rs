@@ -82,27 +82,13 @@ impl S3Store {
         let results: Vec<Mutex<Option<Result<PutOutcome, ColdError>>>> =
             items.iter().map(|_| Mutex::new(None)).collect();
         let next = AtomicUsize::new(0);
-        let this = self;
-        let work = || loop {
+        on_workers(workers, "s3-upload", || loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let Some(item) = items.get(i) else {
                 break;
             };
-            let r = this.put_shared(item.key, item.envelope, item.origin, &spool_lock);
+            let r = self.put_shared(item.key, item.envelope, item.origin, &spool_lock);
             *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
-        };
-        std::thread::scope(|scope| {
-            for _ in 1..workers {
-                let started = std::thread::Builder::new()
-                    .name("s3-upload".into())
-                    .stack_size(UPLOAD_STACK)
-                    .spawn_scoped(scope, work);
-                if let Err(e) = started {
-                    tracing::debug!(error = %e, "upload thread not started; fewer uploads at once");
-                    break;
-                }
-            }
-            work();
         });
         results
             .into_iter()
@@ -118,4 +104,29 @@ impl S3Store {
             })
             .collect()
     }
+}
+
+/// Runs `work` on `workers` threads at once, the caller's among them: `workers - 1` scoped
+/// threads named `name`, with a small stack ([`UPLOAD_STACK`]), joined before this returns.
+/// A thread that cannot be started means fewer at once (`work` must cope with running on
+/// fewer threads, down to the caller's alone); `workers` of 0 or 1 runs `work` once here.
+pub(super) fn on_workers(workers: usize, name: &str, work: impl Fn() + Sync) {
+    if workers <= 1 {
+        work();
+        return;
+    }
+    let work = &work;
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            let started = std::thread::Builder::new()
+                .name(name.into())
+                .stack_size(UPLOAD_STACK)
+                .spawn_scoped(scope, work);
+            if let Err(e) = started {
+                tracing::debug!(error = %e, "{name} thread not started; fewer at once");
+                break;
+            }
+        }
+        work();
+    });
 }

@@ -1,0 +1,138 @@
+//! The spool's drain through real, sandboxed hounds against a real S3-compatible server
+//! (rclone on 127.0.0.1): an idle pool uploads an outage's backlog round after round, each
+//! record exactly once, and a hound busy with such a backlog still sees a Shutdown between
+//! two rounds instead of being killed with a record claimed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use houndpool::ColdConfig;
+use houndpool_cold::s3::{S3Store, S3Tuning};
+use houndpool_cold::{ColdStore, PutOutcome};
+use houndpool_protocol::envelope;
+use houndpool_tests::s3::{free_port, s3_config, Server, BUCKET};
+use houndpool_tests::*;
+
+/// Puts `n` envelopes under `evidence/dNNNNN` into the spool at `spool`, with the endpoint
+/// (port `port`) down: one attempt each, so each is spooled at once. Returns them by key.
+fn spool_while_down(data: &Path, spool: &Path, port: u16, n: usize) -> Vec<(String, Vec<u8>)> {
+    let ColdConfig::S3(target) = s3_config(data, port, Some(spool), 1).cold else {
+        unreachable!("s3_config builds an S3 target")
+    };
+    let mut filler = S3Store::open_with(
+        &target,
+        S3Tuning {
+            attempts: 1,
+            ..S3Tuning::default()
+        },
+    )
+    .unwrap();
+    let mut g = houndpool::synth::EvidenceGenerator::new(0xd4a1);
+    (0..n)
+        .map(|i| {
+            let key = format!("evidence/d{i:05}");
+            let env = envelope::encode(&g.request(300 + i % 700), 1).unwrap();
+            assert_eq!(
+                filler.put(&key, &env).unwrap(),
+                PutOutcome::Spooled,
+                "{key}"
+            );
+            (key, env)
+        })
+        .collect()
+}
+
+/// Names in the spool directory that are records (pending or claimed).
+fn records(spool: &Path) -> Vec<String> {
+    std::fs::read_dir(spool)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".spool"))
+        .collect()
+}
+
+/// How many of `sent` are on the server's disk; each one that is must be byte for byte the
+/// envelope spooled for its key.
+fn uploaded(data: &Path, sent: &[(String, Vec<u8>)]) -> usize {
+    sent.iter()
+        .filter(
+            |(key, env)| match std::fs::read(data.join(BUCKET).join(key)) {
+                Ok(bytes) => {
+                    assert!(
+                        &bytes == env,
+                        "{key}: the object is not the spooled envelope"
+                    );
+                    true
+                }
+                Err(_) => false,
+            },
+        )
+        .count()
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_idle_pool_uploads_a_backlog_once_each_from_two_hounds() {
+    let _g = serial();
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sent = spool_while_down(data.path(), spool.path(), port, 300);
+    let _server = Server::start(port, data.path());
+    let mut config = s3_config(data.path(), port, Some(spool.path()), 16);
+    config.size = houndpool::PoolSize::Fixed(2);
+    let (pool, _rx) = start(config);
+    wait_until("the spool drained", Duration::from_secs(120), || {
+        records(spool.path()).is_empty()
+    });
+    let stats = pool.shutdown(Duration::from_secs(5));
+    assert_eq!(uploaded(data.path(), &sent), sent.len());
+    assert!(
+        !spool.path().join("quarantine").exists()
+            || std::fs::read_dir(spool.path().join("quarantine"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "nothing quarantined"
+    );
+    assert!(stats.identity_holds(), "{stats:?}");
+}
+
+#[test]
+fn a_hound_draining_a_backlog_exits_on_shutdown_between_rounds_leaving_no_claim() {
+    let _g = serial();
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // One upload at a time: the backlog takes a few seconds (about 3 ms a record here), so
+    // it outlasts the 1 s a hound is given after the Shutdown, which comes mid-backlog.
+    let sent = spool_while_down(data.path(), spool.path(), port, 1000);
+    let _server = Server::start(port, data.path());
+    let (pool, _rx) = start(s3_config(data.path(), port, Some(spool.path()), 1));
+    wait_until("draining started", Duration::from_secs(60), || {
+        records(spool.path()).len() <= sent.len() - 20
+    });
+    // The pool gives a hound 1 s after Shutdown before it kills it. A hound that looked at
+    // its control channel only when its backlog was gone would be killed mid-upload, its
+    // claim left in the spool, invisible to every drainer for `claim_stale_after` (15 min).
+    pool.shutdown(Duration::from_secs(5));
+    let left = records(spool.path());
+    let claims: Vec<&String> = left.iter().filter(|n| n.contains(".claim-")).collect();
+    assert!(claims.is_empty(), "claims left behind: {claims:?}");
+    assert!(
+        !left.is_empty(),
+        "the backlog was gone before the Shutdown: the test proves nothing"
+    );
+    assert_eq!(
+        left.len() + uploaded(data.path(), &sent),
+        sent.len(),
+        "every record is either uploaded or still pending"
+    );
+}
