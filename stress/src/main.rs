@@ -188,6 +188,7 @@ fn main() -> ExitCode {
         idle: None,
         s3: Vec::new(),
         s3_skipped: None,
+        s3_drain: None,
     };
     let all = cli.cmd.is_none();
     let wants = |name: &str| {
@@ -259,6 +260,7 @@ fn main() -> ExitCode {
         let run = s3::run(&ctx, cli.s3_latency_ms).map_err(|e| e.to_string())?;
         report.s3 = run.results;
         report.s3_skipped = run.skipped;
+        report.s3_drain = run.drain;
         Ok(())
     });
     step("submit", &mut || {

@@ -233,6 +233,7 @@ mod tests {
                 vec![]
             },
             s3_skipped: None,
+            s3_drain: None,
         }
     }
 

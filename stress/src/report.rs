@@ -3,9 +3,10 @@
 //!
 //! Every key of the shape is always present: scenarios that did not run appear as an empty
 //! list (`ipc`, `encode`, `submit`, `s3`) or `null` (`respawn`, `chaos`, `idle`,
-//! `s3_skipped`). `idle` is an addition to the shape of issue 5 (the idle-cost target has no
-//! field there); `s3_skipped` one to the shape of issue 11 (the reason a run without rclone
-//! has an empty `s3` list).
+//! `s3_skipped`, `s3_drain`). `idle` is an addition to the shape of issue 5 (the idle-cost
+//! target has no field there); `s3_skipped` and `s3_drain` are additions to the shape of
+//! issue 11 (the reason a run without rclone has an empty `s3` list, and the spool's
+//! recovery rate).
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -34,6 +35,9 @@ pub struct Report {
     pub s3: Vec<S3Result>,
     /// Why the `s3` scenario was skipped (no rclone), `null` if it was not.
     pub s3_skipped: Option<String>,
+    /// The `s3` scenario's recovery row: idle hounds uploading an outage's spool through the
+    /// same latency proxy (`null` if not run or skipped).
+    pub s3_drain: Option<S3DrainResult>,
 }
 
 /// Machine information.
@@ -187,6 +191,22 @@ pub struct S3Result {
     pub jobs_per_sec: f64,
     /// Evidence (uncompressed) megabytes (10^6) per second through the pool.
     pub mb_per_sec: f64,
+}
+
+/// The `s3` recovery row: envelopes spooled while the endpoint was down, uploaded by an idle
+/// pool once it is back (behind the same per-request delay).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct S3DrainResult {
+    /// Delay added to each HTTP request, ms.
+    pub latency_ms: u64,
+    /// Hounds in the pool.
+    pub pool: usize,
+    /// Envelopes in the spool when the pool started.
+    pub envelopes: usize,
+    /// From the pool being ready to the spool holding no record.
+    pub seconds: f64,
+    /// `envelopes / seconds`.
+    pub envelopes_per_sec: f64,
 }
 
 /// Respawn latency: from SIGKILL of a hound to its replacement being ready.
@@ -535,6 +555,14 @@ impl Report {
                 );
             }
         }
+        if let Some(d) = &self.s3_drain {
+            let _ = writeln!(
+                s,
+                "\ns3 spool drain after an outage ({} ms per request, pool {}): {} envelopes \
+                 in {:.2} s, {:.0} envelopes/s",
+                d.latency_ms, d.pool, d.envelopes, d.seconds, d.envelopes_per_sec
+            );
+        }
         if let Some(why) = &self.s3_skipped {
             let _ = writeln!(s, "\ns3: skipped: {why}");
         }
@@ -667,6 +695,7 @@ mod tests {
                 mb_per_sec: 0.49,
             }],
             s3_skipped: None,
+            s3_drain: None,
         }
     }
 
@@ -694,6 +723,7 @@ mod tests {
                 "machine",
                 "respawn",
                 "s3",
+                "s3_drain",
                 "s3_skipped",
                 "submit"
             ]

@@ -16,6 +16,7 @@
 //! Without rclone (neither `HOUNDPOOL_RCLONE` nor `rclone` on PATH) the scenario is skipped:
 //! a message on stderr, an empty `s3` list and the reason in `s3_skipped`.
 
+mod drain;
 pub mod proxy;
 
 use std::net::{SocketAddr, TcpStream};
@@ -27,7 +28,7 @@ use houndpool::{ColdConfig, Pool, PoolConfig, PoolExhaustedAction, S3Target};
 use houndpool_protocol::envelope;
 
 use crate::encode::{four_k_items, stream, Plan};
-use crate::report::{EncodeKind, S3Result};
+use crate::report::{EncodeKind, S3DrainResult, S3Result};
 use crate::util::{bench_config, Ctx, Result, StressError};
 
 /// Delay per request when `--s3-latency-ms` is not given, ms.
@@ -39,6 +40,9 @@ const ACCESS_KEY: &str = "hound-stress";
 /// Outstanding jobs per hound while streaming: deeper than `encode`'s 16, so that a hound that
 /// keeps several uploads in flight always has the next jobs waiting in its ring.
 const PER_HOUND_WINDOW: usize = 32;
+/// Envelopes the recovery row spools and drains (`--quick`, full).
+const DRAIN_ENVELOPES_QUICK: usize = 300;
+const DRAIN_ENVELOPES: usize = 3_000;
 /// How long rclone may take to answer on its port.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -49,6 +53,8 @@ pub struct S3Run {
     pub results: Vec<S3Result>,
     /// Why the scenario was skipped, if it was.
     pub skipped: Option<String>,
+    /// The recovery row ([`drain`]), at pool = cores.
+    pub drain: Option<S3DrainResult>,
 }
 
 /// Runs the scenario with `latency_ms` of delay per request.
@@ -63,6 +69,7 @@ pub fn run(ctx: &Ctx, latency_ms: u64) -> Result<S3Run> {
             return Ok(S3Run {
                 results: Vec::new(),
                 skipped: Some(why),
+                drain: None,
             });
         }
     };
@@ -89,6 +96,15 @@ pub fn run(ctx: &Ctx, latency_ms: u64) -> Result<S3Run> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let drain = drain::measure(
+        &server,
+        &proxy,
+        data.path(),
+        &items,
+        ctx.cores,
+        ctx.pick(DRAIN_ENVELOPES_QUICK, DRAIN_ENVELOPES),
+        latency_ms,
+    )?;
     if proxy.errors() > 0 {
         return Err(StressError::Unexpected(format!(
             "the latency proxy closed {} connection(s) it could not frame or forward",
@@ -102,6 +118,7 @@ pub fn run(ctx: &Ctx, latency_ms: u64) -> Result<S3Run> {
     Ok(S3Run {
         results,
         skipped: None,
+        drain: Some(drain),
     })
 }
 
