@@ -369,3 +369,78 @@ fn a_name_that_does_not_resolve_at_start_is_a_startup_error() {
     }
     assert_no_hounds_left();
 }
+
+/// An outage's spool drained by name over HTTPS with a private CA: records spooled while
+/// nothing served `localhost:PORT` are uploaded by an idle pool's hounds, several at once on
+/// threads sharing each hound's TLS agent and the addresses the supervisor resolved, each under
+/// its key and byte for byte.
+#[test]
+fn a_spool_drains_by_name_over_https_with_a_private_ca() {
+    use houndpool_cold::s3::{S3Store, S3Tuning};
+    use houndpool_cold::{ColdStore, PutOutcome};
+
+    let _g = serial();
+    let pki = generate_pki();
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let target = target(
+        format!("https://localhost:{port}"),
+        true,
+        Some(spool.path()),
+    );
+    // Nothing listens yet: one attempt each, so every put is spooled at once.
+    let mut filler = S3Store::open_with(
+        &target,
+        S3Tuning {
+            attempts: 1,
+            ..S3Tuning::default()
+        },
+    )
+    .unwrap();
+    let mut g = houndpool::synth::EvidenceGenerator::new(11);
+    let sent: Vec<(String, Vec<u8>)> = (0..120)
+        .map(|i| {
+            let key = format!("evidence/tls{i:03}");
+            let env = houndpool_protocol::envelope::encode(&g.request(2_000 + i), 1).unwrap();
+            assert_eq!(
+                filler.put(&key, &env).unwrap(),
+                PutOutcome::Spooled,
+                "{key}"
+            );
+            (key, env)
+        })
+        .collect();
+    drop(filler);
+
+    let _server = Server::start("127.0.0.1", port, data.path(), Some(&pki), true);
+    let config = PoolConfig {
+        cold: ColdConfig::S3(target),
+        cold_net: ColdNet {
+            ca_file: Some(pki.ca.clone()),
+            s3_concurrency: 8,
+            ..Default::default()
+        },
+        ..test_config(data.path())
+    };
+    let (pool, _rx) = start(config);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let spooled = || {
+        std::fs::read_dir(spool.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().contains(".spool"))
+            })
+            .count()
+    };
+    while spooled() > 0 {
+        assert!(Instant::now() < deadline, "{} still spooled", spooled());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pool.shutdown(Duration::from_secs(10));
+    for (key, env) in &sent {
+        let object = data.path().join("houndpool").join(key);
+        assert_eq!(&std::fs::read(&object).unwrap(), env, "{key}");
+    }
+}
