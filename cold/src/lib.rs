@@ -166,12 +166,14 @@ pub fn open(target: &ColdTarget) -> Result<Box<dyn ColdStore>, ColdError> {
 /// (the sandbox has no resolver); it connects only to the addresses the supervisor sends
 /// (`ColdEndpoints`, see [`ColdStore::set_endpoints`]), runs up to `s3_concurrency`
 /// uploads at once ([`s3::S3Tuning::concurrency`]) and bounds each operation by
-/// `s3_deadline` ([`s3::S3Tuning::operation_deadline`]); a filesystem store commits as
-/// `fs_commit` says ([`fs::FsStore::set_commit`]).
+/// `s3_deadline` ([`s3::S3Tuning::operation_deadline`]) and drains spooled envelopes of at
+/// most `max_envelope` bytes ([`s3::S3Tuning::max_envelope_bytes`]); a filesystem store
+/// commits as `fs_commit` says ([`fs::FsStore::set_commit`]).
 pub fn open_for_hound(
     target: &ColdTarget,
     s3_concurrency: usize,
     s3_deadline: Option<std::time::Duration>,
+    max_envelope: usize,
     fs_commit: fs::Commit,
 ) -> Result<Box<dyn ColdStore>, ColdError> {
     match target {
@@ -185,6 +187,7 @@ pub fn open_for_hound(
             s3::S3Tuning {
                 concurrency: s3_concurrency,
                 operation_deadline: s3_deadline,
+                max_envelope_bytes: max_envelope,
                 ..s3::S3Tuning::default()
             },
         )?)),

@@ -77,16 +77,26 @@ pub struct S3Tuning {
     /// Most create-only uploads one [`ColdStore::put_batch`] runs at once, each on its own
     /// thread (values below 1 count as 1, above [`MAX_CONCURRENCY`] as that). 1 uploads one
     /// after the other on the caller's thread, starting no thread. Pool key
-    /// `cold.s3_concurrency`.
+    /// `cold.s3_concurrency`. A spool drain uploads as many records at once.
     pub concurrency: usize,
+    /// Largest envelope a spool drain reads: a record longer than this envelope under the
+    /// longest key is moved to `quarantine/` unread (whoever can write the spool directory
+    /// chooses a file's length; reading one whole would cost that much memory). A hound sets
+    /// it to the largest envelope its pool's `max_evidence_bytes` produces.
+    pub max_envelope_bytes: usize,
 }
+
+/// [`S3Tuning::max_envelope_bytes`] by default: the envelope of the largest evidence a pool
+/// accepts (`pool.max_evidence_bytes` at most 256 MiB).
+pub const DEFAULT_MAX_ENVELOPE_BYTES: usize = 257 << 20;
 
 /// Largest accepted [`S3Tuning::concurrency`].
 pub const MAX_CONCURRENCY: usize = 64;
 
 impl Default for S3Tuning {
     /// 4 attempts, 200 ms base backoff capped at 5 s, 30 s budget, 5 s connect timeout,
-    /// 30 s I/O timeout, no operation deadline, claims stale after 15 minutes, 16 uploads at once per batch.
+    /// 30 s I/O timeout, no operation deadline, claims stale after 15 minutes, 16 uploads at
+    /// once per batch, envelopes of up to [`DEFAULT_MAX_ENVELOPE_BYTES`] drained.
     fn default() -> Self {
         S3Tuning {
             attempts: 4,
@@ -98,6 +108,7 @@ impl Default for S3Tuning {
             operation_deadline: None,
             claim_stale_after: Duration::from_secs(15 * 60),
             concurrency: 16,
+            max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
         }
     }
 }

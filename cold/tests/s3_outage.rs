@@ -347,3 +347,44 @@ fn an_outage_in_the_middle_of_a_concurrent_drain_loses_nothing_and_leaves_no_cla
         );
     }
 }
+
+/// Whoever can write the spool directory chooses a file's length (docs/SECURITY.md: any hound
+/// of the pool). A well-formed record (its key's name, header and an envelope the verifier
+/// accepts) of 300 MiB, sparse, is longer than any record of the largest envelope: the drain
+/// quarantines it without reading it (read, it would be uploaded), and drains the rest.
+#[test]
+fn a_record_longer_than_any_envelope_is_quarantined_unread() {
+    use sha2::{Digest, Sha256};
+    use std::io::Write as _;
+
+    let mut server = Server::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut s = server.store(Some(spool.path()), 64 << 20);
+    s.set_spool_verifier(accept_ok);
+    server.stop();
+    assert_eq!(
+        s.put("ev/ok.thcs", &env(5, 100)).unwrap(),
+        PutOutcome::Spooled
+    );
+    let key = "ev/big.thcs";
+    let stem = hex::encode(Sha256::digest(key.as_bytes()));
+    let planted = spool.path().join(format!("{stem}.spool"));
+    let mut f = std::fs::File::create(&planted).unwrap();
+    f.write_all(b"HPSPOOL1").unwrap();
+    f.write_all(&(key.len() as u16).to_be_bytes()).unwrap();
+    f.write_all(key.as_bytes()).unwrap();
+    f.write_all(b"OK").unwrap();
+    f.set_len(300 << 20).unwrap();
+    drop(f);
+    server.restart();
+    let r = s.drain_spool(10).unwrap();
+    assert_eq!((r.uploaded, r.quarantined, r.remaining), (1, 1, 0), "{r:?}");
+    assert!(!planted.exists());
+    assert!(!server.object_path(key).exists(), "never uploaded");
+    let q = spool_files(&spool.path().join("quarantine"));
+    assert!(q.len() == 1 && q[0].starts_with(&stem), "{q:?}");
+    assert_eq!(
+        std::fs::read(server.object_path("ev/ok.thcs")).unwrap(),
+        env(5, 100)
+    );
+}

@@ -262,6 +262,7 @@ fn open_store(
             usize::from(tuning.s3_concurrency),
             (tuning.s3_deadline_ms > 0)
                 .then(|| Duration::from_millis(u64::from(tuning.s3_deadline_ms))),
+            cold::max_envelope_len(limits.max_evidence_bytes as usize),
             fs_commit,
         )
         .map_err(|e| e.to_string()),

@@ -136,3 +136,49 @@ fn a_hound_draining_a_backlog_exits_on_shutdown_between_rounds_leaving_no_claim(
         "every record is either uploaded or still pending"
     );
 }
+
+/// A compromised hound can write anything into the spool it shares with the others (docs/
+/// SECURITY.md). Here, what it could plant: a file with a record's name and an 8 GiB body
+/// (sparse: no disk needed). Honest hounds draining the spool must quarantine it unread and
+/// go on, not read it into memory (which kills the reader at its address-space limit, its
+/// claim then stuck for `claim_stale_after`, and the next drainer after it).
+#[test]
+fn an_oversized_record_planted_in_the_spool_is_quarantined_unread_and_no_hound_dies() {
+    let _g = serial();
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sent = spool_while_down(data.path(), spool.path(), port, 50);
+    let stem = "ab".repeat(32);
+    let planted = spool.path().join(format!("{stem}.spool"));
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&planted).unwrap();
+        f.write_all(b"HPSPOOL1\x00\x0bevidence/xx").unwrap();
+        f.set_len(8 << 30).unwrap();
+    }
+    let _server = Server::start(port, data.path());
+    let mut config = s3_config(data.path(), port, Some(spool.path()), 4);
+    config.size = houndpool::PoolSize::Fixed(2);
+    let (pool, _rx) = start(config);
+    let spawns = pool.stats().hound_spawns;
+    wait_until("the spool drained", Duration::from_secs(60), || {
+        let s = pool.stats();
+        assert_eq!(
+            (s.hound_spawns, s.hound_exits),
+            (spawns, 0),
+            "a hound died draining the spool"
+        );
+        records(spool.path()).is_empty()
+    });
+    pool.shutdown(Duration::from_secs(5));
+    assert_eq!(uploaded(data.path(), &sent), sent.len());
+    let quarantined: Vec<String> = std::fs::read_dir(spool.path().join("quarantine"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        quarantined.len() == 1 && quarantined[0].starts_with(&stem),
+        "{quarantined:?}"
+    );
+}

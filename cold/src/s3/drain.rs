@@ -14,19 +14,33 @@
 //! - whatever ends the round, every claimed record is finished, quarantined or put back
 //!   before the round returns: a claim is never left behind by a live drainer.
 //!
-//! Background rounds (the hound's idle time, [`S3Store::background_round`]) keep the sorted
+//!
+//! Memory: a record is read whole before its upload, so the records of a round's running
+//! uploads together are held to [`BYTES_IN_FLIGHT`] (a worker waits for room; one record
+//! alone always fits), and no record longer than
+//! [`S3Tuning::max_envelope_bytes`](super::S3Tuning::max_envelope_bytes) under the longest
+//! key is read at all: it is quarantined unread. The spool directory is shared with every
+//! other hound of the pool, any of which may be compromised and plant a file of any length
+//! there (a sparse one costs no disk).
+//!
+//! Background rounds (the hound's idle time, `ColdStore::background_work`) keep the sorted
 //! listing between rounds, so a large backlog is listed (a `stat` per record) once per pass
 //! over it rather than once per round.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::retry::Fail;
-use super::spool::{Claim, Entry, Spool};
+use super::spool::{record_limit, Claim, Entry, Spool};
 use super::upload::on_workers;
 use super::{fail_into, spool_io, DrainReport, S3Store, MAX_CONCURRENCY};
 use crate::{validate_key, ColdError, KeyOrigin};
+
+/// Most bytes of records one round holds in memory at once (one record alone always fits).
+pub const BYTES_IN_FLIGHT: u64 = 64 << 20;
+/// How often a worker waiting for room looks whether the round was stopped meanwhile.
+const ROOM_RECHECK: Duration = Duration::from_millis(50);
 
 /// What became of one claimed record.
 enum Drained {
@@ -53,6 +67,10 @@ struct Round<'a> {
     report: Mutex<DrainReport>,
     /// The first error, returned once every worker has finished.
     error: Mutex<Option<ColdError>>,
+    /// Bytes of records read (or about to be) by running uploads, at most [`BYTES_IN_FLIGHT`]
+    /// unless a single record is larger; `room` is notified when some are released.
+    held: Mutex<u64>,
+    room: Condvar,
 }
 
 impl Round<'_> {
@@ -66,6 +84,33 @@ impl Round<'_> {
 
     fn count(&self, f: impl FnOnce(&mut DrainReport)) {
         f(&mut self.report.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Waits until `bytes` more fit in [`BYTES_IN_FLIGHT`] (or nothing is held), then holds
+    /// them. `false` if the round was stopped or its time to claim ran out meanwhile.
+    fn hold(&self, bytes: u64, claim_until: Option<Instant>) -> bool {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.stop.load(Ordering::Relaxed) || claim_until.is_some_and(|u| Instant::now() >= u)
+            {
+                return false;
+            }
+            if *held == 0 || held.saturating_add(bytes) <= BYTES_IN_FLIGHT {
+                *held = held.saturating_add(bytes);
+                return true;
+            }
+            held = self
+                .room
+                .wait_timeout(held, ROOM_RECHECK)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn release(&self, bytes: u64) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        *held = held.saturating_sub(bytes);
+        self.room.notify_all();
     }
 }
 
@@ -89,6 +134,8 @@ impl S3Store {
             stop: AtomicBool::new(false),
             report: Mutex::new(DrainReport::default()),
             error: Mutex::new(None),
+            held: Mutex::new(0),
+            room: Condvar::new(),
         };
         let workers = self
             .tuning
@@ -138,20 +185,37 @@ impl S3Store {
             if round.taken.fetch_add(1, Ordering::Relaxed) >= max_items {
                 return;
             }
+            // Room for the record in memory before the claim (an oversized one is never
+            // read: it takes none).
+            let limit = record_limit(self.tuning.max_envelope_bytes);
+            let bytes = if entry.len > limit { 0 } else { entry.len };
+            if !round.hold(bytes, claim_until) {
+                return;
+            }
             let claim = match spool.claim(entry) {
                 Ok(Some(c)) => c,
                 Ok(None) => {
                     // Another drainer took it, or it was erased.
+                    round.release(bytes);
                     round.taken.fetch_sub(1, Ordering::Relaxed);
                     continue;
                 }
-                Err(e) => return round.fail(spool_io("spool claim", spool, e)),
+                Err(e) => {
+                    round.release(bytes);
+                    return round.fail(spool_io("spool claim", spool, e));
+                }
             };
             let deadline = match (self.tuning.deadline_from_now(), upload_until) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            match self.drain_claimed(spool, claim, deadline) {
+            let drained = if entry.len > limit {
+                quarantine_unread(spool, claim, entry.len, limit)
+            } else {
+                self.drain_claimed(spool, claim, entry.len, deadline)
+            };
+            round.release(bytes);
+            match drained {
                 Ok(Drained::Uploaded) => round.count(|r| r.uploaded += 1),
                 Ok(Drained::Quarantined) => round.count(|r| r.quarantined += 1),
                 Ok(Drained::Erased) => {}
@@ -166,17 +230,19 @@ impl S3Store {
         }
     }
 
-    /// Reads, checks and uploads one claimed record, and finishes, quarantines or puts back
-    /// its claim accordingly (every path ends the claim, errors included, except one that
-    /// cannot be put back: it returns to the queue once stale).
+    /// Reads (at most `len` bytes, its length when listed), checks and uploads one claimed
+    /// record, and finishes, quarantines or puts back its claim accordingly (every path ends
+    /// the claim, errors included, except one that cannot be put back: it returns to the
+    /// queue once stale).
     fn drain_claimed(
         &self,
         spool: &Spool,
         claim: Claim,
+        len: u64,
         deadline: Option<Instant>,
     ) -> Result<Drained, ColdError> {
         let io = |op: &'static str, e| spool_io(op, spool, e);
-        let record = match spool.read_claim(&claim) {
+        let record = match spool.read_claim(&claim, len) {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(why)) => Err(why.to_owned()),
             Err(e) => {
@@ -244,5 +310,73 @@ impl S3Store {
                 Err(e)
             }
         }
+    }
+}
+
+/// Moves a claimed record of `len` bytes, longer than `limit`, to `quarantine/` without
+/// reading it.
+fn quarantine_unread(
+    spool: &Spool,
+    claim: Claim,
+    len: u64,
+    limit: u64,
+) -> Result<Drained, ColdError> {
+    let name = claim.name().to_owned();
+    let dest = spool
+        .quarantine(claim)
+        .map_err(|e| spool_io("spool quarantine", spool, e))?;
+    tracing::error!(record = %name, to = %dest.display(), bytes = len, limit,
+        "spooled record longer than any this drainer reads; quarantined unread");
+    Ok(Drained::Quarantined)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(entries: &[Entry]) -> Round<'_> {
+        Round {
+            entries,
+            next: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            report: Mutex::new(DrainReport::default()),
+            error: Mutex::new(None),
+            held: Mutex::new(0),
+            room: Condvar::new(),
+        }
+    }
+
+    #[test]
+    fn one_record_always_fits_and_the_next_waits_for_room() {
+        let r = round(&[]);
+        assert!(r.hold(3 * BYTES_IN_FLIGHT, None), "alone, any record fits");
+        let waited = AtomicBool::new(true);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                let ok = r.hold(1, None);
+                waited.store(false, Ordering::SeqCst);
+                ok
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(waited.load(Ordering::SeqCst), "held while the large one is");
+            r.release(3 * BYTES_IN_FLIGHT);
+            assert!(t.join().unwrap());
+        });
+        assert!(r.hold(BYTES_IN_FLIGHT - 1, None), "1 + (limit - 1) fits");
+        assert_eq!(*r.held.lock().unwrap(), BYTES_IN_FLIGHT);
+    }
+
+    #[test]
+    fn a_stopped_or_timed_out_round_gives_no_room() {
+        let r = round(&[]);
+        assert!(r.hold(BYTES_IN_FLIGHT, None));
+        assert!(!r.hold(1, Some(Instant::now())), "time to claim is over");
+        std::thread::scope(|s| {
+            let t = s.spawn(|| r.hold(1, None));
+            std::thread::sleep(Duration::from_millis(20));
+            r.stop.store(true, Ordering::Relaxed);
+            assert!(!t.join().unwrap(), "a stop ends the wait");
+        });
     }
 }

@@ -38,12 +38,18 @@ const TMP_PREFIX: &str = ".tmp-";
 /// Subdirectory of records that failed verification.
 pub(super) const QUARANTINE_DIR: &str = "quarantine";
 
-/// Length of the record header for a key of `key_len` bytes.
 /// How many times [`Spool::read`] looks again when a record moves while it looks.
 const SCAN_ROUNDS: usize = 4;
 
+/// Length of the record header for a key of `key_len` bytes.
 fn header_len(key_len: usize) -> usize {
     MAGIC.len() + 2 + key_len
+}
+
+/// The largest record holding an envelope of at most `max_envelope` bytes (under the longest
+/// key): what a drainer reads at most.
+pub(super) fn record_limit(max_envelope: usize) -> u64 {
+    (header_len(MAX_KEY_LEN) as u64).saturating_add(max_envelope as u64)
 }
 
 /// Lowercase hex SHA-256 of the key: the stem of its spool file name.
@@ -113,6 +119,9 @@ pub(super) struct Entry {
     pub name: String,
     /// Modification time: when the record was written.
     pub written: SystemTime,
+    /// Its length when listed, bytes (records are written once, so this is its length unless
+    /// something other than a spool wrote it).
+    pub len: u64,
 }
 
 /// An entry this process has claimed.
@@ -493,13 +502,13 @@ impl Spool {
             if !matches!(parse_name(&name), Name::Entry { .. }) {
                 continue;
             }
-            let written = match fs::symlink_metadata(self.dir.join(&name)) {
-                Ok(md) if md.is_file() => md.modified()?,
+            let (written, len) = match fs::symlink_metadata(self.dir.join(&name)) {
+                Ok(md) if md.is_file() => (md.modified()?, md.len()),
                 Ok(_) => continue,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e),
             };
-            out.push(Entry { name, written });
+            out.push(Entry { name, written, len });
         }
         out.sort_by(|a, b| a.written.cmp(&b.written).then_with(|| a.name.cmp(&b.name)));
         Ok(out)
@@ -534,16 +543,38 @@ impl Spool {
         }
     }
 
-    /// Reads a claimed record; `Err(reason)` if it is not a valid record of ours.
-    pub fn read_claim(&self, claim: &Claim) -> io::Result<Result<Record, &'static str>> {
+    /// Reads a claimed record of at most `max_len` bytes; `Err(reason)` if it is not a valid
+    /// record of ours, or longer (then nothing of it is read: whoever can write the spool
+    /// directory chooses a file's length, up to a sparse file of any size, and reading it
+    /// whole would cost that much memory).
+    pub fn read_claim(
+        &self,
+        claim: &Claim,
+        max_len: u64,
+    ) -> io::Result<Result<Record, &'static str>> {
         let stem = claim
             .entry
             .strip_suffix(SUFFIX)
             .unwrap_or(claim.entry.as_str());
-        let bytes = fs::read(self.dir.join(&claim.name))?;
-        Ok(parse_header(&bytes, stem).map(|(key, h)| Record {
-            key,
-            envelope: bytes[h..].to_vec(),
+        let file = File::open(self.dir.join(&claim.name))?;
+        let len = file.metadata()?.len();
+        if len > max_len {
+            return Ok(Err("longer than the largest record this drainer reads"));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        // `take`: the file may grow after the `fstat`; nothing beyond `max_len` is read.
+        file.take(max_len.saturating_add(1))
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > max_len {
+            return Ok(Err("longer than the largest record this drainer reads"));
+        }
+        Ok(parse_header(&bytes, stem).map(|(key, h)| {
+            // The envelope in place: no second copy of the record.
+            bytes.drain(..h);
+            Record {
+                key,
+                envelope: bytes,
+            }
         }))
     }
 
@@ -764,7 +795,7 @@ mod tests {
         // A claimed record is still readable and listed.
         assert_eq!(sp.read("k", 10).unwrap().as_deref(), Some(&b"env"[..]));
         assert_eq!(sp.keys("").unwrap(), vec!["k".to_string()]);
-        let rec = sp.read_claim(&c).unwrap().unwrap();
+        let rec = sp.read_claim(&c, u64::MAX).unwrap().unwrap();
         assert_eq!(
             rec,
             Record {
@@ -775,6 +806,22 @@ mod tests {
         sp.unclaim(c).unwrap();
         assert_eq!(sp.pending().unwrap().len(), 1);
         assert_eq!(sp.count().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_claim_is_read_only_up_to_its_bound() {
+        let (_d, sp) = spool(1 << 20);
+        sp.store("k", b"env").unwrap();
+        let entry = &sp.pending().unwrap()[0];
+        let exact = header_len(1) as u64 + 3;
+        assert_eq!(entry.len, exact, "listed with its length");
+        assert!(record_limit(3) >= exact, "the limit covers the longest key");
+        let c = sp.claim(entry).unwrap().unwrap();
+        assert_eq!(
+            sp.read_claim(&c, exact - 1).unwrap(),
+            Err("longer than the largest record this drainer reads")
+        );
+        assert_eq!(sp.read_claim(&c, exact).unwrap().unwrap().envelope, b"env");
     }
 
     #[test]
@@ -796,9 +843,15 @@ mod tests {
         sp.store("k", b"v2").unwrap();
         let c2 = sp.claim(&sp.pending().unwrap()[0]).unwrap().unwrap();
         assert_ne!(c1.name(), c2.name());
-        assert_eq!(sp.read_claim(&c1).unwrap().unwrap().envelope, b"v1");
+        assert_eq!(
+            sp.read_claim(&c1, u64::MAX).unwrap().unwrap().envelope,
+            b"v1"
+        );
         assert!(sp.finish(c1).unwrap());
-        assert_eq!(sp.read_claim(&c2).unwrap().unwrap().envelope, b"v2");
+        assert_eq!(
+            sp.read_claim(&c2, u64::MAX).unwrap().unwrap().envelope,
+            b"v2"
+        );
         assert!(
             sp.finish(c2).unwrap(),
             "the second claim survived the first"
@@ -875,7 +928,7 @@ mod tests {
             );
             assert!(sp.keys("").unwrap().is_empty());
             let c = sp.claim(&sp.pending().unwrap()[0]).unwrap().unwrap();
-            assert!(sp.read_claim(&c).unwrap().is_err());
+            assert!(sp.read_claim(&c, u64::MAX).unwrap().is_err());
             sp.unclaim(c).unwrap();
         }
     }

@@ -29,6 +29,7 @@ pub fn fast_tuning() -> S3Tuning {
         operation_deadline: None,
         claim_stale_after: Duration::from_secs(600),
         concurrency: 8,
+        max_envelope_bytes: houndpool_cold::s3::DEFAULT_MAX_ENVELOPE_BYTES,
     }
 }
 
