@@ -73,7 +73,20 @@ struct Round<'a> {
     room: Condvar,
 }
 
-impl Round<'_> {
+impl<'a> Round<'a> {
+    fn new(entries: &'a [Entry]) -> Self {
+        Round {
+            entries,
+            next: AtomicUsize::new(0),
+            taken: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            report: Mutex::new(DrainReport::default()),
+            error: Mutex::new(None),
+            held: Mutex::new(0),
+            room: Condvar::new(),
+        }
+    }
+
     fn fail(&self, e: ColdError) {
         self.stop.store(true, Ordering::Relaxed);
         self.error
@@ -127,16 +140,7 @@ impl S3Store {
         claim_until: Option<Instant>,
         upload_until: Option<Instant>,
     ) -> (Result<DrainReport, ColdError>, usize) {
-        let round = Round {
-            entries,
-            next: AtomicUsize::new(0),
-            taken: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            report: Mutex::new(DrainReport::default()),
-            error: Mutex::new(None),
-            held: Mutex::new(0),
-            room: Condvar::new(),
-        };
+        let round = Round::new(entries);
         let workers = self
             .tuning
             .concurrency
@@ -335,16 +339,7 @@ mod tests {
     use super::*;
 
     fn round(entries: &[Entry]) -> Round<'_> {
-        Round {
-            entries,
-            next: AtomicUsize::new(0),
-            taken: AtomicUsize::new(0),
-            stop: AtomicBool::new(false),
-            report: Mutex::new(DrainReport::default()),
-            error: Mutex::new(None),
-            held: Mutex::new(0),
-            room: Condvar::new(),
-        }
+        Round::new(entries)
     }
 
     #[test]
