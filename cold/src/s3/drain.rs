@@ -14,7 +14,6 @@
 //! - whatever ends the round, every claimed record is finished, quarantined or put back
 //!   before the round returns: a claim is never left behind by a live drainer.
 //!
-//!
 //! Memory: a record is read whole before its upload, so the records of a round's running
 //! uploads together are held to [`BYTES_IN_FLIGHT`] (a worker waits for room; one record
 //! alone always fits), and no record longer than
@@ -131,7 +130,9 @@ impl S3Store {
     /// One round of [`S3Store::drain_spool`] over `entries` (pending records, oldest first):
     /// no record is claimed after `claim_until`, and every upload ends by `upload_until` as
     /// well as by its own [`S3Tuning::operation_deadline`](super::S3Tuning::operation_deadline).
-    /// Returns the report and how many of `entries` were tried.
+    /// Returns the report and how many of `entries` were looked at (claimed, found taken, or
+    /// passed over when the round ended: those stay pending and come again in a later
+    /// listing).
     pub(super) fn drain_round(
         &self,
         spool: &Spool,
