@@ -31,6 +31,7 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 
 use self::retry::{classify_status, classify_ureq, s3_error, Fail, Policy};
 use self::spool::Spool;
+pub use self::spool::SpoolCensus;
 use super::{validate_key, ColdStore, PutItem, PutOutcome};
 use crate::{ColdError, KeyOrigin};
 use houndpool_protocol::control::{ColdEndpoints, S3Target};
@@ -722,6 +723,17 @@ impl S3Store {
             .map_err(|e| io("spool reclaim", e))?;
         let entries = spool.pending().map_err(|e| io("spool list", e))?;
         self.drain_round(&spool, &entries, max_items, None, None).0
+    }
+}
+
+/// What the spool directory `dir` holds now (records pending and claimed, quarantined files,
+/// and their bytes), read from the directory alone: usable by a process that does not drain
+/// it (the supervisor's metrics). A directory not created yet holds nothing. Cost: one
+/// listing of the directory and of its `quarantine/`, and a `stat` per file.
+pub fn spool_census(dir: &Path) -> std::io::Result<SpoolCensus> {
+    match Spool::new(&dir.to_string_lossy(), 0) {
+        Ok(spool) => spool.census(),
+        Err(e) => Err(std::io::Error::other(e.to_string())),
     }
 }
 

@@ -32,7 +32,10 @@ use crate::{CircuitState, Pool, PoolStats};
 ///   layers of the latest hound;
 /// * size and supervision: the size computed at start, the target now, the hounds ready, the
 ///   prestarted spare, the restart circuit's state and openings;
-/// * the filesystem store's commit journals: backlog files and bytes, conflicts.
+/// * the filesystem store's commit journals: backlog files and bytes, conflicts;
+/// * the S3 store's spool: records and bytes pending, claimed by a drainer and quarantined
+///   (read from the spool directory at scrape time: one listing and a `stat` per file; zero
+///   without a spool).
 pub fn register(registry: &mut Registry, pool: Arc<Pool>) {
     registry.register_collector(Box::new(PoolMetrics { pool }));
 }
@@ -97,6 +100,7 @@ impl Collector for PoolMetrics {
         encode_hounds(&mut e, &s)?;
         encode_size(&mut e, &s)?;
         encode_journal(&mut e, &s)?;
+        encode_spool(&mut e, &self.pool)?;
         encode_latency(&mut e, &self.pool)
     }
 }
@@ -360,6 +364,49 @@ fn encode_journal(e: &mut DescriptorEncoder, s: &PoolStats) -> std::fmt::Result 
         "houndpool_journal_conflicts",
         "Journal records moved to the conflicts area (a key stored twice with different bytes).",
         s.journal_conflicts,
+    )
+}
+
+/// The spool families, from a listing of the spool directory now. A spool that cannot be
+/// read (permissions, I/O) leaves the families out of this scrape rather than reporting
+/// zeros it did not see.
+fn encode_spool(e: &mut DescriptorEncoder, pool: &Pool) -> std::fmt::Result {
+    let census = match &pool.config().cold {
+        crate::ColdConfig::S3(t) => match &t.spool_dir {
+            Some(dir) => houndpool_cold::s3::spool_census(std::path::Path::new(dir)),
+            None => Ok(Default::default()),
+        },
+        _ => Ok(Default::default()),
+    };
+    let Ok(c) = census else {
+        return Ok(());
+    };
+    by_label(
+        e,
+        (
+            "houndpool_spool_records",
+            "S3 spool records: pending (waiting for a drainer), claimed (being uploaded, or \
+             left by a drainer that died until they are stale), quarantined (kept for an \
+             operator, never uploaded).",
+            MetricType::Gauge,
+        ),
+        "state",
+        &[
+            ("pending", c.pending),
+            ("claimed", c.claimed),
+            ("quarantined", c.quarantined),
+        ],
+    )?;
+    by_label(
+        e,
+        (
+            "houndpool_spool_bytes",
+            "Bytes of the S3 spool's records, by the state of houndpool_spool_records \
+             (pending and claimed together as waiting).",
+            MetricType::Gauge,
+        ),
+        "state",
+        &[("waiting", c.bytes), ("quarantined", c.quarantined_bytes)],
     )
 }
 

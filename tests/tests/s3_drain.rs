@@ -182,3 +182,70 @@ fn an_oversized_record_planted_in_the_spool_is_quarantined_unread_and_no_hound_d
         "{quarantined:?}"
     );
 }
+
+/// The value of `family{state="..."}` in a scrape.
+fn sample(text: &str, family: &str, state: &str) -> u64 {
+    let prefix = format!("{family}{{state=\"{state}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{prefix} missing from:\n{text}"))
+}
+
+/// An operator sees the spool in the metrics (`houndpool::metrics`, which houndd serves too):
+/// what waits while the target is down, then nothing once an idle pool has drained it; a
+/// quarantined record stays counted.
+#[test]
+fn the_spool_is_counted_at_scrape_time() {
+    use prometheus_client::registry::Registry;
+    use std::sync::Arc;
+
+    let _g = serial();
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sent = spool_while_down(data.path(), spool.path(), port, 20);
+    let spooled_bytes: u64 = std::fs::read_dir(spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    std::fs::create_dir(spool.path().join("quarantine")).unwrap();
+    std::fs::write(spool.path().join("quarantine").join("old.record"), b"12345").unwrap();
+    // The target still down: the pool's hounds try, put back, and wait.
+    let (pool, _rx) = start(s3_config(data.path(), port, Some(spool.path()), 4));
+    let pool = Arc::new(pool);
+    let mut registry = Registry::default();
+    houndpool::metrics::register(&mut registry, Arc::clone(&pool));
+    let scrape = || {
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
+        out
+    };
+    let text = scrape();
+    let waiting = sample(&text, "houndpool_spool_records", "pending")
+        + sample(&text, "houndpool_spool_records", "claimed");
+    assert_eq!(waiting, 20, "{text}");
+    assert_eq!(
+        sample(&text, "houndpool_spool_bytes", "waiting"),
+        spooled_bytes
+    );
+    assert_eq!(sample(&text, "houndpool_spool_records", "quarantined"), 1);
+    assert_eq!(sample(&text, "houndpool_spool_bytes", "quarantined"), 5);
+
+    let _server = Server::start(port, data.path());
+    wait_until("the spool drained", Duration::from_secs(60), || {
+        records(spool.path()).is_empty()
+    });
+    let text = scrape();
+    for state in ["pending", "claimed"] {
+        assert_eq!(sample(&text, "houndpool_spool_records", state), 0, "{text}");
+    }
+    assert_eq!(sample(&text, "houndpool_spool_bytes", "waiting"), 0);
+    assert_eq!(sample(&text, "houndpool_spool_records", "quarantined"), 1);
+    assert_eq!(uploaded(data.path(), &sent), sent.len());
+    drop(registry);
+    let Ok(pool) = Arc::try_unwrap(pool) else {
+        panic!("the registry (dropped) held the only other reference")
+    };
+    pool.shutdown(Duration::from_secs(5));
+}

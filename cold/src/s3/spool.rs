@@ -140,6 +140,22 @@ impl Claim {
     }
 }
 
+/// What a spool holds ([`Spool::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolCensus {
+    /// Records waiting for a drainer.
+    pub pending: u64,
+    /// Records a drainer is uploading now (or a dead drainer left, until they are stale).
+    pub claimed: u64,
+    /// Bytes of the pending and claimed records.
+    pub bytes: u64,
+    /// Files in `quarantine/` (records that failed verification, were longer than any
+    /// envelope, or whose key holds other bytes at the target), kept for an operator.
+    pub quarantined: u64,
+    /// Their bytes.
+    pub quarantined_bytes: u64,
+}
+
 /// Why a record could not be spooled.
 #[derive(Debug)]
 pub(super) enum StoreError {
@@ -512,6 +528,45 @@ impl Spool {
         }
         out.sort_by(|a, b| a.written.cmp(&b.written).then_with(|| a.name.cmp(&b.name)));
         Ok(out)
+    }
+
+    /// What the spool holds now: records pending and claimed, records in `quarantine/`, and
+    /// their bytes. Cost: one listing of each directory and a `stat` per file.
+    pub fn census(&self) -> io::Result<SpoolCensus> {
+        let mut c = SpoolCensus::default();
+        for (dir, quarantine) in [
+            (self.dir.clone(), false),
+            (self.dir.join(QUARANTINE_DIR), true),
+        ] {
+            let rd = match fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            for ent in rd {
+                let ent = ent?;
+                let md = match ent.metadata() {
+                    Ok(md) if md.is_file() => md,
+                    Ok(_) => continue,
+                    // Moved by a drainer between the listing and the stat.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                let name = ent.file_name();
+                let (records, bytes) = if quarantine {
+                    (&mut c.quarantined, &mut c.quarantined_bytes)
+                } else {
+                    match parse_name(&name.to_string_lossy()) {
+                        Name::Entry { .. } => (&mut c.pending, &mut c.bytes),
+                        Name::Claim { .. } => (&mut c.claimed, &mut c.bytes),
+                        _ => continue,
+                    }
+                };
+                *records += 1;
+                *bytes = bytes.saturating_add(md.len());
+            }
+        }
+        Ok(c)
     }
 
     /// Number of records waiting (pending or claimed).
