@@ -118,7 +118,9 @@ fn erasing_a_spooled_envelope_before_upload_means_it_is_never_uploaded() {
         s.delete("ev/d.thcs"),
         Err(ColdError::ColdUnavailable { .. })
     ));
-    assert!(spool_files(spool.path()).is_empty());
+    // No record is left; the erasure's tombstone is (docs/S3.md, "Erasure wins").
+    let left = spool_files(spool.path());
+    assert!(left.len() == 1 && left[0].ends_with(".erased"), "{left:?}");
     assert_eq!(
         s.put("ev/e.thcs", &env(5, 10)).unwrap(),
         PutOutcome::Spooled

@@ -49,6 +49,9 @@ enum Drained {
     Quarantined,
     /// Erased while it was uploaded: the upload was deleted again.
     Erased,
+    /// Taken back as stale by another drainer while this one uploaded it (this one was
+    /// frozen past `claim_stale_after`): the record, and the object, are that drainer's.
+    TakenBack,
     /// The target is unavailable (transient failure); the record was put back.
     Unavailable(String),
 }
@@ -223,7 +226,7 @@ impl S3Store {
             match drained {
                 Ok(Drained::Uploaded) => round.count(|r| r.uploaded += 1),
                 Ok(Drained::Quarantined) => round.count(|r| r.quarantined += 1),
-                Ok(Drained::Erased) => {}
+                Ok(Drained::Erased | Drained::TakenBack) => {}
                 Ok(Drained::Unavailable(reason)) => {
                     round.stop.store(true, Ordering::Relaxed);
                     round.count(|r| {
@@ -281,16 +284,26 @@ impl S3Store {
             deadline,
         ) {
             Ok(()) => {
-                if spool.finish(claim).map_err(|e| io("spool remove", e))? {
+                if spool.finish(&claim).map_err(|e| io("spool remove", e))? {
                     tracing::info!(key = %record.key, "spooled envelope uploaded");
                     Ok(Drained::Uploaded)
-                } else {
+                } else if spool
+                    .erased_since(&claim)
+                    .map_err(|e| io("spool tombstone", e))?
+                {
                     // Erased while we uploaded: the erasure must win.
                     tracing::warn!(key = %record.key,
                         "spooled envelope erased during upload; deleting the upload");
                     self.delete_remote(&record.key, deadline)
                         .map_err(fail_into)?;
                     Ok(Drained::Erased)
+                } else {
+                    // Not erased: taken back as stale while this drainer was frozen. Another
+                    // drainer owns the record now (and may have uploaded and removed it):
+                    // deleting the object here would lose it.
+                    tracing::warn!(key = %record.key,
+                        "spool claim taken back as stale during upload; the object stays");
+                    Ok(Drained::TakenBack)
                 }
             }
             Err(Fail::Transient(reason)) => {

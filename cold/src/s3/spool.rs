@@ -35,6 +35,11 @@ const SUFFIX: &str = ".spool";
 const CLAIM_MARK: &str = ".claim-";
 /// Prefix of records being written.
 const TMP_PREFIX: &str = ".tmp-";
+/// Suffix of an erasure's tombstone (`<stem>.erased`, see [`Spool::remove_all`]).
+const TOMBSTONE: &str = ".erased";
+/// A tombstone is kept this many times a claim's staleness age (then removed by
+/// [`Spool::reclaim_stale`]).
+const TOMBSTONE_KEPT: u32 = 4;
 /// Subdirectory of records that failed verification.
 pub(super) const QUARANTINE_DIR: &str = "quarantine";
 
@@ -74,6 +79,8 @@ enum Name {
     Entry { stem: String },
     /// `<stem>.spool.claim-<pid>-<secs>-<random hex>`
     Claim { stem: String, secs: u64 },
+    /// `<stem>.erased`: the key was erased while records of it were spooled.
+    Tombstone,
     /// `.tmp-…`
     Temp,
     /// Anything else (ignored).
@@ -89,6 +96,9 @@ fn parse_name(name: &str) -> Name {
             return Name::Entry { stem: stem.into() };
         }
         return Name::Other;
+    }
+    if name.strip_suffix(TOMBSTONE).is_some_and(is_stem) {
+        return Name::Tombstone;
     }
     let Some((entry, claimant)) = name.split_once(CLAIM_MARK) else {
         return Name::Other;
@@ -131,6 +141,8 @@ pub(super) struct Claim {
     entry: String,
     /// The claim file's name.
     name: String,
+    /// When it was claimed (Unix seconds, as in its name).
+    secs: u64,
 }
 
 impl Claim {
@@ -469,9 +481,21 @@ impl Spool {
 
     /// Removes every record of `key`, pending and claimed (erasure). Returns whether any
     /// existed. A drainer whose claim vanishes this way deletes what it uploaded.
+    ///
+    /// A claim also vanishes when another drainer takes it back as stale (its drainer was
+    /// frozen past `claim_stale_after`, [`Self::reclaim_stale`]), and then the record is that
+    /// drainer's: deleting the object would lose it. So before it removes anything, an
+    /// erasure leaves a tombstone (`<stem>.erased`, its time the erasure's), which
+    /// [`Self::erased_since`] tells the two cases apart by.
     pub fn remove_all(&self, key: &str) -> io::Result<bool> {
+        let files = self.files_of(key)?;
+        if !files.is_empty() {
+            let tombstone = self.dir.join(format!("{}{TOMBSTONE}", stem_of(key)));
+            // Created or truncated: either way its time is now.
+            File::create(&tombstone)?.set_modified(SystemTime::now())?;
+        }
         let mut any = false;
-        for name in self.files_of(key)? {
+        for name in files {
             match fs::remove_file(self.dir.join(&name)) {
                 Ok(()) => any = true,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -581,17 +605,19 @@ impl Spool {
     /// Claims `entry` for this process by renaming it. `None` if another process took it (or
     /// it was erased) first: rename is atomic, so exactly one claimant wins.
     pub fn claim(&self, entry: &Entry) -> io::Result<Option<Claim>> {
+        let secs = unix_secs(SystemTime::now());
         let name = format!(
             "{}{CLAIM_MARK}{}-{}-{:08x}",
             entry.name,
             std::process::id(),
-            unix_secs(SystemTime::now()),
+            secs,
             fastrand::u32(..)
         );
         match fs::rename(self.dir.join(&entry.name), self.dir.join(&name)) {
             Ok(()) => Ok(Some(Claim {
                 entry: entry.name.clone(),
                 name,
+                secs,
             })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
@@ -660,12 +686,44 @@ impl Spool {
 
     /// Removes a claim after its upload succeeded. Returns `false` if the claim had already
     /// vanished, which means the key was erased while it was being uploaded.
-    pub fn finish(&self, claim: Claim) -> io::Result<bool> {
+    pub fn finish(&self, claim: &Claim) -> io::Result<bool> {
         match fs::remove_file(self.dir.join(&claim.name)) {
             Ok(()) => {
                 Self::sync_dir(&self.dir)?;
                 Ok(true)
             }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the file `name` if it was last modified more than `age` before `now`.
+    fn remove_older_than(&self, name: &str, now: SystemTime, age: Duration) -> io::Result<()> {
+        let path = self.dir.join(name);
+        let old = fs::symlink_metadata(&path)
+            .and_then(|md| md.modified())
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|a| a > age);
+        if old {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the key of `claim` was erased ([`Self::remove_all`]) since it was claimed: the
+    /// question for a drainer whose claim vanished. `false` means another drainer took the
+    /// claim back as stale and the record is now its own (or the erasure was longer ago than
+    /// tombstones are kept: then the object an erasure should have removed is left, never
+    /// one that should stay deleted).
+    pub fn erased_since(&self, claim: &Claim) -> io::Result<bool> {
+        let stem = claim.entry.strip_suffix(SUFFIX).unwrap_or(&claim.entry);
+        match fs::symlink_metadata(self.dir.join(format!("{stem}{TOMBSTONE}"))) {
+            Ok(md) => Ok(unix_secs(md.modified()?) >= claim.secs),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
@@ -705,20 +763,9 @@ impl Spool {
                         reclaimed += 1;
                     }
                 }
-                Name::Temp => {
-                    let path = self.dir.join(&name);
-                    let old = fs::symlink_metadata(&path)
-                        .and_then(|md| md.modified())
-                        .ok()
-                        .and_then(|m| now.duration_since(m).ok())
-                        .is_some_and(|age| age > stale_after);
-                    if old {
-                        match fs::remove_file(&path) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
+                Name::Temp => self.remove_older_than(&name, now, stale_after)?,
+                Name::Tombstone => {
+                    self.remove_older_than(&name, now, stale_after * TOMBSTONE_KEPT)?
                 }
                 Name::Entry { .. } | Name::Other => {}
             }
@@ -760,8 +807,11 @@ mod tests {
             }
         );
         assert_eq!(parse_name(".tmp-1-ff"), Name::Temp);
+        assert_eq!(parse_name(&format!("{h}.erased")), Name::Tombstone);
         for other in [
             "x.spool",
+            "x.erased",
+            &format!("{h}.erased.spool"),
             "quarantine",
             &format!("{h}.spool.claim-x-1"),
             &format!("{h}.spool.claim-1"),
@@ -902,13 +952,13 @@ mod tests {
             sp.read_claim(&c1, u64::MAX).unwrap().unwrap().envelope,
             b"v1"
         );
-        assert!(sp.finish(c1).unwrap());
+        assert!(sp.finish(&c1).unwrap());
         assert_eq!(
             sp.read_claim(&c2, u64::MAX).unwrap().unwrap().envelope,
             b"v2"
         );
         assert!(
-            sp.finish(c2).unwrap(),
+            sp.finish(&c2).unwrap(),
             "the second claim survived the first"
         );
     }
@@ -919,11 +969,75 @@ mod tests {
         sp.store("k", b"e").unwrap();
         let c = sp.claim(&sp.pending().unwrap()[0]).unwrap().unwrap();
         assert!(sp.remove_all("k").unwrap(), "erasure removes claims too");
-        assert!(!sp.finish(c).unwrap());
+        assert!(!sp.finish(&c).unwrap());
+        assert!(
+            sp.erased_since(&c).unwrap(),
+            "the tombstone tells it was erased"
+        );
         sp.store("k", b"e").unwrap();
         let c = sp.claim(&sp.pending().unwrap()[0]).unwrap().unwrap();
-        assert!(sp.finish(c).unwrap());
+        assert!(sp.finish(&c).unwrap());
         assert_eq!(sp.count().unwrap(), 0);
+    }
+
+    /// A drainer frozen past `claim_stale_after` loses its claim to another drainer, which
+    /// uploads and removes the record. The frozen one then finds its claim gone: not an
+    /// erasure, so the object it (and the other) uploaded must stay.
+    #[test]
+    fn a_claim_taken_back_as_stale_is_not_an_erasure() {
+        let (_d, sp) = spool(1 << 20);
+        sp.store("k", b"e").unwrap();
+        let frozen = sp.claim(&sp.pending().unwrap()[0]).unwrap().unwrap();
+        // Claims are timed in whole seconds: one must pass before it is older than zero.
+        std::thread::sleep(Duration::from_millis(1100));
+        assert_eq!(sp.reclaim_stale(Duration::ZERO).unwrap(), 1);
+        let other = sp.claim(&sp.pending().unwrap()[0]).unwrap().unwrap();
+        assert!(sp.finish(&other).unwrap());
+        assert!(!sp.finish(&frozen).unwrap());
+        assert!(!sp.erased_since(&frozen).unwrap());
+        // An erasure long before the claim does not count either.
+        sp.store("j", b"e").unwrap();
+        assert!(sp.remove_all("j").unwrap());
+        std::thread::sleep(Duration::from_millis(1100));
+        sp.store("j", b"e").unwrap();
+        let later = sp.claim(&sp.pending().unwrap()[0]).unwrap().unwrap();
+        sp.reclaim_stale(Duration::from_secs(3600)).unwrap();
+        assert!(sp.finish(&later).unwrap());
+        assert!(
+            !sp.erased_since(&later).unwrap(),
+            "the erasure came before the claim"
+        );
+    }
+
+    #[test]
+    fn tombstones_are_no_records_and_go_after_four_staleness_ages() {
+        let (d, sp) = spool(1 << 20);
+        sp.store("k", b"e").unwrap();
+        assert!(sp.remove_all("k").unwrap());
+        let tomb = d
+            .path()
+            .join("spool")
+            .join(format!("{}{TOMBSTONE}", stem_of("k")));
+        assert!(tomb.exists(), "{tomb:?}");
+        assert!(sp.pending().unwrap().is_empty());
+        assert!(sp.keys("").unwrap().is_empty());
+        assert_eq!(sp.count().unwrap(), 0);
+        assert_eq!(sp.census().unwrap(), SpoolCensus::default());
+        assert!(
+            !sp.remove_all("k").unwrap(),
+            "nothing left, no new tombstone needed"
+        );
+        sp.reclaim_stale(Duration::from_secs(10)).unwrap();
+        assert!(tomb.exists(), "kept for 40 s");
+        let old = SystemTime::now() - Duration::from_secs(41);
+        File::options()
+            .write(true)
+            .open(&tomb)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        sp.reclaim_stale(Duration::from_secs(10)).unwrap();
+        assert!(!tomb.exists());
     }
 
     #[test]
