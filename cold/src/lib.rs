@@ -184,14 +184,36 @@ pub fn open_for_hound(
         }
         ColdTarget::S3(t) => Ok(Box::new(s3::S3Store::open_pinned(
             t,
-            s3::S3Tuning {
-                concurrency: s3_concurrency,
-                operation_deadline: s3_deadline,
-                max_envelope_bytes: max_envelope,
-                ..s3::S3Tuning::default()
-            },
+            hound_s3_tuning(s3_concurrency, s3_deadline, max_envelope),
         )?)),
         other => open(other),
+    }
+}
+
+/// A hound's S3 tuning ([`open_for_hound`]). With an operation deadline, a claim on a spool
+/// record is taken back as stale after twelve deadlines (at least a minute, at most the
+/// default 15 minutes): no upload of a hound lasts that long, so such a claim belongs to a
+/// hound that died (SIGKILL, OOM) or is frozen, and its records drain a minute later rather
+/// than fifteen. Taking back the claim of a drainer that is merely slow (another process
+/// without a deadline) costs a second upload of the same bytes, never the object (a drainer
+/// whose claim was taken back leaves it: docs/S3.md, "Erasure wins").
+fn hound_s3_tuning(
+    concurrency: usize,
+    deadline: Option<std::time::Duration>,
+    max_envelope: usize,
+) -> s3::S3Tuning {
+    let default = s3::S3Tuning::default();
+    s3::S3Tuning {
+        concurrency,
+        operation_deadline: deadline,
+        max_envelope_bytes: max_envelope,
+        claim_stale_after: deadline.map_or(default.claim_stale_after, |d| {
+            d.saturating_mul(12).clamp(
+                std::time::Duration::from_secs(60),
+                default.claim_stale_after,
+            )
+        }),
+        ..default
     }
 }
 
@@ -201,6 +223,21 @@ pub use houndpool_protocol::envelope::max_envelope_len;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_hounds_claims_go_stale_after_twelve_deadlines_within_one_to_fifteen_minutes() {
+        use std::time::Duration;
+        let stale = |d: Option<u64>| {
+            hound_s3_tuning(4, d.map(Duration::from_secs), 1 << 20).claim_stale_after
+        };
+        assert_eq!(stale(Some(5)), Duration::from_secs(60));
+        assert_eq!(stale(Some(1)), Duration::from_secs(60));
+        assert_eq!(stale(Some(30)), Duration::from_secs(360));
+        assert_eq!(stale(Some(3600)), Duration::from_secs(900));
+        assert_eq!(stale(None), Duration::from_secs(900));
+        let t = hound_s3_tuning(4, Some(Duration::from_secs(5)), 1 << 20);
+        assert_eq!((t.concurrency, t.max_envelope_bytes), (4, 1 << 20));
+    }
+
     use super::*;
 
     #[test]

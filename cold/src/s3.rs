@@ -72,8 +72,11 @@ pub struct S3Tuning {
     /// than in the watchdog (docs/S3.md). Cost: a large upload on a link too slow to finish
     /// within it fails (and spools) instead of trickling on.
     pub operation_deadline: Option<Duration>,
-    /// A drainer's claim older than this is taken to belong to a dead or hung process and is
-    /// returned to the queue. Must exceed the longest upload (attempts × I/O time).
+    /// A drainer's claim older than this is taken to belong to a dead or frozen process and
+    /// is returned to the queue. Should exceed the longest upload (attempts × I/O time): a
+    /// claim taken back while its drainer still uploads costs a second upload of the same
+    /// bytes (the first drainer then leaves the object, docs/S3.md "Erasure wins"). A hound
+    /// uses twelve operation deadlines, between one and fifteen minutes.
     pub claim_stale_after: Duration,
     /// Most create-only uploads one [`ColdStore::put_batch`] runs at once, each on its own
     /// thread (values below 1 count as 1, above [`MAX_CONCURRENCY`] as that). 1 uploads one

@@ -249,3 +249,49 @@ fn the_spool_is_counted_at_scrape_time() {
     };
     pool.shutdown(Duration::from_secs(5));
 }
+
+/// Hounds SIGKILLed in the middle of a drain leave their claims behind. A hound takes a claim
+/// back as stale after twelve of its operation deadlines, at least a minute (here: the
+/// 2.5 s deadline of a 5 s job timeout, so a minute), not the library's default fifteen: the
+/// replacements upload those records too, about a minute later. Takes about 65 s.
+#[test]
+fn claims_of_hounds_killed_mid_drain_come_back_a_minute_later() {
+    let _g = serial();
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let sent = spool_while_down(data.path(), spool.path(), port, 300);
+    let _server = Server::start(port, data.path());
+    let (pool, _rx) = start(s3_config(data.path(), port, Some(spool.path()), 1));
+    wait_until("draining started", Duration::from_secs(60), || {
+        records(spool.path()).len() <= sent.len() - 20
+    });
+    let claims = |dir: &Path| -> Vec<String> {
+        records(dir)
+            .into_iter()
+            .filter(|n| n.contains(".claim-"))
+            .collect()
+    };
+    let mut killed_with_claims = Vec::new();
+    for _ in 0..50 {
+        for h in pool.stats().hounds {
+            if let Some(pid) = h.pid {
+                signal(pid as i32, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        killed_with_claims = claims(spool.path());
+        if !killed_with_claims.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !killed_with_claims.is_empty(),
+        "no hound was killed holding a claim: the test proves nothing"
+    );
+    wait_until("every record uploaded", Duration::from_secs(150), || {
+        records(spool.path()).is_empty()
+    });
+    pool.shutdown(Duration::from_secs(5));
+    assert_eq!(uploaded(data.path(), &sent), sent.len());
+}

@@ -37,9 +37,11 @@ const CLAIM_MARK: &str = ".claim-";
 const TMP_PREFIX: &str = ".tmp-";
 /// Suffix of an erasure's tombstone (`<stem>.erased`, see [`Spool::remove_all`]).
 const TOMBSTONE: &str = ".erased";
-/// A tombstone is kept this many times a claim's staleness age (then removed by
-/// [`Spool::reclaim_stale`]).
+/// A tombstone is kept this many times a claim's staleness age, and at least
+/// [`TOMBSTONE_KEPT_AT_LEAST`] (then removed by [`Spool::reclaim_stale`]).
 const TOMBSTONE_KEPT: u32 = 4;
+/// See [`TOMBSTONE_KEPT`].
+const TOMBSTONE_KEPT_AT_LEAST: Duration = Duration::from_secs(3600);
 /// Subdirectory of records that failed verification.
 pub(super) const QUARANTINE_DIR: &str = "quarantine";
 
@@ -764,9 +766,11 @@ impl Spool {
                     }
                 }
                 Name::Temp => self.remove_older_than(&name, now, stale_after)?,
-                Name::Tombstone => {
-                    self.remove_older_than(&name, now, stale_after * TOMBSTONE_KEPT)?
-                }
+                Name::Tombstone => self.remove_older_than(
+                    &name,
+                    now,
+                    (stale_after * TOMBSTONE_KEPT).max(TOMBSTONE_KEPT_AT_LEAST),
+                )?,
                 Name::Entry { .. } | Name::Other => {}
             }
         }
@@ -1010,7 +1014,7 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_are_no_records_and_go_after_four_staleness_ages() {
+    fn tombstones_are_no_records_and_go_after_four_staleness_ages_or_an_hour() {
         let (d, sp) = spool(1 << 20);
         sp.store("k", b"e").unwrap();
         assert!(sp.remove_all("k").unwrap());
@@ -1027,15 +1031,22 @@ mod tests {
             !sp.remove_all("k").unwrap(),
             "nothing left, no new tombstone needed"
         );
+        let age = |secs| SystemTime::now() - Duration::from_secs(secs);
+        let set_age = |secs| {
+            File::options()
+                .write(true)
+                .open(&tomb)
+                .unwrap()
+                .set_modified(age(secs))
+                .unwrap()
+        };
+        set_age(3000);
+        sp.reclaim_stale(Duration::from_secs(1000)).unwrap();
+        assert!(tomb.exists(), "kept four staleness ages");
+        set_age(3599);
         sp.reclaim_stale(Duration::from_secs(10)).unwrap();
-        assert!(tomb.exists(), "kept for 40 s");
-        let old = SystemTime::now() - Duration::from_secs(41);
-        File::options()
-            .write(true)
-            .open(&tomb)
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        assert!(tomb.exists(), "kept an hour at least");
+        set_age(3601);
         sp.reclaim_stale(Duration::from_secs(10)).unwrap();
         assert!(!tomb.exists());
     }
