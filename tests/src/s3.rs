@@ -151,3 +151,36 @@ pub fn s3_config(dir: &Path, port: u16, spool: Option<&Path>, concurrency: u16) 
     config.cold_net.s3_concurrency = concurrency;
     config
 }
+
+/// Spools `n` envelopes of generated evidence (`seed`) under `{key_prefix}{i:05}` through a
+/// store of this process for `target`, whose endpoint must be down: one attempt each, so
+/// each put is spooled at once. Returns them as (key, envelope), in order.
+pub fn spool_while_down(
+    target: &S3Target,
+    key_prefix: &str,
+    n: usize,
+    seed: u64,
+) -> Vec<(String, Vec<u8>)> {
+    use houndpool_cold::s3::{S3Store, S3Tuning};
+    use houndpool_cold::{ColdStore, PutOutcome};
+
+    let mut filler = S3Store::open_with(
+        target,
+        S3Tuning {
+            attempts: 1,
+            ..S3Tuning::default()
+        },
+    )
+    .expect("a store for the target");
+    let mut g = houndpool::synth::EvidenceGenerator::new(seed);
+    (0..n)
+        .map(|i| {
+            let key = format!("{key_prefix}{i:05}");
+            let env =
+                houndpool_protocol::envelope::encode(&g.request(300 + i % 700), 1).expect("encode");
+            let put = filler.put(&key, &env).expect("a put while down");
+            assert_eq!(put, PutOutcome::Spooled, "{key}");
+            (key, env)
+        })
+        .collect()
+}

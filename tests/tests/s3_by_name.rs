@@ -376,9 +376,6 @@ fn a_name_that_does_not_resolve_at_start_is_a_startup_error() {
 /// its key and byte for byte.
 #[test]
 fn a_spool_drains_by_name_over_https_with_a_private_ca() {
-    use houndpool_cold::s3::{S3Store, S3Tuning};
-    use houndpool_cold::{ColdStore, PutOutcome};
-
     let _g = serial();
     let pki = generate_pki();
     let data = tempfile::tempdir().unwrap();
@@ -389,29 +386,8 @@ fn a_spool_drains_by_name_over_https_with_a_private_ca() {
         true,
         Some(spool.path()),
     );
-    // Nothing listens yet: one attempt each, so every put is spooled at once.
-    let mut filler = S3Store::open_with(
-        &target,
-        S3Tuning {
-            attempts: 1,
-            ..S3Tuning::default()
-        },
-    )
-    .unwrap();
-    let mut g = houndpool::synth::EvidenceGenerator::new(11);
-    let sent: Vec<(String, Vec<u8>)> = (0..120)
-        .map(|i| {
-            let key = format!("evidence/tls{i:03}");
-            let env = houndpool_protocol::envelope::encode(&g.request(2_000 + i), 1).unwrap();
-            assert_eq!(
-                filler.put(&key, &env).unwrap(),
-                PutOutcome::Spooled,
-                "{key}"
-            );
-            (key, env)
-        })
-        .collect();
-    drop(filler);
+    // Nothing listens yet: every put is spooled at once.
+    let sent = houndpool_tests::s3::spool_while_down(&target, "evidence/tls", 120, 11);
 
     let _server = Server::start("127.0.0.1", port, data.path(), Some(&pki), true);
     let config = PoolConfig {

@@ -7,39 +7,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use houndpool::ColdConfig;
-use houndpool_cold::s3::{S3Store, S3Tuning};
-use houndpool_cold::{ColdStore, PutOutcome};
-use houndpool_protocol::envelope;
 use houndpool_tests::s3::{free_port, s3_config, Server, BUCKET};
 use houndpool_tests::*;
 
 /// Puts `n` envelopes under `evidence/dNNNNN` into the spool at `spool`, with the endpoint
-/// (port `port`) down: one attempt each, so each is spooled at once. Returns them by key.
+/// (port `port`) down. Returns them by key.
 fn spool_while_down(data: &Path, spool: &Path, port: u16, n: usize) -> Vec<(String, Vec<u8>)> {
     let ColdConfig::S3(target) = s3_config(data, port, Some(spool), 1).cold else {
         unreachable!("s3_config builds an S3 target")
     };
-    let mut filler = S3Store::open_with(
-        &target,
-        S3Tuning {
-            attempts: 1,
-            ..S3Tuning::default()
-        },
-    )
-    .unwrap();
-    let mut g = houndpool::synth::EvidenceGenerator::new(0xd4a1);
-    (0..n)
-        .map(|i| {
-            let key = format!("evidence/d{i:05}");
-            let env = envelope::encode(&g.request(300 + i % 700), 1).unwrap();
-            assert_eq!(
-                filler.put(&key, &env).unwrap(),
-                PutOutcome::Spooled,
-                "{key}"
-            );
-            (key, env)
-        })
-        .collect()
+    houndpool_tests::s3::spool_while_down(&target, "evidence/d", n, 0xd4a1)
 }
 
 /// Names in the spool directory that are records (pending or claimed).
