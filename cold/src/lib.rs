@@ -223,6 +223,8 @@ pub use houndpool_protocol::envelope::max_envelope_len;
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_hounds_claims_go_stale_after_twelve_deadlines_within_one_to_fifteen_minutes() {
         use std::time::Duration;
@@ -237,8 +239,6 @@ mod tests {
         let t = hound_s3_tuning(4, Some(Duration::from_secs(5)), 1 << 20);
         assert_eq!((t.concurrency, t.max_envelope_bytes), (4, 1 << 20));
     }
-
-    use super::*;
 
     #[test]
     fn keys_are_prefix_uuid_thcs() {
