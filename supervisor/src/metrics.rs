@@ -367,9 +367,10 @@ fn encode_journal(e: &mut DescriptorEncoder, s: &PoolStats) -> std::fmt::Result 
     )
 }
 
-/// The spool families, from a listing of the spool directory now. A spool that cannot be
-/// read (permissions, I/O) leaves the families out of this scrape rather than reporting
-/// zeros it did not see.
+/// The spool families, from a listing of the spool directory now. A snapshot: a record a
+/// drainer claims or puts back (a rename) while the listing runs may be missed in it. A
+/// spool that cannot be read (permissions, I/O) leaves the families out of this scrape
+/// rather than reporting zeros it did not see.
 fn encode_spool(e: &mut DescriptorEncoder, pool: &Pool) -> std::fmt::Result {
     let census = match &pool.config().cold {
         crate::ColdConfig::S3(t) => match &t.spool_dir {

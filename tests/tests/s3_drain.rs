@@ -198,10 +198,20 @@ fn the_spool_is_counted_at_scrape_time() {
         prometheus_client::encoding::prometheus_text::encode(&mut out, &registry).unwrap();
         out
     };
-    let text = scrape();
-    let waiting = sample(&text, "houndpool_spool_records", "pending")
-        + sample(&text, "houndpool_spool_records", "claimed");
-    assert_eq!(waiting, 20, "{text}");
+    // A drainer's claim is a rename: a listing taken while one happens may see the record
+    // under neither name. The hounds' failing rounds pause a second between them; a scrape
+    // then counts every record.
+    let mut text = String::new();
+    wait_until(
+        "a scrape counting all 20 waiting",
+        Duration::from_secs(20),
+        || {
+            text = scrape();
+            sample(&text, "houndpool_spool_records", "pending")
+                + sample(&text, "houndpool_spool_records", "claimed")
+                == 20
+        },
+    );
     assert_eq!(
         sample(&text, "houndpool_spool_bytes", "waiting"),
         spooled_bytes
