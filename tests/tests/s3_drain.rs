@@ -6,17 +6,31 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
+
 use houndpool::ColdConfig;
 use houndpool_tests::s3::{free_port, s3_config, Server, BUCKET};
 use houndpool_tests::*;
 
-/// Puts `n` envelopes under `evidence/dNNNNN` into the spool at `spool`, with the endpoint
-/// (port `port`) down. Returns them by key.
-fn spool_while_down(data: &Path, spool: &Path, port: u16, n: usize) -> Vec<(String, Vec<u8>)> {
-    let ColdConfig::S3(target) = s3_config(data, port, Some(spool), 1).cold else {
+/// An outage's backlog: a directory for the server, and a spool holding `n` envelopes
+/// under `evidence/dNNNNN`, spooled while nothing served the returned port. Returns them with
+/// the envelopes by key.
+fn backlog(n: usize) -> (TempDir, TempDir, u16, Vec<(String, Vec<u8>)>) {
+    let data = tempfile::tempdir().unwrap();
+    let spool = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let ColdConfig::S3(target) = s3_config(data.path(), port, Some(spool.path()), 1).cold else {
         unreachable!("s3_config builds an S3 target")
     };
-    houndpool_tests::s3::spool_while_down(&target, "evidence/d", n, 0xd4a1)
+    let sent = houndpool_tests::s3::spool_while_down(&target, "evidence/d", n, 0xd4a1);
+    (data, spool, port, sent)
+}
+
+/// Waits until 20 of the `sent` records have left the spool: draining has started.
+fn wait_draining(spool: &Path, sent: usize) {
+    wait_until("draining started", Duration::from_secs(60), || {
+        records(spool).len() <= sent - 20
+    });
 }
 
 /// Names in the spool directory that are records (pending or claimed).
@@ -67,10 +81,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 #[test]
 fn an_idle_pool_uploads_a_backlog_once_each_from_two_hounds() {
     let _g = serial();
-    let data = tempfile::tempdir().unwrap();
-    let spool = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sent = spool_while_down(data.path(), spool.path(), port, 300);
+    let (data, spool, port, sent) = backlog(300);
     let _server = Server::start(port, data.path());
     let mut config = s3_config(data.path(), port, Some(spool.path()), 16);
     config.size = houndpool::PoolSize::Fixed(2);
@@ -94,17 +105,12 @@ fn an_idle_pool_uploads_a_backlog_once_each_from_two_hounds() {
 #[test]
 fn a_hound_draining_a_backlog_exits_on_shutdown_between_rounds_leaving_no_claim() {
     let _g = serial();
-    let data = tempfile::tempdir().unwrap();
-    let spool = tempfile::tempdir().unwrap();
-    let port = free_port();
     // One upload at a time: the backlog takes a few seconds (about 3 ms a record here), so
     // it outlasts the 1 s a hound is given after the Shutdown, which comes mid-backlog.
-    let sent = spool_while_down(data.path(), spool.path(), port, 1000);
+    let (data, spool, port, sent) = backlog(1000);
     let _server = Server::start(port, data.path());
     let (pool, _rx) = start(s3_config(data.path(), port, Some(spool.path()), 1));
-    wait_until("draining started", Duration::from_secs(60), || {
-        records(spool.path()).len() <= sent.len() - 20
-    });
+    wait_draining(spool.path(), sent.len());
     // The pool gives a hound 1 s after Shutdown before it kills it. A hound that looked at
     // its control channel only when its backlog was gone would be killed mid-upload, its
     // claim left in the spool, invisible to every drainer for `claim_stale_after` (15 min).
@@ -131,10 +137,7 @@ fn a_hound_draining_a_backlog_exits_on_shutdown_between_rounds_leaving_no_claim(
 #[test]
 fn an_oversized_record_planted_in_the_spool_is_quarantined_unread_and_no_hound_dies() {
     let _g = serial();
-    let data = tempfile::tempdir().unwrap();
-    let spool = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sent = spool_while_down(data.path(), spool.path(), port, 50);
+    let (data, spool, port, sent) = backlog(50);
     let stem = "ab".repeat(32);
     let planted = spool.path().join(format!("{stem}.spool"));
     {
@@ -187,10 +190,7 @@ fn the_spool_is_counted_at_scrape_time() {
     use std::sync::Arc;
 
     let _g = serial();
-    let data = tempfile::tempdir().unwrap();
-    let spool = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sent = spool_while_down(data.path(), spool.path(), port, 20);
+    let (data, spool, port, sent) = backlog(20);
     let spooled_bytes: u64 = std::fs::read_dir(spool.path())
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
@@ -253,15 +253,10 @@ fn the_spool_is_counted_at_scrape_time() {
 #[test]
 fn claims_of_hounds_killed_mid_drain_come_back_a_minute_later() {
     let _g = serial();
-    let data = tempfile::tempdir().unwrap();
-    let spool = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let sent = spool_while_down(data.path(), spool.path(), port, 300);
+    let (data, spool, port, sent) = backlog(300);
     let _server = Server::start(port, data.path());
     let (pool, _rx) = start(s3_config(data.path(), port, Some(spool.path()), 1));
-    wait_until("draining started", Duration::from_secs(60), || {
-        records(spool.path()).len() <= sent.len() - 20
-    });
+    wait_draining(spool.path(), sent.len());
     let claims = |dir: &Path| -> Vec<String> {
         records(dir)
             .into_iter()
